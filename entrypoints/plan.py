@@ -1,0 +1,66 @@
+"""``nnugen_plan -d ID``: nnUNetPlans.json -> nnugenPlans.json with diffusion settings per configuration."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from nnugen.entrypoints.cli_errors import run_reporting_errors
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nnugen_plan",
+        description="Read nnUNetPlans.json, dataset.json and dataset_fingerprint.json of a preprocessed dataset and "
+                    "write nnugenPlans.json next to them: the same configurations (preprocessed data reused) plus an "
+                    "'nnugen' section each with the denoiser, diffusion, sampler, training and memory settings of "
+                    "every task. Edits you make to nnugenPlans.json survive a re-run unless --overwrite.")
+    parser.add_argument("-d", dest="dataset", required=True, help="dataset ID or name, e.g. 4 or Dataset004_Hippocampus")
+    parser.add_argument("-c", dest="configurations", nargs="+", default=[],
+                        help="configurations to plan (2d, 3d = 3d_fullres, 3d_lowres); default: all in the plan")
+    parser.add_argument("--gpu-memory-gb", type=float, default=8.0,
+                        help="GPU memory budget for the memory plan (batch, accumulation, AMP, checkpointing); "
+                             "default 8, as nnU-Net")
+    parser.add_argument("--overwrite", action="store_true", help="re-plan from scratch, dropping your edits")
+    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one setting, e.g. --set segmentation.sampler.steps=10 (repeatable)")
+    parser.add_argument("--overrides", type=Path, default=None, metavar="FILE.yaml",
+                        help="YAML file of overrides (see the templates shipped with nnugen)")
+    parser.add_argument("-plans_name", default="nnUNetPlans", help="nnU-Net plans to start from (default nnUNetPlans)")
+    parser.add_argument("--no-check", action="store_true",
+                        help="skip the dataset check (NaN / Inf voxels, truncated images) of the raw dataset")
+    parser.add_argument("-np", type=int, default=2, help="processes for the dataset check (default 2)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+
+    def body() -> int:
+        from nnugen_planner.dataset_check import check_raw_dataset
+        from nnugen_planner.dataset_files import raw_folder
+        from nnugen_planner.planner import PlanRequest, plan_dataset
+
+        if not args.no_check:
+            raw = raw_folder(args.dataset)
+            if raw is None:
+                print("nnugen_plan: raw dataset not found under nnUNet_raw; dataset check skipped")
+            else:
+                problems = check_raw_dataset(raw, num_processes=args.np)
+                for problem in problems:
+                    print(f"{problem.path}: {problem.problem}")
+                if problems:
+                    raise ValueError(f"{len(problems)} broken image file(s) in {raw} (listed above); fix them, re-run "
+                                     "nnUNetv2_plan_and_preprocess, then nnugen_plan (or pass --no-check)")
+        request = PlanRequest(dataset=args.dataset, configurations=tuple(args.configurations),
+                              gpu_memory_gb=args.gpu_memory_gb, overwrite=args.overwrite, sets=tuple(args.sets),
+                              overrides_file=args.overrides, source_plans=args.plans_name)
+        target = plan_dataset(request)
+        print(f"nnugen_plan: wrote {target}")
+        return 0
+
+    return run_reporting_errors("nnugen_plan", body, (ValueError, OSError))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

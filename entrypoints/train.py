@@ -1,0 +1,51 @@
+"""``nnugen_train ID FOLD CONFIG [--task ...]``: nnU-Net's training run with nnugenPlans and the task's trainer."""
+
+from __future__ import annotations
+
+import argparse
+
+from nnugen.entrypoints.cli_errors import run_reporting_errors
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from nnugen.run.tasks import CONFIGURATIONS, TRAIN_TASKS
+
+    parser = argparse.ArgumentParser(
+        prog="nnugen_train",
+        description="Train one fold with nnU-Net's own training run, -p nnugenPlans and the task's nnugen trainer "
+                    "(results in nnUNet_results/DatasetX/<Trainer>__nnugenPlans__<CONFIG>/fold_F).")
+    parser.add_argument("dataset", help="dataset ID or name")
+    parser.add_argument("fold", help="fold of nnU-Net's 5-fold split (0-4) or 'all'")
+    parser.add_argument("configuration", choices=CONFIGURATIONS, help="2d, 3d (= 3d_fullres), 3d_fullres, 3d_lowres")
+    parser.add_argument("--task", default="seg", choices=list(TRAIN_TASKS),
+                        help="seg (diffusion segmentation, default), ddpm, autoencoder, ldm, anomaly, baseline "
+                             "(nnU-Net's trainer with the same plan and budget)")
+    parser.add_argument("-device", default="cuda", help="cuda (default), cpu or mps")
+    parser.add_argument("--c", action="store_true", help="continue from the latest checkpoint")
+    parser.add_argument("-p", action="store_true", help="show progress bars")
+    parser.add_argument("-num_gpus", type=int, default=1, help="GPUs on this node (nnU-Net's DDP)")
+    parser.add_argument("--seed", type=int, default=None, help="make the run repeatable (CPU) with this seed")
+    parser.add_argument("--val", action="store_true", help="only run the final validation of a finished training")
+    parser.add_argument("--npz", action="store_true", help="save softmax probabilities of the final validation")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+
+    def body() -> int:
+        from nnugen.run.train_api import TrainRequest, train
+
+        train(TrainRequest(dataset=args.dataset, fold=args.fold, configuration=args.configuration, task=args.task,
+                           device=args.device, continue_training=args.c, num_gpus=args.num_gpus, seed=args.seed,
+                           progress=args.p, only_validation=args.val, save_probabilities=args.npz))
+        return 0
+
+    from nnugen.trainers.checkpoint_files import CheckpointError
+    from nnugen.trainers.nonfinite_guard import NonFiniteLossError
+
+    return run_reporting_errors("nnugen_train", body, (ValueError, OSError, CheckpointError, NonFiniteLossError))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

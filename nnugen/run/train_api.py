@@ -1,0 +1,78 @@
+"""``train``: the Python API behind ``nnugen_train``. It runs nnU-Net's own training run (``run_training``: the same
+folds, data loader, logging, checkpoints and final validation) with ``-p nnugenPlans`` and the task's trainer."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from dataclasses import dataclass
+
+from nnugen import PLANS_IDENTIFIER
+from nnugen.config import CONFIGURATION_ALIASES, section_of
+from nnugen.run.ext_trainer_path import ensure_ext_trainer_path
+from nnugen.run.tasks import TRAIN_TASKS, built_trainers
+from nnugen.seeding import ENVIRONMENT_VARIABLE as SEED_VARIABLE
+
+PROGRESS_VARIABLE = "NNUGEN_PROGRESS"
+
+
+@dataclass(frozen=True)
+class TrainRequest:
+    dataset: str
+    fold: str
+    configuration: str
+    task: str = "seg"
+    device: str = "cuda"
+    continue_training: bool = False
+    num_gpus: int = 1
+    seed: int | None = None
+    progress: bool = False
+    only_validation: bool = False
+    save_probabilities: bool = False
+
+
+def check_request(request: TrainRequest) -> tuple[str, str]:
+    """Validate before anything is written; returns (configuration name, trainer name)."""
+    from nnugen_planner.dataset_files import load_json, preprocessed_folder
+
+    task = TRAIN_TASKS.get(request.task)
+    if task is None:
+        raise ValueError(f"unknown task '{request.task}'; choose one of {', '.join(TRAIN_TASKS)}")
+    if task.trainer not in built_trainers():
+        raise ValueError(f"task '{request.task}' ({task.trainer}) is not available in this nnugen version yet; "
+                         f"available: {', '.join(t.cli_name for t in TRAIN_TASKS.values() if t.trainer in built_trainers())}")
+    if request.fold != "all" and not request.fold.isdigit():
+        raise ValueError(f"fold '{request.fold}' must be an integer (0-4 for nnU-Net's 5 folds) or 'all'")
+    if request.device not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"-device {request.device}: choose cpu, cuda or mps")
+    if request.num_gpus < 1:
+        raise ValueError(f"-num_gpus {request.num_gpus}: must be at least 1")
+    configuration = CONFIGURATION_ALIASES.get(request.configuration, request.configuration)
+    plans = load_json(preprocessed_folder(request.dataset) / f"{PLANS_IDENTIFIER}.json",
+                      f"run nnugen_plan -d {request.dataset} first")
+    if configuration not in plans.get("configurations", {}):
+        raise ValueError(f"configuration '{configuration}' is not in {PLANS_IDENTIFIER}.json; it has "
+                         f"{', '.join(plans.get('configurations', {}))}")
+    section_of(plans["configurations"][configuration], configuration).task(task.section)
+    return configuration, task.trainer
+
+
+def train(request: TrainRequest) -> None:
+    configuration, trainer = check_request(request)
+    ensure_ext_trainer_path()
+    if request.seed is not None:
+        os.environ[SEED_VARIABLE] = str(request.seed)
+    os.environ[PROGRESS_VARIABLE] = "1" if request.progress else "0"
+
+    import torch
+    from nnunetv2.run.run_training import run_training
+
+    if request.device == "cpu":
+        torch.set_num_threads(multiprocessing.cpu_count())
+    elif request.device == "cuda":
+        torch.set_num_threads(1)
+        torch.set_num_interop_threads(1)
+    run_training(request.dataset, configuration, request.fold, trainer, PLANS_IDENTIFIER,
+                 num_gpus=request.num_gpus, export_validation_probabilities=request.save_probabilities,
+                 continue_training=request.continue_training, only_run_validation=request.only_validation,
+                 device=torch.device(request.device))

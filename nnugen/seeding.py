@@ -1,0 +1,36 @@
+"""Seeds: one integer makes a run repeatable. ``nnugen_train --seed S`` passes it to nnU-Net's trainer process
+through ``NNUGEN_SEED``; per-case seeds are derived from (seed, case) so split or resumed runs give the same files."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+
+ENVIRONMENT_VARIABLE = "NNUGEN_SEED"
+
+
+def seed_from_environment() -> int | None:
+    value = os.environ.get(ENVIRONMENT_VARIABLE)
+    if value in (None, ""):
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"{ENVIRONMENT_VARIABLE}={value!r} is not an integer; set it to e.g. 0 or unset it") from None
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's global generators (all devices)."""
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def case_seed(seed: int, case: str) -> int:
+    """A seed for one case that depends only on (seed, case name): the same however runs are split or resumed."""
+    digest = hashlib.sha256(f"{seed}:{case}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") % 2**63

@@ -1,0 +1,62 @@
+"""nnU-Net's checkpoint format, written crash-safely. nnU-Net writes checkpoints in place, so a kill mid-write
+leaves a file that no longer loads; here the file is written to a temporary name, fsynced and renamed (the previous
+checkpoint stays valid until the swap), never with non-finite weights, and with the RNG states so a resumed seeded
+run continues its random stream. Loading keeps nnU-Net's ``weights_only=False`` because its format pickles the
+plans and the logger (DESIGN.md); a file that does not load gets a one-line error."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+from torch._dynamo import OptimizedModule
+
+from nnugen.atomic_files import atomic_torch_save
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be used; the message names the file and what to do."""
+
+
+def unwrapped_network(trainer) -> torch.nn.Module:
+    module = trainer.network.module if trainer.is_ddp else trainer.network
+    return module._orig_mod if isinstance(module, OptimizedModule) else module
+
+
+def save_nnunet_checkpoint(trainer, filename: str) -> None:
+    """The keys nnU-Net's ``save_checkpoint`` writes (so nnU-Net's loader and predictor read it), plus RNG states."""
+    weights = unwrapped_network(trainer).state_dict()
+    bad = [name for name, value in weights.items() if value.is_floating_point() and not torch.isfinite(value).all()]
+    if bad:
+        trainer.print_to_log_file(f"NOT saving {os.path.basename(filename)}: non-finite weights in {bad[0]} "
+                                  f"(and {len(bad) - 1} more); the previous checkpoint is kept")
+        return
+    checkpoint = {
+        "network_weights": weights,
+        "optimizer_state": trainer.optimizer.state_dict(),
+        "grad_scaler_state": trainer.grad_scaler.state_dict() if trainer.grad_scaler is not None else None,
+        "logging": trainer.logger.get_checkpoint(),
+        "_best_ema": trainer._best_ema,
+        "current_epoch": trainer.current_epoch + 1,
+        "init_args": trainer.my_init_kwargs,
+        "trainer_name": trainer.__class__.__name__,
+        "inference_allowed_mirroring_axes": trainer.inference_allowed_mirroring_axes,
+        "nnugen_rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state()},
+        **trainer.extra_checkpoint_state(),
+    }
+    atomic_torch_save(checkpoint, filename)
+
+
+def load_nnunet_checkpoint(filename: str, device: torch.device) -> dict:
+    if not os.path.isfile(filename):
+        raise CheckpointError(f"{filename} does not exist; train first (nnugen_train) or check the fold / configuration")
+    try:
+        # nnU-Net's own format pickles plans and logger values, so it loads as nnU-Net loads it (DESIGN.md)
+        checkpoint = torch.load(filename, map_location=device, weights_only=False)
+    except Exception as error:  # noqa: BLE001 - torch raises many kinds for a broken file
+        raise CheckpointError(f"{filename} does not load ({type(error).__name__}); delete it and resume with --c from "
+                              "the previous checkpoint, or train again") from None
+    if not isinstance(checkpoint, dict) or "network_weights" not in checkpoint:
+        raise CheckpointError(f"{filename} is not an nnU-Net checkpoint; delete it or train again")
+    return checkpoint

@@ -1,0 +1,139 @@
+"""``NnugenTrainer``: what every nnugen trainer shares, as overrides of nnU-Net's hooks.
+
+- run length, optimiser, batch size, gradient accumulation, AMP dtype and checkpoint interval come from the task's
+  settings in the plans' ``nnugen`` section (``nnugen_task`` names the task);
+- ``train_step`` runs ``compute_loss`` (the one method subclasses implement) under AMP, skips non-finite losses
+  (NonFiniteGuard), and accumulates gradients over ``memory.grad_accumulation`` micro-batches;
+- checkpoints are written atomically, never with non-finite weights, every ``training.save_every`` epochs;
+- a checkpoint that does not load is reported in one line naming the file.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+from nnunetv2.utilities.helpers import dummy_context
+
+from nnugen.config import TaskSettings, section_of
+from nnugen.trainers.checkpoint_files import CheckpointError, load_nnunet_checkpoint, save_nnunet_checkpoint
+from nnugen.seeding import seed_everything, seed_from_environment
+from nnugen.trainers.nonfinite_guard import NonFiniteGuard
+
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class NnugenTrainer(nnUNetTrainer):
+    nnugen_task = "baseline"
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.settings: TaskSettings = section_of(self.configuration_manager.configuration, configuration).task(
+            self.nnugen_task)
+        training, memory = self.settings.training, self.settings.memory
+        self.num_epochs = training.epochs
+        self.num_iterations_per_epoch = training.iterations_per_epoch * memory.grad_accumulation
+        self.num_val_iterations_per_epoch = training.val_iterations_per_epoch
+        self.initial_lr = training.initial_lr
+        self.weight_decay = training.weight_decay
+        self.save_every = training.save_every
+        # nnU-Net reads the batch size from the configuration; the memory plan decides it for nnugen's tasks
+        self.configuration_manager.configuration["batch_size"] = memory.batch_size
+        self.amp_dtype = self._amp_dtype(memory.amp)
+        if self.amp_dtype != torch.float16:
+            self.grad_scaler = None  # scaling is for fp16 only
+        self.nonfinite = NonFiniteGuard(training.max_nonfinite_steps)
+        self._micro_step = 0
+        self.seed = seed_from_environment()
+        if self.seed is not None:
+            seed_everything(self.seed + self.local_rank)
+
+    def _amp_dtype(self, amp: str) -> torch.dtype | None:
+        if self.device.type != "cuda" or amp == "fp32":
+            return None  # autocast on the CPU is slow and buys no memory here
+        if amp == "bf16" and not torch.cuda.is_bf16_supported():
+            self.print_to_log_file("This GPU has no bf16: using fp16 AMP with gradient scaling instead")
+            return torch.float16
+        return AMP_DTYPES[amp]
+
+    def autocast(self):
+        if self.amp_dtype is None:
+            return dummy_context()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def configure_optimizers(self):
+        if self.settings.training.optimizer == "adamw":
+            optimizer = torch.optim.AdamW(self.network.parameters(), self.initial_lr, weight_decay=self.weight_decay)
+            return optimizer, PolyLRScheduler(optimizer, self.initial_lr, self.num_epochs, exponent=0.0)
+        return super().configure_optimizers()
+
+    def compute_loss(self, data: torch.Tensor, target: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:
+        """The training loss of one batch; subclasses replace this (nnU-Net's segmentation loss by default)."""
+        return self.loss(self.network(data), target)
+
+    def train_step(self, batch: dict) -> dict:
+        data = batch["data"].to(self.device, non_blocking=True)
+        target = batch["target"]
+        target = [t.to(self.device, non_blocking=True) for t in target] if isinstance(target, list) \
+            else target.to(self.device, non_blocking=True)
+        accumulation = self.settings.memory.grad_accumulation
+        if self._micro_step % accumulation == 0:
+            self.optimizer.zero_grad(set_to_none=True)
+        with self.autocast():
+            loss = self.compute_loss(data, target)
+        finite = bool(torch.isfinite(loss.detach()).all())
+        self.nonfinite.record(finite, self.settings.memory.amp)
+        if not finite:
+            self.print_to_log_file(f"non-finite loss skipped ({self.nonfinite.total} so far)")
+            self.optimizer.zero_grad(set_to_none=True)
+            self._micro_step = 0
+            return {"loss": np.array(np.nan)}
+        scaled = loss / accumulation
+        if self.grad_scaler is not None:
+            self.grad_scaler.scale(scaled).backward()
+        else:
+            scaled.backward()
+        self._micro_step += 1
+        if self._micro_step % accumulation == 0:
+            if self.grad_scaler is not None:
+                self.grad_scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12)
+            if self.grad_scaler is not None:
+                self.grad_scaler.step(self.optimizer)
+                self.grad_scaler.update()
+            else:
+                self.optimizer.step()
+        return {"loss": loss.detach().float().cpu().numpy()}
+
+    def on_train_epoch_end(self, train_outputs: list[dict]):
+        finite = [o for o in train_outputs if np.isfinite(o["loss"]).all()]
+        super().on_train_epoch_end(finite or train_outputs)
+
+    def save_checkpoint(self, filename: str) -> None:
+        if self.local_rank != 0:
+            return
+        if self.disable_checkpointing:
+            self.print_to_log_file("No checkpoint written, checkpointing is disabled")
+            return
+        save_nnunet_checkpoint(self, filename)
+
+    def extra_checkpoint_state(self) -> dict:
+        """Further entries for the checkpoint (EMA weights, a discriminator ...); restored in ``load_checkpoint``."""
+        return {}
+
+    def load_checkpoint(self, filename_or_checkpoint: dict | str) -> None:
+        if isinstance(filename_or_checkpoint, str):
+            filename_or_checkpoint = load_nnunet_checkpoint(filename_or_checkpoint, self.device)
+        try:
+            super().load_checkpoint(filename_or_checkpoint)
+        except (KeyError, RuntimeError) as error:
+            raise CheckpointError(f"the checkpoint does not fit this trainer or plan ({str(error).splitlines()[0]}); "
+                                  "train again or pick the matching -tr / -p / configuration") from None
+        state = filename_or_checkpoint.get("nnugen_rng")
+        if state is not None and os.environ.get("NNUGEN_RESTORE_RNG", "1") == "1":
+            torch.set_rng_state(state["torch"])
+            np.random.set_state(state["numpy"])

@@ -1,0 +1,31 @@
+"""Counting non-finite losses: a NaN / Inf step is skipped; K in a row stop the run with the likely causes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class NonFiniteLossError(RuntimeError):
+    """Raised after too many consecutive non-finite losses; the last good checkpoint is left untouched."""
+
+
+@dataclass
+class NonFiniteGuard:
+    max_consecutive: int
+    consecutive: int = 0
+    total: int = 0
+
+    def record(self, finite: bool, amp: str) -> None:
+        """Call once per step; raises NonFiniteLossError once ``max_consecutive`` non-finite steps follow each other."""
+        if finite:
+            self.consecutive = 0
+            return
+        self.consecutive += 1
+        self.total += 1
+        if self.consecutive >= self.max_consecutive:
+            hint = "fp16 AMP overflows easily: set memory.amp to bf16 or fp32 with nnugen_plan --set; " if amp == "fp16" \
+                else ""
+            raise NonFiniteLossError(
+                f"{self.consecutive} consecutive non-finite losses ({self.total} in all): the run stops and the last "
+                f"good checkpoint is kept. Likely causes: {hint}a learning rate too high (training.initial_lr), or "
+                "NaN / Inf voxels in the data (run nnugen_check -d ID)")

@@ -1,0 +1,73 @@
+"""Finding a dataset's folders and reading / writing its JSON files, torch-free, with one-line errors that say
+what to do. nnU-Net's own lookup (``maybe_convert_to_dataset_name``) would pull in its heavier modules."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+
+class PlanningError(ValueError):
+    """A problem with the user's input that a one-line message explains."""
+
+
+def _env_folder(name: str) -> Path | None:
+    value = os.environ.get(name)
+    return Path(value) if value else None
+
+
+def dataset_name(dataset: str | int) -> str:
+    """``4`` / ``"004"`` / ``"Dataset004_Hippocampus"`` -> ``"Dataset004_Hippocampus"``, searched as nnU-Net does
+    in nnUNet_preprocessed, nnUNet_raw and nnUNet_results."""
+    text = str(dataset)
+    if text.startswith("Dataset"):
+        return text
+    try:
+        number = int(text)
+    except ValueError:
+        raise PlanningError(f"dataset '{text}' is neither an ID nor a name like Dataset004_Name") from None
+    prefix = f"Dataset{number:03d}_"
+    found = set()
+    for variable in ("nnUNet_preprocessed", "nnUNet_raw", "nnUNet_results"):
+        root = _env_folder(variable)
+        if root is not None and root.is_dir():
+            found.update(p.name for p in root.iterdir() if p.is_dir() and p.name.startswith(prefix))
+    if not found:
+        searched = ", ".join(f"{v}={os.environ.get(v, '<unset>')}" for v in ("nnUNet_preprocessed", "nnUNet_raw"))
+        raise PlanningError(f"no dataset with ID {number} ({prefix}*) found ({searched}); check the ID and the "
+                            "nnUNet_* environment variables")
+    if len(found) > 1:
+        raise PlanningError(f"dataset ID {number} is ambiguous: {', '.join(sorted(found))}; pass the full name")
+    return found.pop()
+
+
+def preprocessed_folder(dataset: str | int) -> Path:
+    root = _env_folder("nnUNet_preprocessed")
+    if root is None:
+        raise PlanningError("nnUNet_preprocessed is not set; export it as for nnUNetv2_plan_and_preprocess")
+    folder = root / dataset_name(dataset)
+    if not folder.is_dir():
+        raise PlanningError(f"{folder} does not exist; run nnUNetv2_plan_and_preprocess -d {dataset} first")
+    return folder
+
+
+def raw_folder(dataset: str | int) -> Path | None:
+    root = _env_folder("nnUNet_raw")
+    folder = root / dataset_name(dataset) if root is not None else None
+    return folder if folder is not None and folder.is_dir() else None
+
+
+def load_json(path: Path, missing_hint: str = "") -> dict[str, Any]:
+    if not path.is_file():
+        raise PlanningError(f"{path} is missing" + (f"; {missing_hint}" if missing_hint else ""))
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+    except json.JSONDecodeError as error:
+        raise PlanningError(f"{path} is not valid JSON (line {error.lineno}, column {error.colno}: {error.msg}); "
+                            "fix or regenerate that file") from None
+    if not isinstance(data, dict):
+        raise PlanningError(f"{path} does not hold a JSON object; fix or regenerate that file")
+    return data

@@ -1,0 +1,73 @@
+"""User overrides of the planned settings: ``--set task.section.field=value`` on the command line, and YAML files
+(``--overrides FILE.yaml``, see templates/) of the form ``{task: {section: {field: value}}}`` for every planned
+configuration, optionally with ``configurations: {NAME: {task: ...}}`` for one configuration only. Values are
+parsed as YAML scalars (``true``, ``5``, ``1e-4``, ``[1, 2]``). Validation happens afterwards, in nnugen.config."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from nnugen.config import TASKS
+from nnugen_planner.dataset_files import PlanningError
+
+SECTION_ROOTS = (*TASKS, "intensity")
+
+
+def parse_set(assignment: str) -> dict[str, Any]:
+    """``"segmentation.sampler.steps=10"`` -> ``{"tasks": {"segmentation": {"sampler": {"steps": 10}}}}``."""
+    if "=" not in assignment:
+        raise PlanningError(f"--set {assignment!r}: expected KEY=VALUE, e.g. segmentation.sampler.steps=10")
+    key, _, text = assignment.partition("=")
+    parts = [p for p in key.strip().split(".") if p]
+    if len(parts) < 2 or parts[0] not in SECTION_ROOTS:
+        raise PlanningError(f"--set {assignment!r}: the key must start with one of {', '.join(SECTION_ROOTS)} and "
+                            "name a field, e.g. segmentation.sampler.steps=10")
+    try:
+        value = yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError:
+        raise PlanningError(f"--set {assignment!r}: the value is not a valid YAML scalar or list") from None
+    nested: Any = value
+    for part in reversed(parts):
+        nested = {part: nested}
+    return _to_section_layout(nested)
+
+
+def _to_section_layout(tree: dict[str, Any]) -> dict[str, Any]:
+    tasks = {k: v for k, v in tree.items() if k in TASKS}
+    result: dict[str, Any] = {"tasks": tasks} if tasks else {}
+    if "intensity" in tree:
+        result["intensity"] = tree["intensity"]
+    return result
+
+
+def load_overrides_file(path: Path) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """Returns (overrides for every configuration, overrides per configuration name)."""
+    if not path.is_file():
+        raise PlanningError(f"--overrides {path}: no such file")
+    try:
+        tree = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as error:
+        raise PlanningError(f"--overrides {path} is not valid YAML ({str(error).splitlines()[0]})") from None
+    if not isinstance(tree, dict):
+        raise PlanningError(f"--overrides {path}: expected a mapping of task names to settings")
+    per_configuration = tree.pop("configurations", {}) or {}
+    unknown = sorted(set(tree) - set(SECTION_ROOTS))
+    if unknown:
+        raise PlanningError(f"--overrides {path}: unknown top-level key(s) {', '.join(unknown)}; "
+                            f"use {', '.join(SECTION_ROOTS)} or configurations")
+    return _to_section_layout(tree), {name: _to_section_layout(v or {}) for name, v in per_configuration.items()}
+
+
+def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``base`` with ``update`` written over it, recursively for nested mappings."""
+    merged = copy.deepcopy(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged

@@ -1,0 +1,121 @@
+"""``plan_dataset``: the Python API behind ``nnugen_plan``. Reads nnUNetPlans.json, dataset.json and the
+fingerprint, writes nnugenPlans.json (same configurations, same data identifiers, plus an ``nnugen`` section each),
+atomically and deterministically. The planner's own output is recorded too (``nnugen_planner_output``), so a
+later run tells the user's edits in an existing nnugenPlans.json from planned values: the edits survive a re-plan
+unless ``overwrite``; ``--set`` / ``--overrides`` apply on top (and, being edits, survive later runs too)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from nnugen import PLANS_IDENTIFIER
+from nnugen.atomic_files import atomic_write_json
+from nnugen.config import CONFIGURATION_ALIASES, NnugenSection
+from nnugen_planner.dataset_files import PlanningError, load_json, preprocessed_folder
+from nnugen_planner.denoiser_plan import arch_kwargs_of
+from nnugen_planner.intensity_plan import intensity_from_plans
+from nnugen_planner.overrides import deep_merge, load_overrides_file, parse_set
+from nnugen_planner.task_plan import plan_tasks
+
+DEFAULT_BUDGET_GB = 8.0
+PLANNED_KEY = "nnugen_planner_output"  # what the planner wrote last time: tells the user's edits from planned values
+
+
+def user_edits(current: dict[str, Any], planned_before: dict[str, Any]) -> dict[str, Any]:
+    """The leaves of ``current`` that differ from what the planner wrote last time (the user's edits)."""
+    edits: dict[str, Any] = {}
+    for key, value in current.items():
+        before = planned_before.get(key) if isinstance(planned_before, dict) else None
+        if isinstance(value, dict) and isinstance(before, dict):
+            nested = user_edits(value, before)
+            if nested:
+                edits[key] = nested
+        elif key not in planned_before or before != value:
+            edits[key] = value
+    return edits
+
+
+@dataclass(frozen=True)
+class PlanRequest:
+    dataset: str
+    configurations: tuple[str, ...] = ()
+    gpu_memory_gb: float = DEFAULT_BUDGET_GB
+    overwrite: bool = False
+    sets: tuple[str, ...] = ()
+    overrides_file: Path | None = None
+    source_plans: str = "nnUNetPlans"
+
+
+def resolve_configuration_names(requested: tuple[str, ...], plans: dict[str, Any]) -> list[str]:
+    available = [name for name, c in plans["configurations"].items() if "architecture" in c or "inherits_from" not in c]
+    if not requested:
+        return available
+    names = [CONFIGURATION_ALIASES.get(name, name) for name in requested]
+    for name in names:
+        if name not in available:
+            raise PlanningError(f"unknown configuration '{name}'; this plan has {', '.join(available)}")
+    return list(dict.fromkeys(names))
+
+
+def num_segmentation_heads(dataset_json: dict[str, Any]) -> int:
+    labels = dataset_json.get("labels", {})
+    if "regions_class_order" in dataset_json:  # region-based training: one sigmoid output per region
+        return sum(1 for name, value in labels.items() if name != "background")
+    return len(labels)
+
+
+def plan_dataset(request: PlanRequest) -> Path:
+    """Write ``nnugenPlans.json`` and return its path. Raises PlanningError (nothing written) on bad input."""
+    if request.gpu_memory_gb <= 0:
+        raise PlanningError(f"--gpu-memory-gb {request.gpu_memory_gb:g}: must be a positive number of GB")
+    folder = preprocessed_folder(request.dataset)
+    hint = f"run nnUNetv2_plan_and_preprocess -d {request.dataset} first"
+    plans = load_json(folder / f"{request.source_plans}.json", hint)
+    dataset_json = load_json(folder / "dataset.json", hint)
+    load_json(folder / "dataset_fingerprint.json", hint)  # present and readable; the plans carry what we use
+    if "configurations" not in plans:
+        raise PlanningError(f"{folder / (request.source_plans + '.json')} has no 'configurations'; regenerate it")
+
+    names = resolve_configuration_names(request.configurations, plans)
+    everywhere: dict[str, Any] = {}
+    per_configuration: dict[str, dict[str, Any]] = {}
+    if request.overrides_file is not None:
+        everywhere, per_configuration = load_overrides_file(Path(request.overrides_file))
+        per_configuration = {CONFIGURATION_ALIASES.get(k, k): v for k, v in per_configuration.items()}
+        for name in per_configuration:
+            if name not in plans["configurations"]:
+                raise PlanningError(f"--overrides: unknown configuration '{name}' under 'configurations'")
+    for assignment in request.sets:
+        everywhere = deep_merge(everywhere, parse_set(assignment))
+
+    target = folder / f"{PLANS_IDENTIFIER}.json"
+    existing = None if request.overwrite or not target.is_file() else load_json(target)
+    result = dict(existing) if existing is not None else dict(plans)
+    result["plans_name"] = PLANS_IDENTIFIER
+    result["configurations"] = dict(result.get("configurations", plans["configurations"]))
+    for name, configuration in plans["configurations"].items():
+        result["configurations"].setdefault(name, configuration)
+
+    planned_record = dict(existing.get(PLANNED_KEY, {})) if existing is not None else {}
+    n_channels = len(dataset_json.get("channel_names", dataset_json.get("modality", {})))
+    n_classes = num_segmentation_heads(dataset_json)
+    for name in names:
+        configuration = plans["configurations"][name]
+        planned = NnugenSection(
+            intensity=intensity_from_plans(plans, configuration),
+            tasks=plan_tasks(arch_kwargs_of(configuration, name), configuration["patch_size"],
+                             int(configuration["batch_size"]), n_channels, n_classes, request.gpu_memory_gb, name),
+        ).to_dict()
+        edits = {}
+        if existing is not None:
+            edits = user_edits(result["configurations"][name].get("nnugen", {}),
+                               existing.get(PLANNED_KEY, {}).get(name, {}))
+        section = deep_merge(deep_merge(planned, edits), deep_merge(everywhere, per_configuration.get(name, {})))
+        validated = NnugenSection.from_dict(section, f"{name}.nnugen")  # ValueError names the bad key
+        result["configurations"][name] = {**result["configurations"][name], "nnugen": validated.to_dict()}
+        planned_record[name] = planned
+    result[PLANNED_KEY] = planned_record
+    atomic_write_json(target, result)
+    return target
