@@ -15,7 +15,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "write nnugenPlans.json next to them: the same configurations (preprocessed data reused) plus an "
                     "'nnugen' section each with the denoiser, diffusion, sampler, training and memory settings of "
                     "every task. Edits you make to nnugenPlans.json survive a re-run unless --overwrite.")
-    parser.add_argument("-d", dest="dataset", required=True, help="dataset ID or name, e.g. 4 or Dataset004_Hippocampus")
+    parser.add_argument("-d", dest="dataset", required=True,
+                        help="dataset ID or name, e.g. 4 or Dataset004_Hippocampus")
     parser.add_argument("-c", dest="configurations", nargs="+", default=[],
                         help="configurations to plan (2d, 3d = 3d_fullres, 3d_lowres); default: all in the plan")
     parser.add_argument("--gpu-memory-gb", type=float, default=8.0,

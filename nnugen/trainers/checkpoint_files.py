@@ -50,7 +50,8 @@ def save_nnunet_checkpoint(trainer, filename: str) -> None:
 
 def load_nnunet_checkpoint(filename: str, device: torch.device) -> dict:
     if not os.path.isfile(filename):
-        raise CheckpointError(f"{filename} does not exist; train first (nnugen_train) or check the fold / configuration")
+        raise CheckpointError(f"{filename} does not exist; train first (nnugen_train) or check the fold and "
+                              "configuration")
     try:
         # nnU-Net's own format pickles plans and logger values, so it loads as nnU-Net loads it (DESIGN.md)
         checkpoint = torch.load(filename, map_location=device, weights_only=False)
@@ -60,3 +61,26 @@ def load_nnunet_checkpoint(filename: str, device: torch.device) -> dict:
     if not isinstance(checkpoint, dict) or "network_weights" not in checkpoint:
         raise CheckpointError(f"{filename} is not an nnU-Net checkpoint; delete it or train again")
     return checkpoint
+
+
+def restore_nnunet_checkpoint(trainer, checkpoint: dict) -> None:
+    """What nnU-Net's ``load_checkpoint`` restores, from an already loaded dict (nnU-Net 2.8.1's own method only
+    works when given a file name), plus nnugen's RNG states."""
+    network = unwrapped_network(trainer)
+    expected = network.state_dict().keys()
+    weights = {k[7:] if k not in expected and k.startswith("module.") else k: v
+               for k, v in checkpoint["network_weights"].items()}
+    network.load_state_dict(weights)
+    trainer.my_init_kwargs = checkpoint["init_args"]
+    trainer.current_epoch = checkpoint["current_epoch"]
+    trainer.logger.load_checkpoint(checkpoint["logging"])
+    trainer._best_ema = checkpoint["_best_ema"]
+    trainer.inference_allowed_mirroring_axes = checkpoint.get("inference_allowed_mirroring_axes",
+                                                              trainer.inference_allowed_mirroring_axes)
+    trainer.optimizer.load_state_dict(checkpoint["optimizer_state"])
+    if trainer.grad_scaler is not None and checkpoint.get("grad_scaler_state") is not None:
+        trainer.grad_scaler.load_state_dict(checkpoint["grad_scaler_state"])
+    rng = checkpoint.get("nnugen_rng")
+    if rng is not None:
+        torch.set_rng_state(rng["torch"])
+        np.random.set_state(rng["numpy"])

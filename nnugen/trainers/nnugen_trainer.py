@@ -10,8 +10,6 @@
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import torch
 from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
@@ -19,8 +17,13 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.helpers import dummy_context
 
 from nnugen.config import TaskSettings, section_of
-from nnugen.trainers.checkpoint_files import CheckpointError, load_nnunet_checkpoint, save_nnunet_checkpoint
 from nnugen.seeding import seed_everything, seed_from_environment
+from nnugen.trainers.checkpoint_files import (
+    CheckpointError,
+    load_nnunet_checkpoint,
+    restore_nnunet_checkpoint,
+    save_nnunet_checkpoint,
+)
 from nnugen.trainers.nonfinite_guard import NonFiniteGuard
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -126,14 +129,17 @@ class NnugenTrainer(nnUNetTrainer):
         return {}
 
     def load_checkpoint(self, filename_or_checkpoint: dict | str) -> None:
-        if isinstance(filename_or_checkpoint, str):
-            filename_or_checkpoint = load_nnunet_checkpoint(filename_or_checkpoint, self.device)
+        if not self.was_initialized:
+            self.initialize()
+        checkpoint = filename_or_checkpoint
+        if isinstance(checkpoint, str):
+            checkpoint = load_nnunet_checkpoint(checkpoint, self.device)
         try:
-            super().load_checkpoint(filename_or_checkpoint)
-        except (KeyError, RuntimeError) as error:
+            restore_nnunet_checkpoint(self, checkpoint)
+        except (KeyError, RuntimeError, ValueError) as error:
             raise CheckpointError(f"the checkpoint does not fit this trainer or plan ({str(error).splitlines()[0]}); "
                                   "train again or pick the matching -tr / -p / configuration") from None
-        state = filename_or_checkpoint.get("nnugen_rng")
-        if state is not None and os.environ.get("NNUGEN_RESTORE_RNG", "1") == "1":
-            torch.set_rng_state(state["torch"])
-            np.random.set_state(state["numpy"])
+        self.restore_extra_checkpoint_state(checkpoint)
+
+    def restore_extra_checkpoint_state(self, checkpoint: dict) -> None:
+        """Counterpart of ``extra_checkpoint_state``."""

@@ -23,8 +23,8 @@ class NonFiniteGuard:
         self.consecutive += 1
         self.total += 1
         if self.consecutive >= self.max_consecutive:
-            hint = "fp16 AMP overflows easily: set memory.amp to bf16 or fp32 with nnugen_plan --set; " if amp == "fp16" \
-                else ""
+            hint = "fp16 AMP overflows easily: set memory.amp to bf16 or fp32 with nnugen_plan --set; "
+            hint = hint if amp == "fp16" else ""
             raise NonFiniteLossError(
                 f"{self.consecutive} consecutive non-finite losses ({self.total} in all): the run stops and the last "
                 f"good checkpoint is kept. Likely causes: {hint}a learning rate too high (training.initial_lr), or "

@@ -1,0 +1,31 @@
+"""Helpers of the end-to-end tests: the console scripts of this environment and an nnU-Net environment."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+BIN = Path(sys.executable).parent
+
+
+def cli(name: str) -> str:
+    return str(BIN / name)
+
+
+def nnunet_environment(root: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "nnUNet_extTrainer"}  # nnugen must set it up itself
+    env.update(nnUNet_raw=str(root / "raw"), nnUNet_preprocessed=str(root / "preprocessed"),
+               nnUNet_results=str(root / "results"), nnUNet_def_n_proc="2", nnUNet_n_proc_DA="1",
+               OMP_NUM_THREADS="2", PYTHONUNBUFFERED="1")
+    env.update(extra)
+    return env
+
+
+def run(command: list[str], env: dict[str, str], timeout: int = 900) -> subprocess.CompletedProcess:
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
+    if result.returncode != 0:
+        raise AssertionError(f"{' '.join(command)} failed ({result.returncode}):\n{result.stdout[-3000:]}\n"
+                             f"{result.stderr[-3000:]}")
+    return result
