@@ -1,0 +1,59 @@
+"""Segmentations in diffusion space (Chen et al. 2022 "Analog bits"; Fu et al. 2023 ImgX-DiffSeg).
+
+A one-hot mask (B, C, *spatial) with C classes (background included) is diffused as 2 * onehot - 1 in [-1, 1].
+The decision for the x0 estimate: it is always a categorical distribution per voxel, held as logits (B, C, *spatial).
+For the "x0" parameterisation the network outputs these logits and x0 in diffusion space is 2 * softmax(logits) - 1,
+so every estimate is a valid soft mask. For "eps" and "v" the derived x0 is mapped to probabilities by clamping
+(x0 + 1) / 2 to [0, 1] and renormalising; its logarithm serves as logits, so one Dice + CE loss covers all kinds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from nnugen.diffusion.broadcast import schedule_at
+from nnugen.diffusion.parameterisation import Denoiser, check_parameterisation, predict_x0
+
+# Floor for probabilities recovered from an eps / v output, so their logarithm stays finite.
+MIN_PROBABILITY = 1e-6
+
+
+def mask_to_diffusion_space(onehot: Tensor) -> Tensor:
+    """One-hot {0, 1} (B, C, *spatial) -> {-1, 1} in the input's floating dtype (Chen et al. 2022)."""
+    dtype = onehot.dtype if onehot.dtype.is_floating_point else torch.float32
+    return onehot.to(dtype) * 2 - 1
+
+
+def diffusion_space_to_probs(x: Tensor) -> Tensor:
+    """x in diffusion space (B, C, *spatial) -> class probabilities summing to 1 over C (argmax gives the mask)."""
+    probs = ((x + 1) / 2).clamp(MIN_PROBABILITY, 1.0)
+    return probs / probs.sum(dim=1, keepdim=True)
+
+
+def logits_to_diffusion_space(logits: Tensor) -> Tensor:
+    """Class logits (B, C, *spatial) -> x0 in diffusion space 2 * softmax(logits) - 1."""
+    return 2 * torch.softmax(logits, dim=1) - 1
+
+
+def segmentation_logits(output: Tensor, x_t: Tensor, abar_t: Tensor, kind: str) -> Tensor:
+    """Logits (B, C, *spatial) of the x0 estimate for a network output of the given kind; abar_t (B,)."""
+    check_parameterisation(kind)
+    if kind == "x0":
+        return output
+    return diffusion_space_to_probs(predict_x0(output, x_t, abar_t, kind)).log()
+
+
+def segmentation_x0_denoiser(
+    model_fn: Callable[[Tensor, Tensor], Tensor], alphas_cumprod: Tensor, kind: str
+) -> Denoiser:
+    """Wrap `model_fn(x_t, t)` as `denoise(x_t, t) -> x0_hat` in diffusion space for segmentation (B, C, *spatial)."""
+    check_parameterisation(kind)
+
+    def denoise(x_t: Tensor, t: Tensor) -> Tensor:
+        abar_t = schedule_at(alphas_cumprod, t, x_t)
+        return logits_to_diffusion_space(segmentation_logits(model_fn(x_t, t), x_t, abar_t, kind))
+
+    return denoise
