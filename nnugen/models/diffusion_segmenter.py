@@ -1,0 +1,125 @@
+"""``DiffusionSegmenter``: a diffusion segmentation model as nnU-Net's predictor sees it.
+
+nnU-Net's sliding-window predictor calls ``network(tile)`` with a tile (1, C_in, *patch) and expects one logits
+tensor (1, C_out, *patch). In eval mode ``forward`` therefore runs the whole sampler, conditioned on the image, once
+per ensemble member (seed), and returns the log of the mean class probability over the ensemble (Wolleb et al. 2022
+implicit ensembles; Fu et al. 2023). The sampler, its steps, the ensemble size and eta come from the plans in the
+model folder; ``nnugen_predict`` changes them on the instance before predicting.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+from torch import Tensor, nn
+
+from nnugen.config import DiffusionSettings, SamplerSettings
+from nnugen.diffusion import (
+    alphas_cumprod,
+    dice_ce_loss,
+    diffusion_space_to_probs,
+    make_betas,
+    mask_to_diffusion_space,
+    noisy_training_input,
+    recycled_training_input,
+    sampling_timesteps,
+    segmentation_logits,
+    segmentation_x0_denoiser,
+    target_mse_loss,
+)
+from nnugen.diffusion.broadcast import schedule_at
+from nnugen.diffusion.noise import randn_like
+from nnugen.diffusion.parameterisation import Denoiser
+from nnugen.diffusion.self_conditioning import self_conditioned_denoiser, self_conditioning_input
+from nnugen.samplers import get_sampler
+from nnugen.samplers.options import sampler_options
+
+
+@dataclass(frozen=True)
+class EnsembleRequest:
+    """How one prediction samples: ``seed`` fixes the noise of member k as ``seed + k`` (repeatable per case)."""
+
+    sampler: SamplerSettings
+    seed: int = 0
+
+
+class DiffusionSegmenter(nn.Module):
+    def __init__(self, denoiser: nn.Module, num_classes: int, diffusion: DiffusionSettings, sampler: SamplerSettings):
+        super().__init__()
+        self.denoiser = denoiser
+        self.num_classes = num_classes
+        self.diffusion = diffusion
+        self.request = EnsembleRequest(sampler)
+        betas = make_betas(diffusion.schedule, diffusion.timesteps, diffusion.beta_start, diffusion.beta_end)
+        # not persistent: the schedule follows the plans, not the checkpoint
+        self.register_buffer("alphas_cumprod", alphas_cumprod(betas), persistent=False)
+
+    def set_sampling(self, seed: int | None = None, **sampler_changes) -> None:
+        """Change the sampler settings (name, steps, seeds, eta) and / or the base seed for the next predictions."""
+        sampler = replace(self.request.sampler, **sampler_changes) if sampler_changes else self.request.sampler
+        self.request = EnsembleRequest(sampler, self.request.seed if seed is None else seed)
+
+    def model_output(self, image: Tensor, x_t: Tensor, t: Tensor, x0_condition: Tensor | None = None) -> Tensor:
+        """The network's raw output (x0 logits, eps or v) for the image (B, C_in, ...) and noisy mask x_t."""
+        inputs = [image, x_t] if x0_condition is None else [image, x_t, x0_condition]
+        return self.denoiser(torch.cat(inputs, dim=1), t.to(image.dtype))
+
+    def x0_denoiser(self, image: Tensor) -> Denoiser:
+        """``denoise(x_t, t) -> x0_hat`` in diffusion space, conditioned on the image (fresh per sampling run)."""
+        kind, schedule = self.diffusion.model_output, self.alphas_cumprod
+        if not self.diffusion.self_conditioning:
+            return segmentation_x0_denoiser(lambda x_t, t: self.model_output(image, x_t, t), schedule, kind)
+
+        def conditioned(x_t: Tensor, t: Tensor, x0_condition: Tensor) -> Tensor:
+            model = lambda x, s: self.model_output(image, x, s, x0_condition)  # noqa: E731
+            return segmentation_x0_denoiser(model, schedule, kind)(x_t, t)
+
+        return self_conditioned_denoiser(conditioned)
+
+    def sample_probabilities(self, image: Tensor) -> Tensor:
+        """Class probabilities of every ensemble member: (S, B, C_out, *spatial) for S = sampler.seeds."""
+        settings = self.request.sampler
+        sampler = get_sampler(settings.name)
+        timesteps = sampling_timesteps(self.diffusion.timesteps, min(settings.steps, self.diffusion.timesteps))
+        shape = (image.shape[0], self.num_classes, *image.shape[2:])
+        members = []
+        for k in range(settings.seeds):
+            generator = torch.Generator(device=image.device).manual_seed(self.request.seed + k)
+            noise = randn_like(torch.empty(shape, device=image.device, dtype=image.dtype), generator)
+            x0 = sampler(self.x0_denoiser(image), noise, self.alphas_cumprod, timesteps, generator=generator,
+                         **sampler_options(settings.name, eta=settings.eta))
+            members.append(diffusion_space_to_probs(x0.float()))
+        return torch.stack(members)
+
+    def training_loss(self, image: Tensor, target_onehot: Tensor) -> Tensor:
+        """Fu et al. 2023: noise the mask (recycled if set), predict it, Dice + CE on the predicted mask (x0), plus
+        MSE on the eps / v target for those parameterisations. image (B, C_in, ...), target_onehot (B, C_out, ...)."""
+        settings, schedule = self.diffusion, self.alphas_cumprod
+        x0 = mask_to_diffusion_space(target_onehot).to(image.dtype)
+        if settings.recycling and settings.timesteps > 1:
+            noisy = recycled_training_input(self.x0_denoiser(image), x0, schedule)
+        else:
+            noisy = noisy_training_input(x0, schedule)
+        condition = None
+        if settings.self_conditioning:
+            denoise = self.x0_denoiser(image)
+            condition = self_conditioning_input(lambda x, t, c: denoise(x, t), noisy.x_t, noisy.t)
+        output = self.model_output(image, noisy.x_t, noisy.t, condition)
+        abar_t = schedule_at(schedule, noisy.t, output).flatten()
+        loss = output.new_zeros(())
+        if settings.dice_weight + settings.ce_weight > 0:
+            logits = segmentation_logits(output, noisy.x_t, abar_t, settings.model_output)
+            loss = loss + dice_ce_loss(logits, target_onehot, settings.dice_weight, settings.ce_weight)
+        if settings.model_output != "x0" and settings.mse_weight > 0:
+            loss = loss + settings.mse_weight * target_mse_loss(output, settings.model_output, noisy.noised_x0,
+                                                                noisy.noise, abar_t)
+        return loss
+
+    def forward(self, image: Tensor, target_onehot: Tensor | None = None) -> Tensor:
+        """With a target: the training loss (a scalar; through forward so DDP sees the pass). Without: log of the
+        ensemble's mean probability (B, C_out, *spatial), the logits nnU-Net's predictor wants."""
+        if target_onehot is not None:
+            return self.training_loss(image, target_onehot)
+        probabilities = self.sample_probabilities(image).mean(dim=0)
+        return probabilities.clamp_min(1e-8).log()

@@ -1,0 +1,90 @@
+"""``NnugenDiffSegTrainer``: diffusion segmentation (Fu et al. 2023, ImgX-DiffSeg) inside nnU-Net's training run:
+nnU-Net's data loader, patch sampler, augmentation, folds and final validation; the network is a
+``DiffusionSegmenter`` whose training forward returns the loss and whose eval forward samples a segmentation.
+
+Validation inside training samples with ``training.val_sampling_steps`` steps and one seed, so the pseudo Dice in
+``progress.png`` and the choice of ``checkpoint_best`` measure the segmentations the model really produces.
+"""
+
+from __future__ import annotations
+
+import torch
+from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
+from torch import nn
+
+from nnugen.config import section_of
+from nnugen.diffusion import dice_ce_loss
+from nnugen.models.diffusion_segmenter import DiffusionSegmenter
+from nnugen.networks import TimeConditionedUNet
+from nnugen.trainers.nnugen_trainer import NnugenTrainer
+
+
+def one_hot(target: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Label map (B, 1, *spatial) -> one-hot (B, C, *spatial) float."""
+    return torch.nn.functional.one_hot(target[:, 0].long(), num_classes).movedim(-1, 1).float()
+
+
+class SampledSegmentationLoss(nn.Module):
+    """Dice + CE of sampled logits against the label map: what nnU-Net's validation_step calls ``self.loss``."""
+
+    def __init__(self, num_classes: int):
+        super().__init__()
+        self.num_classes = num_classes
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return dice_ce_loss(logits.float(), one_hot(target, self.num_classes))
+
+
+class NnugenDiffSegTrainer(NnugenTrainer):
+    nnugen_task = "segmentation"
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        if self.label_manager.has_regions or self.label_manager.has_ignore_label:
+            raise ValueError("diffusion segmentation needs plain labels: region-based training and ignore labels are "
+                             "not supported yet; use NnugenBaselineTrainer for this dataset")
+        self.enable_deep_supervision = False
+
+    @classmethod
+    def build_network_architecture(cls, plans_manager: PlansManager, configuration_manager: ConfigurationManager,
+                                   num_input_channels: int, num_output_channels: int,
+                                   enable_deep_supervision: bool = True) -> nn.Module:
+        settings = section_of(configuration_manager.configuration).task(cls.nnugen_task)
+        denoiser, diffusion = settings.denoiser, settings.diffusion
+        extra = num_output_channels if diffusion.self_conditioning else 0
+        network = TimeConditionedUNet(
+            num_input_channels + num_output_channels + extra, num_output_channels,
+            features_per_stage=denoiser.features_per_stage, kernel_sizes=denoiser.kernel_sizes,
+            strides=denoiser.strides, n_conv_per_stage=denoiser.n_conv_per_stage,
+            n_conv_per_stage_decoder=denoiser.n_conv_per_stage_decoder, norm=denoiser.norm,
+            time_embed_dim=denoiser.time_embed_dim, attention_stages=denoiser.attention_stages,
+            attention_heads=denoiser.attention_heads, dropout=denoiser.dropout,
+            activation_checkpointing=settings.memory.activation_checkpointing)
+        return DiffusionSegmenter(network, num_output_channels, diffusion, settings.sampler)
+
+    def _build_loss(self):
+        return SampledSegmentationLoss(self.label_manager.num_segmentation_heads)
+
+    def set_deep_supervision_enabled(self, enabled: bool):
+        pass  # the denoiser has no deep supervision heads
+
+    def configure_rotation_dummyDA_mirroring_and_inital_patch_size(self):
+        rotation, dummy_2d, patch, mirror_axes = super().configure_rotation_dummyDA_mirroring_and_inital_patch_size()
+        if not self.settings.sampler.mirroring:
+            self.inference_allowed_mirroring_axes = None  # each mirror would repeat the whole sampling
+        return rotation, dummy_2d, patch, mirror_axes
+
+    def compute_loss(self, data: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return self.network(data, one_hot(target, self.label_manager.num_segmentation_heads))
+
+    def segmenter(self) -> DiffusionSegmenter:
+        return self.network.module if self.is_ddp else self.network
+
+    def on_validation_epoch_start(self):
+        super().on_validation_epoch_start()
+        self.segmenter().set_sampling(steps=self.settings.training.val_sampling_steps, seeds=1)
+
+    def on_validation_epoch_end(self, val_outputs: list[dict]):
+        super().on_validation_epoch_end(val_outputs)
+        self.segmenter().set_sampling(steps=self.settings.sampler.steps, seeds=self.settings.sampler.seeds)
