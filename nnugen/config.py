@@ -15,6 +15,7 @@ Layout of the section (one per configuration)::
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import types
 import typing
@@ -65,7 +66,7 @@ class Section:
         kwargs = {name: _convert(hints[name], value, f"{where}.{name}") for name, value in data.items()}
         try:
             return cls(**kwargs)
-        except TypeError as error:  # e.g. a nested value of the wrong kind
+        except (TypeError, ValueError) as error:  # a nested value of the wrong kind, or a range check: say where
             raise ValueError(f"{where}: {error}") from None
 
     def to_dict(self) -> dict[str, Any]:
@@ -371,3 +372,14 @@ def section_of(configuration: dict[str, Any], configuration_name: str = "") -> N
         raise ValueError(f"configuration '{configuration_name}' has no nnugen section: these are not nnugenPlans; "
                          "run nnugen_plan -d ID and train with -p nnugenPlans")
     return NnugenSection.from_dict(configuration["nnugen"], f"{configuration_name or 'configuration'}.nnugen")
+
+
+def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``base`` with ``update`` written over it, recursively for nested mappings."""
+    merged = copy.deepcopy(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged

@@ -5,7 +5,7 @@ parsed as YAML scalars (``true``, ``5``, ``1e-4``, ``[1, 2]``). Validation happe
 
 from __future__ import annotations
 
-import copy
+import re
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,19 @@ from nnugen.config import TASKS
 from nnugen_planner.dataset_files import PlanningError
 
 SECTION_ROOTS = (*TASKS, "intensity")
+
+
+class _YamlLoader(yaml.SafeLoader):
+    """PyYAML follows YAML 1.1, where a float needs a dot (``1e-4`` stays a string); read it as a number, as YAML 1.2
+    does, since that is how learning rates and weights are written."""
+
+
+_YamlLoader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+$"),
+                                  list("-+0123456789"))
+
+
+def _load_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_YamlLoader)  # a SafeLoader: no arbitrary objects
 
 
 def parse_set(assignment: str) -> dict[str, Any]:
@@ -27,7 +40,7 @@ def parse_set(assignment: str) -> dict[str, Any]:
         raise PlanningError(f"--set {assignment!r}: the key must start with one of {', '.join(SECTION_ROOTS)} and "
                             "name a field, e.g. segmentation.sampler.steps=10")
     try:
-        value = yaml.safe_load(text) if text.strip() else ""
+        value = _load_yaml(text) if text.strip() else ""
     except yaml.YAMLError:
         raise PlanningError(f"--set {assignment!r}: the value is not a valid YAML scalar or list") from None
     nested: Any = value
@@ -49,7 +62,7 @@ def load_overrides_file(path: Path) -> tuple[dict[str, Any], dict[str, dict[str,
     if not path.is_file():
         raise PlanningError(f"--overrides {path}: no such file")
     try:
-        tree = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        tree = _load_yaml(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as error:
         raise PlanningError(f"--overrides {path} is not valid YAML ({str(error).splitlines()[0]})") from None
     if not isinstance(tree, dict):
@@ -60,14 +73,3 @@ def load_overrides_file(path: Path) -> tuple[dict[str, Any], dict[str, dict[str,
         raise PlanningError(f"--overrides {path}: unknown top-level key(s) {', '.join(unknown)}; "
                             f"use {', '.join(SECTION_ROOTS)} or configurations")
     return _to_section_layout(tree), {name: _to_section_layout(v or {}) for name, v in per_configuration.items()}
-
-
-def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
-    """A copy of ``base`` with ``update`` written over it, recursively for nested mappings."""
-    merged = copy.deepcopy(base)
-    for key, value in update.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = deep_merge(merged[key], value)
-        else:
-            merged[key] = copy.deepcopy(value)
-    return merged

@@ -12,11 +12,11 @@ from typing import Any
 
 from nnugen import PLANS_IDENTIFIER
 from nnugen.atomic_files import atomic_write_json
-from nnugen.config import CONFIGURATION_ALIASES, NnugenSection
+from nnugen.config import CONFIGURATION_ALIASES, NnugenSection, deep_merge
 from nnugen_planner.dataset_files import PlanningError, load_json, preprocessed_folder
 from nnugen_planner.denoiser_plan import arch_kwargs_of
 from nnugen_planner.intensity_plan import intensity_from_plans
-from nnugen_planner.overrides import deep_merge, load_overrides_file, parse_set
+from nnugen_planner.overrides import load_overrides_file, parse_set
 from nnugen_planner.task_plan import plan_tasks
 
 DEFAULT_BUDGET_GB = 8.0
@@ -83,7 +83,11 @@ def plan_dataset(request: PlanRequest) -> Path:
     per_configuration: dict[str, dict[str, Any]] = {}
     if request.overrides_file is not None:
         everywhere, per_configuration = load_overrides_file(Path(request.overrides_file))
-        per_configuration = {CONFIGURATION_ALIASES.get(k, k): v for k, v in per_configuration.items()}
+        by_name: dict[str, dict[str, Any]] = {}  # "3d" and "3d_fullres" may both be given: merge, drop neither
+        for key, value in per_configuration.items():
+            name = CONFIGURATION_ALIASES.get(key, key)
+            by_name[name] = deep_merge(by_name.get(name, {}), value)
+        per_configuration = by_name
         for name in per_configuration:
             if name not in plans["configurations"]:
                 raise PlanningError(f"--overrides: unknown configuration '{name}' under 'configurations'")

@@ -2,5 +2,18 @@
 
 from nnugen.trainers.nnugen_baseline_trainer import NnugenBaselineTrainer
 from nnugen.trainers.nnugen_diffseg_trainer import NnugenDiffSegTrainer
+from nnugen.trainers.variants.diffseg_ablations import (
+    NnugenDiffSegTrainer_eps,
+    NnugenDiffSegTrainer_noDice,
+    NnugenDiffSegTrainer_noRecycling,
+    NnugenDiffSegTrainer_T1000,
+)
 
-__all__ = ["NnugenBaselineTrainer", "NnugenDiffSegTrainer"]
+__all__ = [
+    "NnugenBaselineTrainer",
+    "NnugenDiffSegTrainer",
+    "NnugenDiffSegTrainer_T1000",
+    "NnugenDiffSegTrainer_eps",
+    "NnugenDiffSegTrainer_noDice",
+    "NnugenDiffSegTrainer_noRecycling",
+]

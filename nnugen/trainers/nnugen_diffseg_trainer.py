@@ -12,7 +12,6 @@ import torch
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 from torch import nn
 
-from nnugen.config import section_of
 from nnugen.diffusion import dice_ce_loss
 from nnugen.models.diffusion_segmenter import DiffusionSegmenter
 from nnugen.networks import TimeConditionedUNet
@@ -50,7 +49,7 @@ class NnugenDiffSegTrainer(NnugenTrainer):
     def build_network_architecture(cls, plans_manager: PlansManager, configuration_manager: ConfigurationManager,
                                    num_input_channels: int, num_output_channels: int,
                                    enable_deep_supervision: bool = True) -> nn.Module:
-        settings = section_of(configuration_manager.configuration).task(cls.nnugen_task)
+        settings = cls.task_settings(configuration_manager.configuration)
         denoiser, diffusion = settings.denoiser, settings.diffusion
         extra = num_output_channels if diffusion.self_conditioning else 0
         network = TimeConditionedUNet(

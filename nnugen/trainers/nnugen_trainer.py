@@ -10,13 +10,15 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import numpy as np
 import torch
 from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.helpers import dummy_context
 
-from nnugen.config import TaskSettings, section_of
+from nnugen.config import TaskSettings, deep_merge, section_of
 from nnugen.seeding import seed_everything, seed_from_environment
 from nnugen.trainers.checkpoint_files import (
     CheckpointError,
@@ -31,12 +33,21 @@ AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 class NnugenTrainer(nnUNetTrainer):
     nnugen_task = "baseline"
+    settings_changes: ClassVar[dict] = {}
+    """Changes a variant makes to the task's settings, e.g. ``{"diffusion": {"model_output": "eps"}}``."""
+
+    @classmethod
+    def task_settings(cls, configuration: dict, name: str = "") -> TaskSettings:
+        """The task's settings from a configuration of the plans, with the variant's changes applied."""
+        settings = section_of(configuration, name).task(cls.nnugen_task)
+        if not cls.settings_changes:
+            return settings
+        return TaskSettings.from_dict(deep_merge(settings.to_dict(), cls.settings_changes), f"{cls.__name__} changes")
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
-        self.settings: TaskSettings = section_of(self.configuration_manager.configuration, configuration).task(
-            self.nnugen_task)
+        self.settings = self.task_settings(self.configuration_manager.configuration, configuration)
         training, memory = self.settings.training, self.settings.memory
         self.num_epochs = training.epochs
         self.num_iterations_per_epoch = training.iterations_per_epoch * memory.grad_accumulation

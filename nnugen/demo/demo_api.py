@@ -1,0 +1,134 @@
+"""``run_demo``: the whole nnugen pipeline on a phantom dataset made on the spot, through the real CLIs:
+nnUNetv2_plan_and_preprocess -> nnugen_plan -> nnugen_train (nnU-Net baseline, diffusion segmentation) ->
+nnUNetv2_predict on held-out cases -> Dice per class of both, side by side."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from nnugen.demo.evaluation import dice_per_class, format_table
+from nnugen.demo.phantom import LABELS, PhantomSpec, write_phantom_dataset
+
+DATASET_ID = 990
+DATASET_NAME = "nnugenPhantom"
+
+
+@dataclass(frozen=True)
+class DemoRequest:
+    work_dir: Path = Path("nnugen_work")
+    two_d: bool = False
+    quick: bool = False
+    device: str = "cpu"
+
+
+@dataclass(frozen=True)
+class DemoSize:
+    shape: tuple[int, ...]
+    n_train: int
+    n_test: int
+    epochs: int
+    iterations: int
+
+
+def demo_size(request: DemoRequest) -> DemoSize:
+    if request.two_d:
+        return DemoSize((96, 96), 12, 4, 2 if request.quick else 8, 10 if request.quick else 25)
+    if request.quick:
+        return DemoSize((32, 32, 32), 8, 2, 2, 10)
+    return DemoSize((48, 48, 48), 12, 4, 6, 20)
+
+
+class Stages:
+    """Prints each stage with the time since the demo started, so a user sees where it is."""
+
+    def __init__(self) -> None:
+        self.start = time.monotonic()
+
+    def __call__(self, message: str) -> None:
+        print(f"[nnugen_demo {time.monotonic() - self.start:6.0f} s] {message}", flush=True)
+
+
+def _cli(name: str) -> str:
+    local = Path(sys.executable).parent / name
+    return str(local) if local.exists() else name
+
+
+def _run(command: list[str], log: Path) -> None:
+    with open(log, "a", encoding="utf-8") as stream:
+        stream.write(f"\n$ {' '.join(command)}\n")
+        stream.flush()
+        result = subprocess.run(command, stdout=stream, stderr=subprocess.STDOUT)
+    if result.returncode != 0:
+        raise RuntimeError(f"{Path(command[0]).name} failed (exit {result.returncode}); see {log}")
+
+
+def set_nnunet_folders(work_dir: Path) -> dict[str, str]:
+    """Point the nnUNet_* variables that are unset at folders inside the work folder (set ones are kept)."""
+    chosen = {}
+    for variable, folder in (("nnUNet_raw", "nnUNet_raw"), ("nnUNet_preprocessed", "nnUNet_preprocessed"),
+                             ("nnUNet_results", "nnUNet_results")):
+        if not os.environ.get(variable):
+            os.environ[variable] = str((work_dir / folder).resolve())
+        chosen[variable] = os.environ[variable]
+        Path(os.environ[variable]).mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("nnUNet_def_n_proc", "2")
+    os.environ.setdefault("nnUNet_n_proc_DA", "1")
+    return chosen
+
+
+def run_demo(request: DemoRequest) -> dict[str, dict[str, float]]:
+    """Run the demo and return {model: {class: Dice}}."""
+    say = Stages()
+    work_dir = Path(request.work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    folders = set_nnunet_folders(work_dir)
+    log = work_dir / "demo_log.txt"
+    size = demo_size(request)
+    configuration = "2d" if request.two_d else "3d_fullres"
+    dataset_id = DATASET_ID + (1 if request.two_d else 0)
+    name = f"{DATASET_NAME}{'2D' if request.two_d else '3D'}"
+    raw = Path(folders["nnUNet_raw"]) / f"Dataset{dataset_id:03d}_{name}"
+    say(f"work folder {work_dir.resolve()} (commands and their output: {log})")
+    for variable, value in folders.items():
+        say(f"  {variable}={value}")
+
+    if not (raw / "dataset.json").is_file():
+        say(f"writing {size.n_train} + {size.n_test} procedural phantom scans {'x'.join(map(str, size.shape))} "
+            "(synthetic anatomy: body, organ, lesion; MRI-like intensities, bias field, noise)")
+        write_phantom_dataset(Path(folders["nnUNet_raw"]), dataset_id, name, size.n_train, size.n_test,
+                              spec=PhantomSpec(shape=size.shape), seed=0)
+    say("nnUNetv2_plan_and_preprocess (nnU-Net, unchanged)")
+    _run([_cli("nnUNetv2_plan_and_preprocess"), "-d", str(dataset_id), "-c", configuration, "-np", "2", "-npfp", "2",
+          "--verify_dataset_integrity"], log)
+    length = []
+    for task in ("baseline", "segmentation"):
+        length += ["--set", f"{task}.training.epochs={size.epochs}",
+                   "--set", f"{task}.training.iterations_per_epoch={size.iterations}",
+                   "--set", f"{task}.training.val_iterations_per_epoch={max(1, size.iterations // 5)}"]
+    say(f"nnugen_plan (same budget for both: {size.epochs} epochs x {size.iterations} iterations)")
+    _run([_cli("nnugen_plan"), "-d", str(dataset_id), "-c", configuration, *length], log)
+
+    results: dict[str, dict[str, float]] = {}
+    short = "3d" if configuration == "3d_fullres" else configuration
+    for task, trainer, title in (("baseline", "NnugenBaselineTrainer", "nnU-Net baseline"),
+                                 ("seg", "NnugenDiffSegTrainer", "diffusion (5 steps)")):
+        say(f"nnugen_train {dataset_id} 0 {short} --task {task} -device {request.device}")
+        _run([_cli("nnugen_train"), str(dataset_id), "0", short, "--task", task, "-device", request.device,
+              "--seed", "0"], log)
+        output = work_dir / "predictions" / trainer
+        if output.exists():
+            shutil.rmtree(output)
+        say(f"nnUNetv2_predict -tr {trainer} on {size.n_test} held-out cases")
+        _run([_cli("nnUNetv2_predict"), "-d", str(dataset_id), "-c", configuration, "-f", "0", "-tr", trainer,
+              "-p", "nnugenPlans", "-i", str(raw / "imagesTs"), "-o", str(output), "-device", request.device,
+              "--disable_tta", "-npp", "0", "-nps", "0"], log)
+        results[title] = dice_per_class(output, raw / "labelsTs", LABELS)
+    say("done. Dice per class on the held-out phantoms:")
+    print(format_table(results), flush=True)
+    return results

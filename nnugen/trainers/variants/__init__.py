@@ -1,0 +1,1 @@
+"""One-attribute trainer variants, grouped by what they change."""

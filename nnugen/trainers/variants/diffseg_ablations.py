@@ -1,0 +1,23 @@
+"""The ablations of ImgX-DiffSeg (Fu et al. 2023, Table 2), each one setting changed on NnugenDiffSegTrainer."""
+
+from nnugen.trainers.nnugen_diffseg_trainer import NnugenDiffSegTrainer
+
+
+class NnugenDiffSegTrainer_eps(NnugenDiffSegTrainer):
+    """Predict the noise instead of the mask; Dice + CE on the derived mask plus MSE on the noise."""
+
+    settings_changes = {"diffusion": {"model_output": "eps", "mse_weight": 1.0}}
+
+
+class NnugenDiffSegTrainer_noDice(NnugenDiffSegTrainer):
+    settings_changes = {"diffusion": {"dice_weight": 0.0}}
+
+
+class NnugenDiffSegTrainer_noRecycling(NnugenDiffSegTrainer):
+    settings_changes = {"diffusion": {"recycling": False}}
+
+
+class NnugenDiffSegTrainer_T1000(NnugenDiffSegTrainer):
+    """1000 training timesteps (sampled with 5 DDIM steps unless the plans say otherwise)."""
+
+    settings_changes = {"diffusion": {"timesteps": 1000}, "sampler": {"name": "ddim"}}
