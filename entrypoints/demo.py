@@ -20,6 +20,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="work folder (default ./nnugen_work)")
     parser.add_argument("--2d", dest="two_d", action="store_true", help="2D phantoms and the 2d configuration")
     parser.add_argument("--quick", action="store_true", help="smaller and shorter (about 3 minutes on 2 CPU cores)")
+    parser.add_argument("--real", action="store_true",
+                        help="real anatomy instead of phantoms: the MNI152 template bundled with nilearn, augmented "
+                             "into cases (needs pip install 'nnugen[real]'); the output says what is real")
     parser.add_argument("--device", default=None, help="cpu, cuda or mps (default: cuda if available, else cpu)")
     args = parser.parse_args(argv)
 
@@ -31,7 +34,8 @@ def main(argv: list[str] | None = None) -> int:
             import torch
 
             device = "cuda" if torch.cuda.is_available() else "cpu"
-        run_demo(DemoRequest(work_dir=args.work_dir, two_d=args.two_d, quick=args.quick, device=device))
+        run_demo(DemoRequest(work_dir=args.work_dir, two_d=args.two_d, quick=args.quick, device=device,
+                             real=args.real))
         return 0
 
     return run_reporting_errors("nnugen_demo", body, (ValueError, OSError, RuntimeError))

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nnugen.demo.evaluation import dice_per_class, format_table
+from nnugen.demo.mni_dataset import LABELS as MNI_LABELS
+from nnugen.demo.mni_dataset import PROVENANCE, write_mni_dataset
 from nnugen.demo.phantom import LABELS, PhantomSpec, write_phantom_dataset
 
 DATASET_ID = 990
@@ -25,6 +27,7 @@ class DemoRequest:
     two_d: bool = False
     quick: bool = False
     device: str = "cpu"
+    real: bool = False
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,8 @@ class DemoSize:
 
 
 def demo_size(request: DemoRequest) -> DemoSize:
+    if request.real:  # 3 mm MNI152 crops are about 54 x 65 x 52 voxels
+        return DemoSize((), 10, 3, 2 if request.quick else 6, 10 if request.quick else 20)
     if request.two_d:
         return DemoSize((96, 96), 12, 4, 2 if request.quick else 8, 10 if request.quick else 25)
     if request.quick:
@@ -91,14 +96,20 @@ def run_demo(request: DemoRequest) -> dict[str, dict[str, float]]:
     log = work_dir / "demo_log.txt"
     size = demo_size(request)
     configuration = "2d" if request.two_d else "3d_fullres"
-    dataset_id = DATASET_ID + (1 if request.two_d else 0)
-    name = f"{DATASET_NAME}{'2D' if request.two_d else '3D'}"
+    dataset_id = DATASET_ID + (2 if request.real else 1 if request.two_d else 0)
+    name = "nnugenMNI152" if request.real else f"{DATASET_NAME}{'2D' if request.two_d else '3D'}"
+    labels = MNI_LABELS if request.real else LABELS
     raw = Path(folders["nnUNet_raw"]) / f"Dataset{dataset_id:03d}_{name}"
     say(f"work folder {work_dir.resolve()} (commands and their output: {log})")
     for variable, value in folders.items():
         say(f"  {variable}={value}")
 
-    if not (raw / "dataset.json").is_file():
+    if request.real:
+        say(PROVENANCE)
+    if request.real and not (raw / "dataset.json").is_file():
+        say(f"writing {size.n_train} + {size.n_test} augmented copies of the MNI152 template (3 mm)")
+        write_mni_dataset(Path(folders["nnUNet_raw"]), dataset_id, name, size.n_train, size.n_test, seed=0)
+    elif not (raw / "dataset.json").is_file():
         say(f"writing {size.n_train} + {size.n_test} procedural phantom scans {'x'.join(map(str, size.shape))} "
             "(synthetic anatomy: body, organ, lesion; MRI-like intensities, bias field, noise)")
         write_phantom_dataset(Path(folders["nnUNet_raw"]), dataset_id, name, size.n_train, size.n_test,
@@ -128,7 +139,8 @@ def run_demo(request: DemoRequest) -> dict[str, dict[str, float]]:
         _run([_cli("nnUNetv2_predict"), "-d", str(dataset_id), "-c", configuration, "-f", "0", "-tr", trainer,
               "-p", "nnugenPlans", "-i", str(raw / "imagesTs"), "-o", str(output), "-device", request.device,
               "--disable_tta", "-npp", "0", "-nps", "0"], log)
-        results[title] = dice_per_class(output, raw / "labelsTs", LABELS)
-    say("done. Dice per class on the held-out phantoms:")
+        results[title] = dice_per_class(output, raw / "labelsTs", labels)
+    cases = "augmented MNI152 cases" if request.real else "phantoms"
+    say(f"done. Dice per class on the {size.n_test} held-out {cases}:")
     print(format_table(results), flush=True)
     return results
