@@ -7,7 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
+import secrets
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,8 +18,7 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path next to ``path`` to write to; on success it replaces ``path``, on error it vanishes.
     ``suffix`` keeps the ending for writers that pick the format from it (SimpleITK: ``.nii.gz``)."""
     path = Path(path)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
-    os.close(handle)
+    temporary = _new_temporary_file(path, suffix)
     try:
         yield Path(temporary)
         with open(temporary, "rb") as stream:
@@ -29,6 +28,19 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     finally:
         if os.path.exists(temporary):
             os.unlink(temporary)
+
+
+def _new_temporary_file(path: Path, suffix: str) -> str:
+    """An empty ``.NAME.RANDOM.tmpSUFFIX`` next to ``path`` with the mode ``open(path, "w")`` would give (0o666 less
+    the umask); ``tempfile.mkstemp`` makes it 0o600, which would hide plans and checkpoints from the user's group."""
+    for _ in range(100):
+        temporary = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp{suffix}"
+        try:
+            os.close(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:
+            continue
+        return str(temporary)
+    raise FileExistsError(f"no free temporary name next to {path}")
 
 
 def _fsync_folder(folder: Path) -> None:

@@ -38,11 +38,6 @@ def check_request(request: TrainRequest) -> tuple[str, str]:
     task = TRAIN_TASKS.get(request.task)
     if task is None:
         raise ValueError(f"unknown task '{request.task}'; choose one of {', '.join(TRAIN_TASKS)}")
-    built = built_trainers()
-    if task.trainer not in built:
-        available = ", ".join(t.cli_name for t in TRAIN_TASKS.values() if t.trainer in built)
-        raise ValueError(f"task '{request.task}' ({task.trainer}) is not available in this nnugen version yet; "
-                         f"available: {available}")
     if request.fold != "all" and not request.fold.isdigit():
         raise ValueError(f"fold '{request.fold}' must be an integer (0-4 for nnU-Net's 5 folds) or 'all'")
     if request.device not in ("cpu", "cuda", "mps"):
@@ -56,6 +51,11 @@ def check_request(request: TrainRequest) -> tuple[str, str]:
         raise ValueError(f"configuration '{configuration}' is not in {PLANS_IDENTIFIER}.json; it has "
                          f"{', '.join(plans.get('configurations', {}))}")
     section_of(plans["configurations"][configuration], configuration).task(task.section)
+    built = built_trainers()
+    if task.trainer not in built:
+        available = ", ".join(t.cli_name for t in TRAIN_TASKS.values() if t.trainer in built)
+        raise ValueError(f"task '{request.task}' ({task.trainer}) is not available in this nnugen version yet; "
+                         f"available: {available}")
     return configuration, task.trainer
 
 

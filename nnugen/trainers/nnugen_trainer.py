@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import ClassVar
 
 import numpy as np
@@ -62,6 +63,7 @@ class NnugenTrainer(nnUNetTrainer):
             self.grad_scaler = None  # scaling is for fp16 only
         self.nonfinite = NonFiniteGuard(training.max_nonfinite_steps)
         self._micro_step = 0
+        self._progress = None
         self.seed = seed_from_environment()
         if self.seed is not None:
             seed_everything(self.seed + self.local_rank)
@@ -89,7 +91,17 @@ class NnugenTrainer(nnUNetTrainer):
         """The training loss of one batch; subclasses replace this (nnU-Net's segmentation loss by default)."""
         return self.loss(self.network(data), target)
 
+    def on_train_epoch_start(self):
+        super().on_train_epoch_start()
+        if os.environ.get("NNUGEN_PROGRESS") == "1" and self.local_rank == 0:  # nnugen_train -p
+            from tqdm import tqdm
+
+            self._progress = tqdm(total=self.num_iterations_per_epoch, desc=f"epoch {self.current_epoch}",
+                                  leave=False, dynamic_ncols=True)
+
     def train_step(self, batch: dict) -> dict:
+        if self._progress is not None:
+            self._progress.update()
         data = batch["data"].to(self.device, non_blocking=True)
         target = batch["target"]
         target = [t.to(self.device, non_blocking=True) for t in target] if isinstance(target, list) \
@@ -124,8 +136,22 @@ class NnugenTrainer(nnUNetTrainer):
         return {"loss": loss.detach().float().cpu().numpy()}
 
     def on_train_epoch_end(self, train_outputs: list[dict]):
+        if self._progress is not None:
+            self._progress.close()
+            self._progress = None
         finite = [o for o in train_outputs if np.isfinite(o["loss"]).all()]
         super().on_train_epoch_end(finite or train_outputs)
+
+    def on_validation_epoch_end(self, val_outputs: list[dict]):
+        super().on_validation_epoch_end(val_outputs)
+        # nnU-Net's logger computes the EMA pseudo Dice from the previous EMA: one NaN (a validation epoch without
+        # foreground) would make it NaN forever and checkpoint_best would never be written again
+        ema = self.logger.get_value("ema_fg_dice", step=None)
+        if ema and not np.isfinite(ema[-1]):
+            finite = [value for value in ema[:-1] if np.isfinite(value)]
+            ema[-1] = finite[-1] if finite else 0.0
+        if self._best_ema is not None and not np.isfinite(self._best_ema):
+            self._best_ema = None
 
     def save_checkpoint(self, filename: str) -> None:
         if self.local_rank != 0:
