@@ -29,6 +29,7 @@ MODEL_OUTPUTS = ("x0", "eps", "v")
 SAMPLERS = ("ddpm", "ddim", "dpm_solver++")
 AMP_DTYPES = ("bf16", "fp16", "fp32")
 NORMS = ("instance", "group", "batch")
+GENERATION_MODES = ("image", "joint", "label_conditioned")
 CONFIGURATION_ALIASES = {"3d": "3d_fullres"}  # nnugen's CLIs accept 3d for nnU-Net's 3d_fullres
 
 
@@ -294,6 +295,19 @@ class AnomalySettings(Section):
 
 
 @dataclass(frozen=True)
+class GenerationSettings(Section):
+    """What a generative model produces: the image alone, image + label jointly (the label one-hot as extra
+    channels, generated together; medimgen), or the image for a given label map (the map as input channels)."""
+
+    mode: str = "joint"
+    preview_steps: int = 20
+
+    def __post_init__(self) -> None:
+        _check_choice("generation.mode", self.mode, GENERATION_MODES)
+        _check_range("generation.preview_steps", self.preview_steps, 1)
+
+
+@dataclass(frozen=True)
 class TaskSettings(Section):
     """Everything one task's trainer and predictor need; sections a task does not use are left out (None)."""
 
@@ -304,6 +318,7 @@ class TaskSettings(Section):
     sampler: SamplerSettings | None = None
     autoencoder: AutoencoderSettings | None = None
     anomaly: AnomalySettings | None = None
+    generation: GenerationSettings | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in super().to_dict().items() if v is not None}

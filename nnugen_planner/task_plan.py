@@ -20,6 +20,7 @@ from nnugen.config import (
     AutoencoderSettings,
     DenoiserSettings,
     DiffusionSettings,
+    GenerationSettings,
     MemorySettings,
     SamplerSettings,
     TaskSettings,
@@ -77,7 +78,7 @@ def plan_tasks(arch: dict[str, Any], patch: Sequence[int], batch: int, n_channel
     tasks["ddpm"] = TaskSettings(
         training=GENERATIVE_TRAINING,
         memory=_memory(_shape(denoiser, joint, joint, patch), batch, budget_gb, "ddpm", configuration),
-        denoiser=denoiser, diffusion=generative, sampler=gen_sampler)
+        denoiser=denoiser, diffusion=generative, sampler=gen_sampler, generation=GenerationSettings())
 
     ae = AutoencoderSettings(strides=autoencoder_strides(arch["strides"]))
     ae_denoiser = DenoiserSettings(features_per_stage=ae.features_per_stage,
@@ -101,7 +102,8 @@ def plan_tasks(arch: dict[str, Any], patch: Sequence[int], batch: int, n_channel
             training=GENERATIVE_TRAINING,
             memory=_memory(_shape(latent_denoiser, ae.latent_channels, ae.latent_channels, latent_patch), batch,
                            budget_gb, "ldm", configuration),
-            denoiser=latent_denoiser, diffusion=generative, sampler=gen_sampler)
+            denoiser=latent_denoiser, diffusion=generative, sampler=gen_sampler,
+            generation=GenerationSettings(mode="image"))
 
     tasks["anomaly"] = TaskSettings(
         training=GENERATIVE_TRAINING,

@@ -11,7 +11,7 @@ SCHEDULES = ("linear", "scaled_linear", "cosine")
 
 # Nichol & Dhariwal 2021 clip betas below 1 so that the last steps do not produce a singular alpha-bar = 0.
 MAX_BETA = 0.999
-# The reference number of steps the default linear beta range (1e-4, 0.02) was chosen for (Ho et al. 2020).
+# The number of steps the default linear beta range (1e-4, 0.02) was chosen for (Ho et al. 2020); other T respace it.
 REFERENCE_TIMESTEPS = 1000
 
 
@@ -19,7 +19,9 @@ def make_betas(kind: str, timesteps: int, beta_start: float = 1e-4, beta_end: fl
     """Betas (T,) float64 for "linear" (Ho et al. 2020), "scaled_linear" (linear in sqrt(beta), Rombach et al.
     2022) or "cosine" (Nichol & Dhariwal 2021, s=0.008; beta_start/beta_end are ignored).
 
-    The linear kinds scale beta_start and beta_end by 1000/T as improved DDPM does, so any T ends near pure noise.
+    The linear kinds are defined on 1000 reference steps; any other T takes T evenly spaced steps of that process
+    (respacing, Nichol & Dhariwal 2021 sec. 4), as ImgX-DiffSeg does for its 5 training timesteps (a 1001-step beta
+    schedule, sub-sampled). So T = 5 keeps the whole noise range, from alpha-bar near 1 down to near 0.
     """
     if isinstance(timesteps, bool) or not isinstance(timesteps, int) or timesteps < 1:
         raise ValueError(f"timesteps must be an integer >= 1, got {timesteps!r}")
@@ -29,16 +31,23 @@ def make_betas(kind: str, timesteps: int, beta_start: float = 1e-4, beta_end: fl
         raise ValueError(f"unknown noise schedule {kind!r}; choose one of {SCHEDULES}")
     if not 0.0 < beta_start <= beta_end:
         raise ValueError(f"need 0 < beta_start <= beta_end, got beta_start={beta_start}, beta_end={beta_end}")
-    scale = REFERENCE_TIMESTEPS / timesteps
+    # T > 1000 discretises the same process more finely (betas scaled by 1000 / T, as improved DDPM does)
+    scale = min(1.0, REFERENCE_TIMESTEPS / timesteps)
+    steps = max(REFERENCE_TIMESTEPS, timesteps)
     start, end = beta_start * scale, beta_end * scale
-    if timesteps == 1:
-        # A single step must still take the data to (almost) pure noise, so it gets the end of the range.
-        start = end
     if kind == "linear":
-        betas = torch.linspace(start, end, timesteps, dtype=torch.float64)
+        reference = torch.linspace(start, end, steps, dtype=torch.float64)
     else:
-        betas = torch.linspace(math.sqrt(start), math.sqrt(end), timesteps, dtype=torch.float64) ** 2
-    return betas.clamp(max=MAX_BETA)
+        reference = torch.linspace(math.sqrt(start), math.sqrt(end), steps, dtype=torch.float64) ** 2
+    if timesteps == steps:
+        return reference.clamp(max=MAX_BETA)
+    abar = torch.cumprod(1 - reference, dim=0)
+    # a single step must still reach (almost) pure noise, so T = 1 keeps the last reference step
+    kept = torch.linspace(0, steps - 1, timesteps, dtype=torch.float64).round().long() if timesteps > 1 else \
+        torch.tensor([steps - 1])
+    abar = abar[kept]
+    previous = torch.cat([torch.ones(1, dtype=torch.float64), abar[:-1]])
+    return (1 - abar / previous).clamp(max=MAX_BETA)
 
 
 def _cosine_betas(timesteps: int, s: float = 0.008) -> Tensor:

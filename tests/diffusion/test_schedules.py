@@ -31,11 +31,14 @@ def test_linear_at_1000_is_the_reference_schedule() -> None:
     assert float(betas[-1]) == pytest.approx(0.02)
 
 
-def test_linear_rescaled_for_fewer_steps() -> None:
-    # improved DDPM: beta range scaled by 1000 / T, then clipped below 1.
-    betas = make_betas("linear", 100)
-    assert float(betas[0]) == pytest.approx(1e-3)
-    assert float(betas[-1]) == pytest.approx(0.2)
+@pytest.mark.parametrize("kind", ["linear", "scaled_linear"])
+def test_fewer_steps_respace_the_1000_step_process(kind: str) -> None:
+    # Nichol & Dhariwal 2021 respacing, as ImgX-DiffSeg's 5 timesteps of a 1001-step schedule: alpha-bar of the
+    # short schedule equals the reference alpha-bar at evenly spaced steps, so the whole noise range is kept.
+    reference = alphas_cumprod(make_betas(kind, 1000))
+    short = alphas_cumprod(make_betas(kind, 5))
+    torch.testing.assert_close(short, reference[[0, 250, 500, 749, 999]])
+    assert 0.3 < float(short[1]) < 0.9, "the second of 5 steps should be half-way noisy, not pure noise"
 
 
 def test_cosine_follows_the_closed_form_before_clipping() -> None:
