@@ -94,15 +94,17 @@ def estimate_gb(shape: UNetShape, batch_size: int, amp: str, checkpointing: bool
 def plan_memory(shape: UNetShape, batch_size: int, budget_gb: float, amp: str = "bf16") -> MemoryPlan:
     """Keep nnU-Net's batch size if it fits; else turn on checkpointing; else lower the batch and accumulate
     gradients so the effective batch stays ``batch_size``. Raises MemoryBudgetError if batch 1 does not fit."""
+    # only batches that divide nnU-Net's, so batch x accumulation is exactly nnU-Net's effective batch
+    divisors = [batch for batch in range(batch_size, 0, -1) if batch_size % batch == 0]
     for checkpointing in (False, True):
-        for batch in range(batch_size, 0, -1):
+        for batch in divisors:
             gb = estimate_gb(shape, batch, amp, checkpointing)
             if gb <= budget_gb:
-                return MemoryPlan(batch, math.ceil(batch_size / batch), amp, checkpointing, round(gb, 2))
+                return MemoryPlan(batch, batch_size // batch, amp, checkpointing, round(gb, 2))
             if not checkpointing:
                 break  # first try checkpointing at the full batch before shrinking it
     need = estimate_gb(shape, 1, amp, True)
     raise MemoryBudgetError(
-        f"the {len(shape.patch_size)}D patch {'x'.join(map(str, shape.patch_size))} needs about {need:.1f} GB at "
+        f"the {len(shape.patch_size)}D patch {'x'.join(map(str, shape.patch_size))} needs about {need:.2f} GB at "
         f"batch 1 with activation checkpointing, more than the budget of {budget_gb:g} GB: raise --gpu-memory-gb, or "
         "re-plan nnU-Net with a smaller patch (nnUNetv2_plan_experiment -gpu_memory_target) and run nnugen_plan again")

@@ -96,11 +96,14 @@ def plan_dataset(request: PlanRequest) -> Path:
 
     target = folder / f"{PLANS_IDENTIFIER}.json"
     existing = None if request.overwrite or not target.is_file() else load_json(target)
-    result = dict(existing) if existing is not None else dict(plans)
-    result["plans_name"] = PLANS_IDENTIFIER
-    result["configurations"] = dict(result.get("configurations", plans["configurations"]))
-    for name, configuration in plans["configurations"].items():
-        result["configurations"].setdefault(name, configuration)
+    # nnU-Net's part always comes from nnUNetPlans.json (re-planned nnU-Net -> re-planned nnugen); configurations
+    # only the user added to nnugenPlans.json, and the user's edits of the nnugen sections, are kept
+    old_configurations = existing.get("configurations", {}) if existing is not None else {}
+    result = {**dict(plans), "plans_name": PLANS_IDENTIFIER}
+    result["configurations"] = {**old_configurations, **plans["configurations"]}
+    for name, old in old_configurations.items():  # configurations planned earlier but not in this run keep theirs
+        if name in plans["configurations"] and "nnugen" in old:
+            result["configurations"][name] = {**plans["configurations"][name], "nnugen": old["nnugen"]}
 
     planned_record = dict(existing.get(PLANNED_KEY, {})) if existing is not None else {}
     n_channels = len(dataset_json.get("channel_names", dataset_json.get("modality", {})))
@@ -114,7 +117,7 @@ def plan_dataset(request: PlanRequest) -> Path:
         ).to_dict()
         edits = {}
         if existing is not None:
-            edits = user_edits(result["configurations"][name].get("nnugen", {}),
+            edits = user_edits(old_configurations.get(name, {}).get("nnugen", {}),
                                existing.get(PLANNED_KEY, {}).get(name, {}))
         section = deep_merge(deep_merge(planned, edits), deep_merge(everywhere, per_configuration.get(name, {})))
         validated = NnugenSection.from_dict(section, f"{name}.nnugen")  # ValueError names the bad key

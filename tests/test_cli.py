@@ -214,15 +214,17 @@ def train_failures(tmp_path_factory, preprocessed_dataset_writer):
     preprocessed.mkdir()
     results.mkdir()
     preprocessed_dataset_writer(preprocessed, "isotropic", 901)  # nnUNetPlans.json only: nnugen_plan never ran
+    preprocessed_dataset_writer(preprocessed, "isotropic", 902)  # planned by nnugen_plan below
     env = {k: v for k, v in os.environ.items() if k != "nnUNet_raw"}
     env.update(nnUNet_preprocessed=str(preprocessed), nnUNet_results=str(results))
+    subprocess.run([_script("nnugen_plan"), "-d", "902"], env=env, check=True, capture_output=True)
 
     cases = {
         "no nnugenPlans.json": ["901", "0", "3d", "--task", BUILT[0], "-device", "cpu"],
         "unknown task": ["901", "0", "3d", "--task", "diffusion"],
     }
     if NOT_BUILT:
-        cases["trainer not built"] = ["901", "0", "3d", "--task", NOT_BUILT[0], "-device", "cpu"]
+        cases["trainer not built"] = ["902", "0", "3d", "--task", NOT_BUILT[0], "-device", "cpu"]
     processes = {case: subprocess.Popen([_script("nnugen_train"), *args], stdout=subprocess.PIPE,
                                         stderr=subprocess.PIPE, text=True, env=env)
                  for case, args in cases.items()}

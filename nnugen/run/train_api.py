@@ -42,6 +42,8 @@ def check_request(request: TrainRequest) -> tuple[str, str]:
         raise ValueError(f"fold '{request.fold}' must be an integer (0-4 for nnU-Net's 5 folds) or 'all'")
     if request.device not in ("cpu", "cuda", "mps"):
         raise ValueError(f"-device {request.device}: choose cpu, cuda or mps")
+    if request.continue_training and request.only_validation:
+        raise ValueError("--c and --val exclude each other: --c continues training, --val only validates")
     if request.num_gpus < 1:
         raise ValueError(f"-num_gpus {request.num_gpus}: must be at least 1")
     configuration = CONFIGURATION_ALIASES.get(request.configuration, request.configuration)
