@@ -1,6 +1,7 @@
 """Re-exported for nnU-Net's lookup (``-tr NnugenBaselineTrainer`` ...)."""
 
 from nnugen.trainers.nnugen_baseline_trainer import NnugenBaselineTrainer
+from nnugen.trainers.nnugen_ddpm_trainer import NnugenDDPMTrainer
 from nnugen.trainers.nnugen_diffseg_trainer import NnugenDiffSegTrainer
 from nnugen.trainers.variants.diffseg_ablations import (
     NnugenDiffSegTrainer_eps,
@@ -11,6 +12,7 @@ from nnugen.trainers.variants.diffseg_ablations import (
 
 __all__ = [
     "NnugenBaselineTrainer",
+    "NnugenDDPMTrainer",
     "NnugenDiffSegTrainer",
     "NnugenDiffSegTrainer_T1000",
     "NnugenDiffSegTrainer_eps",

@@ -133,7 +133,11 @@ class NnugenTrainer(nnUNetTrainer):
                 self.grad_scaler.update()
             else:
                 self.optimizer.step()
+            self.after_optimizer_step()
         return {"loss": loss.detach().float().cpu().numpy()}
+
+    def after_optimizer_step(self) -> None:
+        """Called after every optimiser step (e.g. to update EMA weights)."""
 
     def on_train_epoch_end(self, train_outputs: list[dict]):
         if self._progress is not None:
@@ -144,6 +148,10 @@ class NnugenTrainer(nnUNetTrainer):
 
     def on_validation_epoch_end(self, val_outputs: list[dict]):
         super().on_validation_epoch_end(val_outputs)
+        self.repair_nan_ema()
+
+    def repair_nan_ema(self) -> None:
+        """Keep the moving-average pseudo Dice finite."""
         # nnU-Net's logger computes the EMA pseudo Dice from the previous EMA: one NaN (a validation epoch without
         # foreground) would make it NaN forever and checkpoint_best would never be written again
         ema = self.logger.get_value("ema_fg_dice", step=None)

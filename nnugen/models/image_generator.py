@@ -1,0 +1,104 @@
+"""``ImageGenerator``: pixel-space denoising diffusion (Ho et al. 2020) of image patches in [-1, 1], with three
+modes (medimgen; Wang et al. 2023 / Mou et al. 2023 for label conditioning by concatenation):
+
+- ``image``: the image channels alone;
+- ``joint``: image + label one-hot (in [-1, 1]) generated together as extra channels;
+- ``label_conditioned``: the image for a given label map, the map's one-hot concatenated to the input.
+
+Training goes through ``forward(x0, condition)`` (returns the loss, as DDP needs); ``sample`` runs any sampler,
+on the EMA weights when there are any, and on volumes larger than the patch through the windowed denoiser.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from nnugen.config import DiffusionSettings, GenerationSettings, SamplerSettings
+from nnugen.diffusion import alphas_cumprod, make_betas, noisy_training_input, sampling_timesteps, target_mse_loss
+from nnugen.diffusion.broadcast import schedule_at
+from nnugen.diffusion.noise import randn_like
+from nnugen.diffusion.parameterisation import x0_denoiser
+from nnugen.diffusion.windowed_denoiser import windowed_denoiser
+from nnugen.models.ema import make_ema, update_ema
+from nnugen.samplers import get_sampler
+from nnugen.samplers.options import sampler_options
+
+
+class ImageGenerator(nn.Module):
+    def __init__(self, denoiser: nn.Module, image_channels: int, num_classes: int, patch_size: Sequence[int],
+                 diffusion: DiffusionSettings, sampler: SamplerSettings, generation: GenerationSettings,
+                 ema_decay: float = 0.0):
+        super().__init__()
+        self.denoiser = denoiser
+        self.ema = make_ema(denoiser) if ema_decay > 0 else None
+        self.ema_decay = ema_decay
+        self.image_channels, self.num_classes = image_channels, num_classes
+        self.patch_size = tuple(patch_size)
+        self.diffusion, self.sampler, self.generation = diffusion, sampler, generation
+        betas = make_betas(diffusion.schedule, diffusion.timesteps, diffusion.beta_start, diffusion.beta_end)
+        self.register_buffer("alphas_cumprod", alphas_cumprod(betas), persistent=False)
+
+    @staticmethod
+    def channels(image_channels: int, num_classes: int, mode: str) -> tuple[int, int]:
+        """(generated channels, condition channels) for a mode."""
+        generated = image_channels + (num_classes if mode == "joint" else 0)
+        return generated, num_classes if mode == "label_conditioned" else 0
+
+    def model_output(self, x_t: Tensor, t: Tensor, condition: Tensor | None, use_ema: bool = False) -> Tensor:
+        network = self.ema if use_ema and self.ema is not None else self.denoiser
+        inputs = x_t if condition is None else torch.cat([x_t, condition], dim=1)
+        return network(inputs, t.to(x_t.dtype))
+
+    def forward(self, x0: Tensor, condition: Tensor | None = None) -> Tensor:
+        """Ho et al. 2020 Algorithm 1: the MSE of the output against its target (eps / v / x0) for x0 (B, C, ...)."""
+        noisy = noisy_training_input(x0, self.alphas_cumprod)
+        output = self.model_output(noisy.x_t, noisy.t, condition)
+        abar_t = schedule_at(self.alphas_cumprod, noisy.t, output).flatten()
+        return target_mse_loss(output, self.diffusion.model_output, noisy.noised_x0, noisy.noise, abar_t)
+
+    def update_ema(self) -> None:
+        if self.ema is not None:
+            update_ema(self.ema, self.denoiser, self.ema_decay)
+
+    def _x0(self, x_t: Tensor, t: Tensor, condition: Tensor | None) -> Tensor:
+        """x0 estimate in [-1, 1] from the EMA weights (the training weights when there is no EMA)."""
+        return x0_denoiser(lambda x, s: self.model_output(x, s, condition, use_ema=True), self.alphas_cumprod,
+                           self.diffusion.model_output, clip=(-1.0, 1.0))(x_t, t)
+
+    @torch.no_grad()
+    def sample(self, batch: int, spatial_shape: Sequence[int] | None = None, condition: Tensor | None = None,
+               generator: torch.Generator | None = None, sampler: SamplerSettings | None = None,
+               device: torch.device | None = None, callback=None) -> Tensor:
+        """Samples (B, generated channels, *spatial) in [-1, 1]; spatial defaults to the training patch. A
+        ``condition`` (B, K, *spatial) is the one-hot label map in [-1, 1] for ``label_conditioned`` models."""
+        settings = sampler or self.sampler
+        spatial = tuple(spatial_shape or self.patch_size)
+        device = device or self.alphas_cumprod.device
+        generated, conditioned = self.channels(self.image_channels, self.num_classes, self.generation.mode)
+        if conditioned and (condition is None or condition.shape != (batch, conditioned, *spatial)):
+            raise ValueError(f"this model generates images for a label map: pass a condition of shape "
+                             f"{(batch, conditioned, *spatial)}")
+        x = randn_like(torch.empty((batch, generated, *spatial), device=device), generator)
+        denoise = volume_denoiser(self._x0, condition, self.patch_size)
+        timesteps = sampling_timesteps(self.diffusion.timesteps, min(settings.steps, self.diffusion.timesteps))
+        return get_sampler(settings.name)(denoise, x, self.alphas_cumprod, timesteps, generator=generator,
+                                          callback=callback, **sampler_options(settings.name, eta=settings.eta))
+
+
+def volume_denoiser(denoise: Callable[[Tensor, Tensor, Tensor | None], Tensor], condition: Tensor | None,
+                    patch_size: Sequence[int]) -> Callable[[Tensor, Tensor], Tensor]:
+    """``denoise(x_t, t, condition)`` on patches -> ``denoise(x_t, t)`` on any volume (windowed, see
+    nnugen.diffusion.windowed_denoiser). The condition rides along as extra channels, so every window gets its own
+    crop of it; the weighted average of those identical channels gives the condition back unchanged."""
+    if condition is None:
+        return windowed_denoiser(lambda x, t: denoise(x, t, None), patch_size)
+    k = condition.shape[1]
+
+    def with_condition(xc: Tensor, t: Tensor) -> Tensor:
+        return torch.cat([denoise(xc[:, :-k], t, xc[:, -k:]), xc[:, -k:]], dim=1)
+
+    windowed = windowed_denoiser(with_condition, patch_size)
+    return lambda x_t, t: windowed(torch.cat([x_t, condition.to(x_t.dtype)], dim=1), t)[:, :-k]
