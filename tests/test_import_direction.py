@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-MATH_PACKAGES = ("nnugen/diffusion", "nnugen/samplers", "nnugen/networks", "nnugen/anomaly")
+MATH_PACKAGES = ("nnugen/diffusion", "nnugen/samplers", "nnugen/networks", "nnugen/losses", "nnugen/anomaly")
 UPPER_LAYERS = ("nnugen.trainers", "nnugen.models", "nnugen.inference", "nnugen.run", "nnugen.entrypoints",
                 "entrypoints")
 TORCH_FREE_MODULES = ("nnugen/__init__.py", "nnugen/config.py", "nnugen/atomic_files.py", "nnugen/seeding.py")

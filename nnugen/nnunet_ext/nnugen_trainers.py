@@ -1,8 +1,10 @@
 """Re-exported for nnU-Net's lookup (``-tr NnugenBaselineTrainer`` ...)."""
 
+from nnugen.trainers.nnugen_autoencoder_trainer import NnugenAutoencoderTrainer
 from nnugen.trainers.nnugen_baseline_trainer import NnugenBaselineTrainer
 from nnugen.trainers.nnugen_ddpm_trainer import NnugenDDPMTrainer
 from nnugen.trainers.nnugen_diffseg_trainer import NnugenDiffSegTrainer
+from nnugen.trainers.nnugen_ldm_trainer import NnugenLDMTrainer
 from nnugen.trainers.variants.diffseg_ablations import (
     NnugenDiffSegTrainer_eps,
     NnugenDiffSegTrainer_noDice,
@@ -11,6 +13,7 @@ from nnugen.trainers.variants.diffseg_ablations import (
 )
 
 __all__ = [
+    "NnugenAutoencoderTrainer",
     "NnugenBaselineTrainer",
     "NnugenDDPMTrainer",
     "NnugenDiffSegTrainer",
@@ -18,4 +21,5 @@ __all__ = [
     "NnugenDiffSegTrainer_eps",
     "NnugenDiffSegTrainer_noDice",
     "NnugenDiffSegTrainer_noRecycling",
+    "NnugenLDMTrainer",
 ]

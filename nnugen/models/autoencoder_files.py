@@ -1,0 +1,50 @@
+"""The trained autoencoder as the latent diffusion model reads it: ``autoencoder.json`` (constructor arguments,
+plain JSON) and ``autoencoder_weights.pt`` (a state dict of tensors only). Both are written atomically by the
+autoencoder trainer and read with ``weights_only=True``: a file that would need unsafe unpickling is refused."""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+
+import torch
+
+from nnugen.atomic_files import atomic_torch_save, atomic_write_json
+from nnugen.networks.autoencoder import Autoencoder
+
+CONFIG_FILE = "autoencoder.json"
+WEIGHTS_FILE = "autoencoder_weights.pt"
+
+
+def save_autoencoder(autoencoder: Autoencoder, arguments: dict, folder: Path) -> None:
+    state = {k: v.detach().cpu() for k, v in autoencoder.state_dict().items()}
+    atomic_torch_save(state, Path(folder) / WEIGHTS_FILE)
+    atomic_write_json(Path(folder) / CONFIG_FILE, arguments)
+
+
+def load_autoencoder(folder: Path, device: torch.device | str = "cpu") -> tuple[Autoencoder, dict]:
+    """(frozen autoencoder in eval mode, its arguments) from a folder written by ``save_autoencoder``."""
+    folder = Path(folder)
+    config, weights = folder / CONFIG_FILE, folder / WEIGHTS_FILE
+    if not config.is_file() or not weights.is_file():
+        raise ValueError(f"{folder} holds no trained autoencoder ({CONFIG_FILE} + {WEIGHTS_FILE}); train one with "
+                         "nnugen_train ID FOLD CONFIG --task autoencoder first")
+    arguments = json.loads(config.read_text())
+    try:
+        state = torch.load(weights, map_location=device, weights_only=True)
+    except pickle.UnpicklingError:
+        raise ValueError(f"refused to load {weights}: it is not a weights-only file and unpickling it could run code; "
+                         "re-export it with the autoencoder trainer") from None
+    except (RuntimeError, EOFError) as error:
+        raise ValueError(f"{weights} does not load ({str(error).splitlines()[0]}); train the autoencoder again") \
+            from None
+    model_arguments = {k: v for k, v in arguments.items() if k not in ("scale_factor",)}
+    try:
+        autoencoder = Autoencoder(**model_arguments)
+        autoencoder.load_state_dict(state)
+    except (TypeError, RuntimeError, ValueError) as error:
+        raise ValueError(f"{weights} does not match {config} ({str(error).splitlines()[0]}); train the autoencoder "
+                         "again") from None
+    autoencoder.eval().requires_grad_(False)
+    return autoencoder.to(device), arguments

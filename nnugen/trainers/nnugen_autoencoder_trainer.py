@@ -1,0 +1,119 @@
+"""``NnugenAutoencoderTrainer``: the KL or VQ autoencoder of latent diffusion (Rombach et al. 2022; Esser et al.
+2021 VQ-GAN; medimgen), on nnU-Net's patches. Loss = l1 * |x - x_hat| + perceptual * LPIPS-like distance (offline
+features, see perceptual_network.py) + adversarial * PatchGAN generator loss (after the warm-up) + kl / codebook
+* regulariser. The PatchGAN discriminator (MONAI) is trained after every autoencoder step with its own optimiser.
+At the end the autoencoder is exported weights-only (``autoencoder_weights.pt`` + ``autoencoder.json``) next to
+the checkpoints, which is what the latent diffusion trainer loads."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+from nnunetv2.paths import nnUNet_results
+from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
+from torch import nn
+
+from nnugen.losses.adversarial import AdversarialLoss, adversarial_weight_schedule
+from nnugen.models.autoencoder_files import save_autoencoder
+from nnugen.networks.autoencoder import Autoencoder
+from nnugen.networks.patch_discriminator import make_patch_discriminator
+from nnugen.trainers.nnugen_generative_trainer import NnugenGenerativeTrainer
+from nnugen.trainers.perceptual_network import perceptual_loss
+from nnugen.trainers.previews import write_preview
+
+
+def autoencoder_arguments(settings, in_channels: int) -> dict:
+    ae = settings.autoencoder
+    return {"in_channels": in_channels, "features_per_stage": list(ae.features_per_stage),
+            "strides": [list(s) for s in ae.strides], "latent_channels": ae.latent_channels, "kind": ae.kind,
+            "codebook_size": ae.codebook_size}
+
+
+class NnugenAutoencoderTrainer(NnugenGenerativeTrainer):
+    nnugen_task = "autoencoder"
+
+    @classmethod
+    def build_network_architecture(cls, plans_manager: PlansManager, configuration_manager: ConfigurationManager,
+                                   num_input_channels: int, num_output_channels: int,
+                                   enable_deep_supervision: bool = True) -> nn.Module:
+        settings = cls.task_settings(configuration_manager.configuration)
+        return Autoencoder(**autoencoder_arguments(settings, num_input_channels),
+                           activation_checkpointing=settings.memory.activation_checkpointing)
+
+    def initialize(self):
+        super().initialize()
+        patch = self.configuration_manager.patch_size
+        # PatchGAN needs 3 * 2**layers voxels per axis: thin patches (e.g. 20 slices) get fewer layers
+        layers = max(1, min(3, int(math.log2(max(1, min(patch) // 3)))))
+        self.discriminator = make_patch_discriminator(self.num_input_channels, len(patch), num_layers=layers,
+                                                      patch_size=patch).to(self.device)
+        self.discriminator_optimizer = torch.optim.AdamW(self.discriminator.parameters(), self.initial_lr,
+                                                         betas=(0.5, 0.9))
+        self.adversarial = AdversarialLoss("least_squares")
+        results = Path(nnUNet_results.get()) if nnUNet_results.is_set() else None
+        self.perceptual = perceptual_loss(self.settings.autoencoder.perceptual_network, results,
+                                          self.plans_manager.dataset_name, self.configuration_name, self.fold,
+                                          self.intensity.to_preprocessed, self.print_to_log_file)
+        if self.perceptual is not None:
+            self.perceptual.to(self.device)
+        self._iteration = 0
+        self._pair: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def adversarial_weight(self) -> float:
+        ae = self.settings.autoencoder
+        return ae.adversarial_weight * adversarial_weight_schedule(self._iteration, ae.adversarial_warmup_iterations)
+
+    def compute_loss(self, data: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        ae = self.settings.autoencoder
+        x = self.intensity.to_model(data)
+        reconstruction, regulariser = self.network(x)
+        loss = ae.l1_weight * (reconstruction - x).abs().mean()
+        loss = loss + (ae.kl_weight if ae.kind == "kl" else ae.codebook_weight) * regulariser
+        if self.perceptual is not None and ae.perceptual_weight > 0:
+            loss = loss + ae.perceptual_weight * self.perceptual(reconstruction.float(), x.float())
+        if self.network.training and self.adversarial_weight() > 0:
+            fake_scores = self.discriminator(reconstruction)
+            loss = loss + self.adversarial_weight() * self.adversarial.generator_loss(fake_scores)
+        self._pair = (x.detach(), reconstruction.detach())
+        return loss
+
+    def after_optimizer_step(self) -> None:
+        self._iteration += 1
+        if self._pair is None or self.adversarial_weight() == 0:
+            return
+        real, fake = self._pair
+        self.discriminator_optimizer.zero_grad(set_to_none=True)
+        with self.autocast():
+            loss = self.adversarial.discriminator_loss(self.discriminator(real), self.discriminator(fake))
+        if torch.isfinite(loss):
+            loss.backward()
+            self.discriminator_optimizer.step()
+
+    def extra_checkpoint_state(self) -> dict:
+        return {"nnugen_discriminator": self.discriminator.state_dict(),
+                "nnugen_discriminator_optimizer": self.discriminator_optimizer.state_dict(),
+                "nnugen_iteration": self._iteration}
+
+    def restore_extra_checkpoint_state(self, checkpoint: dict) -> None:
+        if "nnugen_discriminator" in checkpoint:
+            self.discriminator.load_state_dict(checkpoint["nnugen_discriminator"])
+            self.discriminator_optimizer.load_state_dict(checkpoint["nnugen_discriminator_optimizer"])
+            self._iteration = checkpoint["nnugen_iteration"]
+
+    def on_epoch_end(self):
+        epoch = self.current_epoch
+        super().on_epoch_end()
+        if self.local_rank == 0 and self._pair is not None and (epoch + 1) % self.settings.training.preview_every == 0:
+            real, fake = self._pair
+            write_preview(torch.cat([real[0], fake[0]]), 2 * self.num_input_channels,
+                          Path(self.output_folder) / "previews" / f"epoch_{epoch:04d}.png")
+
+    def on_train_end(self):
+        super().on_train_end()
+        if self.local_rank == 0:
+            network = self.network.module if self.is_ddp else self.network
+            save_autoencoder(network, autoencoder_arguments(self.settings, self.num_input_channels),
+                             Path(self.output_folder))
+            self.print_to_log_file(f"autoencoder exported (weights only) to {self.output_folder}")

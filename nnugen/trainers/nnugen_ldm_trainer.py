@@ -1,0 +1,93 @@
+"""``NnugenLDMTrainer``: latent diffusion (Rombach et al. 2022; Medical Diffusion; medimgen): the plan-derived
+denoiser learns the latents of a frozen, trained autoencoder. The autoencoder is found by its model folder
+(``NnugenAutoencoderTrainer__nnugenPlans__CONFIG/fold_F`` of the same dataset, configuration and fold) and loaded
+weights-only. Latents are scaled by 1 / std, estimated from training batches at the start (Rombach et al. 2022,
+sec. 4.3.2) and recorded in the checkpoint and in ``latent.json`` next to it, which sampling reads."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+from nnunetv2.paths import nnUNet_results
+from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
+from torch import nn
+
+from nnugen.atomic_files import atomic_write_json
+from nnugen.models.autoencoder_files import load_autoencoder
+from nnugen.models.image_generator import ImageGenerator
+from nnugen.networks.autoencoder import latent_scale_factor
+from nnugen.trainers.nnugen_ddpm_trainer import denoiser_network
+from nnugen.trainers.nnugen_generative_trainer import NnugenGenerativeTrainer
+
+SCALE_BATCHES = 4  # training batches whose latents estimate the scale factor
+LATENT_FILE = "latent.json"
+
+
+def latent_patch(patch_size, strides) -> tuple[int, ...]:
+    return tuple(p // math.prod(s[a] for s in strides) for a, p in enumerate(patch_size))
+
+
+class NnugenLDMTrainer(NnugenGenerativeTrainer):
+    nnugen_task = "ldm"
+
+    @classmethod
+    def build_network_architecture(cls, plans_manager: PlansManager, configuration_manager: ConfigurationManager,
+                                   num_input_channels: int, num_output_channels: int,
+                                   enable_deep_supervision: bool = True) -> nn.Module:
+        settings = cls.task_settings(configuration_manager.configuration)
+        ae = section_autoencoder(configuration_manager)
+        channels = ae.latent_channels
+        return ImageGenerator(denoiser_network(settings, channels, channels), channels, 0,
+                              latent_patch(configuration_manager.patch_size, ae.strides), settings.diffusion,
+                              settings.sampler, settings.generation, settings.training.ema_decay)
+
+    def autoencoder_folder(self) -> Path:
+        trainer = f"NnugenAutoencoderTrainer__{self.plans_manager.plans_name}__{self.configuration_name}"
+        return Path(nnUNet_results.get()) / self.plans_manager.dataset_name / trainer / f"fold_{self.fold}"
+
+    def initialize(self):
+        super().initialize()
+        self.autoencoder, arguments = load_autoencoder(self.autoencoder_folder(), self.device)
+        expected = latent_patch(self.configuration_manager.patch_size, section_autoencoder(
+            self.configuration_manager).strides)
+        if self.autoencoder.latent_channels != self.network.image_channels or \
+                self.autoencoder.latent_shape(self.configuration_manager.patch_size) != expected:
+            raise ValueError(f"the autoencoder in {self.autoencoder_folder()} does not match the plans' autoencoder "
+                             "settings; retrain it (nnugen_train ... --task autoencoder) after changing them")
+        self.print_to_log_file(f"latent diffusion on the frozen autoencoder in {self.autoencoder_folder()}")
+        self.scale_factor: float | None = None
+
+    def encode(self, data: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return self.autoencoder.encode(self.intensity.to_model(data)).mode()
+
+    def on_train_start(self):
+        super().on_train_start()
+        if self.scale_factor is None:
+            latents = [self.encode(next(self.dataloader_train)["data"].to(self.device)) for _ in range(SCALE_BATCHES)]
+            self.scale_factor = latent_scale_factor(torch.cat(latents))
+        self.print_to_log_file(f"latent scale factor {self.scale_factor:.4f} (1 / std of training latents)")
+        if self.local_rank == 0:
+            atomic_write_json(Path(self.output_folder) / LATENT_FILE,
+                              {"autoencoder_folder": str(self.autoencoder_folder()), "scale_factor": self.scale_factor})
+
+    def compute_loss(self, data: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return self.network(self.encode(data) * self.scale_factor)
+
+    def after_optimizer_step(self) -> None:
+        (self.network.module if self.is_ddp else self.network).update_ema()
+
+    def extra_checkpoint_state(self) -> dict:
+        return {"nnugen_latent_scale_factor": self.scale_factor}
+
+    def restore_extra_checkpoint_state(self, checkpoint: dict) -> None:
+        self.scale_factor = checkpoint.get("nnugen_latent_scale_factor", self.scale_factor)
+
+
+def section_autoencoder(configuration_manager: ConfigurationManager):
+    """The autoencoder settings of the same configuration (the LDM's latents are that autoencoder's)."""
+    from nnugen.config import section_of
+
+    return section_of(configuration_manager.configuration).task("autoencoder").autoencoder
