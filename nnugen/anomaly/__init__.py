@@ -1,0 +1,71 @@
+"""Counterfactual anomaly segmentation: pseudo-healthy counterfactuals, anomaly maps, post-processing, thresholds,
+metrics and the synthetic-lesion protocol. Pure math on torch / numpy / scipy; never imports nnunetv2."""
+
+from nnugen.anomaly.anomaly_map import (
+    REDUCTIONS,
+    body_mask,
+    ensemble_map,
+    postprocess,
+    remove_small_components,
+    residual_map,
+    uncertainty,
+)
+from nnugen.anomaly.counterfactual import NOISES, check_strength, counterfactual, multi_strength_counterfactuals
+from nnugen.anomaly.metrics import (
+    average_precision,
+    dice,
+    dice_at_threshold,
+    image_auroc,
+    per_volume_auprc,
+    per_volume_dice,
+    pixel_auprc,
+    volume_score,
+)
+from nnugen.anomaly.simplex_noise import simplex_noise, simplex_noise_like
+from nnugen.anomaly.synthetic_lesions import (
+    HEALTHY_CASES_FILE,
+    LESION_FAMILIES,
+    LESION_LABELS,
+    TEST_FAMILIES,
+    TUNING_FAMILIES,
+    LesionFamily,
+    insert_lesions,
+    write_lesion_dataset,
+)
+from nnugen.anomaly.threshold import THRESHOLD_RULES, ThresholdRecord, best_dice_threshold, fpr_threshold
+
+__all__ = [
+    "HEALTHY_CASES_FILE",
+    "LESION_FAMILIES",
+    "LESION_LABELS",
+    "NOISES",
+    "REDUCTIONS",
+    "TEST_FAMILIES",
+    "THRESHOLD_RULES",
+    "TUNING_FAMILIES",
+    "LesionFamily",
+    "ThresholdRecord",
+    "average_precision",
+    "best_dice_threshold",
+    "body_mask",
+    "check_strength",
+    "counterfactual",
+    "dice",
+    "dice_at_threshold",
+    "ensemble_map",
+    "fpr_threshold",
+    "image_auroc",
+    "insert_lesions",
+    "multi_strength_counterfactuals",
+    "per_volume_auprc",
+    "per_volume_dice",
+    "pixel_auprc",
+    "postprocess",
+    "remove_small_components",
+    "residual_map",
+    "simplex_noise",
+    "simplex_noise_like",
+    "uncertainty",
+    "volume_score",
+    "write_lesion_dataset",
+]

@@ -1,0 +1,114 @@
+"""Residual maps, post-processing switches, small-component removal, body masks, ensembles."""
+
+import numpy as np
+import pytest
+import torch
+
+from nnugen.anomaly import body_mask, ensemble_map, postprocess, remove_small_components, residual_map, uncertainty
+from nnugen.demo.phantom import PhantomSpec, make_phantom_case
+
+SPATIAL = {"2d": (20, 24), "3d": (10, 12, 14)}
+
+
+@pytest.mark.parametrize("spatial", SPATIAL.values(), ids=SPATIAL.keys())
+def test_residual_map_combines_channels(spatial):
+    image = torch.zeros(2, 3, *spatial)
+    counterfactual = torch.zeros_like(image)
+    counterfactual[:, 0] = 3.0
+    counterfactual[:, 1] = -1.5
+    mean, peak = residual_map(image, counterfactual), residual_map(image, counterfactual, reduce="max")
+    assert mean.shape == peak.shape == (2, 1, *spatial)
+    torch.testing.assert_close(mean, torch.full_like(mean, 1.5))
+    torch.testing.assert_close(peak, torch.full_like(peak, 3.0))
+    with pytest.raises(ValueError, match="reduce"):
+        residual_map(image, counterfactual, reduce="sum")
+    with pytest.raises(ValueError, match="one shape"):
+        residual_map(image, counterfactual[:, :2])
+
+
+@pytest.mark.parametrize("spatial", SPATIAL.values(), ids=SPATIAL.keys())
+def test_postprocess_steps_switch_on_and_off(spatial):
+    generator = torch.Generator().manual_seed(0)
+    anomaly_map = torch.rand((1, 1, *spatial), generator=generator) * 0.1
+    centre = tuple(n // 2 for n in spatial)
+    anomaly_map[(0, 0, *centre)] = 5.0  # one isolated hot voxel
+    torch.testing.assert_close(postprocess(anomaly_map, median_filter=0), anomaly_map, rtol=0, atol=0)
+    torch.testing.assert_close(postprocess(anomaly_map, median_filter=1), anomaly_map, rtol=0, atol=0)
+    filtered = postprocess(anomaly_map, median_filter=3)
+    assert filtered.shape == anomaly_map.shape and filtered.dtype == anomaly_map.dtype
+    assert float(filtered.max()) < 0.1  # the median removes the spike
+    mask = torch.zeros_like(anomaly_map, dtype=torch.bool)
+    mask[..., : spatial[-1] // 2] = True
+    masked = postprocess(anomaly_map, median_filter=0, mask=mask)
+    assert float(masked[~mask].abs().max()) == 0 and torch.equal(masked[mask], anomaly_map[mask])
+    with pytest.raises(ValueError, match="threshold"):
+        postprocess(anomaly_map, min_component_voxels=5)
+    with pytest.raises(ValueError, match="median_filter"):
+        postprocess(anomaly_map, median_filter=-1)
+
+
+@pytest.mark.parametrize("spatial", SPATIAL.values(), ids=SPATIAL.keys())
+def test_component_removal_after_thresholding(spatial):
+    anomaly_map = torch.zeros((1, 1, *spatial), dtype=torch.float64)
+    anomaly_map[(0, 0, *[slice(1, 4)] * len(spatial))] = 2.0  # a large lesion (9 or 27 voxels)
+    anomaly_map[(0, 0, *[n - 2 for n in spatial])] = 3.0  # a lone voxel
+    anomaly_map[(0, 0, *[n - 5 for n in spatial])] = 0.5  # below the threshold: kept as it is
+    result = postprocess(anomaly_map, median_filter=0, min_component_voxels=5, threshold=1.0)
+    assert float(result[(0, 0, *[n - 2 for n in spatial])]) == 0.0
+    assert torch.equal(result > 1.0, remove_small_components(anomaly_map > 1.0, 5))
+    assert float(result[(0, 0, *[n - 5 for n in spatial])]) == 0.5
+    assert int((result > 1.0).sum()) == 3 ** len(spatial)
+
+
+def test_remove_small_components_numpy_and_tensor_full_connectivity():
+    binary = np.zeros((2, 1, 8, 8), bool)
+    binary[0, 0, [1, 2, 3], [1, 2, 3]] = True  # diagonal: one component with 8-connectivity
+    binary[0, 0, 6, 6] = True
+    binary[1, 0, 5:8, 0] = True
+    kept = remove_small_components(binary, 3)
+    assert isinstance(kept, np.ndarray) and kept.dtype == bool
+    assert kept[0, 0, [1, 2, 3], [1, 2, 3]].all() and not kept[0, 0, 6, 6] and kept[1, 0, 5:8, 0].all()
+    as_tensor = remove_small_components(torch.from_numpy(binary), 3)
+    assert isinstance(as_tensor, torch.Tensor) and np.array_equal(as_tensor.numpy(), kept)
+    assert np.array_equal(remove_small_components(binary, 0), binary)
+    assert not remove_small_components(binary, 4)[0].any()
+    with pytest.raises(ValueError):
+        remove_small_components(binary, -1)
+    with pytest.raises(ValueError, match=r"\(B, C, \*spatial\)"):
+        remove_small_components(binary[0, 0], 3)
+
+
+@pytest.mark.parametrize("spec", [PhantomSpec(shape=(24, 32, 32), n_channels=2), PhantomSpec((48, 48), (1.0, 1.0))],
+                         ids=["3d", "2d"])
+def test_body_mask_of_a_phantom(spec):
+    images, label = make_phantom_case(spec, np.random.default_rng(0))
+    image = np.stack(images)[None]
+    mask = body_mask(image)
+    assert mask.shape == (1, 1, *spec.shape) and mask.dtype == bool
+    assert mask[0, 0][label > 0].all()  # organ and phantom lesion lie in the body
+    corners = mask[(0, 0, *[[0, -1]] * len(spec.shape))]
+    assert not corners.any()
+    assert 0.1 < mask.mean() < 0.8
+    from_tensor = body_mask(torch.from_numpy(image))
+    assert isinstance(from_tensor, torch.Tensor) and np.array_equal(from_tensor.numpy(), mask)
+
+
+def test_body_mask_fills_holes_keeps_the_largest_part_and_handles_constant_images():
+    image = np.zeros((1, 1, 32, 32))
+    image[0, 0, 4:28, 4:28] = 100.0
+    image[0, 0, 12:16, 12:16] = 0.0  # a dark hole inside the body
+    image[0, 0, 30, 30] = 100.0  # a bright speck outside
+    mask = body_mask(image, smoothing=0)
+    assert mask[0, 0, 4:28, 4:28].all() and mask.sum() == 24 * 24
+    assert body_mask(np.full((1, 2, 8, 8), 3.0)).all()
+    with pytest.raises(ValueError):
+        body_mask(image, threshold_fraction=1.5)
+
+
+def test_ensemble_mean_and_uncertainty_std():
+    maps = [torch.full((1, 1, 4, 4), v) for v in (1.0, 2.0, 3.0)]
+    torch.testing.assert_close(ensemble_map(maps), torch.full((1, 1, 4, 4), 2.0))
+    torch.testing.assert_close(uncertainty(torch.stack(maps)), torch.full((1, 1, 4, 4), float(np.std([1, 2, 3]))))
+    torch.testing.assert_close(uncertainty(maps[:1]), torch.zeros(1, 1, 4, 4))
+    with pytest.raises(ValueError):
+        ensemble_map([])
