@@ -108,6 +108,7 @@ def plan_tasks(arch: dict[str, Any], patch: Sequence[int], batch: int, n_channel
     tasks["anomaly"] = TaskSettings(
         training=GENERATIVE_TRAINING,
         memory=_memory(_shape(denoiser, n_channels, n_channels, patch), batch, budget_gb, "anomaly", configuration),
-        denoiser=denoiser, diffusion=generative, sampler=SamplerSettings(name="ddim", steps=20),
-        anomaly=AnomalySettings())
+        # cosine: with the linear schedule strengths 0.5 and 0.75 leave almost the same signal (abar 0.08 vs 0.004)
+        denoiser=denoiser, diffusion=replace(generative, schedule="cosine"),
+        sampler=SamplerSettings(name="ddim", steps=20), anomaly=AnomalySettings())
     return tasks
