@@ -9,7 +9,7 @@ nnugen's trainers with no manual step. The line touches ``os.environ`` only; it 
 import os
 import shutil
 
-from setuptools import setup
+from setuptools import find_packages, setup
 from setuptools.command.build_py import build_py
 from setuptools.command.editable_wheel import editable_wheel
 
@@ -46,23 +46,10 @@ setup(
     long_description=open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "README.md")).read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=[
-        "nnugen",
-        "nnugen.diffusion",
-        "nnugen.samplers",
-        "nnugen.networks",
-        "nnugen.models",
-        "nnugen.anomaly",
-        "nnugen.trainers",
-        "nnugen.trainers.variants",
-        "nnugen.inference",
-        "nnugen.nnunet_ext",
-        "nnugen.demo",
-        "nnugen.run",
-        "nnugen.entrypoints",
-        "nnugen.templates",
-        "nnugen_planner",
-    ],
+    # every package under nnugen/ (found, so a folder without __init__.py is not half-listed), plus the two
+    # top-level folders mapped into the nnugen namespace
+    packages=[*find_packages(include=["nnugen", "nnugen.*", "nnugen_planner", "nnugen_planner.*"]),
+              "nnugen.entrypoints", "nnugen.templates"],
     package_dir={"nnugen.entrypoints": "entrypoints", "nnugen.templates": "templates"},
     package_data={"nnugen.templates": ["*.yaml", "*.py.txt"]},
     cmdclass={"build_py": BuildPyWithPth, "editable_wheel": EditableWheelWithPth},
@@ -88,7 +75,10 @@ setup(
             "nnugen_plan=nnugen.entrypoints.plan:main",
             "nnugen_check=nnugen.entrypoints.check:main",
             "nnugen_train=nnugen.entrypoints.train:main",
+            "nnugen_predict=nnugen.entrypoints.predict:main",
+            "nnugen_sample=nnugen.entrypoints.sample:main",
             "nnugen_demo=nnugen.entrypoints.demo:main",
+            "nnugen_convert_bids=nnugen.entrypoints.convert_bids:main",
         ],
     },
 )

@@ -89,6 +89,18 @@ def test_ldm_trains_on_the_frozen_autoencoder(generators):
     assert checkpoint["nnugen_latent_scale_factor"] == pytest.approx(latent["scale_factor"])
 
 
+def test_latent_model_samples_images_through_the_autoencoder(generators, tmp_path):
+    import SimpleITK as sitk
+
+    results, env = generators
+    out = tmp_path / "ldm_samples"
+    run([cli("nnugen_sample"), "901", "3d", "1", str(out), "--task", "ldm", "--steps", "2", "--size", "patch",
+         "-device", "cpu"], env)
+    image = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "case_0000_0000.nii.gz")))
+    assert image.shape == (32, 32, 32) and image.std() > 0
+    assert json.loads((out / "sampling.json").read_text())["trainer"] == "NnugenLDMTrainer"
+
+
 def test_autoencoder_resume_continues_where_it_stopped(generators):
     results, env = generators
     fold = _fold(results, "NnugenAutoencoderTrainer")

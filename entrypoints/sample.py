@@ -1,0 +1,73 @@
+"""``nnugen_sample ID CONFIG N OUT_DIR``: N synthetic cases from a trained generator (``nnugen_train --task ddpm``),
+written in the dataset's file format, intensity units and geometry, optionally as an nnU-Net raw dataset."""
+
+from __future__ import annotations
+
+import argparse
+
+from nnugen.entrypoints.cli_errors import run_reporting_errors
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from nnugen.config import SAMPLERS
+    from nnugen.run.tasks import CONFIGURATIONS
+
+    parser = argparse.ArgumentParser(
+        prog="nnugen_sample",
+        description="Generate N cases with a trained generator (nnUNet_results/DatasetX/<Trainer>__nnugenPlans__"
+                    "<CONFIG>/fold_F) and write them to OUT_DIR as CASE_XXXX channel files (+ CASE label maps) with "
+                    "the dataset's spacing, origin, direction and intensity units, previews/ and sampling.json.")
+    parser.add_argument("dataset", help="dataset ID or name")
+    parser.add_argument("configuration", choices=CONFIGURATIONS, help="2d, 3d (= 3d_fullres), 3d_fullres, 3d_lowres")
+    parser.add_argument("num_cases", type=int, metavar="N", help="number of cases to generate")
+    parser.add_argument("output_folder", metavar="OUT_DIR", help="output folder (must be empty or new)")
+    parser.add_argument("--task", default="ddpm", choices=("ddpm", "ldm"),
+                        help="ddpm (NnugenDDPMTrainer, default) or ldm (NnugenLDMTrainer)")
+    parser.add_argument("-f", default="0", help="fold whose model to use (default 0; or 'all')")
+    parser.add_argument("-chk", default="checkpoint_final.pth", help="checkpoint (default checkpoint_final.pth)")
+    parser.add_argument("--sampler", default=None, help=f"{', '.join(SAMPLERS)} (default: the model's plans)")
+    parser.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's plans)")
+    parser.add_argument("--eta", type=float, default=None, help="DDIM eta in [0, 1] (default: the model's plans)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="base seed; case k samples with a seed derived from (seed, case_k), so any subset or "
+                             "rerun gives the same files (default 0)")
+    parser.add_argument("--size", default="whole", choices=("whole", "patch"),
+                        help="whole: the plan's median image size, denoised in overlapping patches (default); patch: "
+                             "the training patch size")
+    parser.add_argument("--labels-from", dest="labels_from", default=None, metavar="DIR",
+                        help="label-conditioned models: the label maps to generate images for (the first N files, "
+                             "of the output's array shape, e.g. written by nnugen_sample)")
+    parser.add_argument("--as-dataset", dest="as_dataset", default=None, metavar="DatasetNNN_Name",
+                        help="write an nnU-Net raw dataset OUT_DIR/DatasetNNN_Name (imagesTr, labelsTr, dataset.json); "
+                             "needs labels: a joint model or --labels-from")
+    parser.add_argument("-p", action="store_true", help="show progress bars (cases and sampler steps)")
+    parser.add_argument("-device", default="cuda", help="cuda (default), cpu or mps")
+    parser.add_argument("--overwrite", action="store_true", help="write into a non-empty OUT_DIR, replacing files")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+
+    def body() -> int:
+        from pathlib import Path
+
+        from nnugen.inference.sample_api import SampleRequest, sample
+
+        request = SampleRequest(
+            dataset=args.dataset, configuration=args.configuration, num_cases=args.num_cases,
+            output_folder=Path(args.output_folder), task=args.task, fold=args.f, checkpoint=args.chk,
+            sampler=args.sampler, steps=args.steps, eta=args.eta, seed=args.seed,
+            labels_from=Path(args.labels_from) if args.labels_from else None, as_dataset=args.as_dataset,
+            size=args.size, device=args.device, progress=args.p, overwrite=args.overwrite)
+        written = sample(request)
+        print(f"nnugen_sample: wrote {len(written)} file(s) to {args.output_folder}")
+        return 0
+
+    from nnugen.trainers.checkpoint_files import CheckpointError
+
+    return run_reporting_errors("nnugen_sample", body, (ValueError, OSError, CheckpointError))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,88 @@
+"""The loop over cases: nnU-Net's preprocessing (in ``-npp`` background workers, or in this process with 0), the
+sampled ensemble per case, and the export (in ``-nps`` background workers, or in this process with 0), as
+``nnUNetPredictor.predict_from_files`` runs them, but with a seed per case and nnugen's atomic export."""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections.abc import Iterator
+from pathlib import Path
+from time import sleep
+
+from nnugen.inference.case_export import export_case
+from nnugen.inference.ensemble_prediction import predict_case
+from nnugen.inference.input_cases import InputCase
+from nnugen.seeding import case_seed
+
+
+def run_cases(predictor, segmenter, cases: tuple[InputCase, ...], output: Path, request) -> list[Path]:
+    """Predict and export ``cases`` into ``output`` for a ``PredictRequest``; returns the files written. Case c
+    samples its ensemble from ``case_seed(request.seed, c)``, whatever else this run predicts."""
+    if not cases:
+        return []
+    items = _preprocessed(predictor, cases, output, request)
+    written: list[str] = []
+    if request.num_processes_export == 0:
+        for case, item in items:
+            written += export_case(*_prediction(predictor, segmenter, case, item, request))
+        return [Path(p) for p in written]
+
+    from nnunetv2.utilities.file_path_utilities import check_workers_alive_and_busy
+
+    with multiprocessing.get_context("spawn").Pool(request.num_processes_export) as pool:
+        workers, pending = list(pool._pool), []
+        for case, item in items:
+            arguments = _prediction(predictor, segmenter, case, item, request)
+            # like nnU-Net: do not let predictions run far ahead of a slow export (memory)
+            while check_workers_alive_and_busy(pool, workers, pending, allowed_num_queued=2):
+                sleep(0.1)
+            pending.append(pool.apply_async(export_case, arguments))
+        for result in pending:
+            written += result.get()
+    return [Path(p) for p in written]
+
+
+def _prediction(predictor, segmenter, case: InputCase, item: dict, request) -> tuple:
+    """The arguments of ``export_case`` for one preprocessed case."""
+    print(f"nnugen_predict: predicting {case.identifier}")
+    members = segmenter.request.sampler.seeds
+    prediction = predict_case(predictor, segmenter, item["data"], case.identifier,
+                              case_seed(request.seed, case.identifier), members, request.save_uncertainty)
+    maps = prediction.maps.cpu().numpy() if prediction.maps is not None else None
+    return (prediction.logits.cpu().numpy(), maps, item["data_properties"], predictor.plans_manager,
+            predictor.configuration_manager, predictor.dataset_json, item["ofile"], request.save_probabilities)
+
+
+def _preprocessed(predictor, cases: tuple[InputCase, ...], output: Path, request) -> Iterator[tuple[InputCase, dict]]:
+    """(case, {"data", "data_properties", "ofile"}) in the order of ``cases``, from nnU-Net's preprocessing."""
+    import numpy as np
+    import torch
+    from nnunetv2.inference.data_iterators import preprocessing_iterator_fromfiles
+    from nnunetv2.utilities.label_handling.label_handling import convert_labelmap_to_one_hot
+
+    files = [[str(f) for f in case.files] for case in cases]
+    truncated = [str(output / case.identifier) for case in cases]
+    previous = None
+    if request.previous_stage_predictions is not None:
+        ending = predictor.dataset_json["file_ending"]
+        previous = [str(Path(request.previous_stage_predictions) / f"{case.identifier}{ending}") for case in cases]
+    by_output = {t: case for t, case in zip(truncated, cases)}
+    if request.num_processes_preprocessing > 0:
+        iterator = preprocessing_iterator_fromfiles(
+            files, previous, truncated, predictor.plans_manager, predictor.dataset_json,
+            predictor.configuration_manager, request.num_processes_preprocessing, predictor.device.type == "cuda",
+            request.verbose)
+        for item in iterator:
+            yield by_output[item["ofile"]], item
+        return
+    preprocessor = predictor.configuration_manager.preprocessor_class(verbose=request.verbose)
+    label_manager = predictor.plans_manager.get_label_manager(predictor.dataset_json)
+    for index, case in enumerate(cases):
+        data, segmentation, properties = preprocessor.run_case(
+            files[index], previous[index] if previous is not None else None, predictor.plans_manager,
+            predictor.configuration_manager, predictor.dataset_json)
+        if previous is not None:
+            one_hot = convert_labelmap_to_one_hot(segmentation[0], label_manager.foreground_labels, data.dtype)
+            data = np.vstack((data, one_hot))
+        yield case, {"data": torch.from_numpy(data).float().contiguous(), "data_properties": properties,
+                     "ofile": truncated[index]}

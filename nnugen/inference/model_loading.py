@@ -1,0 +1,62 @@
+"""Loading a trained model folder into nnU-Net's own ``nnUNetPredictor`` (``initialize_from_trained_model_folder``:
+the trainer named in the checkpoint builds the network from the folder's plans), and checking that the network is a
+diffusion segmenter before anything is written."""
+
+from __future__ import annotations
+
+import multiprocessing
+import pickle
+import warnings
+from pathlib import Path
+
+from nnugen.run.ext_trainer_path import ensure_ext_trainer_path
+
+
+def load_diffusion_predictor(model_folder: Path, folds: tuple, request):
+    """(nnUNetPredictor, its DiffusionSegmenter with the request's sampler settings applied) for a
+    ``PredictRequest``. ValueError for a model of another kind or a device that is not there."""
+    ensure_ext_trainer_path()  # the checkpoint names an nnugen trainer; nnU-Net's lookup must find it
+    import torch
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+    from torch._dynamo import OptimizedModule
+
+    from nnugen.models.diffusion_segmenter import DiffusionSegmenter
+
+    device = _device(request.device)
+    predictor = nnUNetPredictor(tile_step_size=request.step_size, use_gaussian=True, use_mirroring=request.mirroring,
+                                perform_everything_on_device=request.on_device, device=device,
+                                verbose=request.verbose, verbose_preprocessing=request.verbose,
+                                allow_tqdm=request.progress_bar)
+    try:
+        with warnings.catch_warnings():
+            # nnU-Net's trainer lookup imports every built-in trainer, Primus among them, whose timm import warns
+            # about torch.jit.interface: noise on stderr that says nothing about this prediction
+            warnings.filterwarnings("ignore", message=".*torch.jit.interface", category=FutureWarning)
+            predictor.initialize_from_trained_model_folder(str(model_folder), list(folds),
+                                                           checkpoint_name=request.checkpoint)
+    except (RuntimeError, EOFError, KeyError, pickle.UnpicklingError) as error:
+        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise ValueError(f"the model in {model_folder} does not load ({first_line}); check the checkpoint "
+                         f"({request.checkpoint}) or train again") from None
+    network = predictor.network
+    network = network._orig_mod if isinstance(network, OptimizedModule) else network
+    if not isinstance(network, DiffusionSegmenter):
+        raise ValueError(f"{model_folder} was trained with {predictor.trainer_name}, not a diffusion segmentation "
+                         "trainer; use nnUNetv2_predict")
+    previous_stage = predictor.configuration_manager.previous_stage_name
+    if previous_stage is not None and request.previous_stage_predictions is None:
+        raise ValueError(f"this model is a cascade stage after {previous_stage}; pass that stage's predictions with "
+                         "-prev_stage_predictions")
+    network.set_sampling(**request.sampler_changes())
+    torch.set_num_threads(multiprocessing.cpu_count() if device.type == "cpu" else 1)
+    return predictor, network
+
+
+def _device(name: str):
+    import torch
+
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("-device cuda: no CUDA GPU is visible; use -device cpu (or mps on Apple silicon)")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise ValueError("-device mps: MPS is not available here; use -device cpu")
+    return torch.device(name)

@@ -1,0 +1,185 @@
+"""``predict``: the Python API behind ``nnugen_predict``. nnU-Net's predictor does the work (preprocessing, sliding
+window with Gaussian weighting, folds, export); nnugen adds the sampler settings, a per-case seed
+(``case_seed(seed, case)``, so any split with ``-num_parts`` or a resumed run writes the same files), uncertainty
+maps, atomic writes and checks of the input before anything is written.
+
+Example::
+
+    >>> from pathlib import Path
+    >>> request = PredictRequest(Path("imagesTs"), Path("out"), model_folder=Path("results/Dataset901_Tiny/"
+    ...     "NnugenDiffSegTrainer__nnugenPlans__3d_fullres"), device="cpu", seeds=4, save_uncertainty=True)
+    >>> written = predict(request)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from nnugen import PLANS_IDENTIFIER
+from nnugen.config import CONFIGURATION_ALIASES, SAMPLERS
+from nnugen.inference.input_cases import InputCase, find_cases
+
+DIFFSEG_TRAINER = "NnugenDiffSegTrainer"
+DEVICES = ("cuda", "cpu", "mps")
+
+
+@dataclass(frozen=True)
+class PredictRequest:
+    """What to predict and how; the names follow ``nnUNetv2_predict``. The model is ``model_folder`` or, without it,
+    ``nnUNet_results/<dataset>/<trainer>__<plans>__<configuration>``. Sampler settings left at None keep the ones
+    in the model's plans."""
+
+    input_folder: Path
+    output_folder: Path
+    model_folder: Path | None = None
+    dataset: str | None = None
+    trainer: str = DIFFSEG_TRAINER
+    plans: str = PLANS_IDENTIFIER
+    configuration: str | None = None
+    folds: tuple[int | str, ...] | None = None
+    """None: every fold_X with the checkpoint."""
+    checkpoint: str = "checkpoint_final.pth"
+    step_size: float = 0.5
+    mirroring: bool = True
+    verbose: bool = False
+    save_probabilities: bool = False
+    continue_prediction: bool = False
+    num_processes_preprocessing: int = 3
+    num_processes_export: int = 3
+    previous_stage_predictions: Path | None = None
+    num_parts: int = 1
+    part_id: int = 0
+    device: str = "cuda"
+    progress_bar: bool = True
+    on_device: bool = True
+    sampler: str | None = None
+    steps: int | None = None
+    seeds: int | None = None
+    eta: float | None = None
+    seed: int = 0
+    save_uncertainty: bool = False
+
+    def __post_init__(self) -> None:
+        """The values that need no file to check; ValueError with the flag's name and the allowed values."""
+        if self.sampler is not None and self.sampler not in SAMPLERS:
+            raise ValueError(f"unknown sampler '{self.sampler}'; choose one of {', '.join(SAMPLERS)}")
+        for name, value in (("steps", self.steps), ("seeds", self.seeds)):
+            if value is not None and value < 1:
+                raise ValueError(f"--{name} {value}: must be at least 1")
+        if self.eta is not None and not 0.0 <= self.eta <= 1.0:
+            raise ValueError(f"--eta {self.eta}: must be in [0, 1] (0 = deterministic DDIM, 1 = DDPM-like)")
+        if not 0.0 < self.step_size <= 1.0:
+            raise ValueError(f"-step_size {self.step_size}: must be in (0, 1]")
+        if self.num_parts < 1 or not 0 <= self.part_id < self.num_parts:
+            raise ValueError(f"-part_id {self.part_id} / -num_parts {self.num_parts}: need num_parts >= 1 and "
+                             "0 <= part_id < num_parts")
+        if self.device not in DEVICES:
+            raise ValueError(f"-device {self.device}: choose {', '.join(DEVICES)}")
+        if self.num_processes_preprocessing < 0 or self.num_processes_export < 0:
+            raise ValueError("-npp and -nps must be >= 0")
+
+    def sampler_changes(self) -> dict:
+        """The sampler settings this request overrides (``DiffusionSegmenter.set_sampling`` keywords)."""
+        changes = {"name": self.sampler, "steps": self.steps, "seeds": self.seeds, "eta": self.eta}
+        return {k: v for k, v in changes.items() if v is not None}
+
+
+@dataclass(frozen=True)
+class CheckedRequest:
+    """A request whose input was validated: the model folder, its dataset.json and this part's cases."""
+
+    model_folder: Path
+    dataset_json: dict
+    folds: tuple[int | str, ...]
+    cases: tuple[InputCase, ...]
+
+
+def check_request(request: PredictRequest) -> CheckedRequest:
+    """The checks of the model folder and the input folder, before anything is loaded or written (no torch);
+    ValueError saying what to change."""
+    from nnugen_planner.dataset_files import load_json
+
+    previous = request.previous_stage_predictions
+    if previous is not None and not Path(previous).is_dir():
+        raise ValueError(f"-prev_stage_predictions {previous} does not exist; predict the previous stage first")
+    model_folder = resolve_model_folder(request)
+    dataset_json = load_json(model_folder / "dataset.json", "is this a model folder of nnU-Net's training?")
+    plans = load_json(model_folder / "plans.json", "is this a model folder of nnU-Net's training?")
+    if request.save_uncertainty and plans.get("image_reader_writer") != "SimpleITKIO":
+        raise ValueError(f"--save-uncertainty writes SimpleITK images, but this model reads images with "
+                         f"{plans.get('image_reader_writer')}; leave out --save-uncertainty")
+    folds = _checked_folds(model_folder, request.folds, request.checkpoint)
+    cases = find_cases(request.input_folder, dataset_json["file_ending"], dataset_json["channel_names"])
+    return CheckedRequest(model_folder, dataset_json, folds, tuple(cases[request.part_id::request.num_parts]))
+
+
+def resolve_model_folder(request: PredictRequest) -> Path:
+    from nnugen_planner.dataset_files import dataset_name
+
+    if request.model_folder is not None:
+        if request.dataset is not None:
+            raise ValueError("pass either -m MODEL_FOLDER or -d DATASET (with -tr / -p / -c), not both")
+        folder = Path(request.model_folder)
+    else:
+        if request.dataset is None or request.configuration is None:
+            raise ValueError("pass -d DATASET and -c CONFIGURATION (or -m MODEL_FOLDER)")
+        results = os.environ.get("nnUNet_results")
+        if not results:
+            raise ValueError("nnUNet_results is not set; export it as for nnUNetv2_predict, or pass -m MODEL_FOLDER")
+        configuration = CONFIGURATION_ALIASES.get(request.configuration, request.configuration)
+        folder = Path(results) / dataset_name(request.dataset) / f"{request.trainer}__{request.plans}__{configuration}"
+    if not folder.is_dir():
+        raise ValueError(f"model folder {folder} does not exist; train it first (nnugen_train) or check -d / -tr / "
+                         "-p / -c")
+    return folder
+
+
+def _checked_folds(model_folder: Path, folds: tuple[int | str, ...] | None, checkpoint: str) -> tuple:
+    if folds is None:
+        found = sorted(int(p.name[5:]) for p in model_folder.glob("fold_*")
+                       if p.name[5:].isdigit() and (p / checkpoint).is_file())
+        if not found:
+            raise ValueError(f"no fold_X/{checkpoint} in {model_folder}; train a fold first or pass -f / -chk")
+        return tuple(found)
+    missing = [f for f in folds if not (model_folder / f"fold_{f}" / checkpoint).is_file()]
+    if missing:
+        raise ValueError(f"{model_folder} has no {checkpoint} for fold(s) {', '.join(map(str, missing))}; train them "
+                         "or pick other folds with -f")
+    return tuple(folds)
+
+
+def predict(request: PredictRequest) -> list[Path]:
+    """Predict this part's cases; returns the files written. Nothing is written if a check fails."""
+    checked = check_request(request)
+    from nnugen.inference.case_export import output_files
+    from nnugen.inference.case_loop import run_cases
+    from nnugen.inference.model_loading import load_diffusion_predictor
+
+    predictor, segmenter = load_diffusion_predictor(checked.model_folder, checked.folds, request)
+    output = Path(request.output_folder)
+    output.mkdir(parents=True, exist_ok=True)
+    _write_run_files(output, predictor, segmenter, request)
+    cases = checked.cases
+    if request.continue_prediction:
+        ending = checked.dataset_json["file_ending"]
+        cases = tuple(case for case in cases if not all(path.is_file() for path in output_files(
+            output / case.identifier, ending, request.save_probabilities, request.save_uncertainty)))
+    part = f" (part {request.part_id} of parts 0-{request.num_parts - 1})" if request.num_parts > 1 else ""
+    print(f"nnugen_predict: {len(cases)} case(s) to predict{part} with {segmenter.request.sampler}, seed "
+          f"{request.seed}")
+    return run_cases(predictor, segmenter, cases, output, request)
+
+
+def _write_run_files(output: Path, predictor, segmenter, request: PredictRequest) -> None:
+    """What nnUNetv2_predict leaves next to its predictions (dataset.json and plans.json, which nnU-Net's
+    postprocessing reads), plus the request, all atomically (parts may write them at the same time)."""
+    from nnugen.atomic_files import atomic_write_json
+
+    atomic_write_json(output / "dataset.json", predictor.dataset_json)
+    atomic_write_json(output / "plans.json", predictor.plans_manager.plans)
+    arguments = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(request).items()}
+    arguments["sampler_used"] = asdict(segmenter.request.sampler)
+    name = "nnugen_predict_args" + (f"_part{request.part_id}of{request.num_parts}" if request.num_parts > 1 else "")
+    atomic_write_json(output / f"{name}.json", arguments)

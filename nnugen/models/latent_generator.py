@@ -1,0 +1,45 @@
+"""``LatentGenerator``: sampling from a latent diffusion model (Rombach et al. 2022): the denoiser samples latents
+(through ``ImageGenerator``, windowed when larger than its latent patch), they are unscaled and decoded by the frozen
+autoencoder, in overlapping chunks when ``decode_chunks`` > 1 (Medical Diffusion's split decoding, exact)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from nnugen.models.image_generator import ImageGenerator
+from nnugen.networks.autoencoder import Autoencoder
+from nnugen.networks.chunked_decoding import decode_chunked
+
+
+class LatentGenerator(nn.Module):
+    def __init__(self, latent_model: ImageGenerator, autoencoder: Autoencoder, scale_factor: float,
+                 decode_chunks: int = 1):
+        super().__init__()
+        if not scale_factor > 0:
+            raise ValueError(f"latent scale factor {scale_factor} must be > 0; train the latent model again")
+        self.latent_model, self.autoencoder = latent_model, autoencoder
+        self.scale_factor, self.decode_chunks = scale_factor, decode_chunks
+        self.image_channels = autoencoder.in_channels
+
+    @property
+    def patch_size(self) -> tuple[int, ...]:
+        return tuple(p * d for p, d in zip(self.latent_model.patch_size, self.autoencoder.downsampling))
+
+    @torch.no_grad()
+    def sample(self, batch: int, spatial_shape: Sequence[int] | None = None, condition: Tensor | None = None,
+               generator: torch.Generator | None = None, sampler=None, device=None, callback=None) -> Tensor:
+        """Images (B, C, *spatial) in [-1, 1]: latents of at least ``spatial / downsampling``, decoded, cropped."""
+        if condition is not None:
+            raise ValueError("the latent diffusion model is unconditional; --labels-from needs a label-conditioned "
+                             "DDPM")
+        shape = tuple(spatial_shape or self.patch_size)
+        latent_shape = tuple(max(math.ceil(s / d), p) for s, d, p in
+                             zip(shape, self.autoencoder.downsampling, self.latent_model.patch_size))
+        z = self.latent_model.sample(batch, latent_shape, generator=generator, sampler=sampler, device=device,
+                                     callback=callback)
+        image = decode_chunked(self.autoencoder, z / self.scale_factor, self.decode_chunks)
+        return image[(slice(None), slice(None), *(slice(0, s) for s in shape))].clamp(-1, 1)
