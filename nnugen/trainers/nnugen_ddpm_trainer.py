@@ -13,22 +13,10 @@ from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 from torch import nn
 
 from nnugen.config import SamplerSettings
+from nnugen.models.denoiser_from_settings import denoiser_network
 from nnugen.models.image_generator import ImageGenerator
-from nnugen.networks import TimeConditionedUNet
 from nnugen.trainers.nnugen_generative_trainer import NnugenGenerativeTrainer, one_hot_pm1
 from nnugen.trainers.previews import write_preview
-
-
-def denoiser_network(settings, in_channels: int, out_channels: int) -> TimeConditionedUNet:
-    """The task's time-conditioned U-Net, as the plans describe it."""
-    denoiser = settings.denoiser
-    return TimeConditionedUNet(
-        in_channels, out_channels, features_per_stage=denoiser.features_per_stage,
-        kernel_sizes=denoiser.kernel_sizes, strides=denoiser.strides, n_conv_per_stage=denoiser.n_conv_per_stage,
-        n_conv_per_stage_decoder=denoiser.n_conv_per_stage_decoder, norm=denoiser.norm,
-        time_embed_dim=denoiser.time_embed_dim, attention_stages=denoiser.attention_stages,
-        attention_heads=denoiser.attention_heads, dropout=denoiser.dropout,
-        activation_checkpointing=settings.memory.activation_checkpointing)
 
 
 class NnugenDDPMTrainer(NnugenGenerativeTrainer):

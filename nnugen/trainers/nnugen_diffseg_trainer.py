@@ -13,8 +13,8 @@ from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 from torch import nn
 
 from nnugen.diffusion import dice_ce_loss
+from nnugen.models.denoiser_from_settings import denoiser_network
 from nnugen.models.diffusion_segmenter import DiffusionSegmenter
-from nnugen.networks import TimeConditionedUNet
 from nnugen.trainers.nnugen_trainer import NnugenTrainer
 
 
@@ -40,9 +40,7 @@ class NnugenDiffSegTrainer(NnugenTrainer):
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
-        if self.label_manager.has_regions or self.label_manager.has_ignore_label:
-            raise ValueError("diffusion segmentation needs plain labels: region-based training and ignore labels are "
-                             "not supported yet; use NnugenBaselineTrainer for this dataset")
+        self.require_plain_labels("diffusion segmentation (use NnugenBaselineTrainer for this dataset)")
         self.enable_deep_supervision = False
 
     @classmethod
@@ -50,16 +48,9 @@ class NnugenDiffSegTrainer(NnugenTrainer):
                                    num_input_channels: int, num_output_channels: int,
                                    enable_deep_supervision: bool = True) -> nn.Module:
         settings = cls.task_settings(configuration_manager.configuration)
-        denoiser, diffusion = settings.denoiser, settings.diffusion
+        diffusion = settings.diffusion
         extra = num_output_channels if diffusion.self_conditioning else 0
-        network = TimeConditionedUNet(
-            num_input_channels + num_output_channels + extra, num_output_channels,
-            features_per_stage=denoiser.features_per_stage, kernel_sizes=denoiser.kernel_sizes,
-            strides=denoiser.strides, n_conv_per_stage=denoiser.n_conv_per_stage,
-            n_conv_per_stage_decoder=denoiser.n_conv_per_stage_decoder, norm=denoiser.norm,
-            time_embed_dim=denoiser.time_embed_dim, attention_stages=denoiser.attention_stages,
-            attention_heads=denoiser.attention_heads, dropout=denoiser.dropout,
-            activation_checkpointing=settings.memory.activation_checkpointing)
+        network = denoiser_network(settings, num_input_channels + num_output_channels + extra, num_output_channels)
         return DiffusionSegmenter(network, num_output_channels, diffusion, settings.sampler)
 
     def _build_loss(self):

@@ -24,9 +24,7 @@ class NnugenGenerativeTrainer(NnugenTrainer):
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
-        if self.label_manager.has_regions or self.label_manager.has_ignore_label:
-            raise ValueError("generative training needs plain labels: region-based and ignore labels are not "
-                             "supported yet")
+        self.require_plain_labels("generative training")
         self.enable_deep_supervision = False
         self.intensity = IntensityMap(section_of(self.configuration_manager.configuration, configuration).intensity)
 

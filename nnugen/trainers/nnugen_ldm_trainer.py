@@ -16,9 +16,9 @@ from torch import nn
 
 from nnugen.atomic_files import atomic_write_json
 from nnugen.models.autoencoder_files import load_autoencoder
+from nnugen.models.denoiser_from_settings import denoiser_network
 from nnugen.models.image_generator import ImageGenerator
 from nnugen.networks.autoencoder import latent_scale_factor
-from nnugen.trainers.nnugen_ddpm_trainer import denoiser_network
 from nnugen.trainers.nnugen_generative_trainer import NnugenGenerativeTrainer
 
 SCALE_BATCHES = 4  # training batches whose latents estimate the scale factor

@@ -68,6 +68,11 @@ class NnugenTrainer(nnUNetTrainer):
         if self.seed is not None:
             seed_everything(self.seed + self.local_rank)
 
+    def require_plain_labels(self, what: str) -> None:
+        """ValueError for region-based labels or an ignore label, which one-hot diffusion cannot represent."""
+        if self.label_manager.has_regions or self.label_manager.has_ignore_label:
+            raise ValueError(f"{what}: region-based labels and ignore labels are not supported yet")
+
     def _amp_dtype(self, amp: str) -> torch.dtype | None:
         if self.device.type != "cuda" or amp == "fp32":
             return None  # autocast on the CPU is slow and buys no memory here
