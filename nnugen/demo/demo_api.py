@@ -19,6 +19,7 @@ from nnugen.demo.phantom import LABELS, PhantomSpec, write_phantom_dataset
 
 DATASET_ID = 990
 DATASET_NAME = "nnugenPhantom"
+ENSEMBLE = 3  # seeds averaged by the diffusion model's prediction, and the source of its uncertainty images
 
 
 @dataclass(frozen=True)
@@ -128,17 +129,26 @@ def run_demo(request: DemoRequest) -> dict[str, dict[str, float]]:
     results: dict[str, dict[str, float]] = {}
     short = "3d" if configuration == "3d_fullres" else configuration
     for task, trainer, title in (("baseline", "NnugenBaselineTrainer", "nnU-Net baseline"),
-                                 ("seg", "NnugenDiffSegTrainer", "diffusion (5 steps)")):
+                                 ("seg", "NnugenDiffSegTrainer", f"diffusion (5 steps x {ENSEMBLE} seeds)")):
         say(f"nnugen_train {dataset_id} 0 {short} --task {task} -device {request.device}")
         _run([_cli("nnugen_train"), str(dataset_id), "0", short, "--task", task, "-device", request.device,
               "--seed", "0"], log)
         output = work_dir / "predictions" / trainer
         if output.exists():
             shutil.rmtree(output)
-        say(f"nnUNetv2_predict -tr {trainer} on {size.n_test} held-out cases")
-        _run([_cli("nnUNetv2_predict"), "-d", str(dataset_id), "-c", configuration, "-f", "0", "-tr", trainer,
-              "-p", "nnugenPlans", "-i", str(raw / "imagesTs"), "-o", str(output), "-device", request.device,
-              "--disable_tta", "-npp", "0", "-nps", "0"], log)
+        if task == "baseline":
+            say(f"nnUNetv2_predict -tr {trainer} on {size.n_test} held-out cases")
+            _run([_cli("nnUNetv2_predict"), "-d", str(dataset_id), "-c", configuration, "-f", "0", "-tr", trainer,
+                  "-p", "nnugenPlans", "-i", str(raw / "imagesTs"), "-o", str(output), "-device", request.device,
+                  "--disable_tta", "-npp", "0", "-nps", "0"], log)
+        else:
+            say(f"nnugen_predict -tr {trainer} --seeds {ENSEMBLE} --save-uncertainty on {size.n_test} held-out cases")
+            _run([_cli("nnugen_predict"), "-d", str(dataset_id), "-c", configuration, "-f", "0", "-tr", trainer,
+                  "-i", str(raw / "imagesTs"), "-o", str(output), "-device", request.device, "--seeds",
+                  str(ENSEMBLE), "--seed", "0", "--save-uncertainty", "-npp", "0", "-nps", "0"], log)
+            maps = sorted(output.glob("*_entropy.nii.gz"))
+            say(f"uncertainty images (entropy of the {ENSEMBLE}-seed ensemble, variance across seeds): "
+                f"{len(maps)} cases, e.g. {maps[0] if maps else 'none'}")
         results[title] = dice_per_class(output, raw / "labelsTs", labels)
     cases = "augmented MNI152 cases" if request.real else "phantoms"
     say(f"done. Dice per class on the {size.n_test} held-out {cases}:")

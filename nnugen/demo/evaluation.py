@@ -32,9 +32,10 @@ def dice_per_class(prediction_folder: Path, reference_folder: Path, labels: dict
 def format_table(columns: dict[str, dict[str, float]]) -> str:
     """A plain-text table: one row per class plus the mean, one column per model."""
     names = list(next(iter(columns.values())))
-    header = f"{'class':<12}" + "".join(f"{title:>22}" for title in columns)
+    width = max(len(title) for title in columns) + 3
+    header = f"{'class':<12}" + "".join(f"{title:>{width}}" for title in columns)
     rows = [header, "-" * len(header)]
     for name in names:
-        rows.append(f"{name:<12}" + "".join(f"{scores[name]:>22.3f}" for scores in columns.values()))
-    rows.append(f"{'mean':<12}" + "".join(f"{np.mean(list(s.values())):>22.3f}" for s in columns.values()))
+        rows.append(f"{name:<12}" + "".join(f"{scores[name]:>{width}.3f}" for scores in columns.values()))
+    rows.append(f"{'mean':<12}" + "".join(f"{np.mean(list(s.values())):>{width}.3f}" for s in columns.values()))
     return "\n".join(rows)
