@@ -15,12 +15,11 @@ Layout of the section (one per configuration)::
 
 from __future__ import annotations
 
-import copy
 import dataclasses
-import types
-import typing
 from dataclasses import dataclass, field
 from typing import Any
+
+from nnugen.typed_section import Section, check_choice, check_range, fail
 
 SECTION_VERSION = 1
 TASKS = ("segmentation", "ddpm", "autoencoder", "ldm", "anomaly", "baseline")
@@ -31,78 +30,6 @@ AMP_DTYPES = ("bf16", "fp16", "fp32")
 NORMS = ("instance", "group", "batch")
 GENERATION_MODES = ("image", "joint", "label_conditioned")
 CONFIGURATION_ALIASES = {"3d": "3d_fullres"}  # nnugen's CLIs accept 3d for nnU-Net's 3d_fullres
-
-
-def _fail(where: str, message: str) -> None:
-    raise ValueError(f"{where}: {message}")
-
-
-def _check_choice(where: str, value: Any, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        _fail(where, f"{value!r} is not one of {', '.join(choices)}")
-
-
-def _check_range(where: str, value: float, low: float | None = None, high: float | None = None) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        _fail(where, f"expected a number, got {value!r}")
-    if (low is not None and value < low) or (high is not None and value > high):
-        bounds = f"in [{low}, {high}]" if high is not None else f">= {low}"
-        _fail(where, f"{value!r} must be {bounds}")
-
-
-class Section:
-    """Shared (de)serialisation: ``from_dict`` rejects unknown keys and converts lists to tuples."""
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any] | None, where: str = "") -> Section:
-        where = where or cls.__name__
-        data = {} if data is None else data
-        if not isinstance(data, dict):
-            _fail(where, f"expected a mapping, got {type(data).__name__}")
-        hints = typing.get_type_hints(cls)
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            _fail(where, f"unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(names))}")
-        kwargs = {name: _convert(hints[name], value, f"{where}.{name}") for name, value in data.items()}
-        try:
-            return cls(**kwargs)
-        except (TypeError, ValueError) as error:  # a nested value of the wrong kind, or a range check: say where
-            raise ValueError(f"{where}: {error}") from None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
-
-
-def _convert(hint: Any, value: Any, where: str) -> Any:
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        hint = next(a for a in args if a is not type(None))
-        origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if isinstance(hint, type) and issubclass(hint, Section):
-        return hint.from_dict(value, where)
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            _fail(where, f"expected a list, got {value!r}")
-        inner = args[0] if args else Any
-        return tuple(_convert(inner, v, f"{where}[{i}]") for i, v in enumerate(value))
-    if hint is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    wrong_bool = hint in (int, float) and isinstance(value, bool)
-    if hint in (int, float, str, bool) and (not isinstance(value, hint) or wrong_bool):
-        _fail(where, f"expected {hint.__name__}, got {value!r}")
-    return value
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, Section):
-        return value.to_dict()
-    if isinstance(value, tuple):
-        return [_plain(v) for v in value]
-    return value
 
 
 @dataclass(frozen=True)
@@ -123,23 +50,23 @@ class DenoiserSettings(Section):
     def __post_init__(self) -> None:
         n = len(self.features_per_stage)
         if n < 1:
-            _fail("denoiser.features_per_stage", "needs at least one stage")
+            fail("denoiser.features_per_stage", "needs at least one stage")
         for name in ("kernel_sizes", "strides", "n_conv_per_stage"):
             if len(getattr(self, name)) != n:
-                _fail(f"denoiser.{name}", f"needs {n} entries (one per stage), got {len(getattr(self, name))}")
+                fail(f"denoiser.{name}", f"needs {n} entries (one per stage), got {len(getattr(self, name))}")
         if len(self.n_conv_per_stage_decoder) != n - 1:
             got = len(self.n_conv_per_stage_decoder)
-            _fail("denoiser.n_conv_per_stage_decoder", f"needs {n - 1} entries, got {got}")
+            fail("denoiser.n_conv_per_stage_decoder", f"needs {n - 1} entries, got {got}")
         dims = {len(k) for k in self.kernel_sizes} | {len(s) for s in self.strides}
         if len(dims) != 1 or dims.pop() not in (2, 3):
-            _fail("denoiser.kernel_sizes", "kernel sizes and strides must all have 2 (2D) or 3 (3D) entries")
-        _check_choice("denoiser.norm", self.norm, NORMS)
+            fail("denoiser.kernel_sizes", "kernel sizes and strides must all have 2 (2D) or 3 (3D) entries")
+        check_choice("denoiser.norm", self.norm, NORMS)
         for s in self.attention_stages:
             if not 0 <= s < n:
-                _fail("denoiser.attention_stages", f"stage {s} does not exist (0 ... {n - 1})")
-        _check_range("denoiser.time_embed_dim", self.time_embed_dim, 1)
-        _check_range("denoiser.attention_heads", self.attention_heads, 1)
-        _check_range("denoiser.dropout", self.dropout, 0.0, 0.99)
+                fail("denoiser.attention_stages", f"stage {s} does not exist (0 ... {n - 1})")
+        check_range("denoiser.time_embed_dim", self.time_embed_dim, 1)
+        check_range("denoiser.attention_heads", self.attention_heads, 1)
+        check_range("denoiser.dropout", self.dropout, 0.0, 0.99)
 
     @property
     def dimension(self) -> int:
@@ -162,15 +89,15 @@ class DiffusionSettings(Section):
     mse_weight: float = 1.0
 
     def __post_init__(self) -> None:
-        _check_range("diffusion.timesteps", self.timesteps, 1, 10000)
-        _check_choice("diffusion.schedule", self.schedule, SCHEDULES)
-        _check_choice("diffusion.model_output", self.model_output, MODEL_OUTPUTS)
-        _check_range("diffusion.beta_start", self.beta_start, 0.0, 1.0)
-        _check_range("diffusion.beta_end", self.beta_end, 0.0, 1.0)
+        check_range("diffusion.timesteps", self.timesteps, 1, 10000)
+        check_choice("diffusion.schedule", self.schedule, SCHEDULES)
+        check_choice("diffusion.model_output", self.model_output, MODEL_OUTPUTS)
+        check_range("diffusion.beta_start", self.beta_start, 0.0, 1.0)
+        check_range("diffusion.beta_end", self.beta_end, 0.0, 1.0)
         if not self.beta_start < self.beta_end:
-            _fail("diffusion.beta_start", "must be smaller than diffusion.beta_end")
+            fail("diffusion.beta_start", "must be smaller than diffusion.beta_end")
         for name in ("dice_weight", "ce_weight", "mse_weight"):
-            _check_range(f"diffusion.{name}", getattr(self, name), 0.0)
+            check_range(f"diffusion.{name}", getattr(self, name), 0.0)
 
 
 @dataclass(frozen=True)
@@ -184,10 +111,10 @@ class SamplerSettings(Section):
     mirroring: bool = False
 
     def __post_init__(self) -> None:
-        _check_choice("sampler.name", self.name, SAMPLERS)
-        _check_range("sampler.steps", self.steps, 1)
-        _check_range("sampler.seeds", self.seeds, 1)
-        _check_range("sampler.eta", self.eta, 0.0, 1.0)
+        check_choice("sampler.name", self.name, SAMPLERS)
+        check_range("sampler.steps", self.steps, 1)
+        check_range("sampler.seeds", self.seeds, 1)
+        check_range("sampler.eta", self.eta, 0.0, 1.0)
 
 
 @dataclass(frozen=True)
@@ -209,11 +136,11 @@ class TrainingSettings(Section):
     def __post_init__(self) -> None:
         for name in ("epochs", "iterations_per_epoch", "val_iterations_per_epoch", "val_sampling_steps", "save_every",
                      "max_nonfinite_steps", "preview_every"):
-            _check_range(f"training.{name}", getattr(self, name), 1)
-        _check_choice("training.optimizer", self.optimizer, ("sgd", "adamw"))
-        _check_range("training.initial_lr", self.initial_lr, 1e-9, 10.0)
-        _check_range("training.weight_decay", self.weight_decay, 0.0)
-        _check_range("training.ema_decay", self.ema_decay, 0.0, 0.99999)
+            check_range(f"training.{name}", getattr(self, name), 1)
+        check_choice("training.optimizer", self.optimizer, ("sgd", "adamw"))
+        check_range("training.initial_lr", self.initial_lr, 1e-9, 10.0)
+        check_range("training.weight_decay", self.weight_decay, 0.0)
+        check_range("training.ema_decay", self.ema_decay, 0.0, 0.99999)
 
 
 @dataclass(frozen=True)
@@ -228,11 +155,11 @@ class MemorySettings(Section):
     estimated_gb: float = 0.0
 
     def __post_init__(self) -> None:
-        _check_range("memory.budget_gb", self.budget_gb, 0.1)
-        _check_range("memory.batch_size", self.batch_size, 1)
-        _check_range("memory.grad_accumulation", self.grad_accumulation, 1)
-        _check_choice("memory.amp", self.amp, AMP_DTYPES)
-        _check_range("memory.estimated_gb", self.estimated_gb, 0.0)
+        check_range("memory.budget_gb", self.budget_gb, 0.1)
+        check_range("memory.batch_size", self.batch_size, 1)
+        check_range("memory.grad_accumulation", self.grad_accumulation, 1)
+        check_choice("memory.amp", self.amp, AMP_DTYPES)
+        check_range("memory.estimated_gb", self.estimated_gb, 0.0)
 
 
 @dataclass(frozen=True)
@@ -254,17 +181,17 @@ class AutoencoderSettings(Section):
     decode_chunks: int = 1
 
     def __post_init__(self) -> None:
-        _check_choice("autoencoder.kind", self.kind, ("kl", "vq"))
+        check_choice("autoencoder.kind", self.kind, ("kl", "vq"))
         if len(self.strides) != len(self.features_per_stage):
-            _fail("autoencoder.strides", f"needs {len(self.features_per_stage)} entries (one per stage)")
+            fail("autoencoder.strides", f"needs {len(self.features_per_stage)} entries (one per stage)")
         downsamplings = sum(any(s > 1 for s in stride) for stride in self.strides)
         if downsamplings > 3:
-            _fail("autoencoder.strides", f"{downsamplings} downsamplings; use at most 3 (details are lost beyond)")
+            fail("autoencoder.strides", f"{downsamplings} downsamplings; use at most 3 (details are lost beyond)")
         for name in ("latent_channels", "codebook_size", "decode_chunks"):
-            _check_range(f"autoencoder.{name}", getattr(self, name), 1)
+            check_range(f"autoencoder.{name}", getattr(self, name), 1)
         for name in ("l1_weight", "perceptual_weight", "adversarial_weight", "kl_weight", "codebook_weight"):
-            _check_range(f"autoencoder.{name}", getattr(self, name), 0.0)
-        _check_range("autoencoder.adversarial_warmup_iterations", self.adversarial_warmup_iterations, 0)
+            check_range(f"autoencoder.{name}", getattr(self, name), 0.0)
+        check_range("autoencoder.adversarial_warmup_iterations", self.adversarial_warmup_iterations, 0)
 
 
 @dataclass(frozen=True)
@@ -283,15 +210,15 @@ class AnomalySettings(Section):
 
     def __post_init__(self) -> None:
         if not self.strengths:
-            _fail("anomaly.strengths", "needs at least one strength in (0, 1]")
+            fail("anomaly.strengths", "needs at least one strength in (0, 1]")
         for s in self.strengths:
             if not 0.0 < s <= 1.0:
-                _fail("anomaly.strengths", f"strength {s} is outside (0, 1]")
-        _check_choice("anomaly.noise", self.noise, ("gaussian", "simplex"))
-        _check_choice("anomaly.threshold_rule", self.threshold_rule, ("best_dice", "fpr"))
-        _check_range("anomaly.median_filter", self.median_filter, 0)
-        _check_range("anomaly.min_component_voxels", self.min_component_voxels, 0)
-        _check_range("anomaly.target_fpr", self.target_fpr, 0.0, 1.0)
+                fail("anomaly.strengths", f"strength {s} is outside (0, 1]")
+        check_choice("anomaly.noise", self.noise, ("gaussian", "simplex"))
+        check_choice("anomaly.threshold_rule", self.threshold_rule, ("best_dice", "fpr"))
+        check_range("anomaly.median_filter", self.median_filter, 0)
+        check_range("anomaly.min_component_voxels", self.min_component_voxels, 0)
+        check_range("anomaly.target_fpr", self.target_fpr, 0.0, 1.0)
 
 
 @dataclass(frozen=True)
@@ -303,8 +230,8 @@ class GenerationSettings(Section):
     preview_steps: int = 20
 
     def __post_init__(self) -> None:
-        _check_choice("generation.mode", self.mode, GENERATION_MODES)
-        _check_range("generation.preview_steps", self.preview_steps, 1)
+        check_choice("generation.mode", self.mode, GENERATION_MODES)
+        check_range("generation.preview_steps", self.preview_steps, 1)
 
 
 @dataclass(frozen=True)
@@ -337,8 +264,8 @@ class ChannelIntensity(Section):
 
     def __post_init__(self) -> None:
         if not self.low < self.high:
-            _fail("intensity.channels.low", f"low ({self.low}) must be below high ({self.high})")
-        _check_range("intensity.channels.std", self.std, 1e-12)
+            fail("intensity.channels.low", f"low ({self.low}) must be below high ({self.high})")
+        check_range("intensity.channels.std", self.std, 1e-12)
 
 
 @dataclass(frozen=True)
@@ -356,17 +283,17 @@ class NnugenSection(Section):
 
     def __post_init__(self) -> None:
         if self.version != SECTION_VERSION:
-            _fail("nnugen.version", f"{self.version} is not supported (expected {SECTION_VERSION}); re-run nnugen_plan")
+            fail("nnugen.version", f"{self.version} is not supported (expected {SECTION_VERSION}); re-run nnugen_plan")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None, where: str = "nnugen") -> NnugenSection:
         data = dict(data or {})
         tasks = data.pop("tasks", {}) or {}
         if not isinstance(tasks, dict):
-            _fail(f"{where}.tasks", "expected a mapping of task name -> settings")
+            fail(f"{where}.tasks", "expected a mapping of task name -> settings")
         unknown = sorted(set(tasks) - set(TASKS))
         if unknown:
-            _fail(f"{where}.tasks", f"unknown task(s) {', '.join(unknown)}; valid: {', '.join(TASKS)}")
+            fail(f"{where}.tasks", f"unknown task(s) {', '.join(unknown)}; valid: {', '.join(TASKS)}")
         parsed = {name: TaskSettings.from_dict(tasks[name], f"{where}.tasks.{name}") for name in TASKS if name in tasks}
         base = super().from_dict(data, where)
         return dataclasses.replace(base, tasks=parsed)
@@ -387,14 +314,3 @@ def section_of(configuration: dict[str, Any], configuration_name: str = "") -> N
         raise ValueError(f"configuration '{configuration_name}' has no nnugen section: these are not nnugenPlans; "
                          "run nnugen_plan -d ID and train with -p nnugenPlans")
     return NnugenSection.from_dict(configuration["nnugen"], f"{configuration_name or 'configuration'}.nnugen")
-
-
-def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
-    """A copy of ``base`` with ``update`` written over it, recursively for nested mappings."""
-    merged = copy.deepcopy(base)
-    for key, value in update.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = deep_merge(merged[key], value)
-        else:
-            merged[key] = copy.deepcopy(value)
-    return merged

@@ -12,7 +12,8 @@ from typing import Any
 
 from nnugen import PLANS_IDENTIFIER
 from nnugen.atomic_files import atomic_write_json
-from nnugen.config import CONFIGURATION_ALIASES, NnugenSection, deep_merge
+from nnugen.config import CONFIGURATION_ALIASES, NnugenSection
+from nnugen.typed_section import deep_merge
 from nnugen_planner.dataset_files import PlanningError, load_json, preprocessed_folder
 from nnugen_planner.denoiser_plan import arch_kwargs_of
 from nnugen_planner.intensity_plan import intensity_from_plans

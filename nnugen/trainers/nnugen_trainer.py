@@ -19,7 +19,7 @@ from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.helpers import dummy_context
 
-from nnugen.config import TaskSettings, deep_merge, section_of
+from nnugen.config import TaskSettings, section_of
 from nnugen.seeding import seed_everything, seed_from_environment
 from nnugen.trainers.checkpoint_files import (
     CheckpointError,
@@ -28,6 +28,7 @@ from nnugen.trainers.checkpoint_files import (
     save_nnunet_checkpoint,
 )
 from nnugen.trainers.nonfinite_guard import NonFiniteGuard
+from nnugen.typed_section import deep_merge
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
