@@ -1,5 +1,6 @@
 """Re-exported for nnU-Net's lookup (``-tr NnugenBaselineTrainer`` ...)."""
 
+from nnugen.trainers.nnugen_anomaly_trainer import NnugenAnomalyTrainer
 from nnugen.trainers.nnugen_autoencoder_trainer import NnugenAutoencoderTrainer
 from nnugen.trainers.nnugen_baseline_trainer import NnugenBaselineTrainer
 from nnugen.trainers.nnugen_ddpm_trainer import NnugenDDPMTrainer
@@ -13,6 +14,7 @@ from nnugen.trainers.variants.diffseg_ablations import (
 )
 
 __all__ = [
+    "NnugenAnomalyTrainer",
     "NnugenAutoencoderTrainer",
     "NnugenBaselineTrainer",
     "NnugenDDPMTrainer",

@@ -1,0 +1,263 @@
+"""``NnugenAnomalyTrainer``: counterfactual anomaly segmentation inside nnU-Net's training run.
+
+- Training sees healthy cases only: nnU-Net's split (folds, ``splits_final.json``) is kept, and the fold's training
+  cases are narrowed to the healthy ones: those listed in ``anomaly.healthy_cases_file`` (relative paths are taken
+  from the raw dataset folder) or else in ``$nnUNet_raw/DatasetX/healthy_cases.txt``, or else those whose label has
+  no foreground. The network is an ``AnomalySegmenter`` (a diffusion model of healthy images, EMA kept inside).
+- The final validation chooses the threshold: the anomaly map of every validation case of the fold, computed with
+  nnU-Net's own sliding window (``nnUNetPredictor``, Gaussian weighting, the patch size) exactly as
+  ``nnUNetv2_predict`` will compute it, then ``best_dice`` over the validation cases (lesion cases needed) or ``fpr``
+  over their healthy voxels (inside the body, outside lesions). The threshold goes into the model
+  (``checkpoint_final.pth`` is written again, atomically) and into ``threshold.json``; ``validation/`` gets the
+  segmentations at that threshold, nnU-Net's ``summary.json`` and ``anomaly_summary.json`` (pixel AUPRC pooled and
+  per volume, Dice at the threshold, image-level AUROC). Rank 0 only.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
+from torch import nn
+
+from nnugen.anomaly import (
+    HEALTHY_CASES_FILE,
+    ThresholdRecord,
+    best_dice_threshold,
+    dice,
+    fpr_threshold,
+    image_auroc,
+    per_volume_auprc,
+    pixel_auprc,
+    remove_small_components,
+    volume_score,
+)
+from nnugen.atomic_files import atomic_write_json
+from nnugen.config import GenerationSettings, section_of
+from nnugen.models.anomaly_segmenter import AnomalySegmenter
+from nnugen.models.denoiser_from_settings import denoiser_network
+from nnugen.models.image_generator import ImageGenerator
+from nnugen.trainers.checkpoint_files import unwrapped_network
+from nnugen.trainers.nnugen_generative_trainer import NnugenGenerativeTrainer
+
+THRESHOLD_FILE = "threshold.json"
+SUMMARY_FILE = "anomaly_summary.json"
+
+
+def threshold_model_id(trainer_name: str, plans_identifier: str, configuration: str, fold: int | str) -> str:
+    """The model a threshold belongs to: ``Trainer__Plans__configuration/fold_F`` (ThresholdRecord.model)."""
+    return f"{trainer_name}__{plans_identifier}__{configuration}/fold_{fold}"
+
+
+def read_case_list(path: Path) -> set[str]:
+    """Case identifiers of a healthy-cases file: one per line; blank lines and ``#`` comments ignored."""
+    lines = (line.split("#", 1)[0].strip() for line in path.read_text(encoding="utf-8").splitlines())
+    return {line for line in lines if line}
+
+
+class NnugenAnomalyTrainer(NnugenGenerativeTrainer):
+    nnugen_task = "anomaly"
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        if self.is_cascaded:
+            raise ValueError("anomaly segmentation does not use nnU-Net's cascade; train 2d, 3d_fullres or 3d_lowres")
+        self.oversample_foreground_percent = 0.0  # healthy cases have no foreground to oversample
+
+    @classmethod
+    def build_network_architecture(cls, plans_manager: PlansManager, configuration_manager: ConfigurationManager,
+                                   num_input_channels: int, num_output_channels: int,
+                                   enable_deep_supervision: bool = True) -> nn.Module:
+        settings = cls.task_settings(configuration_manager.configuration)
+        generator = ImageGenerator(
+            denoiser_network(settings, num_input_channels, num_input_channels), num_input_channels,
+            num_output_channels, configuration_manager.patch_size, settings.diffusion, settings.sampler,
+            GenerationSettings(mode="image"), settings.training.ema_decay)
+        intensity = section_of(configuration_manager.configuration).intensity
+        return AnomalySegmenter(generator, settings.anomaly, intensity, num_output_channels)
+
+    def segmenter(self) -> AnomalySegmenter:
+        return unwrapped_network(self)
+
+    def configure_rotation_dummyDA_mirroring_and_inital_patch_size(self):
+        rotation, dummy_2d, patch, mirror_axes = super().configure_rotation_dummyDA_mirroring_and_inital_patch_size()
+        if not self.settings.sampler.mirroring:
+            self.inference_allowed_mirroring_axes = None  # each mirror would repeat every counterfactual
+        return rotation, dummy_2d, patch, mirror_axes
+
+    def compute_loss(self, data: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return self.network(self.intensity.to_model(data), loss=True)  # labels ignored: healthy images only
+
+    def after_optimizer_step(self) -> None:
+        self.segmenter().generator.update_ema()
+
+    # --- healthy-only training -----------------------------------------------------------------------------------
+
+    def healthy_cases_file(self) -> Path | None:
+        """The file naming the healthy cases, or None when there is none (labels decide then)."""
+        from nnunetv2.paths import nnUNet_raw
+
+        raw_folder = Path(nnUNet_raw) / self.plans_manager.dataset_name if nnUNet_raw else None
+        configured = self.settings.anomaly.healthy_cases_file
+        if configured:
+            path = Path(configured).expanduser()
+            if not path.is_absolute() and raw_folder is not None:
+                path = raw_folder / path
+            if not path.is_file():
+                raise ValueError(f"anomaly.healthy_cases_file {path} does not exist; write it (one case identifier "
+                                 "per line) or set another path with nnugen_plan --set")
+            return path
+        default = raw_folder / HEALTHY_CASES_FILE if raw_folder is not None else None
+        return default if default is not None and default.is_file() else None
+
+    def has_foreground(self, dataset, key: str) -> bool:
+        _, seg, _, properties = dataset.load_case(key)
+        locations = properties.get("class_locations")
+        if locations is not None:  # nnU-Net samples foreground locations of every case at preprocessing
+            return any(len(found) > 0 for found in locations.values())
+        return bool((np.asarray(seg[:]) > 0).any())
+
+    def do_split(self):
+        train_keys, val_keys = super().do_split()
+        listing = self.healthy_cases_file()
+        if listing is not None:
+            listed = read_case_list(listing)
+            healthy, source = [k for k in train_keys if k in listed], f"listed in {listing}"
+        else:
+            dataset = self.dataset_class(self.preprocessed_dataset_folder, train_keys,
+                                         folder_with_segs_from_previous_stage=self.folder_with_segs_from_previous_stage)
+            healthy = [k for k in train_keys if not self.has_foreground(dataset, k)]
+            source = "labels without foreground"
+        if not healthy:
+            where = f"none of the cases in {listing} is" if listing else "no case without foreground is"
+            raise ValueError(f"no healthy training case in fold {self.fold} ({where} among its {len(train_keys)} "
+                             f"training cases): list them in {HEALTHY_CASES_FILE} (one case identifier per line) in "
+                             f"the raw dataset folder, or with nnugen_plan -d ID --set "
+                             "anomaly.anomaly.healthy_cases_file=PATH")
+        self.print_to_log_file(f"anomaly training on healthy cases only: {len(healthy)} of the fold's "
+                               f"{len(train_keys)} training cases ({source}); {len(val_keys)} validation cases")
+        return healthy, val_keys
+
+    # --- threshold from the fold's validation cases ----------------------------------------------------------------
+
+    def model_id(self) -> str:
+        return threshold_model_id(self.__class__.__name__, self.plans_manager.plans_name, self.configuration_name,
+                                  self.fold)
+
+    def validation_maps(self, keys: list[str]) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, dict]]:
+        """{case: (map, label, healthy-voxel mask, properties)} in the preprocessed geometry, maps from nnU-Net's
+        sliding window over the raw-map output of the model (what nnUNetv2_predict thresholds later)."""
+        from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+
+        segmenter = self.segmenter()
+        segmenter.eval()
+        predictor = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=True,
+                                    perform_everything_on_device=self.device.type == "cuda", device=self.device,
+                                    verbose=False, verbose_preprocessing=False, allow_tqdm=False)
+        predictor.manual_initialization(segmenter, self.plans_manager, self.configuration_manager, None,
+                                        self.dataset_json, self.__class__.__name__,
+                                        self.inference_allowed_mirroring_axes)
+        dataset = self.dataset_class(self.preprocessed_dataset_folder, keys)
+        cases = {}
+        with segmenter.map_output():
+            for key in dataset.identifiers:
+                self.print_to_log_file(f"anomaly map of {key}")
+                data, seg, _, properties = dataset.load_case(key)
+                data = torch.from_numpy(np.ascontiguousarray(data[:]))
+                anomaly = predictor.predict_sliding_window_return_logits(data)[1].float().cpu().numpy()
+                label = np.asarray(seg[:])[0]
+                body = segmenter.body(data[None].to(self.device))
+                healthy = label == 0  # -1 marks voxels outside nnU-Net's nonzero crop region
+                if body is not None:
+                    healthy &= body[0, 0].cpu().numpy()
+                cases[key] = (anomaly, label > 0, healthy, properties)
+        return cases
+
+    def choose_threshold(self, cases: dict) -> ThresholdRecord:
+        anomaly = self.settings.anomaly
+        maps = [c[0] for c in cases.values()]
+        rule = anomaly.threshold_rule
+        if rule == "best_dice" and not any(c[1].any() for c in cases.values()):
+            self.print_to_log_file(f"no validation case of fold {self.fold} has a lesion: the threshold is chosen by "
+                                   f"the fpr rule (target_fpr {anomaly.target_fpr}) instead of best_dice")
+            rule = "fpr"
+        if rule == "best_dice":
+            threshold, value = best_dice_threshold(maps, [c[1] for c in cases.values()])
+        else:
+            threshold = fpr_threshold(maps, anomaly.target_fpr, masks=[c[2] for c in cases.values()])
+            value = anomaly.target_fpr
+        return ThresholdRecord(threshold=threshold, rule=rule, value=value, model=self.model_id())
+
+    def summary(self, cases: dict, record: ThresholdRecord) -> dict:
+        """Pixel AUPRC (pooled and per lesion volume), Dice at the threshold (small components removed as in
+        prediction), image-level AUROC of the 99th percentile of each map (when healthy and lesion cases exist)."""
+        keys = list(cases)
+        maps, labels = [cases[k][0] for k in keys], [cases[k][1] for k in keys]
+        lesion = [k for k in keys if cases[k][1].any()]
+        binaries = [remove_small_components(m[None, None] > record.threshold,
+                                            self.settings.anomaly.min_component_voxels)[0, 0] for m in maps]
+        scores = [volume_score(m) for m in maps]
+        per_auprc = per_volume_auprc(maps, labels)
+        per_case = {k: {"lesion_voxels": int(lab.sum()), "flagged_voxels": int(b.sum()), "dice": dice(b, lab),
+                        "auprc": None if math.isnan(a) else a, "volume_score": s}
+                    for k, lab, b, a, s in zip(keys, labels, binaries, per_auprc, scores)}
+        both = 0 < len(lesion) < len(keys)
+        return {
+            "model": record.model, "threshold": record.threshold, "rule": record.rule, "rule_value": record.value,
+            "lesion_cases": lesion, "healthy_cases": [k for k in keys if k not in lesion],
+            "pixel_auprc": pixel_auprc(maps, labels) if lesion else None,
+            "pixel_auprc_per_volume_mean": float(np.mean([per_case[k]["auprc"] for k in lesion])) if lesion else None,
+            "dice_at_threshold": dice(np.concatenate([b.ravel() for b in binaries]),
+                                      np.concatenate([lab.ravel() for lab in labels])) if lesion else None,
+            "dice_per_volume_mean": float(np.mean([per_case[k]["dice"] for k in lesion])) if lesion else None,
+            "image_auroc": image_auroc(scores, [k in lesion for k in keys]) if both else None,
+            "cases": per_case,
+        }
+
+    def export_segmentations(self, cases: dict, threshold: float, folder: Path, save_probabilities: bool) -> None:
+        """Segmentations at the threshold in the original geometry, and nnU-Net's summary.json (Dice per label)."""
+        from nnunetv2.configuration import default_num_processes
+        from nnunetv2.evaluation.evaluate_predictions import compute_metrics_on_folder
+        from nnunetv2.inference.export_prediction import export_prediction_from_logits
+
+        segmenter, components = self.segmenter(), self.settings.anomaly.min_component_voxels
+        for key, (anomaly, _, _, properties) in cases.items():
+            above = remove_small_components(anomaly[None, None] > threshold, components)
+            kept = torch.from_numpy(np.where(above | (anomaly[None, None] <= threshold), anomaly[None, None], 0.0))
+            logits = segmenter.map_to_logits(kept, threshold, segmenter.logit_scale)[0]
+            export_prediction_from_logits(logits, properties, self.configuration_manager, self.plans_manager,
+                                          self.dataset_json, str(folder / key), save_probabilities)
+        metrics = compute_metrics_on_folder(
+            os.path.join(self.preprocessed_dataset_folder_base, "gt_segmentations"), str(folder),
+            str(folder / "summary.json"), self.plans_manager.image_reader_writer_class(),
+            self.dataset_json["file_ending"], self.label_manager.foreground_labels, self.label_manager.ignore_label,
+            num_processes=min(default_num_processes, len(cases)), chill=True)
+        self.print_to_log_file("Validation Dice at the threshold (nnU-Net summary.json):",
+                               metrics["foreground_mean"]["Dice"])
+
+    def perform_actual_validation(self, save_probabilities: bool = False):
+        if self.local_rank != 0:
+            return  # rank 0 alone, on the unwrapped model: no collective calls left to hang on
+        _, val_keys = self.do_split()
+        cases = self.validation_maps(list(val_keys))
+        record = self.choose_threshold(cases)
+        self.segmenter().set_threshold(record.threshold)
+        self.current_epoch -= 1  # as on_train_end: the checkpoint stores current_epoch + 1
+        self.save_checkpoint(os.path.join(self.output_folder, "checkpoint_final.pth"))
+        self.current_epoch += 1
+        folder = Path(self.output_folder)
+        record.save(folder / THRESHOLD_FILE)
+        self.print_to_log_file(f"anomaly threshold {record.threshold:.6g} ({record.rule}: {record.value:.4g}) on "
+                               f"{len(cases)} validation cases, written to checkpoint_final.pth and {THRESHOLD_FILE}")
+        validation = folder / "validation"
+        validation.mkdir(parents=True, exist_ok=True)
+        summary = self.summary(cases, record)
+        atomic_write_json(validation / SUMMARY_FILE, summary)
+        self.print_to_log_file(f"pixel AUPRC {summary['pixel_auprc']}, Dice at the threshold "
+                               f"{summary['dice_at_threshold']}, image AUROC {summary['image_auroc']}")
+        self.export_segmentations(cases, record.threshold, validation, save_probabilities)

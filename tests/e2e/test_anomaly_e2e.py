@@ -1,0 +1,177 @@
+"""Counterfactual anomaly segmentation through the real CLIs on a synthetic-lesion dataset (32^3 phantoms): healthy-only
+training with nnugen_train --task anomaly, the threshold chosen on the fold's validation cases and stored in the
+model, then the real nnUNetv2_predict writing lesion segmentations; bad inputs (no healthy case, a threshold file of
+another model, a model without a threshold)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from e2e_helpers import cli, nnunet_environment, run
+
+pytestmark = pytest.mark.slow
+
+DATASET_ID, NAME = 931, "Lesions"
+FOLDER = f"Dataset{DATASET_ID:03d}_{NAME}"
+TRAINER = "NnugenAnomalyTrainer"
+TINY = ("anomaly.training.epochs=1", "anomaly.training.iterations_per_epoch=2",
+        "anomaly.training.val_iterations_per_epoch=1", "anomaly.denoiser.features_per_stage=[16,32,64,128]",
+        "anomaly.denoiser.attention_stages=[]", "anomaly.sampler.steps=2", "anomaly.anomaly.strengths=[0.5]")
+
+
+def _split(root: Path, train: list[str], val: list[str]) -> None:
+    """One fold of our own: nnU-Net reads splits_final.json instead of drawing its 5-fold split."""
+    (root / "preprocessed" / FOLDER / "splits_final.json").write_text(json.dumps([{"train": train, "val": val}]))
+
+
+@pytest.fixture(scope="module")
+def anomaly_run(tmp_path_factory) -> tuple[Path, dict[str, str], dict]:
+    from nnugen.anomaly import write_lesion_dataset
+    from nnugen.demo.phantom import PhantomSpec
+
+    root = tmp_path_factory.mktemp("anomaly")
+    raw = write_lesion_dataset(root / "raw", DATASET_ID, NAME, n_healthy_train=6, n_val_lesion=3, n_test_lesion=2,
+                               seed=0, spec=PhantomSpec(shape=(32, 32, 32)))
+    lesions = json.loads((raw / "dataset.json").read_text())["nnugen_lesions"]
+    env = nnunet_environment(root)
+    run([cli("nnUNetv2_plan_and_preprocess"), "-d", str(DATASET_ID), "-c", "3d_fullres", "-np", "2", "-npfp", "2",
+         "--verify_dataset_integrity"], env)
+    healthy, lesion_cases = lesions["healthy_cases"], sorted(lesions["lesion_families"])[:3]
+    # fold 0: five healthy cases and a lesion case (left out of training); one healthy and two lesion cases to choose
+    # the threshold on
+    _split(root, healthy[:5] + lesion_cases[:1], healthy[5:] + lesion_cases[1:])
+    run([cli("nnugen_plan"), "-d", str(DATASET_ID), *(a for s in TINY for a in ("--set", s))], env)
+    run([cli("nnugen_train"), str(DATASET_ID), "0", "3d", "--task", "anomaly", "-device", "cpu", "--seed", "0"], env)
+    return root, env, {"healthy": healthy, "lesion": lesion_cases}
+
+
+def _fold(root: Path) -> Path:
+    return root / "results" / FOLDER / f"{TRAINER}__nnugenPlans__3d_fullres" / "fold_0"
+
+
+def test_trains_on_healthy_cases_and_chooses_the_threshold_on_validation(anomaly_run):
+    from nnugen.anomaly import ThresholdRecord
+    from nnugen.trainers.nnugen_anomaly_trainer import threshold_model_id
+
+    root, _, cases = anomaly_run
+    fold = _fold(root)
+    log = next(fold.glob("training_log_*.txt")).read_text()
+    assert "anomaly training on healthy cases only: 5 of the fold's 6 training cases" in log
+    model = threshold_model_id(TRAINER, "nnugenPlans", "3d_fullres", 0)
+    record = ThresholdRecord.load(fold / "threshold.json", model)
+    assert record.rule == "best_dice" and np.isfinite(record.threshold)
+
+    checkpoint = torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    weights = checkpoint["network_weights"]
+    assert bool(weights["threshold_chosen"]) and float(weights["threshold"]) == pytest.approx(record.threshold)
+    assert checkpoint["current_epoch"] == 1 and checkpoint["trainer_name"] == TRAINER
+
+    summary = json.loads((fold / "validation" / "anomaly_summary.json").read_text())
+    assert sorted(summary["lesion_cases"]) == cases["lesion"][1:] and summary["healthy_cases"] == cases["healthy"][5:]
+    for key in ("pixel_auprc", "pixel_auprc_per_volume_mean", "dice_at_threshold", "image_auroc"):
+        assert 0 <= summary[key] <= 1, key
+    assert summary["threshold"] == pytest.approx(record.threshold)
+    assert (fold / "validation" / "summary.json").is_file()  # nnU-Net's own, from the segmentations at the threshold
+    assert len(list((fold / "validation").glob("*.nii.gz"))) == 3
+
+    # a threshold chosen for another model is refused
+    with pytest.raises(ValueError, match="threshold file from another model"):
+        ThresholdRecord.load(fold / "threshold.json", threshold_model_id(TRAINER, "nnugenPlans", "3d_fullres", 1))
+
+
+def test_nnunet_predict_writes_lesion_segmentations_with_the_input_geometry(anomaly_run, tmp_path):
+    import SimpleITK as sitk
+
+    root, env, _ = anomaly_run
+    images = root / "raw" / FOLDER / "imagesTs"
+    out = tmp_path / "predicted"
+    run([cli("nnUNetv2_predict"), "-d", str(DATASET_ID), "-c", "3d_fullres", "-f", "0", "-tr", TRAINER, "-p",
+         "nnugenPlans", "-i", str(images), "-o", str(out), "-device", "cpu", "--disable_tta", "-npp", "0", "-nps",
+         "0"], env)
+    written = sorted(out.glob("*.nii.gz"))
+    assert [p.name for p in written] == sorted(p.name.replace("_0000", "") for p in images.glob("*.nii.gz"))
+    for path in written:
+        prediction = sitk.ReadImage(str(path))
+        source = sitk.ReadImage(str(images / path.name.replace(".nii.gz", "_0000.nii.gz")))
+        assert prediction.GetSize() == source.GetSize()
+        assert np.allclose(prediction.GetSpacing(), source.GetSpacing())
+        assert np.allclose(prediction.GetOrigin(), source.GetOrigin())
+        assert np.allclose(prediction.GetDirection(), source.GetDirection())
+        assert set(np.unique(sitk.GetArrayFromImage(prediction))) <= {0, 1}
+
+
+def test_val_chooses_the_threshold_again_with_the_fpr_rule(anomaly_run, tmp_path):
+    from nnugen.anomaly import ThresholdRecord
+    from nnugen.trainers.nnugen_anomaly_trainer import threshold_model_id
+
+    root, _, _ = anomaly_run
+    copy = tmp_path / "fpr"
+    shutil.copytree(root, copy)
+    env = nnunet_environment(copy)
+    plans_file = copy / "preprocessed" / FOLDER / "nnugenPlans.json"  # a user's edit, as nnugen_plan --set writes it
+    plans = json.loads(plans_file.read_text())
+    plans["configurations"]["3d_fullres"]["nnugen"]["tasks"]["anomaly"]["anomaly"].update(threshold_rule="fpr",
+                                                                                          target_fpr=0.05)
+    plans_file.write_text(json.dumps(plans))
+    run([cli("nnugen_train"), str(DATASET_ID), "0", "3d", "--task", "anomaly", "-device", "cpu", "--val"], env)
+    fold = _fold(copy)
+    record = ThresholdRecord.load(fold / "threshold.json", threshold_model_id(TRAINER, "nnugenPlans", "3d_fullres", 0))
+    assert record.rule == "fpr" and record.value == pytest.approx(0.05)
+    weights = torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=False)["network_weights"]
+    assert float(weights["threshold"]) == pytest.approx(record.threshold)
+    best_dice = ThresholdRecord.load(_fold(root) / "threshold.json", record.model)
+    assert record.threshold != pytest.approx(best_dice.threshold)
+
+
+def test_no_healthy_training_case_is_one_line_and_exit_1(anomaly_run, tmp_path):
+    root, _, cases = anomaly_run
+    copy = tmp_path / "no_healthy"
+    shutil.copytree(root, copy, ignore=shutil.ignore_patterns("results"))
+    (copy / "raw" / FOLDER / "healthy_cases.txt").unlink()  # the labels decide: every training case has a lesion
+    _split(copy, cases["lesion"], cases["healthy"][:1])
+    result = subprocess.run([cli("nnugen_train"), str(DATASET_ID), "0", "3d", "--task", "anomaly", "-device", "cpu"],
+                            env=nnunet_environment(copy), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1, result.stderr[-2000:]
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1].startswith("nnugen_train: error: no healthy training case in fold 0")
+    assert "Traceback" not in result.stderr
+    assert not list((copy / "results").rglob("checkpoint_*.pth"))
+
+
+def test_a_model_without_threshold_refuses_to_segment():
+    from nnugen.config import (
+        AnomalySettings,
+        ChannelIntensity,
+        DiffusionSettings,
+        GenerationSettings,
+        IntensitySettings,
+        SamplerSettings,
+    )
+    from nnugen.models.anomaly_segmenter import AnomalySegmenter
+    from nnugen.models.image_generator import ImageGenerator
+    from nnugen.networks import TimeConditionedUNet
+
+    denoiser = TimeConditionedUNet(1, 1, features_per_stage=(8, 16), kernel_sizes=((3, 3),) * 2,
+                                   strides=((1, 1), (2, 2)), n_conv_per_stage=(1, 1), n_conv_per_stage_decoder=(1,),
+                                   norm="instance", time_embed_dim=16, attention_stages=(), attention_heads=1,
+                                   dropout=0.0)
+    generator = ImageGenerator(denoiser, 1, 2, (16, 16), DiffusionSettings(schedule="cosine"),
+                               SamplerSettings(steps=2), GenerationSettings(mode="image"), 0.99)
+    model = AnomalySegmenter(generator, AnomalySettings(strengths=(0.25, 0.5)),
+                             IntensitySettings(channels=(ChannelIntensity(low=-2.0, high=3.0),)), 2).eval()
+    image = torch.randn(1, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match="no threshold yet"):
+        model(image)
+    with model.map_output():
+        raw = model(image)[:, 1:2]
+        assert torch.equal(raw, model(image)[:, 1:2])  # seeded: the same map every call
+    model.set_threshold(float(raw.median()))
+    logits = model(image)
+    expected = model.anomaly_map(image, float(raw.median())) > float(raw.median())
+    assert torch.equal(logits.argmax(1, keepdim=True) == 1, expected)
