@@ -71,6 +71,9 @@ def main(argv: list[str] | None = None) -> int:
 
         from nnugen.inference.predict_api import PredictRequest, predict
 
+        bad = [f for f in args.f or () if f != "all" and not f.isdigit()]
+        if bad:
+            raise ValueError(f"-f {' '.join(bad)}: folds are numbers (0 1 2 3 4) or 'all'")
         folds = None if args.f is None else tuple(f if f == "all" else int(f) for f in args.f)
         request = PredictRequest(
             input_folder=Path(args.i), output_folder=Path(args.o),

@@ -45,9 +45,9 @@ def run_cases(predictor, segmenter, cases: tuple[InputCase, ...], output: Path, 
 def _prediction(predictor, segmenter, case: InputCase, item: dict, request) -> tuple:
     """The arguments of ``export_case`` for one preprocessed case."""
     print(f"nnugen_predict: predicting {case.identifier}")
-    members = segmenter.request.sampler.seeds
     prediction = predict_case(predictor, segmenter, item["data"], case.identifier,
-                              case_seed(request.seed, case.identifier), members, request.save_uncertainty)
+                              case_seed(request.seed, case.identifier), segmenter.request.sampler.seeds,
+                              request.save_uncertainty)
     maps = prediction.maps.cpu().numpy() if prediction.maps is not None else None
     return (prediction.logits.cpu().numpy(), maps, item["data_properties"], predictor.plans_manager,
             predictor.configuration_manager, predictor.dataset_json, item["ofile"], request.save_probabilities)

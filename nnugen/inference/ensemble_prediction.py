@@ -33,17 +33,22 @@ class CasePrediction:
 def predict_case(predictor, segmenter: DiffusionSegmenter, data: Tensor, case: str, seed: int, members: int,
                  with_uncertainty: bool) -> CasePrediction:
     """``data`` is nnU-Net's preprocessed case (C_in, *network grid); ``segmenter`` is ``predictor.network``
-    (unwrapped), whose sampler settings the caller has already set."""
-    if not with_uncertainty:
-        segmenter.set_sampling(seed=seed, seeds=members)
-        logits = _finite(predictor.predict_logits_from_preprocessed_data(data), case)
-        return CasePrediction(logits, None)
-    moments = None
-    for k in range(members):
-        segmenter.set_sampling(seed=seed + k, seeds=1)
-        logits = _finite(predictor.predict_logits_from_preprocessed_data(data), case)
-        moments = add_member(moments, predictor.label_manager.apply_inference_nonlin(logits))
-    return CasePrediction(moments.mean.clamp_min(_LOG_FLOOR).log(), uncertainty_maps(moments))
+    (unwrapped) with the sampler, steps and eta already set. Its seed and ensemble size are set here for each pass
+    and restored afterwards, so no case leaves settings behind for the next."""
+    settings = segmenter.request
+    try:
+        if not with_uncertainty:
+            segmenter.set_sampling(seed=seed, seeds=members)
+            logits = _finite(predictor.predict_logits_from_preprocessed_data(data), case)
+            return CasePrediction(logits, None)
+        moments = None
+        for k in range(members):
+            segmenter.set_sampling(seed=seed + k, seeds=1)
+            logits = _finite(predictor.predict_logits_from_preprocessed_data(data), case)
+            moments = add_member(moments, predictor.label_manager.apply_inference_nonlin(logits))
+        return CasePrediction(moments.mean.clamp_min(_LOG_FLOOR).log(), uncertainty_maps(moments))
+    finally:
+        segmenter.request = settings
 
 
 def _finite(logits: Tensor, case: str) -> Tensor:

@@ -9,10 +9,12 @@ from pathlib import Path
 import pytest
 from e2e_helpers import cli, nnunet_environment, run
 
+
 def _prepared_dataset(root: Path, dataset_id: int, name: str, shape: tuple[int, ...], configuration: str) -> Path:
     from nnugen.demo.phantom import PhantomSpec, write_phantom_dataset
 
-    write_phantom_dataset(root / "raw", dataset_id, name, n_train=6, n_test=2, spec=PhantomSpec(shape=shape), seed=0)
+    spec = PhantomSpec(shape=shape, spacing=(1.0,) * len(shape))
+    write_phantom_dataset(root / "raw", dataset_id, name, n_train=6, n_test=2, spec=spec, seed=0)
     env = nnunet_environment(root)
     run([cli("nnUNetv2_plan_and_preprocess"), "-d", str(dataset_id), "-c", configuration, "-np", "2", "-npfp", "2",
          "--verify_dataset_integrity"], env)
@@ -41,3 +43,49 @@ def fresh_results(tmp_path):
         return target
 
     return copy
+
+
+# A short diffusion segmentation run: one epoch of a few iterations (enough to segment the organ of these phantoms, far
+# above the untrained network; see test_diffseg_e2e.py), one validation iteration, and 2 sampling steps (of the planned
+# 5) in validation and prediction, which segment as well as 5 after so short a training. nnU-Net's augmentation
+# workers are not seeded, so runs differ: 20 iterations in 3D once gave a Dice of 0.16 instead of ~0.38, 40 never did.
+DIFFSEG_ITERATIONS = {"3d": 40, "2d": 20}
+
+
+def diffseg_settings(configuration: str) -> tuple[str, ...]:
+    return ("segmentation.training.epochs=1",
+            f"segmentation.training.iterations_per_epoch={DIFFSEG_ITERATIONS[configuration]}",
+            "segmentation.training.val_iterations_per_epoch=1", "segmentation.training.val_sampling_steps=2",
+            "segmentation.sampler.steps=2")
+
+
+# the planned 3D denoiser (32-256 features, attention) takes about 5 s per iteration on 2 CPU cores; this one 0.5 s
+SMALL_3D_DENOISER = ("segmentation.denoiser.features_per_stage=[16,32,64,128]",
+                     "segmentation.denoiser.attention_stages=[]")
+
+
+def _trained_diffseg(root: Path, prepared: Path, dataset_id: int, configuration: str,
+                     settings: tuple[str, ...]) -> Path:
+    """nnugen_plan + nnugen_train (seed 0) on a copy of a prepared dataset; returns the model folder
+    (``root/results/DatasetX/NnugenDiffSegTrainer__nnugenPlans__CONFIG``)."""
+    shutil.copytree(prepared, root, dirs_exist_ok=True, ignore=shutil.ignore_patterns("results"))
+    env = nnunet_environment(root)
+    run([cli("nnugen_plan"), "-d", str(dataset_id), *(a for s in settings for a in ("--set", s))], env)
+    run([cli("nnugen_train"), str(dataset_id), "0", configuration, "-device", "cpu", "--seed", "0"], env)
+    (dataset,) = (root / "results").iterdir()
+    (model,) = dataset.glob("NnugenDiffSegTrainer__nnugenPlans__*")
+    assert (model / "fold_0" / "checkpoint_final.pth").is_file()
+    return model
+
+
+@pytest.fixture(scope="session")
+def trained_diffseg3d(tiny3d, tmp_path_factory) -> Path:
+    """Model folder of NnugenDiffSegTrainer on dataset 901 (3d_fullres) with a small denoiser, trained briefly."""
+    return _trained_diffseg(tmp_path_factory.mktemp("diffseg3d"), tiny3d, 901, "3d",
+                            diffseg_settings("3d") + SMALL_3D_DENOISER)
+
+
+@pytest.fixture(scope="session")
+def trained_diffseg2d(tiny2d, tmp_path_factory) -> Path:
+    """Model folder of NnugenDiffSegTrainer on dataset 902 (2d) with the planned denoiser, trained briefly."""
+    return _trained_diffseg(tmp_path_factory.mktemp("diffseg2d"), tiny2d, 902, "2d", diffseg_settings("2d"))
