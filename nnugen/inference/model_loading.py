@@ -9,6 +9,7 @@ import pickle
 import warnings
 from pathlib import Path
 
+from nnugen.inference.generator_loading import torch_device
 from nnugen.run.ext_trainer_path import ensure_ext_trainer_path
 
 
@@ -22,7 +23,7 @@ def load_diffusion_predictor(model_folder: Path, folds: tuple, request):
 
     from nnugen.models.diffusion_segmenter import DiffusionSegmenter
 
-    device = _device(request.device)
+    device = torch_device(request.device)
     predictor = nnUNetPredictor(tile_step_size=request.step_size, use_gaussian=True, use_mirroring=request.mirroring,
                                 perform_everything_on_device=request.on_device, device=device,
                                 verbose=request.verbose, verbose_preprocessing=request.verbose,
@@ -50,13 +51,3 @@ def load_diffusion_predictor(model_folder: Path, folds: tuple, request):
     network.set_sampling(**request.sampler_changes())
     torch.set_num_threads(multiprocessing.cpu_count() if device.type == "cpu" else 1)
     return predictor, network
-
-
-def _device(name: str):
-    import torch
-
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("-device cuda: no CUDA GPU is visible; use -device cpu (or mps on Apple silicon)")
-    if name == "mps" and not torch.backends.mps.is_available():
-        raise ValueError("-device mps: MPS is not available here; use -device cpu")
-    return torch.device(name)
