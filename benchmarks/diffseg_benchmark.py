@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from nnugen.demo.demo_api import set_nnunet_folders
+from nnugen.demo.commands import set_nnunet_folders
 from nnugen.demo.evaluation import dice_per_class
 from nnugen.demo.phantom import LABELS, PhantomSpec, write_phantom_dataset
 

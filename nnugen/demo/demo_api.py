@@ -4,14 +4,11 @@ nnUNetv2_predict on held-out cases -> Dice per class of both, side by side."""
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from nnugen.demo.commands import Stages, cli, run_logged, set_nnunet_folders
 from nnugen.demo.evaluation import dice_per_class, format_table
 from nnugen.demo.mni_dataset import LABELS as MNI_LABELS
 from nnugen.demo.mni_dataset import PROVENANCE, write_mni_dataset
@@ -50,44 +47,6 @@ def demo_size(request: DemoRequest) -> DemoSize:
     return DemoSize((48, 48, 48), 12, 4, 6, 20)
 
 
-class Stages:
-    """Prints each stage with the time since the demo started, so a user sees where it is."""
-
-    def __init__(self) -> None:
-        self.start = time.monotonic()
-
-    def __call__(self, message: str) -> None:
-        print(f"[nnugen_demo {time.monotonic() - self.start:6.0f} s] {message}", flush=True)
-
-
-def _cli(name: str) -> str:
-    local = Path(sys.executable).parent / name
-    return str(local) if local.exists() else name
-
-
-def _run(command: list[str], log: Path) -> None:
-    with open(log, "a", encoding="utf-8") as stream:
-        stream.write(f"\n$ {' '.join(command)}\n")
-        stream.flush()
-        result = subprocess.run(command, stdout=stream, stderr=subprocess.STDOUT)
-    if result.returncode != 0:
-        raise RuntimeError(f"{Path(command[0]).name} failed (exit {result.returncode}); see {log}")
-
-
-def set_nnunet_folders(work_dir: Path) -> dict[str, str]:
-    """Point the nnUNet_* variables that are unset at folders inside the work folder (set ones are kept)."""
-    chosen = {}
-    for variable, folder in (("nnUNet_raw", "nnUNet_raw"), ("nnUNet_preprocessed", "nnUNet_preprocessed"),
-                             ("nnUNet_results", "nnUNet_results")):
-        if not os.environ.get(variable):
-            os.environ[variable] = str((work_dir / folder).resolve())
-        chosen[variable] = os.environ[variable]
-        Path(os.environ[variable]).mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault("nnUNet_def_n_proc", "2")
-    os.environ.setdefault("nnUNet_n_proc_DA", "1")
-    return chosen
-
-
 def run_demo(request: DemoRequest) -> dict[str, dict[str, float]]:
     """Run the demo and return {model: {class: Dice}}."""
     say = Stages()
@@ -116,36 +75,36 @@ def run_demo(request: DemoRequest) -> dict[str, dict[str, float]]:
         write_phantom_dataset(Path(folders["nnUNet_raw"]), dataset_id, name, size.n_train, size.n_test,
                               spec=PhantomSpec(shape=size.shape), seed=0)
     say("nnUNetv2_plan_and_preprocess (nnU-Net, unchanged)")
-    _run([_cli("nnUNetv2_plan_and_preprocess"), "-d", str(dataset_id), "-c", configuration, "-np", "2", "-npfp", "2",
-          "--verify_dataset_integrity"], log)
+    run_logged([cli("nnUNetv2_plan_and_preprocess"), "-d", str(dataset_id), "-c", configuration, "-np", "2",
+                "-npfp", "2", "--verify_dataset_integrity"], log)
     length = []
     for task in ("baseline", "segmentation"):
         length += ["--set", f"{task}.training.epochs={size.epochs}",
                    "--set", f"{task}.training.iterations_per_epoch={size.iterations}",
                    "--set", f"{task}.training.val_iterations_per_epoch={max(1, size.iterations // 5)}"]
     say(f"nnugen_plan (same budget for both: {size.epochs} epochs x {size.iterations} iterations)")
-    _run([_cli("nnugen_plan"), "-d", str(dataset_id), "-c", configuration, *length], log)
+    run_logged([cli("nnugen_plan"), "-d", str(dataset_id), "-c", configuration, *length], log)
 
     results: dict[str, dict[str, float]] = {}
     short = "3d" if configuration == "3d_fullres" else configuration
     for task, trainer, title in (("baseline", "NnugenBaselineTrainer", "nnU-Net baseline"),
                                  ("seg", "NnugenDiffSegTrainer", f"diffusion (5 steps x {ENSEMBLE} seeds)")):
         say(f"nnugen_train {dataset_id} 0 {short} --task {task} -device {request.device}")
-        _run([_cli("nnugen_train"), str(dataset_id), "0", short, "--task", task, "-device", request.device,
-              "--seed", "0"], log)
+        run_logged([cli("nnugen_train"), str(dataset_id), "0", short, "--task", task, "-device", request.device,
+                    "--seed", "0"], log)
         output = work_dir / "predictions" / trainer
         if output.exists():
             shutil.rmtree(output)
         if task == "baseline":
             say(f"nnUNetv2_predict -tr {trainer} on {size.n_test} held-out cases")
-            _run([_cli("nnUNetv2_predict"), "-d", str(dataset_id), "-c", configuration, "-f", "0", "-tr", trainer,
-                  "-p", "nnugenPlans", "-i", str(raw / "imagesTs"), "-o", str(output), "-device", request.device,
-                  "--disable_tta", "-npp", "0", "-nps", "0"], log)
+            run_logged([cli("nnUNetv2_predict"), "-d", str(dataset_id), "-c", configuration, "-f", "0", "-tr",
+                        trainer, "-p", "nnugenPlans", "-i", str(raw / "imagesTs"), "-o", str(output), "-device",
+                        request.device, "--disable_tta", "-npp", "0", "-nps", "0"], log)
         else:
             say(f"nnugen_predict -tr {trainer} --seeds {ENSEMBLE} --save-uncertainty on {size.n_test} held-out cases")
-            _run([_cli("nnugen_predict"), "-d", str(dataset_id), "-c", configuration, "-f", "0", "-tr", trainer,
-                  "-i", str(raw / "imagesTs"), "-o", str(output), "-device", request.device, "--seeds",
-                  str(ENSEMBLE), "--seed", "0", "--save-uncertainty", "-npp", "0", "-nps", "0"], log)
+            run_logged([cli("nnugen_predict"), "-d", str(dataset_id), "-c", configuration, "-f", "0", "-tr",
+                        trainer, "-i", str(raw / "imagesTs"), "-o", str(output), "-device", request.device, "--seeds",
+                        str(ENSEMBLE), "--seed", "0", "--save-uncertainty", "-npp", "0", "-nps", "0"], log)
             maps = sorted(output.glob("*_entropy.nii.gz"))
             say(f"uncertainty images (entropy of the {ENSEMBLE}-seed ensemble, variance across seeds): "
                 f"{len(maps)} cases, e.g. {maps[0] if maps else 'none'}")

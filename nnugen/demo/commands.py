@@ -1,0 +1,48 @@
+"""What the demo steps share: stage messages with elapsed time, the CLIs of this environment, commands run with
+their output appended to the demo's log, and the nnUNet_* folders inside the work folder."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+class Stages:
+    """Prints each stage with the time since the demo started, so a user sees where it is."""
+
+    def __init__(self) -> None:
+        self.start = time.monotonic()
+
+    def __call__(self, message: str) -> None:
+        print(f"[nnugen_demo {time.monotonic() - self.start:6.0f} s] {message}", flush=True)
+
+
+def cli(name: str) -> str:
+    local = Path(sys.executable).parent / name
+    return str(local) if local.exists() else name
+
+
+def run_logged(command: list[str], log: Path) -> None:
+    with open(log, "a", encoding="utf-8") as stream:
+        stream.write(f"\n$ {' '.join(command)}\n")
+        stream.flush()
+        result = subprocess.run(command, stdout=stream, stderr=subprocess.STDOUT)
+    if result.returncode != 0:
+        raise RuntimeError(f"{Path(command[0]).name} failed (exit {result.returncode}); see {log}")
+
+
+def set_nnunet_folders(work_dir: Path) -> dict[str, str]:
+    """Point the nnUNet_* variables that are unset at folders inside the work folder (set ones are kept)."""
+    chosen = {}
+    for variable, folder in (("nnUNet_raw", "nnUNet_raw"), ("nnUNet_preprocessed", "nnUNet_preprocessed"),
+                             ("nnUNet_results", "nnUNet_results")):
+        if not os.environ.get(variable):
+            os.environ[variable] = str((work_dir / folder).resolve())
+        chosen[variable] = os.environ[variable]
+        Path(os.environ[variable]).mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("nnUNet_def_n_proc", "2")
+    os.environ.setdefault("nnUNet_n_proc_DA", "1")
+    return chosen
