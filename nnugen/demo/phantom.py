@@ -58,7 +58,8 @@ class PhantomSpec:
 
     Args:
         shape: image size in voxels, array order ((z, y, x) or (y, x)); two entries give 2D images.
-        spacing: voxel size in mm, same order and length as ``shape``; anisotropic values are fine.
+        spacing: voxel size in mm, same order and length as ``shape``; anisotropic values are fine. None gives
+            1 mm along every axis of ``shape``.
         n_channels: number of contrasts (1 to 4), named T1, T2, FLAIR, PD in that order.
         noise_std: Rician noise level as a fraction of the brightest nominal tissue intensity of the channel.
         bias_strength: standard deviation of the log bias field (0 turns the bias field off).
@@ -69,7 +70,7 @@ class PhantomSpec:
     """
 
     shape: tuple[int, ...] = (48, 48, 48)
-    spacing: tuple[float, ...] = (1.0, 1.0, 1.0)
+    spacing: tuple[float, ...] | None = None
     n_channels: int = 1
     noise_std: float = 0.03
     bias_strength: float = 0.15
@@ -80,7 +81,8 @@ class PhantomSpec:
     def __post_init__(self):
         # Normalise sequences to tuples so that the spec stays hashable and compares by value.
         object.__setattr__(self, "shape", tuple(int(s) for s in self.shape))
-        object.__setattr__(self, "spacing", tuple(float(s) for s in self.spacing))
+        spacing = (1.0,) * len(self.shape) if self.spacing is None else self.spacing
+        object.__setattr__(self, "spacing", tuple(float(s) for s in spacing))
         if self.origin is not None:
             object.__setattr__(self, "origin", tuple(float(o) for o in self.origin))
         if len(self.shape) not in (2, 3):

@@ -53,6 +53,12 @@ def test_all_channels():
     assert len(images) == len(CONTRASTS) and label.shape == (48, 48, 48)
 
 
+def test_default_spacing_follows_the_shape():
+    """The 2D demo builds its spec from the shape alone; the default spacing must fit it."""
+    assert PhantomSpec(shape=(96, 96)).spacing == (1.0, 1.0)
+    assert PhantomSpec(shape=(16, 24, 24)).spacing == (1.0, 1.0, 1.0)
+
+
 @pytest.mark.parametrize("kwargs", [dict(shape=(48, 48, 48, 2)), dict(shape=(8, 48, 48)), dict(spacing=(1.0, 1.0)),
                                     dict(spacing=(0.0, 1.0, 1.0)), dict(n_channels=0), dict(n_channels=9),
                                     dict(noise_std=-0.1), dict(origin=(0.0, 0.0))])
