@@ -46,6 +46,8 @@ class DenoiserSettings(Section):
     attention_stages: tuple[int, ...] = ()
     attention_heads: int = 1
     dropout: float = 0.0
+    residual_stages: bool = True
+    """A shortcut around every stage (the planner turns it off for segmentation, whose U-Net is nnU-Net's plain one)."""
 
     def __post_init__(self) -> None:
         n = len(self.features_per_stage)

@@ -17,4 +17,4 @@ def denoiser_network(settings: TaskSettings, in_channels: int, out_channels: int
         n_conv_per_stage_decoder=denoiser.n_conv_per_stage_decoder, norm=denoiser.norm,
         time_embed_dim=denoiser.time_embed_dim, attention_stages=denoiser.attention_stages,
         attention_heads=denoiser.attention_heads, dropout=denoiser.dropout,
-        activation_checkpointing=settings.memory.activation_checkpointing)
+        activation_checkpointing=settings.memory.activation_checkpointing, residual_stages=denoiser.residual_stages)

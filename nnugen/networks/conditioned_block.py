@@ -2,6 +2,7 @@
 
 from collections.abc import Sequence
 
+import torch
 from torch import Tensor, nn
 
 from nnugen.networks.nd_layers import conv_nd, norm_nd
@@ -59,5 +60,5 @@ class ConditionedConvBlock(nn.Module):
         h = self.norm(self.conv(x))
         scale, shift = self.scale_shift(emb).chunk(2, dim=1)
         shape = (*scale.shape, *([1] * (h.ndim - 2)))
-        h = h * (1 + scale.view(shape)) + shift.view(shape)
+        h = torch.addcmul(shift.view(shape), h, 1 + scale.view(shape))  # one fused pass: h * (1 + scale) + shift
         return self.dropout(self.nonlin(h))

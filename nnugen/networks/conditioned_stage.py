@@ -16,7 +16,9 @@ class ConditionedStage(nn.Module):
     ``stride``, the others keep the shape. A shortcut around the whole stack (He et al. 2016) makes deep stages
     easy to train; when the stage downsamples or changes channels the shortcut is average pooling by ``stride``
     followed by a 1x1 conv, as in ResNet-D (He et al. 2019, "Bag of Tricks"), the shortcut nnU-Net's residual
-    encoders use. Optional self-attention follows the residual sum.
+    encoders use. With ``residual=False`` the stage is plain, as in nnU-Net's ``PlainConvUNet``: no shortcut, and
+    less time per training step on a CPU, where a 1x1 conv at full resolution costs more than half a 3x3x3 conv
+    (``benchmarks/train_step_profile.py``). Optional self-attention follows the (residual) sum.
 
     Args:
         in_channels: channels of the input.
@@ -29,6 +31,7 @@ class ConditionedStage(nn.Module):
         dropout: drop probability inside the blocks.
         attention: append :class:`SpatialSelfAttention`.
         attention_heads: heads of that attention.
+        residual: add the shortcut around the stack.
     """
 
     def __init__(
@@ -43,6 +46,7 @@ class ConditionedStage(nn.Module):
         dropout: float = 0.0,
         attention: bool = False,
         attention_heads: int = 1,
+        residual: bool = True,
     ) -> None:
         super().__init__()
         if n_convs < 1:
@@ -61,12 +65,7 @@ class ConditionedStage(nn.Module):
             )
             for i in range(n_convs)
         )
-        shortcut: list[nn.Module] = []
-        if tuple(stride) != ones:
-            shortcut.append(avg_pool_nd(dim)(kernel_size=tuple(stride), stride=tuple(stride)))
-        if in_channels != out_channels:
-            shortcut.append(conv_nd(dim)(in_channels, out_channels, 1))
-        self.shortcut = nn.Sequential(*shortcut)  # empty Sequential is the identity
+        self.shortcut = self._shortcut(in_channels, out_channels, stride, dim) if residual else None
         self.attention = SpatialSelfAttention(out_channels, attention_heads) if attention else None
 
     def forward(self, x: Tensor, emb: Tensor) -> Tensor:
@@ -74,5 +73,15 @@ class ConditionedStage(nn.Module):
         h = x
         for block in self.blocks:
             h = block(h, emb)
-        h = h + self.shortcut(x)
+        if self.shortcut is not None:
+            h = h + self.shortcut(x)
         return h if self.attention is None else self.attention(h)
+
+    @staticmethod
+    def _shortcut(in_channels: int, out_channels: int, stride: Sequence[int], dim: int) -> nn.Sequential:
+        shortcut: list[nn.Module] = []
+        if tuple(stride) != (1,) * dim:
+            shortcut.append(avg_pool_nd(dim)(kernel_size=tuple(stride), stride=tuple(stride)))
+        if in_channels != out_channels:
+            shortcut.append(conv_nd(dim)(in_channels, out_channels, 1))
+        return nn.Sequential(*shortcut)  # empty Sequential is the identity

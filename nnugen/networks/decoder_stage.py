@@ -27,6 +27,7 @@ class DecoderStage(nn.Module):
         dropout: drop probability inside the blocks.
         attention: append self-attention to the stage.
         attention_heads: heads of that attention.
+        residual: a shortcut around the stage's convs (see :class:`ConditionedStage`).
     """
 
     def __init__(
@@ -41,6 +42,7 @@ class DecoderStage(nn.Module):
         dropout: float = 0.0,
         attention: bool = False,
         attention_heads: int = 1,
+        residual: bool = True,
     ) -> None:
         super().__init__()
         dim = len(kernel_size)
@@ -58,6 +60,7 @@ class DecoderStage(nn.Module):
             dropout,
             attention,
             attention_heads,
+            residual,
         )
 
     def forward(self, x: Tensor, skip: Tensor, emb: Tensor) -> Tensor:

@@ -66,6 +66,8 @@ class TimeConditionedUNet(nn.Module):
             (Chen et al. 2016, ``torch.utils.checkpoint``), while training with grad enabled. Same results, less
             memory, about a third more compute. Avoid with ``norm="batch"``: the recomputation updates the running
             statistics a second time.
+        residual_stages: a shortcut around every stage's convs (Dhariwal & Nichol 2021); False gives plain stages
+            as in ``PlainConvUNet`` (cheaper, see :class:`ConditionedStage`).
     """
 
     def __init__(
@@ -83,6 +85,7 @@ class TimeConditionedUNet(nn.Module):
         attention_heads: int = 1,
         dropout: float = 0.0,
         activation_checkpointing: bool = False,
+        residual_stages: bool = True,
     ) -> None:
         super().__init__()
         n_stages = len(features_per_stage)
@@ -112,7 +115,8 @@ class TimeConditionedUNet(nn.Module):
 
         self.time_embedding = TimestepEmbedding(self.features_per_stage[0], embed_dim)
         channels = (in_channels, *self.features_per_stage)
-        common = {"embed_dim": embed_dim, "norm": norm, "dropout": dropout, "attention_heads": attention_heads}
+        common = {"embed_dim": embed_dim, "norm": norm, "dropout": dropout, "attention_heads": attention_heads,
+                  "residual": residual_stages}
         self.encoder = nn.ModuleList(
             ConditionedStage(
                 channels[s],

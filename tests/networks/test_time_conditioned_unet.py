@@ -129,6 +129,22 @@ def test_residuals(dim):
 
 
 @pytest.mark.parametrize("dim", ["2d", "3d"])
+def test_plain_stages_have_no_shortcut(dim):
+    residual, x = make(dim)
+    plain = make(dim, residual_stages=False)[0]
+    assert all(stage.shortcut is not None for stage in residual.encoder)
+    assert all(stage.shortcut is None for stage in plain.encoder)
+    assert all(stage.stage.shortcut is None for stage in plain.decoder)
+    n_params = lambda net: sum(p.numel() for p in net.parameters())  # noqa: E731
+    assert n_params(plain) < n_params(residual)  # the 1x1 shortcut convs are gone
+    t = torch.tensor([0, 1])
+    out = plain(x, t)
+    assert out.shape == (2, 3, *x.shape[2:])
+    out.sum().backward()
+    assert all(p.grad is not None for p in plain.parameters())
+
+
+@pytest.mark.parametrize("dim", ["2d", "3d"])
 def test_attention_stages(dim):
     net, x = make(dim, attention_stages=(1, 2), attention_heads=2)
     assert net.encoder[0].attention is None

@@ -57,6 +57,8 @@ def test_anisotropic_plan_keeps_strides_and_kernels_in_every_denoiser(fake_prepr
         assert denoiser["n_conv_per_stage"] == arch["n_conv_per_stage"], task
         assert denoiser["n_conv_per_stage_decoder"] == arch["n_conv_per_stage_decoder"], task
         assert denoiser["strides"][1] == [1, 2, 2] and denoiser["kernel_sizes"][0] == [1, 3, 3], task
+        # segmentation keeps nnU-Net's plain stages; the generative denoisers have residual stages
+        assert denoiser["residual_stages"] is (task != "segmentation"), task
     # the autoencoder takes the plan's first (in-plane only) downsamplings; the latent denoiser the remaining stages
     assert _task(plans, "autoencoder")["autoencoder"]["strides"] == [[1, 1, 1], [1, 2, 2], [1, 2, 2]]
     latent = _task(plans, "ldm")["denoiser"]

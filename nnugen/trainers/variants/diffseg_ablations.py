@@ -17,6 +17,12 @@ class NnugenDiffSegTrainer_noRecycling(NnugenDiffSegTrainer):
     settings_changes = {"diffusion": {"recycling": False}}
 
 
+class NnugenDiffSegTrainer_residual(NnugenDiffSegTrainer):
+    """Residual shortcuts around every stage of the denoiser (Dhariwal & Nichol 2021), instead of plain stages."""
+
+    settings_changes = {"denoiser": {"residual_stages": True}}
+
+
 class NnugenDiffSegTrainer_T1000(NnugenDiffSegTrainer):
     """1000 training timesteps (sampled with 5 DDIM steps unless the plans say otherwise)."""
 
