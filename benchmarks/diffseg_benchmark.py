@@ -1,19 +1,25 @@
 """Diffusion segmentation vs nnU-Net's baseline on the demo phantoms, same plan and budget, through the real CLIs.
 
-Trains NnugenBaselineTrainer and NnugenDiffSegTrainer (and, with --ablations, the ImgX-DiffSeg ablation variants;
-with --samplers, the 1000-timestep variant for the sampler comparison) for the same number of iterations, predicts
-the held-out cases, and prints Markdown tables of Dice per class and prediction time per case. Prediction time per
-case is measured as (time for all test cases - time for one case) / (cases - 1), so the CLIs' start-up cost (about
-10 s: nnU-Net imports every trainer) cancels. Results also go to WORK/diffseg_benchmark.json.
+Trains NnugenBaselineTrainer and NnugenDiffSegTrainer (with --ablations also the ImgX-DiffSeg ablation variants
+``_eps``, ``_noDice``, ``_noRecycling``, ``_T1000``) for the same number of iterations, once per training seed, and
+scores the held-out cases: Dice per class, mean and spread over the training seeds. Each trained model folder is
+moved to WORK/models/seed_S/TRAINER, so several seeds live side by side, and predicted from there with
+``nnUNetv2_predict_from_modelfolder`` (baseline) and ``nnugen_predict -m`` (diffusion).
 
-    python benchmarks/diffseg_benchmark.py --work-dir /tmp/bench [--epochs 10] [--iterations 25] [--ablations]
+Time is not measured here (process start-up swamps it on a small test set): ``predict_time.py`` times prediction
+per case in one process, ``sampler_comparison.py`` the samplers. Results go to WORK/diffseg_benchmark.json.
+
+    python benchmarks/diffseg_benchmark.py --work-dir /tmp/bench [--2d] [--epochs 6] [--iterations 25]
+        [--train-seeds 0 1 2] [--ablations]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -23,113 +29,111 @@ from nnugen.demo.commands import set_nnunet_folders
 from nnugen.demo.evaluation import dice_per_class
 from nnugen.demo.phantom import LABELS, PhantomSpec, write_phantom_dataset
 
-DATASET = 980
-NAME = "BenchPhantom"
 BIN = Path(sys.executable).parent
+ABLATIONS = ("NnugenDiffSegTrainer_eps", "NnugenDiffSegTrainer_noDice", "NnugenDiffSegTrainer_noRecycling",
+             "NnugenDiffSegTrainer_T1000")
 
 
-def run(command: list[str]) -> float:
+def run(command: list[str], env: dict[str, str] | None = None) -> float:
     start = time.perf_counter()
-    result = subprocess.run(command, capture_output=True, text=True)
+    result = subprocess.run(command, capture_output=True, text=True, env=env)
     if result.returncode != 0:
         raise SystemExit(f"{' '.join(command)} failed:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
     return time.perf_counter() - start
 
 
-def prepare(work: Path, epochs: int, iterations: int) -> Path:
+def prepare(work: Path, dataset: int, configuration: str, shape: tuple[int, ...], epochs: int,
+            iterations: int) -> Path:
     folders = set_nnunet_folders(work)
-    raw = Path(folders["nnUNet_raw"]) / f"Dataset{DATASET}_{NAME}"
+    name = f"BenchPhantom{len(shape)}D"
+    raw = Path(folders["nnUNet_raw"]) / f"Dataset{dataset}_{name}"
     if not raw.exists():
-        write_phantom_dataset(Path(folders["nnUNet_raw"]), DATASET, NAME, 12, 4, PhantomSpec(), seed=1)
-        run([str(BIN / "nnUNetv2_plan_and_preprocess"), "-d", str(DATASET), "-c", "3d_fullres", "-np", "2",
+        write_phantom_dataset(Path(folders["nnUNet_raw"]), dataset, name, 12, 4, PhantomSpec(shape=shape), seed=1)
+        run([str(BIN / "nnUNetv2_plan_and_preprocess"), "-d", str(dataset), "-c", configuration, "-np", "2",
              "-npfp", "2"])
     sets = []
     for task in ("baseline", "segmentation"):
         sets += ["--set", f"{task}.training.epochs={epochs}", "--set",
                  f"{task}.training.iterations_per_epoch={iterations}", "--set",
                  f"{task}.training.val_iterations_per_epoch=2"]
-    run([str(BIN / "nnugen_plan"), "-d", str(DATASET), "-c", "3d", "--overwrite", *sets])
+    run([str(BIN / "nnugen_plan"), "-d", str(dataset), "-c", configuration, "--overwrite", *sets])
     return raw
 
 
-def train(trainer: str) -> float:
-    return run([str(BIN / "nnUNetv2_train"), str(DATASET), "3d_fullres", "0", "-tr", trainer, "-p", "nnugenPlans",
-                "-device", "cpu"])
+def train(dataset: int, configuration: str, trainer: str, seed: int, destination: Path) -> float:
+    """Train fold 0 with NNUGEN_SEED=seed, then move the model folder to ``destination``."""
+    seconds = run([str(BIN / "nnUNetv2_train"), str(dataset), configuration, "0", "-tr", trainer, "-p",
+                   "nnugenPlans", "-device", "cpu"], env={**os.environ, "NNUGEN_SEED": str(seed)})
+    results = Path(os.environ["nnUNet_results"])
+    trained = next(results.glob(f"Dataset{dataset}_*")) / f"{trainer}__nnugenPlans__{configuration}"
+    shutil.rmtree(destination, ignore_errors=True)
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(trained, destination)
+    return seconds
 
 
-def timed_prediction(command: list[str], raw: Path, output: Path) -> tuple[float, Path]:
-    """(seconds per case, output folder with all cases) as (t(all) - t(one)) / (n - 1)."""
-    cases = sorted(raw.glob("imagesTs/*_0000.nii.gz"))
-    single = output.parent / f"{output.name}_single"
-    for folder in (output, single):
-        shutil.rmtree(folder, ignore_errors=True)
-    one_input = output.parent / "one_case_input"
-    shutil.rmtree(one_input, ignore_errors=True)
-    one_input.mkdir(parents=True)
-    shutil.copy(cases[0], one_input / cases[0].name)
-    t_one = run([*command, "-i", str(one_input), "-o", str(single)])
-    t_all = run([*command, "-i", str(raw / "imagesTs"), "-o", str(output)])
-    return (t_all - t_one) / (len(cases) - 1), output
+def predict(command: list[str], raw: Path, output: Path) -> dict[str, float]:
+    shutil.rmtree(output, ignore_errors=True)
+    run([*command, "-i", str(raw / "imagesTs"), "-o", str(output), "-f", "0", "-device", "cpu", "-npp", "0",
+         "-nps", "0"])
+    return dice_per_class(output, raw / "labelsTs", LABELS)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work-dir", type=Path, required=True)
-    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--2d", dest="two_d", action="store_true", help="96 x 96 phantoms, the 2d configuration")
+    parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--iterations", type=int, default=25)
+    parser.add_argument("--train-seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--ablations", action="store_true")
-    parser.add_argument("--samplers", action="store_true")
     args = parser.parse_args()
     work = args.work_dir.resolve()
     work.mkdir(parents=True, exist_ok=True)
-    raw = prepare(work, args.epochs, args.iterations)
-    predictions = work / "predictions"
-    results: dict[str, dict] = {"budget": {"epochs": args.epochs, "iterations_per_epoch": args.iterations}}
+    dataset, configuration, shape = (981, "2d", (96, 96)) if args.two_d else (980, "3d_fullres", (48, 48, 48))
+    raw = prepare(work, dataset, configuration, shape, args.epochs, args.iterations)
+    trainers = ["NnugenBaselineTrainer", "NnugenDiffSegTrainer", *(ABLATIONS if args.ablations else ())]
+    results: dict = {"configuration": configuration, "budget": {"epochs": args.epochs, "iterations": args.iterations},
+                     "training_seconds": {}, "dice": {}}
+    for seed in args.train_seeds:
+        for trainer in trainers:
+            model = work / "models" / f"seed_{seed}" / trainer
+            results["training_seconds"][f"{trainer} seed {seed}"] = round(
+                train(dataset, configuration, trainer, seed, model), 1)
+            out = work / "predictions" / f"seed_{seed}"
+            rows: dict[str, list[str]] = {}
+            if trainer == "NnugenBaselineTrainer":
+                baseline = [str(BIN / "nnUNetv2_predict_from_modelfolder"), "-m", str(model)]
+                rows = {"nnU-Net baseline, no TTA": [*baseline, "--disable_tta"],
+                        "nnU-Net baseline, mirroring TTA": baseline}
+            elif trainer == "NnugenDiffSegTrainer":
+                diffusion = [str(BIN / "nnugen_predict"), "-m", str(model), "--seed", "0"]
+                rows = {"diffusion, 1 step": [*diffusion, "--steps", "1"],
+                        "diffusion, 5 steps": [*diffusion, "--steps", "5"],
+                        "diffusion, 5 steps x 5 seeds": [*diffusion, "--steps", "5", "--seeds", "5"]}
+            else:
+                rows = {f"{trainer} (plans' sampler, 5 steps)": [str(BIN / "nnugen_predict"), "-m", str(model),
+                                                                  "--seed", "0"]}
+            for label, command in rows.items():
+                dice = predict(command, raw, out / label.replace(" ", "_").replace(",", ""))
+                results["dice"].setdefault(label, []).append(dice)
+                print(f"seed {seed} {label}: {dice}", flush=True)
+            (work / "diffseg_benchmark.json").write_text(json.dumps(results, indent=2))
 
-    trainers = ["NnugenBaselineTrainer", "NnugenDiffSegTrainer"]
-    if args.ablations:
-        trainers += ["NnugenDiffSegTrainer_eps", "NnugenDiffSegTrainer_noDice", "NnugenDiffSegTrainer_noRecycling",
-                     "NnugenDiffSegTrainer_T1000"]
-    elif args.samplers:
-        trainers += ["NnugenDiffSegTrainer_T1000"]
-    for trainer in trainers:
-        results.setdefault("training_seconds", {})[trainer] = round(train(trainer), 1)
-
-    common = ["-d", str(DATASET), "-c", "3d_fullres", "-f", "0", "-p", "nnugenPlans", "-device", "cpu", "-npp", "0",
-              "-nps", "0"]
-    rows = {}
-    baseline = [str(BIN / "nnUNetv2_predict"), *common, "-tr", "NnugenBaselineTrainer"]
-    for label, extra in (("nnU-Net baseline (no TTA)", ["--disable_tta"]), ("nnU-Net baseline (mirroring TTA)", [])):
-        seconds, folder = timed_prediction([*baseline, *extra], raw, predictions / label.replace(" ", "_"))
-        rows[label] = (seconds, dice_per_class(folder, raw / "labelsTs", LABELS))
-    diffusion = [str(BIN / "nnugen_predict"), *common, "-tr", "NnugenDiffSegTrainer", "--seed", "0"]
-    for label, extra in (("diffusion, 1 step", ["--steps", "1"]), ("diffusion, 5 steps", ["--steps", "5"]),
-                         ("diffusion, 5 steps x 5 seeds", ["--steps", "5", "--seeds", "5"])):
-        seconds, folder = timed_prediction([*diffusion, *extra], raw, predictions / label.replace(" ", "_"))
-        rows[label] = (seconds, dice_per_class(folder, raw / "labelsTs", LABELS))
-    for trainer in trainers[2:]:
-        if trainer.endswith("T1000") and args.samplers:
-            continue
-        command = [str(BIN / "nnugen_predict"), *common, "-tr", trainer, "--seed", "0"]
-        seconds, folder = timed_prediction(command, raw, predictions / trainer)
-        rows[f"{trainer} (plans' sampler)"] = (seconds, dice_per_class(folder, raw / "labelsTs", LABELS))
-    if args.samplers:
-        t1000 = [str(BIN / "nnugen_predict"), *common, "-tr", "NnugenDiffSegTrainer_T1000", "--seed", "0"]
-        for sampler, steps in (("ddim", 5), ("ddim", 10), ("ddim", 50), ("dpm_solver++", 5), ("dpm_solver++", 10),
-                               ("dpm_solver++", 20), ("ddpm", 1000)):
-            label = f"T1000: {sampler} {steps} steps"
-            seconds, folder = timed_prediction([*t1000, "--sampler", sampler, "--steps", str(steps)], raw,
-                                               predictions / label.replace(" ", "_").replace(":", ""))
-            rows[label] = (seconds, dice_per_class(folder, raw / "labelsTs", LABELS))
-
-    results["predictions"] = {k: {"seconds_per_case": round(s, 2), "dice": d} for k, (s, d) in rows.items()}
-    (work / "diffseg_benchmark.json").write_text(json.dumps(results, indent=2))
-    print(f"| model | {' | '.join(n for n, v in LABELS.items() if v)} | mean | s / case |")
-    print("|---|" + "---|" * (len(LABELS) + 1))
-    for label, (seconds, dice) in rows.items():
-        mean = sum(dice.values()) / len(dice)
-        print(f"| {label} | {' | '.join(f'{v:.3f}' for v in dice.values())} | {mean:.3f} | {seconds:.1f} |")
+    classes = [name for name, value in LABELS.items() if value]
+    spread = "mean +- sd over training seeds" if len(args.train_seeds) > 1 else "one training seed"
+    print(f"\n| model ({spread}) | {' | '.join(classes)} | mean |\n|---|" + "---|" * (len(classes) + 1))
+    for label, per_seed in results["dice"].items():
+        cells = [_cell([d[c] for d in per_seed]) for c in classes]
+        cells.append(_cell([statistics.fmean(d.values()) for d in per_seed]))
+        print(f"| {label} | {' | '.join(cells)} |")
     print("training seconds:", results["training_seconds"])
+
+
+def _cell(values: list[float]) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.3f}"
+    return f"{statistics.fmean(values):.3f} +- {statistics.stdev(values):.3f}"
 
 
 if __name__ == "__main__":

@@ -1,79 +1,65 @@
-"""Training time per iteration, diffusion segmentation vs nnU-Net's baseline, on the same plan and batch.
+"""Training time per iteration, diffusion segmentation vs nnU-Net's baseline, as the trainers run it.
 
-Builds both networks exactly as their trainers do (``build_network_architecture`` on the plans), then times a full
-optimisation step (forward, loss, backward, SGD step) on a random batch at the plan's patch size, alternating the
-two models so that machine noise hits both alike. Prints the median seconds per step and the ratio.
+Builds ``NnugenBaselineTrainer`` (nnU-Net's network with deep supervision and its Dice + CE loss) and
+``NnugenDiffSegTrainer`` (recycling, Dice + CE on the predicted mask) on the same plan, initialises them as nnU-Net
+does, draws one batch from each trainer's own data loader, and times the trainers' own ``train_step`` (forward,
+loss, backward, gradient clipping, optimiser step) on it, the two taking turns so that machine noise hits both
+alike. Prints the median seconds per step and the ratio. Anything the trainers write goes to a temporary folder.
 
-    python benchmarks/train_step_time.py PATH/TO/nnugenPlans.json PATH/TO/dataset.json [-c 3d_fullres] [-n 10]
+    python benchmarks/train_step_time.py DATASET [-c 3d_fullres] [-n 10] [--trainers A B]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import statistics
+import tempfile
 import time
 
-import torch
-from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
-from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
-from nnugen.trainers.nnugen_baseline_trainer import NnugenBaselineTrainer
-from nnugen.trainers.nnugen_diffseg_trainer import NnugenDiffSegTrainer, one_hot
+def build(trainer_name: str, dataset: str, configuration: str):
+    """A trainer as nnUNetv2_train builds it (fold 0, CPU), initialised, and one batch from its data loader."""
+    import torch
+    from nnunetv2.run.run_training import get_trainer_from_args
 
-
-def build(trainer_class, plans: dict, dataset_json: dict, configuration: str):
-    manager = PlansManager(plans)
-    configuration_manager = manager.get_configuration(configuration)
-    channels = determine_num_input_channels(manager, configuration_manager, dataset_json)
-    classes = manager.get_label_manager(dataset_json).num_segmentation_heads
-    network = trainer_class.build_network_architecture(manager, configuration_manager, channels, classes, False)
-    return network, channels, classes, configuration_manager
+    trainer = get_trainer_from_args(dataset, configuration, 0, trainer_name, "nnugenPlans", device=torch.device("cpu"))
+    trainer.initialize()
+    train_loader, _ = trainer.get_dataloaders()
+    return trainer, next(train_loader)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("plans")
-    parser.add_argument("dataset_json")
+    parser.add_argument("dataset", help="dataset ID, planned and preprocessed with nnugen_plan")
     parser.add_argument("-c", default="3d_fullres")
-    parser.add_argument("-n", type=int, default=10, help="timed steps per model (after 2 warm-up steps)")
+    parser.add_argument("-n", type=int, default=10, help="timed steps per trainer (after 2 warm-up steps)")
+    parser.add_argument("--trainers", nargs="+", default=["NnugenBaselineTrainer", "NnugenDiffSegTrainer"])
     args = parser.parse_args()
-    plans = json.load(open(args.plans))
-    dataset_json = json.load(open(args.dataset_json))
+    os.environ["nnUNet_results"] = tempfile.mkdtemp(prefix="nnugen_step_time_")  # logs and folders land here
+    os.environ["nnUNet_n_proc_DA"] = "0"  # one batch from a single-threaded loader is all this needs
+    import torch
+
+    from nnugen.run.ext_trainer_path import ensure_ext_trainer_path
+
+    ensure_ext_trainer_path()
     torch.manual_seed(0)
-    baseline, channels, classes, configuration = build(NnugenBaselineTrainer, plans, dataset_json, args.c)
-    diffusion = build(NnugenDiffSegTrainer, plans, dataset_json, args.c)[0]
-    batch = plans["configurations"][args.c]["nnugen"]["tasks"]["segmentation"]["memory"]["batch_size"]
-    patch = configuration.patch_size
-    image = torch.randn(batch, channels, *patch)
-    target = torch.randint(0, classes, (batch, 1, *patch))
-    cross_entropy = torch.nn.CrossEntropyLoss()
-
-    def baseline_step(optimizer):
-        loss = cross_entropy(baseline(image), target[:, 0])
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-
-    def diffusion_step(optimizer):
-        diffusion(image, one_hot(target, classes)).backward()
-        optimizer.step()
-        optimizer.zero_grad()
-
-    runs = {"baseline": (baseline_step, torch.optim.SGD(baseline.parameters(), 1e-2, momentum=0.99)),
-            "diffusion": (diffusion_step, torch.optim.SGD(diffusion.parameters(), 1e-2, momentum=0.99))}
+    runs = {name: build(name, args.dataset, args.c) for name in args.trainers}
     times: dict[str, list[float]] = {name: [] for name in runs}
     for step in range(args.n + 2):
-        for name, (function, optimizer) in runs.items():
+        for name, (trainer, batch) in runs.items():
             start = time.perf_counter()
-            function(optimizer)
+            trainer.train_step(batch)
             if step >= 2:
                 times[name].append(time.perf_counter() - start)
     medians = {name: statistics.median(values) for name, values in times.items()}
-    print(f"configuration {args.c}, patch {patch}, batch {batch}, torch threads {torch.get_num_threads()}")
+    trainer, batch = next(iter(runs.values()))
+    print(f"configuration {args.c}, patch {trainer.configuration_manager.patch_size}, batch {batch['data'].shape[0]}, "
+          f"torch threads {torch.get_num_threads()}")
+    first = args.trainers[0]
     for name, value in medians.items():
-        print(f"{name:>10}: {value:.3f} s per training step (median of {args.n})")
-    print(f"     ratio: {medians['diffusion'] / medians['baseline']:.2f} (diffusion / baseline)")
+        print(f"{name:>30}: {value:.3f} s per training step (median of {args.n}), "
+              f"{value / medians[first]:.2f} x {first}")
 
 
 if __name__ == "__main__":
