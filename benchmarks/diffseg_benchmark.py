@@ -1,10 +1,11 @@
 """Diffusion segmentation vs nnU-Net's baseline on the demo phantoms, same plan and budget, through the real CLIs.
 
 Trains NnugenBaselineTrainer and NnugenDiffSegTrainer (with --ablations also the ImgX-DiffSeg ablation variants
-``_eps``, ``_noDice``, ``_noRecycling``, ``_T1000``) for the same number of iterations, once per training seed, and
-scores the held-out cases: Dice per class, mean and spread over the training seeds. Each trained model folder is
-moved to WORK/models/seed_S/TRAINER, so several seeds live side by side, and predicted from there with
-``nnUNetv2_predict_from_modelfolder`` (baseline) and ``nnugen_predict -m`` (diffusion).
+``_eps``, ``_noDice``, ``_noRecycling``, ``_T1000``, and ``_residual``, the denoiser with residual stages) for the
+same number of iterations, once per training seed, and scores the held-out cases: Dice per class, mean and spread
+over the training seeds. Each trained model folder is moved to WORK/models/seed_S/TRAINER, so several seeds live
+side by side, and predicted from there with ``nnUNetv2_predict_from_modelfolder`` (baseline) and
+``nnugen_predict -m`` (diffusion).
 
 Time is not measured here (process start-up swamps it on a small test set): ``predict_time.py`` times prediction
 per case in one process, ``sampler_comparison.py`` the samplers. Results go to WORK/diffseg_benchmark.json.
@@ -31,7 +32,7 @@ from nnugen.demo.phantom import LABELS, PhantomSpec, write_phantom_dataset
 
 BIN = Path(sys.executable).parent
 ABLATIONS = ("NnugenDiffSegTrainer_eps", "NnugenDiffSegTrainer_noDice", "NnugenDiffSegTrainer_noRecycling",
-             "NnugenDiffSegTrainer_T1000")
+             "NnugenDiffSegTrainer_T1000", "NnugenDiffSegTrainer_residual")
 
 
 def run(command: list[str], env: dict[str, str] | None = None) -> float:
@@ -61,7 +62,10 @@ def prepare(work: Path, dataset: int, configuration: str, shape: tuple[int, ...]
 
 
 def train(dataset: int, configuration: str, trainer: str, seed: int, destination: Path) -> float:
-    """Train fold 0 with NNUGEN_SEED=seed, then move the model folder to ``destination``."""
+    """Train fold 0 with NNUGEN_SEED=seed, then move the model folder to ``destination`` (kept from an earlier,
+    interrupted run of this script if it holds a final checkpoint: 0 seconds)."""
+    if (destination / "fold_0" / "checkpoint_final.pth").is_file():
+        return 0.0
     seconds = run([str(BIN / "nnUNetv2_train"), str(dataset), configuration, "0", "-tr", trainer, "-p",
                    "nnugenPlans", "-device", "cpu"], env={**os.environ, "NNUGEN_SEED": str(seed)})
     results = Path(os.environ["nnUNet_results"])
@@ -74,8 +78,10 @@ def train(dataset: int, configuration: str, trainer: str, seed: int, destination
 
 def predict(command: list[str], raw: Path, output: Path) -> dict[str, float]:
     shutil.rmtree(output, ignore_errors=True)
-    run([*command, "-i", str(raw / "imagesTs"), "-o", str(output), "-f", "0", "-device", "cpu", "-npp", "0",
-         "-nps", "0"])
+    # nnUNetv2_predict_from_modelfolder, unlike nnUNetv2_predict, has no in-process path for -npp 0 / -nps 0
+    workers = "1" if command[0].endswith("nnUNetv2_predict_from_modelfolder") else "0"
+    run([*command, "-i", str(raw / "imagesTs"), "-o", str(output), "-f", "0", "-device", "cpu", "-npp", workers,
+         "-nps", workers])
     return dice_per_class(output, raw / "labelsTs", LABELS)
 
 
