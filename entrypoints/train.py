@@ -1,4 +1,5 @@
-"""``nnugen_train ID FOLD CONFIG [--task ...]``: nnU-Net's training run with nnugenPlans and the task's trainer."""
+"""``nnugen_train ID FOLD CONFIG [--task ...]``: nnU-Net's training run with nnugenPlans and the task's trainer.
+Under ``torchrun`` each process runs one rank (``torchrun ... $(which nnugen_train) ID FOLD CONFIG -device cpu``)."""
 
 from __future__ import annotations
 
@@ -23,8 +24,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-device", default="cuda", help="cuda (default), cpu or mps")
     parser.add_argument("--c", action="store_true", help="continue from the latest checkpoint")
     parser.add_argument("-p", action="store_true", help="show progress bars")
-    parser.add_argument("-num_gpus", type=int, default=1, help="GPUs on this node (nnU-Net's DDP)")
-    parser.add_argument("--seed", type=int, default=None, help="make the run repeatable (CPU) with this seed")
+    parser.add_argument("-num_gpus", type=int, default=1, help="GPUs on this node (nnU-Net's DDP); under torchrun, "
+                        "use --nproc_per_node instead")
+    parser.add_argument("--seed", type=int, default=None, help="make the run repeatable (CPU) with this seed, "
+                        "augmentation workers included")
     parser.add_argument("--val", action="store_true", help="only run the final validation of a finished training")
     parser.add_argument("--npz", action="store_true", help="save softmax probabilities of the final validation")
     return parser

@@ -30,7 +30,12 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def derived_seed(seed: int, *keys: object) -> int:
+    """A seed in [0, 2**63) that depends only on the seed and the keys (e.g. a case name, or rank and worker)."""
+    digest = hashlib.sha256(":".join(str(part) for part in (seed, *keys)).encode()).digest()
+    return int.from_bytes(digest[:8], "little") % 2**63
+
+
 def case_seed(seed: int, case: str) -> int:
     """A seed for one case that depends only on (seed, case name): the same however runs are split or resumed."""
-    digest = hashlib.sha256(f"{seed}:{case}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") % 2**63
+    return derived_seed(seed, case)

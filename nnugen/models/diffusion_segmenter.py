@@ -51,6 +51,8 @@ class DiffusionSegmenter(nn.Module):
         self.num_classes = num_classes
         self.diffusion = diffusion
         self.request = EnsembleRequest(sampler)
+        self.last_loss_parts: dict[str, Tensor] = {}
+        """The weighted parts of the last training loss (detached), for logging: ``dice_ce`` and / or ``mse``."""
         betas = make_betas(diffusion.schedule, diffusion.timesteps, diffusion.beta_start, diffusion.beta_end)
         # not persistent: the schedule follows the plans, not the checkpoint
         self.register_buffer("alphas_cumprod", alphas_cumprod(betas), persistent=False)
@@ -107,14 +109,15 @@ class DiffusionSegmenter(nn.Module):
             condition = self_conditioning_input(lambda x, t, c: denoise(x, t), noisy.x_t, noisy.t)
         output = self.model_output(image, noisy.x_t, noisy.t, condition)
         abar_t = schedule_at(schedule, noisy.t, output).flatten()
-        loss = output.new_zeros(())
+        parts = {}
         if settings.dice_weight + settings.ce_weight > 0:
             logits = segmentation_logits(output, noisy.x_t, abar_t, settings.model_output)
-            loss = loss + dice_ce_loss(logits, target_onehot, settings.dice_weight, settings.ce_weight)
+            parts["dice_ce"] = dice_ce_loss(logits, target_onehot, settings.dice_weight, settings.ce_weight)
         if settings.model_output != "x0" and settings.mse_weight > 0:
-            loss = loss + settings.mse_weight * target_mse_loss(output, settings.model_output, noisy.noised_x0,
-                                                                noisy.noise, abar_t)
-        return loss
+            parts["mse"] = settings.mse_weight * target_mse_loss(output, settings.model_output, noisy.noised_x0,
+                                                                 noisy.noise, abar_t)
+        self.last_loss_parts = {name: part.detach() for name, part in parts.items()}
+        return sum(parts.values(), output.new_zeros(()))
 
     def forward(self, image: Tensor, target_onehot: Tensor | None = None) -> Tensor:
         """With a target: the training loss (a scalar; through forward so DDP sees the pass). Without: log of the

@@ -1,14 +1,16 @@
 """``train``: the Python API behind ``nnugen_train``. It runs nnU-Net's own training run (``run_training``: the same
-folds, data loader, logging, checkpoints and final validation) with ``-p nnugenPlans`` and the task's trainer."""
+folds, data loader, logging, checkpoints and final validation) with ``-p nnugenPlans`` and the task's trainer;
+``-num_gpus N`` is nnU-Net's single-node DDP. Under ``torchrun`` every process runs one rank instead
+(distributed.py)."""
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 from dataclasses import dataclass
 
 from nnugen import PLANS_IDENTIFIER
 from nnugen.config import CONFIGURATION_ALIASES, section_of
+from nnugen.run.distributed import check_torchrun_device, cpu_threads_per_rank, torchrun_rank, train_under_torchrun
 from nnugen.run.ext_trainer_path import ensure_ext_trainer_path
 from nnugen.run.tasks import TRAIN_TASKS, built_trainers
 from nnugen.seeding import ENVIRONMENT_VARIABLE as SEED_VARIABLE
@@ -46,6 +48,15 @@ def check_request(request: TrainRequest) -> tuple[str, str]:
         raise ValueError("--c and --val exclude each other: --c continues training, --val only validates")
     if request.num_gpus < 1:
         raise ValueError(f"-num_gpus {request.num_gpus}: must be at least 1")
+    if torchrun_rank() is not None:
+        if request.num_gpus != 1:
+            raise ValueError(f"-num_gpus {request.num_gpus} under torchrun: torchrun starts the processes already; "
+                             "drop -num_gpus and set torchrun's --nproc_per_node")
+        check_torchrun_device(request.device)
+    elif request.num_gpus > 1 and request.device != "cuda":
+        raise ValueError(f"-num_gpus {request.num_gpus} is nnU-Net's multi-GPU training and needs -device cuda; for "
+                         f"several CPU processes run torchrun --nproc_per_node {request.num_gpus} "
+                         "$(which nnugen_train) ... -device cpu")
     configuration = CONFIGURATION_ALIASES.get(request.configuration, request.configuration)
     plans = load_json(preprocessed_folder(request.dataset) / f"{PLANS_IDENTIFIER}.json",
                       f"run nnugen_plan -d {request.dataset} first")
@@ -72,10 +83,14 @@ def train(request: TrainRequest) -> None:
     from nnunetv2.run.run_training import run_training
 
     if request.device == "cpu":
-        torch.set_num_threads(multiprocessing.cpu_count())
+        torch.set_num_threads(cpu_threads_per_rank())
     elif request.device == "cuda":
         torch.set_num_threads(1)
         torch.set_num_interop_threads(1)
+    if torchrun_rank() is not None:
+        train_under_torchrun(request.dataset, configuration, request.fold, trainer, PLANS_IDENTIFIER, request.device,
+                             request.continue_training, request.only_validation, request.save_probabilities)
+        return
     run_training(request.dataset, configuration, request.fold, trainer, PLANS_IDENTIFIER,
                  num_gpus=request.num_gpus, export_validation_probabilities=request.save_probabilities,
                  continue_training=request.continue_training, only_run_validation=request.only_validation,

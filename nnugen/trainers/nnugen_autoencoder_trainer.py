@@ -19,6 +19,7 @@ from nnugen.losses.adversarial import AdversarialLoss, adversarial_weight_schedu
 from nnugen.models.autoencoder_files import save_autoencoder
 from nnugen.networks.autoencoder import Autoencoder
 from nnugen.networks.patch_discriminator import make_patch_discriminator
+from nnugen.trainers.ddp import all_ranks_agree, average_gradients, broadcast_buffers, broadcast_module
 from nnugen.trainers.nnugen_generative_trainer import NnugenGenerativeTrainer
 from nnugen.trainers.perceptual_network import perceptual_loss
 from nnugen.trainers.previews import write_preview
@@ -49,6 +50,7 @@ class NnugenAutoencoderTrainer(NnugenGenerativeTrainer):
         layers = max(1, min(3, int(math.log2(max(1, min(patch) // 3)))))
         self.discriminator = make_patch_discriminator(self.num_input_channels, len(patch), num_layers=layers,
                                                       patch_size=patch).to(self.device)
+        broadcast_module(self.discriminator)  # trained outside DDP: same start on every rank, averaged gradients
         self.discriminator_optimizer = torch.optim.AdamW(self.discriminator.parameters(), self.initial_lr,
                                                          betas=(0.5, 0.9))
         self.adversarial = AdversarialLoss("least_squares")
@@ -69,15 +71,17 @@ class NnugenAutoencoderTrainer(NnugenGenerativeTrainer):
         ae = self.settings.autoencoder
         x = self.intensity.to_model(data)
         reconstruction, regulariser = self.network(x)
-        loss = ae.l1_weight * (reconstruction - x).abs().mean()
-        loss = loss + (ae.kl_weight if ae.kind == "kl" else ae.codebook_weight) * regulariser
+        parts = {"l1": ae.l1_weight * (reconstruction - x).abs().mean(),
+                 ae.kind: (ae.kl_weight if ae.kind == "kl" else ae.codebook_weight) * regulariser}
         if self.perceptual is not None and ae.perceptual_weight > 0:
-            loss = loss + ae.perceptual_weight * self.perceptual(reconstruction.float(), x.float())
+            parts["perceptual"] = ae.perceptual_weight * self.perceptual(reconstruction.float(), x.float())
         if self.network.training and self.adversarial_weight() > 0:
             fake_scores = self.discriminator(reconstruction)
-            loss = loss + self.adversarial_weight() * self.adversarial.generator_loss(fake_scores)
+            parts["adversarial"] = self.adversarial_weight() * self.adversarial.generator_loss(fake_scores)
+        for name, part in parts.items():
+            self.log_metric(name, part)
         self._pair = (x.detach(), reconstruction.detach())
-        return loss
+        return sum(parts.values())
 
     def after_optimizer_step(self) -> None:
         self._iteration += 1
@@ -87,9 +91,12 @@ class NnugenAutoencoderTrainer(NnugenGenerativeTrainer):
         self.discriminator_optimizer.zero_grad(set_to_none=True)
         with self.autocast():
             loss = self.adversarial.discriminator_loss(self.discriminator(real), self.discriminator(fake))
-        if torch.isfinite(loss):
+        if all_ranks_agree(bool(torch.isfinite(loss)), self.device):
             loss.backward()
+            average_gradients(self.discriminator)
             self.discriminator_optimizer.step()
+            broadcast_buffers(self.discriminator)
+            self.log_metric("discriminator", loss)
 
     def extra_checkpoint_state(self) -> dict:
         return {"nnugen_discriminator": self.discriminator.state_dict(),

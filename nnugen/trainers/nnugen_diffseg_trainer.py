@@ -66,7 +66,10 @@ class NnugenDiffSegTrainer(NnugenTrainer):
         return rotation, dummy_2d, patch, mirror_axes
 
     def compute_loss(self, data: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return self.network(data, one_hot(target, self.label_manager.num_segmentation_heads))
+        loss = self.network(data, one_hot(target, self.label_manager.num_segmentation_heads))
+        for name, part in self.segmenter().last_loss_parts.items():
+            self.log_metric(f"diffusion_{name}", part)
+        return loss
 
     def segmenter(self) -> DiffusionSegmenter:
         return self.network.module if self.is_ddp else self.network

@@ -11,6 +11,7 @@ import torch
 
 from nnugen.config import section_of
 from nnugen.models.intensity_map import IntensityMap
+from nnugen.trainers.ddp import mean_over_ranks
 from nnugen.trainers.nnugen_trainer import NnugenTrainer
 
 
@@ -21,6 +22,8 @@ def one_hot_pm1(target: torch.Tensor, num_classes: int) -> torch.Tensor:
 
 
 class NnugenGenerativeTrainer(NnugenTrainer):
+    ddp_find_unused_parameters = True  # conditioning dropout and adapters leave branches unused in some steps
+
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
@@ -40,7 +43,7 @@ class NnugenGenerativeTrainer(NnugenTrainer):
 
     def on_validation_epoch_end(self, val_outputs: list[dict]):
         losses = [float(o["loss"]) for o in val_outputs if np.isfinite(o["loss"]).all()]
-        loss = float(np.mean(losses)) if losses else float("nan")
+        loss = mean_over_ranks({"loss": sum(losses)}, {"loss": len(losses)}).get("loss", float("nan"))
         self.logger.log("val_losses", loss, self.current_epoch)
         # nnU-Net keeps the best "pseudo Dice" moving average: higher is better, so it gets -loss
         self.logger.log("mean_fg_dice", -loss, self.current_epoch)

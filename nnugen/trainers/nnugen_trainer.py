@@ -5,7 +5,10 @@
 - ``train_step`` runs ``compute_loss`` (the one method subclasses implement) under AMP, skips non-finite losses
   (NonFiniteGuard), and accumulates gradients over ``memory.grad_accumulation`` micro-batches;
 - checkpoints are written atomically, never with non-finite weights, every ``training.save_every`` epochs;
-- a checkpoint that does not load is reported in one line naming the file.
+- a checkpoint that does not load is reported in one line naming the file;
+- DDP on any backend and node count (ddp.py): the rank's device follows ``LOCAL_RANK``, rank 0 writes;
+- with a seed, the augmentation workers are seeded and read in order (seeded_augmenter.py);
+- ``log_metric`` sends extra metrics (loss parts, skipped steps) to the training log and W&B (epoch_metrics.py).
 """
 
 from __future__ import annotations
@@ -15,10 +18,12 @@ from typing import ClassVar
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.helpers import dummy_context
 
+from nnugen.atomic_files import atomic_torch_save
 from nnugen.config import TaskSettings, section_of
 from nnugen.seeding import seed_everything, seed_from_environment
 from nnugen.trainers.checkpoint_files import (
@@ -26,17 +31,26 @@ from nnugen.trainers.checkpoint_files import (
     load_nnunet_checkpoint,
     restore_nnunet_checkpoint,
     save_nnunet_checkpoint,
+    unwrapped_network,
 )
+from nnugen.trainers.ddp import all_ranks_agree, rank_device, wrap_ddp
+from nnugen.trainers.epoch_metrics import EpochMetrics
 from nnugen.trainers.nonfinite_guard import NonFiniteGuard
+from nnugen.trainers.seeded_augmenter import seeded_augmenter
 from nnugen.typed_section import deep_merge
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+RANK_WEIGHTS_VARIABLE = "NNUGEN_RANK_WEIGHTS_DIR"
+"""Tests and debugging: every DDP rank writes ``{"network": weights, "extra": extra_checkpoint_state()}`` at the end
+of training to ``$NNUGEN_RANK_WEIGHTS_DIR/rank_R.pt``."""
 
 
 class NnugenTrainer(nnUNetTrainer):
     nnugen_task = "baseline"
     settings_changes: ClassVar[dict] = {}
     """Changes a variant makes to the task's settings, e.g. ``{"diffusion": {"model_output": "eps"}}``."""
+    ddp_find_unused_parameters: ClassVar[bool] = False
+    """True for models with branches some steps leave unused (e.g. conditioning dropout); costs a graph walk."""
 
     @classmethod
     def task_settings(cls, configuration: dict, name: str = "") -> TaskSettings:
@@ -48,7 +62,11 @@ class NnugenTrainer(nnUNetTrainer):
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
+        if dist.is_available() and dist.is_initialized() and dist.get_rank() != 0:
+            os.environ["nnUNet_wandb_enabled"] = "0"  # one W&B run, from rank 0 (the rank that writes files)
         super().__init__(plans, configuration, fold, dataset_json, device)
+        if self.is_ddp:
+            self.device = rank_device(device)  # nnU-Net 2.8.1 puts rank R on cuda:R, whatever the device and node
         self.settings = self.task_settings(self.configuration_manager.configuration, configuration)
         training, memory = self.settings.training, self.settings.memory
         self.num_epochs = training.epochs
@@ -65,6 +83,8 @@ class NnugenTrainer(nnUNetTrainer):
         self.nonfinite = NonFiniteGuard(training.max_nonfinite_steps)
         self._micro_step = 0
         self._progress = None
+        self._metrics = EpochMetrics()
+        self._nonfinite_before_epoch = 0
         self.seed = seed_from_environment()
         if self.seed is not None:
             seed_everything(self.seed + self.local_rank)
@@ -87,6 +107,43 @@ class NnugenTrainer(nnUNetTrainer):
             return dummy_context()
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
+    def initialize(self):
+        if not self.is_ddp:
+            return super().initialize()
+        # nnU-Net wraps the network with device_ids=[global rank] (CUDA, one node only): build everything as one
+        # process, then split the batch across ranks with nnU-Net's own method, rebuild the loss and wrap here
+        self.is_ddp = False
+        try:
+            super().initialize()
+        finally:
+            self.is_ddp = True
+        self._set_batch_size_and_oversample()
+        self.loss = self._build_loss()
+        self.network = wrap_ddp(self.network, self.device, self.ddp_find_unused_parameters)
+
+    def get_dataloaders(self):
+        train, val = super().get_dataloaders()
+        if self.seed is None:
+            return train, val
+        return tuple(seeded_augmenter(augmenter, self.seed, self.local_rank, stream, self.current_epoch)
+                     for augmenter, stream in ((train, "train"), (val, "val")))
+
+    def log_metric(self, name: str, value: float | torch.Tensor) -> None:
+        """One value of an extra metric, e.g. a loss part. Its mean over the epoch's steps (and ranks) goes to the
+        training log and to W&B as ``train/NAME`` (network in training mode) or ``val/NAME``."""
+        phase = "train" if self.network.training else "val"
+        self._metrics.add(f"{phase}/{name}", value.detach().float().item() if torch.is_tensor(value) else value)
+
+    def write_epoch_metrics(self) -> None:
+        """The epoch's extra metrics to the training log and nnU-Net's non-local loggers (W&B); all ranks call it."""
+        means = self._metrics.collect()
+        if not means or self.local_rank != 0:
+            return
+        self.print_to_log_file("nnugen metrics: " + ", ".join(f"{key} {value:.5g}" for key, value in means.items()))
+        for logger in self.logger.loggers:
+            for key, value in means.items():
+                logger.log(key, value, self.current_epoch)
+
     def configure_optimizers(self):
         if self.settings.training.optimizer == "adamw":
             optimizer = torch.optim.AdamW(self.network.parameters(), self.initial_lr, weight_decay=self.weight_decay)
@@ -99,6 +156,7 @@ class NnugenTrainer(nnUNetTrainer):
 
     def on_train_epoch_start(self):
         super().on_train_epoch_start()
+        self._nonfinite_before_epoch = self.nonfinite.total
         if os.environ.get("NNUGEN_PROGRESS") == "1" and self.local_rank == 0:  # nnugen_train -p
             from tqdm import tqdm
 
@@ -117,7 +175,8 @@ class NnugenTrainer(nnUNetTrainer):
             self.optimizer.zero_grad(set_to_none=True)
         with self.autocast():
             loss = self.compute_loss(data, target)
-        finite = bool(torch.isfinite(loss.detach()).all())
+        # all ranks skip together, else the next gradient all-reduce would wait forever
+        finite = all_ranks_agree(bool(torch.isfinite(loss.detach()).all()), self.device)
         self.nonfinite.record(finite, self.settings.memory.amp)
         if not finite:
             self.print_to_log_file(f"non-finite loss skipped ({self.nonfinite.total} so far)")
@@ -151,10 +210,22 @@ class NnugenTrainer(nnUNetTrainer):
             self._progress = None
         finite = [o for o in train_outputs if np.isfinite(o["loss"]).all()]
         super().on_train_epoch_end(finite or train_outputs)
+        self.log_metric("nonfinite_steps", self.nonfinite.total - self._nonfinite_before_epoch)
 
     def on_validation_epoch_end(self, val_outputs: list[dict]):
         super().on_validation_epoch_end(val_outputs)
         self.repair_nan_ema()
+
+    def on_epoch_end(self):
+        self.write_epoch_metrics()
+        super().on_epoch_end()
+
+    def on_train_end(self):
+        super().on_train_end()
+        folder = os.environ.get(RANK_WEIGHTS_VARIABLE)
+        if folder and self.is_ddp:
+            atomic_torch_save({"network": unwrapped_network(self).state_dict(), "extra": self.extra_checkpoint_state()},
+                              os.path.join(folder, f"rank_{self.local_rank}.pt"))
 
     def repair_nan_ema(self) -> None:
         """Keep the moving-average pseudo Dice finite."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -29,3 +30,15 @@ def run(command: list[str], env: dict[str, str], timeout: int = 900) -> subproce
         raise AssertionError(f"{' '.join(command)} failed ({result.returncode}):\n{result.stdout[-3000:]}\n"
                              f"{result.stderr[-3000:]}")
     return result
+
+
+def in_process_trainer(trainer_class, preprocessed: Path, configuration: str, fold: int = 0):
+    """A trainer built in this process on a planned dataset folder (``nnUNet_preprocessed/DatasetX``), on the CPU, as
+    nnU-Net's ``get_trainer_from_args`` builds it; nnUNet_* must point at the dataset's folders."""
+    import torch
+
+    plans = json.loads((preprocessed / "nnugenPlans.json").read_text())
+    plans["continue_training"] = False
+    return trainer_class(plans=plans, configuration=configuration, fold=fold,
+                         dataset_json=json.loads((preprocessed / "dataset.json").read_text()),
+                         device=torch.device("cpu"))

@@ -1,0 +1,48 @@
+"""``torchrun --standalone --nproc_per_node 2 nnugen_train ... -device cpu``: two gloo ranks train the diffusion
+segmentation trainer together. nnU-Net's batch split applies (one sample per rank of the planned batch of 2), both
+ranks end with the same weights (those in checkpoint_final), and only one set of files is written."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from e2e_helpers import cli, nnunet_environment, run
+
+pytestmark = pytest.mark.slow
+
+SETTINGS = ("segmentation.training.epochs=1", "segmentation.training.iterations_per_epoch=3",
+            "segmentation.training.val_iterations_per_epoch=1", "segmentation.training.val_sampling_steps=2",
+            "segmentation.sampler.steps=2")
+
+
+def test_torchrun_two_cpu_ranks_train_one_model(tiny2d, fresh_results, tmp_path):
+    root = fresh_results(tiny2d)
+    dumps = tmp_path / "rank_weights"
+    dumps.mkdir()
+    env = nnunet_environment(root, NNUGEN_RANK_WEIGHTS_DIR=str(dumps))
+    run([cli("nnugen_plan"), "-d", "902", *(a for s in SETTINGS for a in ("--set", s))], env)
+    result = run([cli("torchrun"), "--standalone", "--nproc_per_node", "2", cli("nnugen_train"), "902", "0", "2d",
+                  "-device", "cpu", "--seed", "0"], env)
+    output = result.stdout + result.stderr
+    assert "worker 0 batch_size 1" in output and "worker 1 batch_size 1" in output, "nnU-Net's batch split missing"
+
+    model = root / "results" / "Dataset902_Tiny2D" / "NnugenDiffSegTrainer__nnugenPlans__2d"
+    fold = model / "fold_0"
+    final = torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    assert len(final["logging"]["train_losses"]) == 1
+    rank0 = torch.load(dumps / "rank_0.pt", weights_only=True)["network"]
+    rank1 = torch.load(dumps / "rank_1.pt", weights_only=True)["network"]
+    assert rank0.keys() == rank1.keys() == final["network_weights"].keys()
+    differing = [k for k in rank0 if not torch.equal(rank0[k], rank1[k])]
+    assert not differing, f"ranks ended with different weights, e.g. {differing[:3]}"
+    assert all(torch.equal(rank0[k], final["network_weights"][k]) for k in rank0)
+
+    written = sorted(str(p.relative_to(model)) for p in model.rglob("*") if p.is_file())
+    logs = [name for name in written if name.startswith("fold_0/training_log_")]
+    assert len(logs) == 1, written
+    assert sorted(set(written) - set(logs)) == [
+        "dataset.json", "dataset_fingerprint.json", "fold_0/checkpoint_best.pth", "fold_0/checkpoint_final.pth",
+        "fold_0/debug.json", "fold_0/progress.png", "fold_0/validation/Tiny2D_003.nii.gz",
+        "fold_0/validation/Tiny2D_005.nii.gz", "fold_0/validation/summary.json", "plans.json"], written
+    log = (model / logs[0]).read_text()
+    assert "nnugen metrics: train/diffusion_dice_ce" in log
