@@ -31,8 +31,8 @@ from nnugen.demo.evaluation import dice_per_class
 from nnugen.demo.phantom import LABELS, PhantomSpec, write_phantom_dataset
 
 BIN = Path(sys.executable).parent
-ABLATIONS = ("NnugenDiffSegTrainer_eps", "NnugenDiffSegTrainer_noDice", "NnugenDiffSegTrainer_noRecycling",
-             "NnugenDiffSegTrainer_T1000", "NnugenDiffSegTrainer_residual")
+ABLATIONS = ("NnugenDiffSegTrainer_T1000", "NnugenDiffSegTrainer_residual", "NnugenDiffSegTrainer_noRecycling",
+             "NnugenDiffSegTrainer_eps", "NnugenDiffSegTrainer_noDice")
 
 
 def run(command: list[str], env: dict[str, str] | None = None) -> float:
@@ -77,11 +77,15 @@ def train(dataset: int, configuration: str, trainer: str, seed: int, destination
 
 
 def predict(command: list[str], raw: Path, output: Path) -> dict[str, float]:
+    """Dice per class of the prediction; one finished by an earlier, interrupted run of this script is reused."""
+    if (output / "done").is_file():
+        return dice_per_class(output, raw / "labelsTs", LABELS)
     shutil.rmtree(output, ignore_errors=True)
     # nnUNetv2_predict_from_modelfolder, unlike nnUNetv2_predict, has no in-process path for -npp 0 / -nps 0
     workers = "1" if command[0].endswith("nnUNetv2_predict_from_modelfolder") else "0"
     run([*command, "-i", str(raw / "imagesTs"), "-o", str(output), "-f", "0", "-device", "cpu", "-npp", workers,
          "-nps", workers])
+    (output / "done").write_text("")
     return dice_per_class(output, raw / "labelsTs", LABELS)
 
 

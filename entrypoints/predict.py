@@ -1,6 +1,7 @@
-"""``nnugen_predict``: ``nnUNetv2_predict`` for diffusion segmentation models, plus the sampler's settings, a seed and
-uncertainty maps. The arguments are nnU-Net's (``-i -o -d -p -tr -c -f ...``); ``-m MODEL_FOLDER`` replaces
-``-d/-tr/-p/-c`` as in ``nnUNetv2_predict_from_modelfolder``."""
+"""``nnugen_predict``: ``nnUNetv2_predict`` for diffusion segmentation and anomaly models, plus the sampler's settings,
+a seed, uncertainty maps, and an anomaly model's maps and counterfactuals. The arguments are nnU-Net's
+(``-i -o -d -p -tr -c -f ...``); ``-m MODEL_FOLDER`` replaces ``-d/-tr/-p/-c`` as in
+``nnUNetv2_predict_from_modelfolder``."""
 
 from __future__ import annotations
 
@@ -24,7 +25,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="nnugen_predict",
         description="Segment the images of a folder with a trained diffusion segmentation model through nnU-Net's "
                     "predictor: an ensemble of --seeds sampled segmentations per case, averaged; optionally the "
-                    "uncertainty maps CASE_entropy and CASE_variance in the image's geometry.")
+                    "uncertainty maps CASE_entropy and CASE_variance in the image's geometry. With an anomaly model "
+                    "(-tr NnugenAnomalyTrainer): the lesion segmentation, CASE_anomaly, CASE_counterfactual and, "
+                    "with --seeds above 1, CASE_anomaly_variance.")
     parser.add_argument("-i", required=True, help="input folder of CASE_XXXX<file_ending> images (nnU-Net's layout)")
     parser.add_argument("-o", required=True, help="output folder (created if needed)")
     parser.add_argument("-d", default=None, help="dataset ID or name (with -tr / -p / -c)")
@@ -60,6 +63,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--save-uncertainty", dest="save_uncertainty", action="store_true",
                         help="write CASE_entropy (of the mean probability, nats) and CASE_variance (across the "
                              "ensemble, mean over classes) as float32 images")
+    parser.add_argument("--strengths", type=float, nargs="+", default=None,
+                        help="anomaly models: noise strengths in (0, 1] of the counterfactuals (default: the plans' "
+                             "anomaly.strengths)")
+    parser.add_argument("--threshold-file", dest="threshold_file", default=None,
+                        help="anomaly models: a threshold.json of this model and fold (one -f) to use instead of the "
+                             "threshold stored in the checkpoint")
     return parser
 
 
@@ -85,7 +94,9 @@ def main(argv: list[str] | None = None) -> int:
             previous_stage_predictions=Path(args.prev_stage_predictions) if args.prev_stage_predictions else None,
             num_parts=args.num_parts, part_id=args.part_id, device=args.device,
             progress_bar=not args.disable_progress_bar, on_device=not args.not_on_device, sampler=args.sampler,
-            steps=args.steps, seeds=args.seeds, eta=args.eta, seed=args.seed, save_uncertainty=args.save_uncertainty)
+            steps=args.steps, seeds=args.seeds, eta=args.eta, seed=args.seed, save_uncertainty=args.save_uncertainty,
+            strengths=tuple(args.strengths) if args.strengths else None,
+            threshold_file=Path(args.threshold_file) if args.threshold_file else None)
         written = predict(request)
         print(f"nnugen_predict: wrote {len(written)} file(s) to {args.o}")
         return 0

@@ -21,13 +21,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("configuration", choices=CONFIGURATIONS, help="2d, 3d (= 3d_fullres), 3d_fullres, 3d_lowres")
     parser.add_argument("num_cases", type=int, metavar="N", help="number of cases to generate")
     parser.add_argument("output_folder", metavar="OUT_DIR", help="output folder (must be empty or new)")
-    parser.add_argument("--task", default="ddpm", choices=("ddpm", "ldm"),
-                        help="ddpm (NnugenDDPMTrainer, default) or ldm (NnugenLDMTrainer)")
+    parser.add_argument("--task", default="ddpm", choices=("ddpm", "adapter", "ldm"),
+                        help="ddpm (NnugenDDPMTrainer, default), adapter (NnugenDDPMTrainer_labelAdapter: images for "
+                             "--labels-from maps) or ldm (NnugenLDMTrainer)")
     parser.add_argument("-f", default="0", help="fold whose model to use (default 0; or 'all')")
     parser.add_argument("-chk", default="checkpoint_final.pth", help="checkpoint (default checkpoint_final.pth)")
     parser.add_argument("--sampler", default=None, help=f"{', '.join(SAMPLERS)} (default: the model's plans)")
     parser.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's plans)")
     parser.add_argument("--eta", type=float, default=None, help="DDIM eta in [0, 1] (default: the model's plans)")
+    parser.add_argument("--guidance-scale", dest="guidance_scale", type=float, default=None,
+                        help="label-conditioned models: classifier-free guidance scale w, uncond + w (cond - uncond); "
+                             "1 = none (default: the model's plans)")
     parser.add_argument("--seed", type=int, default=0,
                         help="base seed; case k samples with a seed derived from (seed, case_k), so any subset or "
                              "rerun gives the same files (default 0)")
@@ -40,6 +44,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--as-dataset", dest="as_dataset", default=None, metavar="DatasetNNN_Name",
                         help="write an nnU-Net raw dataset OUT_DIR/DatasetNNN_Name (imagesTr, labelsTr, dataset.json); "
                              "needs labels: a joint model or --labels-from")
+    parser.add_argument("-num_parts", type=int, default=1,
+                        help="split the cases into this many parts, as nnUNetv2_predict does (default 1)")
+    parser.add_argument("-part_id", type=int, default=0,
+                        help="which part this run writes (0 ... num_parts-1): case k belongs to part k %% num_parts; "
+                             "all parts may write into the same OUT_DIR")
     parser.add_argument("-p", action="store_true", help="show progress bars (cases and sampler steps)")
     parser.add_argument("-device", default="cuda", help="cuda (default), cpu or mps")
     parser.add_argument("--overwrite", action="store_true", help="write into a non-empty OUT_DIR, replacing files")
@@ -57,9 +66,10 @@ def main(argv: list[str] | None = None) -> int:
         request = SampleRequest(
             dataset=args.dataset, configuration=args.configuration, num_cases=args.num_cases,
             output_folder=Path(args.output_folder), task=args.task, fold=args.f, checkpoint=args.chk,
-            sampler=args.sampler, steps=args.steps, eta=args.eta, seed=args.seed,
+            sampler=args.sampler, steps=args.steps, eta=args.eta, guidance_scale=args.guidance_scale, seed=args.seed,
             labels_from=Path(args.labels_from) if args.labels_from else None, as_dataset=args.as_dataset,
-            size=args.size, device=args.device, progress=args.p, overwrite=args.overwrite)
+            size=args.size, device=args.device, progress=args.p, overwrite=args.overwrite,
+            num_parts=args.num_parts, part_id=args.part_id)
         written = sample(request)
         print(f"nnugen_sample: wrote {len(written)} file(s) to {args.output_folder}")
         return 0

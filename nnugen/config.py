@@ -28,7 +28,8 @@ MODEL_OUTPUTS = ("x0", "eps", "v")
 SAMPLERS = ("ddpm", "ddim", "dpm_solver++")
 AMP_DTYPES = ("bf16", "fp16", "fp32")
 NORMS = ("instance", "group", "batch")
-GENERATION_MODES = ("image", "joint", "label_conditioned")
+GENERATION_MODES = ("image", "joint", "label_conditioned", "label_adapter")
+CONDITIONED_MODES = ("label_conditioned", "label_adapter")  # modes that generate images for given label maps
 CONFIGURATION_ALIASES = {"3d": "3d_fullres"}  # nnugen's CLIs accept 3d for nnU-Net's 3d_fullres
 
 
@@ -198,8 +199,13 @@ class AutoencoderSettings(Section):
 
 @dataclass(frozen=True)
 class AnomalySettings(Section):
-    """Counterfactual anomaly segmentation (pDDPM / AnoDDPM style partial noising; THOR-like post-processing)."""
+    """Counterfactual anomaly segmentation (pDDPM / AnoDDPM style partial noising; THOR-like post-processing).
+    ``space``: ``image`` (pixel space) or ``latent`` (the diffusion model works on the latents of the trained
+    autoencoder of the same configuration and fold, with ``latent_denoiser``; the map compares the decoded
+    counterfactual with the autoencoded input)."""
 
+    space: str = "image"
+    latent_denoiser: DenoiserSettings | None = None
     strengths: tuple[float, ...] = (0.25, 0.5, 0.75)
     noise: str = "gaussian"
     inversion: bool = False
@@ -216,6 +222,9 @@ class AnomalySettings(Section):
         for s in self.strengths:
             if not 0.0 < s <= 1.0:
                 fail("anomaly.strengths", f"strength {s} is outside (0, 1]")
+        check_choice("anomaly.space", self.space, ("image", "latent"))
+        if self.space == "latent" and self.latent_denoiser is None:
+            fail("anomaly.latent_denoiser", "latent space needs a latent denoiser; re-run nnugen_plan to plan one")
         check_choice("anomaly.noise", self.noise, ("gaussian", "simplex"))
         check_choice("anomaly.threshold_rule", self.threshold_rule, ("best_dice", "fpr"))
         check_range("anomaly.median_filter", self.median_filter, 0)
@@ -226,14 +235,24 @@ class AnomalySettings(Section):
 @dataclass(frozen=True)
 class GenerationSettings(Section):
     """What a generative model produces: the image alone, image + label jointly (the label one-hot as extra
-    channels, generated together; medimgen), or the image for a given label map (the map as input channels)."""
+    channels, generated together; medimgen), or the image for a given label map: the map as input channels
+    (``label_conditioned``) or through a T2I-Adapter on a frozen, trained image-only DDPM (``label_adapter``, Mou et
+    al. 2023). ``base_model``: that DDPM's model folder; empty = the same dataset's NnugenDDPMTrainer of the same
+    configuration and fold. ``condition_dropout``: probability that a training sample's label map is replaced by the
+    empty map, so the model also learns the unconditional case; ``guidance_scale`` w of classifier-free guidance at
+    sampling (Ho & Salimans 2022): uncond + w (cond - uncond); 1 = no guidance."""
 
     mode: str = "joint"
     preview_steps: int = 20
+    base_model: str = ""
+    condition_dropout: float = 0.1
+    guidance_scale: float = 1.0
 
     def __post_init__(self) -> None:
         check_choice("generation.mode", self.mode, GENERATION_MODES)
         check_range("generation.preview_steps", self.preview_steps, 1)
+        check_range("generation.condition_dropout", self.condition_dropout, 0.0, 0.99)
+        check_range("generation.guidance_scale", self.guidance_scale, 0.0, 100.0)
 
 
 @dataclass(frozen=True)

@@ -111,5 +111,6 @@ def plan_tasks(arch: dict[str, Any], patch: Sequence[int], batch: int, n_channel
         memory=_memory(_shape(denoiser, n_channels, n_channels, patch), batch, budget_gb, "anomaly", configuration),
         # cosine: with the linear schedule strengths 0.5 and 0.75 leave almost the same signal (abar 0.08 vs 0.004)
         denoiser=denoiser, diffusion=replace(generative, schedule="cosine"),
-        sampler=SamplerSettings(name="ddim", steps=20), anomaly=AnomalySettings())
+        # latent mode (off by default) reuses the latent diffusion model's denoiser on the autoencoder's latents
+        sampler=SamplerSettings(name="ddim", steps=20), anomaly=AnomalySettings(latent_denoiser=latent_denoiser))
     return tasks

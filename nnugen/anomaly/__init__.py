@@ -10,7 +10,9 @@ from nnugen.anomaly.anomaly_map import (
     residual_map,
     uncertainty,
 )
+from nnugen.anomaly.case_scores import score_cases
 from nnugen.anomaly.counterfactual import NOISES, check_strength, counterfactual, multi_strength_counterfactuals
+from nnugen.anomaly.healthy_cases import HEALTHY_CASES_FILE, healthy_cases_file, read_case_list
 from nnugen.anomaly.metrics import (
     average_precision,
     dice,
@@ -23,7 +25,6 @@ from nnugen.anomaly.metrics import (
 )
 from nnugen.anomaly.simplex_noise import simplex_noise, simplex_noise_like
 from nnugen.anomaly.synthetic_lesions import (
-    HEALTHY_CASES_FILE,
     LESION_FAMILIES,
     LESION_LABELS,
     TEST_FAMILIES,
@@ -32,7 +33,14 @@ from nnugen.anomaly.synthetic_lesions import (
     insert_lesions,
     write_lesion_dataset,
 )
-from nnugen.anomaly.threshold import THRESHOLD_RULES, ThresholdRecord, best_dice_threshold, fpr_threshold
+from nnugen.anomaly.threshold import (
+    THRESHOLD_RULES,
+    ThresholdRecord,
+    best_dice_threshold,
+    choose_threshold,
+    fpr_threshold,
+    threshold_model_id,
+)
 
 __all__ = [
     "HEALTHY_CASES_FILE",
@@ -49,11 +57,13 @@ __all__ = [
     "best_dice_threshold",
     "body_mask",
     "check_strength",
+    "choose_threshold",
     "counterfactual",
     "dice",
     "dice_at_threshold",
     "ensemble_map",
     "fpr_threshold",
+    "healthy_cases_file",
     "image_auroc",
     "insert_lesions",
     "multi_strength_counterfactuals",
@@ -61,10 +71,13 @@ __all__ = [
     "per_volume_dice",
     "pixel_auprc",
     "postprocess",
+    "read_case_list",
     "remove_small_components",
     "residual_map",
+    "score_cases",
     "simplex_noise",
     "simplex_noise_like",
+    "threshold_model_id",
     "uncertainty",
     "volume_score",
     "write_lesion_dataset",

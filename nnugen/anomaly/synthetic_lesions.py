@@ -32,13 +32,13 @@ import numpy as np
 from scipy import ndimage
 
 from nnugen.anomaly.anomaly_map import body_mask
+from nnugen.anomaly.healthy_cases import HEALTHY_CASES_FILE
 
 if TYPE_CHECKING:
     from nnugen.demo.phantom import PhantomSpec
 
 SHAPES = ("ellipsoid", "blob")
 LESION_LABELS = {"background": 0, "lesion": 1}
-HEALTHY_CASES_FILE = "healthy_cases.txt"
 _MIN_LESION_VOXELS = 4
 _MIN_RADIUS = 1.5  # voxels
 

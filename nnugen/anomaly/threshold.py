@@ -117,6 +117,26 @@ def fpr_threshold(
     return float(np.quantile(values, 1 - target_fpr, method="higher"))
 
 
+def choose_threshold(maps: Sequence[np.ndarray], labels: Sequence[np.ndarray], healthy_masks: Sequence[np.ndarray],
+                     rule: str, target_fpr: float, model: str) -> ThresholdRecord:
+    """The record of ``rule`` on validation cases: ``best_dice`` on the maps against the lesion ``labels``, or ``fpr``
+    on the voxels of ``healthy_masks``; best_dice falls back to fpr when no case has a lesion (the record says
+    which rule was used)."""
+    if rule == "best_dice" and not any(np.asarray(label).any() for label in labels):
+        rule = "fpr"
+    if rule == "best_dice":
+        threshold, value = best_dice_threshold(maps, labels)
+    else:
+        threshold, value = fpr_threshold(maps, target_fpr, masks=healthy_masks), target_fpr
+    return ThresholdRecord(threshold=threshold, rule=rule, value=value, model=model)
+
+
+def threshold_model_id(trainer_name: str, plans_identifier: str, configuration: str, fold: int | str) -> str:
+    """The model a threshold belongs to: ``Trainer__Plans__configuration/fold_F`` (ThresholdRecord.model), i.e. the
+    fold's folder as nnU-Net names it under nnUNet_results."""
+    return f"{trainer_name}__{plans_identifier}__{configuration}/fold_{fold}"
+
+
 def _default_created_with() -> str:
     from nnugen import __version__
 

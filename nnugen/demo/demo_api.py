@@ -1,6 +1,12 @@
-"""``run_demo``: the whole nnugen pipeline on a phantom dataset made on the spot, through the real CLIs:
-nnUNetv2_plan_and_preprocess -> nnugen_plan -> nnugen_train (nnU-Net baseline, diffusion segmentation) ->
-nnUNetv2_predict on held-out cases -> Dice per class of both, side by side."""
+"""``run_demo``: the whole nnugen pipeline on phantom datasets made on the spot, through the real CLIs, in three
+parts:
+
+- ``seg``: nnUNetv2_plan_and_preprocess -> nnugen_plan -> nnugen_train (nnU-Net baseline, diffusion segmentation)
+  -> nnUNetv2_predict / nnugen_predict on held-out cases -> Dice per class of both, side by side, and uncertainty
+  images;
+- ``generation``: a small DDPM (image + label together) on the same dataset -> nnugen_sample with previews;
+- ``anomaly``: a healthy-only diffusion model on its own phantoms -> lesions found as the difference to the
+  pseudo-healthy counterfactual, through nnUNetv2_predict, with pixel AUPRC and Dice."""
 
 from __future__ import annotations
 
@@ -17,6 +23,7 @@ from nnugen.demo.phantom import LABELS, PhantomSpec, write_phantom_dataset
 DATASET_ID = 990
 DATASET_NAME = "nnugenPhantom"
 ENSEMBLE = 3  # seeds averaged by the diffusion model's prediction, and the source of its uncertainty images
+PARTS = ("seg", "generation", "anomaly")
 
 
 @dataclass(frozen=True)
@@ -26,6 +33,12 @@ class DemoRequest:
     quick: bool = False
     device: str = "cpu"
     real: bool = False
+    parts: tuple[str, ...] = PARTS
+
+    def __post_init__(self) -> None:
+        unknown = [p for p in self.parts if p not in PARTS]
+        if unknown or not self.parts:
+            raise ValueError(f"demo parts {', '.join(unknown) or '(none)'}: choose from {', '.join(PARTS)}")
 
 
 @dataclass(frozen=True)
@@ -47,8 +60,9 @@ def demo_size(request: DemoRequest) -> DemoSize:
     return DemoSize((48, 48, 48), 12, 4, 6, 20)
 
 
-def run_demo(request: DemoRequest) -> dict[str, dict[str, float]]:
-    """Run the demo and return {model: {class: Dice}}."""
+def run_demo(request: DemoRequest) -> dict[str, dict]:
+    """Run the chosen parts; returns {model: {class: Dice}} for ``seg``, plus {"generation": {"samples": folder}}
+    and {"anomaly": {metric: value}} for those parts."""
     say = Stages()
     work_dir = Path(request.work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -63,6 +77,9 @@ def run_demo(request: DemoRequest) -> dict[str, dict[str, float]]:
     say(f"work folder {work_dir.resolve()} (commands and their output: {log})")
     for variable, value in folders.items():
         say(f"  {variable}={value}")
+    results: dict[str, dict] = {}
+    if "seg" not in request.parts and "generation" not in request.parts:
+        return _anomaly_part(request, work_dir, say, log, results)
 
     if request.real:
         say(PROVENANCE)
@@ -85,8 +102,30 @@ def run_demo(request: DemoRequest) -> dict[str, dict[str, float]]:
     say(f"nnugen_plan (same budget for both: {size.epochs} epochs x {size.iterations} iterations)")
     run_logged([cli("nnugen_plan"), "-d", str(dataset_id), "-c", configuration, *length], log)
 
-    results: dict[str, dict[str, float]] = {}
+    if "seg" in request.parts:
+        _segmentation_part(request, dataset_id, configuration, raw, size, labels, work_dir, say, log, results)
+    if "generation" in request.parts:
+        from nnugen.demo.generation_demo import run_generation_demo
+
+        samples = run_generation_demo(dataset_id, configuration, raw, work_dir, request.quick, request.device, say,
+                                      log)
+        results["generation"] = {"samples": str(samples)}
+    return _anomaly_part(request, work_dir, say, log, results)
+
+
+def _anomaly_part(request: DemoRequest, work_dir: Path, say, log: Path, results: dict) -> dict:
+    if "anomaly" in request.parts:
+        from nnugen.demo.anomaly_demo import run_anomaly_demo
+
+        results["anomaly"] = run_anomaly_demo(work_dir, request.quick, request.device, say, log)
+    return results
+
+
+def _segmentation_part(request: DemoRequest, dataset_id: int, configuration: str, raw: Path, size: DemoSize,
+                       labels: dict, work_dir: Path, say, log: Path, results: dict) -> None:
+    """nnU-Net's baseline and the diffusion segmenter, same plan and budget; prints both Dice tables."""
     short = "3d" if configuration == "3d_fullres" else configuration
+    scores: dict[str, dict[str, float]] = {}
     for task, trainer, title in (("baseline", "NnugenBaselineTrainer", "nnU-Net baseline"),
                                  ("seg", "NnugenDiffSegTrainer", f"diffusion (5 steps x {ENSEMBLE} seeds)")):
         say(f"nnugen_train {dataset_id} 0 {short} --task {task} -device {request.device}")
@@ -108,8 +147,8 @@ def run_demo(request: DemoRequest) -> dict[str, dict[str, float]]:
             maps = sorted(output.glob("*_entropy.nii.gz"))
             say(f"uncertainty images (entropy of the {ENSEMBLE}-seed ensemble, variance across seeds): "
                 f"{len(maps)} cases, e.g. {maps[0] if maps else 'none'}")
-        results[title] = dice_per_class(output, raw / "labelsTs", labels)
+        scores[title] = dice_per_class(output, raw / "labelsTs", labels)
     cases = "augmented MNI152 cases" if request.real else "phantoms"
-    say(f"done. Dice per class on the {size.n_test} held-out {cases}:")
-    print(format_table(results), flush=True)
-    return results
+    say(f"segmentation done. Dice per class on the {size.n_test} held-out {cases}:")
+    print(format_table(scores), flush=True)
+    results.update(scores)

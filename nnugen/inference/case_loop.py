@@ -1,17 +1,20 @@
 """The loop over cases: nnU-Net's preprocessing (in ``-npp`` background workers, or in this process with 0), the
-sampled ensemble per case, and the export (in ``-nps`` background workers, or in this process with 0), as
-``nnUNetPredictor.predict_from_files`` runs them, but with a seed per case and nnugen's atomic export."""
+sampled ensemble (for an anomaly model: the counterfactuals) per case, and the export (in ``-nps`` background
+workers, or in this process with 0), as ``nnUNetPredictor.predict_from_files`` runs them, but with a seed per case
+and nnugen's atomic export."""
 
 from __future__ import annotations
 
 import multiprocessing
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from time import sleep
 
+from nnugen.inference.anomaly_prediction import anomaly_export_job
 from nnugen.inference.case_export import export_case
 from nnugen.inference.ensemble_prediction import predict_case
 from nnugen.inference.input_cases import InputCase
+from nnugen.models.anomaly_segmenter import AnomalySegmenter
 from nnugen.seeding import case_seed
 
 
@@ -24,7 +27,8 @@ def run_cases(predictor, segmenter, cases: tuple[InputCase, ...], output: Path, 
     written: list[str] = []
     if request.num_processes_export == 0:
         for case, item in items:
-            written += export_case(*_prediction(predictor, segmenter, case, item, request))
+            export, arguments = _prediction(predictor, segmenter, case, item, request)
+            written += export(*arguments)
         return [Path(p) for p in written]
 
     from nnunetv2.utilities.file_path_utilities import check_workers_alive_and_busy
@@ -32,25 +36,29 @@ def run_cases(predictor, segmenter, cases: tuple[InputCase, ...], output: Path, 
     with multiprocessing.get_context("spawn").Pool(request.num_processes_export) as pool:
         workers, pending = list(pool._pool), []
         for case, item in items:
-            arguments = _prediction(predictor, segmenter, case, item, request)
+            export, arguments = _prediction(predictor, segmenter, case, item, request)
             # like nnU-Net: do not let predictions run far ahead of a slow export (memory)
             while check_workers_alive_and_busy(pool, workers, pending, allowed_num_queued=2):
                 sleep(0.1)
-            pending.append(pool.apply_async(export_case, arguments))
+            pending.append(pool.apply_async(export, arguments))
         for result in pending:
             written += result.get()
     return [Path(p) for p in written]
 
 
-def _prediction(predictor, segmenter, case: InputCase, item: dict, request) -> tuple:
-    """The arguments of ``export_case`` for one preprocessed case."""
+def _prediction(predictor, segmenter, case: InputCase, item: dict, request) -> tuple[Callable, tuple]:
+    """(export function, its arguments) for one preprocessed case: ``export_case`` for diffusion segmentation,
+    ``export_anomaly_case`` for an anomaly model."""
     print(f"nnugen_predict: predicting {case.identifier}")
-    prediction = predict_case(predictor, segmenter, item["data"], case.identifier,
-                              case_seed(request.seed, case.identifier), segmenter.request.sampler.seeds,
-                              request.save_uncertainty)
+    seed = case_seed(request.seed, case.identifier)
+    if isinstance(segmenter, AnomalySegmenter):
+        return anomaly_export_job(predictor, segmenter, case, item, seed, request.save_probabilities)
+    prediction = predict_case(predictor, segmenter, item["data"], case.identifier, seed,
+                              segmenter.request.sampler.seeds, request.save_uncertainty)
     maps = prediction.maps.cpu().numpy() if prediction.maps is not None else None
-    return (prediction.logits.cpu().numpy(), maps, item["data_properties"], predictor.plans_manager,
-            predictor.configuration_manager, predictor.dataset_json, item["ofile"], request.save_probabilities)
+    return export_case, (prediction.logits.cpu().numpy(), maps, item["data_properties"], predictor.plans_manager,
+                         predictor.configuration_manager, predictor.dataset_json, item["ofile"],
+                         request.save_probabilities)
 
 
 def _preprocessed(predictor, cases: tuple[InputCase, ...], output: Path, request) -> Iterator[tuple[InputCase, dict]]:

@@ -39,19 +39,19 @@ def predict_case(predictor, segmenter: DiffusionSegmenter, data: Tensor, case: s
     try:
         if not with_uncertainty:
             segmenter.set_sampling(seed=seed, seeds=members)
-            logits = _finite(predictor.predict_logits_from_preprocessed_data(data), case)
+            logits = finite_logits(predictor.predict_logits_from_preprocessed_data(data), case)
             return CasePrediction(logits, None)
         moments = None
         for k in range(members):
             segmenter.set_sampling(seed=seed + k, seeds=1)
-            logits = _finite(predictor.predict_logits_from_preprocessed_data(data), case)
+            logits = finite_logits(predictor.predict_logits_from_preprocessed_data(data), case)
             moments = add_member(moments, predictor.label_manager.apply_inference_nonlin(logits))
         return CasePrediction(moments.mean.clamp_min(_LOG_FLOOR).log(), uncertainty_maps(moments))
     finally:
         segmenter.request = settings
 
 
-def _finite(logits: Tensor, case: str) -> Tensor:
+def finite_logits(logits: Tensor, case: str) -> Tensor:
     logits = logits.float()
     if not bool(torch.isfinite(logits).all()):
         raise NonFiniteProbabilities(f"case {case}: the network's probabilities are not finite (NaN / Inf); nothing "

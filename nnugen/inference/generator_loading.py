@@ -14,10 +14,11 @@ from pathlib import Path
 from nnugen import PLANS_IDENTIFIER
 from nnugen.config import CONFIGURATION_ALIASES, TaskSettings
 
-GENERATOR_TASKS = {"ddpm": "NnugenDDPMTrainer", "ldm": "NnugenLDMTrainer"}
+GENERATOR_TASKS = {"ddpm": "NnugenDDPMTrainer", "adapter": "NnugenDDPMTrainer_labelAdapter", "ldm": "NnugenLDMTrainer"}
 """``--task`` -> the trainer whose model folder and checkpoint nnugen_sample reads."""
 
 _TRAINER_MODULES = {"NnugenDDPMTrainer": "nnugen.trainers.nnugen_ddpm_trainer",
+                    "NnugenDDPMTrainer_labelAdapter": "nnugen.trainers.variants.ddpm_label_adapter",
                     "NnugenLDMTrainer": "nnugen.trainers.nnugen_ldm_trainer"}
 """Generator trainers built in this version, and where they live."""
 

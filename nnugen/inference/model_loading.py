@@ -14,13 +14,14 @@ from nnugen.run.ext_trainer_path import ensure_ext_trainer_path
 
 
 def load_diffusion_predictor(model_folder: Path, folds: tuple, request):
-    """(nnUNetPredictor, its DiffusionSegmenter with the request's sampler settings applied) for a
-    ``PredictRequest``. ValueError for a model of another kind or a device that is not there."""
+    """(nnUNetPredictor, its DiffusionSegmenter or AnomalySegmenter with the request's sampler settings applied) for
+    a ``PredictRequest``. ValueError for a model of another kind or a device that is not there."""
     ensure_ext_trainer_path()  # the checkpoint names an nnugen trainer; nnU-Net's lookup must find it
     import torch
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
     from torch._dynamo import OptimizedModule
 
+    from nnugen.models.anomaly_segmenter import AnomalySegmenter
     from nnugen.models.diffusion_segmenter import DiffusionSegmenter
 
     device = torch_device(request.device)
@@ -41,7 +42,7 @@ def load_diffusion_predictor(model_folder: Path, folds: tuple, request):
                          f"({request.checkpoint}) or train again") from None
     network = predictor.network
     network = network._orig_mod if isinstance(network, OptimizedModule) else network
-    if not isinstance(network, DiffusionSegmenter):
+    if not isinstance(network, (DiffusionSegmenter, AnomalySegmenter)):
         raise ValueError(f"{model_folder} was trained with {predictor.trainer_name}, not a diffusion segmentation "
                          "trainer; use nnUNetv2_predict")
     previous_stage = predictor.configuration_manager.previous_stage_name

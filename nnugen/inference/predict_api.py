@@ -1,7 +1,9 @@
 """``predict``: the Python API behind ``nnugen_predict``. nnU-Net's predictor does the work (preprocessing, sliding
 window with Gaussian weighting, folds, export); nnugen adds the sampler settings, a per-case seed
 (``case_seed(seed, case)``, so any split with ``-num_parts`` or a resumed run writes the same files), uncertainty
-maps, atomic writes and checks of the input before anything is written.
+maps, atomic writes and checks of the input before anything is written. For an anomaly model
+(``NnugenAnomalyTrainer``) it also writes the anomaly map and the counterfactual of each case
+(``anomaly_prediction.py``).
 
 Example::
 
@@ -18,7 +20,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from nnugen import PLANS_IDENTIFIER
-from nnugen.config import CONFIGURATION_ALIASES, SAMPLERS
+from nnugen.config import CONFIGURATION_ALIASES, SAMPLERS, AnomalySettings
 from nnugen.inference.input_cases import InputCase, find_cases
 
 DIFFSEG_TRAINER = "NnugenDiffSegTrainer"
@@ -60,9 +62,20 @@ class PredictRequest:
     eta: float | None = None
     seed: int = 0
     save_uncertainty: bool = False
+    strengths: tuple[float, ...] | None = None
+    """Anomaly models: the noise strengths of the counterfactuals (default: the plans' ``anomaly.strengths``)."""
+    threshold_file: Path | None = None
+    """Anomaly models: a ``threshold.json`` of this very model and fold, used instead of the stored threshold."""
 
     def __post_init__(self) -> None:
         """The values that need no file to check; ValueError with the flag's name and the allowed values."""
+        if self.strengths is not None:
+            try:
+                AnomalySettings(strengths=tuple(self.strengths))
+            except ValueError as error:
+                raise ValueError(f"--strengths: {error}; pass numbers in (0, 1], e.g. --strengths 0.25 0.5") from None
+        if self.threshold_file is not None and not Path(self.threshold_file).is_file():
+            raise ValueError(f"--threshold-file {self.threshold_file} does not exist; pass a fold's threshold.json")
         if self.sampler is not None and self.sampler not in SAMPLERS:
             raise ValueError(f"unknown sampler '{self.sampler}'; choose one of {', '.join(SAMPLERS)}")
         for name, value in (("steps", self.steps), ("seeds", self.seeds)):
@@ -153,26 +166,43 @@ def _checked_folds(model_folder: Path, folds: tuple[int | str, ...] | None, chec
 def predict(request: PredictRequest) -> list[Path]:
     """Predict this part's cases; returns the files written. Nothing is written if a check fails."""
     checked = check_request(request)
+    from nnugen.inference.anomaly_export import anomaly_output_files
+    from nnugen.inference.anomaly_prediction import anomaly_settings_used, prepare_anomaly_model
     from nnugen.inference.case_export import output_files
     from nnugen.inference.case_loop import run_cases
     from nnugen.inference.model_loading import load_diffusion_predictor
+    from nnugen.models.anomaly_segmenter import AnomalySegmenter
 
     predictor, segmenter = load_diffusion_predictor(checked.model_folder, checked.folds, request)
+    anomaly = isinstance(segmenter, AnomalySegmenter)
+    if anomaly:
+        prepare_anomaly_model(predictor, segmenter, checked.model_folder, checked.folds, request)
+        settings = anomaly_settings_used(segmenter)
+    elif request.strengths is not None or request.threshold_file is not None:
+        raise ValueError("--strengths and --threshold-file are for anomaly models (NnugenAnomalyTrainer); leave "
+                         "them out for diffusion segmentation")
+    else:
+        settings = asdict(segmenter.request.sampler)
     output = Path(request.output_folder)
     output.mkdir(parents=True, exist_ok=True)
-    _write_run_files(output, predictor, segmenter, request)
+    _write_run_files(output, predictor, settings, request)
+    ending = checked.dataset_json["file_ending"]
+
+    def files_of(case) -> list[Path]:
+        if anomaly:
+            return anomaly_output_files(output / case.identifier, ending, request.save_probabilities,
+                                        segmenter.image_channels, segmenter.generator.sampler.seeds > 1)
+        return output_files(output / case.identifier, ending, request.save_probabilities, request.save_uncertainty)
+
     cases = checked.cases
     if request.continue_prediction:
-        ending = checked.dataset_json["file_ending"]
-        cases = tuple(case for case in cases if not all(path.is_file() for path in output_files(
-            output / case.identifier, ending, request.save_probabilities, request.save_uncertainty)))
+        cases = tuple(case for case in cases if not all(path.is_file() for path in files_of(case)))
     part = f" (part {request.part_id} of parts 0-{request.num_parts - 1})" if request.num_parts > 1 else ""
-    print(f"nnugen_predict: {len(cases)} case(s) to predict{part} with {segmenter.request.sampler}, seed "
-          f"{request.seed}")
+    print(f"nnugen_predict: {len(cases)} case(s) to predict{part} with {settings}, seed {request.seed}")
     return run_cases(predictor, segmenter, cases, output, request)
 
 
-def _write_run_files(output: Path, predictor, segmenter, request: PredictRequest) -> None:
+def _write_run_files(output: Path, predictor, settings: dict, request: PredictRequest) -> None:
     """What nnUNetv2_predict leaves next to its predictions (dataset.json and plans.json, which nnU-Net's
     postprocessing reads), plus the request, all atomically (parts may write them at the same time)."""
     from nnugen.atomic_files import atomic_write_json
@@ -180,6 +210,6 @@ def _write_run_files(output: Path, predictor, segmenter, request: PredictRequest
     atomic_write_json(output / "dataset.json", predictor.dataset_json)
     atomic_write_json(output / "plans.json", predictor.plans_manager.plans)
     arguments = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(request).items()}
-    arguments["sampler_used"] = asdict(segmenter.request.sampler)
+    arguments["sampler_used"] = settings
     name = "nnugen_predict_args" + (f"_part{request.part_id}of{request.num_parts}" if request.num_parts > 1 else "")
     atomic_write_json(output / f"{name}.json", arguments)

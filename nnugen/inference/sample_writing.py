@@ -166,6 +166,13 @@ class SampleGeometry:
         return volume.astype(np.int64)
 
 
+def output_layout(folder: Path, as_dataset: str | None) -> tuple[Path | None, Path, Path]:
+    """(raw dataset folder or None, image folder, label folder) of an nnugen_sample output folder."""
+    if not as_dataset:
+        return None, folder, folder
+    return folder / as_dataset, folder / as_dataset / "imagesTr", folder / as_dataset / "labelsTr"
+
+
 class SampleWriter:
     """The output layout. Plain: ``OUT/case_0000_0000<ending>`` per image channel (nnU-Net's naming) and
     ``OUT/case_0000<ending>`` for the label map. ``as_dataset``: an nnU-Net raw dataset ``OUT/DatasetNNN_Name`` with
@@ -175,18 +182,16 @@ class SampleWriter:
     def __init__(self, folder: Path, dataset_json: dict, geometry: SampleGeometry, intensity,
                  as_dataset: str | None = None):
         self.folder, self.dataset_json, self.geometry, self.intensity = folder, dataset_json, geometry, intensity
-        self.dataset_folder = folder / as_dataset if as_dataset else None
-        self.images = self.dataset_folder / "imagesTr" if self.dataset_folder else folder
-        self.labels = self.dataset_folder / "labelsTr" if self.dataset_folder else folder
+        self.dataset_folder, self.images, self.labels = output_layout(folder, as_dataset)
         self.file_ending = dataset_json["file_ending"]
 
-    def write_metadata(self, metadata: dict) -> Path:
+    def write_metadata(self, metadata: dict, name: str = "sampling.json") -> Path:
         from nnugen.atomic_files import atomic_write_json
 
         for folder in (self.folder, self.images, self.labels, self.folder / "previews"):
             folder.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(self.folder / "sampling.json", metadata)
-        return self.folder / "sampling.json"
+        atomic_write_json(self.folder / name, metadata)
+        return self.folder / name
 
     def write_case(self, case: str, sample, image_channels: int, label_values: tuple[int, ...]) -> list[Path]:
         """``sample`` (C_image (+ K label one-hot), *shape) in [-1, 1] -> the image channels in the dataset's
@@ -211,15 +216,19 @@ class SampleWriter:
             written.append(path)
         return written + write_preview(sample, image_channels, self.folder / "previews" / f"{case}.png")
 
-    def finish(self, num_cases: int) -> list[Path]:
-        """dataset.json of the raw dataset (channel names and labels of the model's dataset), when writing one."""
+    def finish(self, cases: list[str]) -> list[Path]:
+        """dataset.json of the raw dataset (channel names and labels of the model's dataset), when writing one, once
+        the label maps of all ``cases`` are there: a run split into parts writes it in the part that ends last."""
         if self.dataset_folder is None:
             return []
+        if not all((self.labels / f"{case}{self.file_ending}").is_file() for case in cases):
+            return []
+        num_cases = len(cases)
         from nnugen.atomic_files import atomic_write_json
 
         dataset_json = {"channel_names": self.dataset_json["channel_names"], "labels": self.dataset_json["labels"],
                         "numTraining": num_cases, "file_ending": self.file_ending,
                         "name": self.dataset_folder.name.split("_", 1)[1],
-                        "description": "synthetic cases written by nnugen_sample (see ../sampling.json)"}
+                        "description": "synthetic cases written by nnugen_sample (see ../sampling*.json)"}
         atomic_write_json(self.dataset_folder / "dataset.json", dataset_json)
         return [self.dataset_folder / "dataset.json"]

@@ -19,21 +19,39 @@ would be refused by the checkpoint writer, which never saves non-finite tensors)
 
 Every call draws its noise from a ``torch.Generator`` seeded with ``seed`` (member k of ``sampler.seeds`` uses
 ``seed + k``), so a given image always gets the same map.
+
+Latent mode (``anomaly.space: latent``): the generator models the scaled latents of a frozen autoencoder held inside
+(``encode`` / ``decode``); the counterfactual is decoded and compared with the autoencoded input decode(encode(x)),
+not with x, so the autoencoder's reconstruction error stays out of the map.
+
+Inside ``packed_output()``, eval ``forward`` returns every output of ``nnugen_predict`` stacked on the channel axis, so
+one pass of nnU-Net's sliding window averages all of them over tiles (and folds): the logits above, the map, its
+variance across seeds and the mean counterfactual (``unpack`` splits them again).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor, nn
 
-from nnugen.anomaly import body_mask, ensemble_map, multi_strength_counterfactuals, postprocess, residual_map
+from nnugen.anomaly import (
+    body_mask,
+    check_strength,
+    ensemble_map,
+    multi_strength_counterfactuals,
+    postprocess,
+    residual_map,
+    uncertainty,
+)
 from nnugen.config import AnomalySettings, IntensitySettings
+from nnugen.diffusion.parameterisation import x0_denoiser
 from nnugen.models.image_generator import ImageGenerator, volume_denoiser
 from nnugen.models.intensity_map import IntensityMap
+from nnugen.networks.autoencoder import Autoencoder
 
 LOGIT_SCALE = 100.0
 """Lesion logit per unit of anomaly score above the threshold; maps are residuals in [-1, 1] units (0 ... 2), so the
@@ -54,16 +72,40 @@ class AnomalyResult:
     members: Tensor
     counterfactuals: Tensor
 
+    def seed_variance(self, seeds: int) -> Tensor:
+        """(B, 1, *spatial) population variance across seeds of the per-seed maps (each the mean of the raw
+        residuals over strengths, before post-processing); 0 everywhere for one seed."""
+        per_seed = self.members.reshape(seeds, -1, *self.members.shape[1:]).mean(dim=1)
+        return uncertainty(per_seed) ** 2
+
+
+@dataclass(frozen=True)
+class PackedOutputs:
+    """``AnomalySegmenter.unpack`` of a packed tensor (K, *spatial): logits (num_classes, ...), map (1, ...),
+    variance (1, ...), counterfactual (C, ...) in preprocessed intensities (the mean over strengths and seeds)."""
+
+    logits: Tensor
+    map: Tensor
+    variance: Tensor
+    counterfactual: Tensor
+
 
 class AnomalySegmenter(nn.Module):
     def __init__(self, generator: ImageGenerator, anomaly: AnomalySettings, intensity: IntensitySettings,
-                 num_classes: int = 2, logit_scale: float = LOGIT_SCALE):
+                 num_classes: int = 2, logit_scale: float = LOGIT_SCALE, autoencoder: Autoencoder | None = None):
         super().__init__()
         if generator.generation.mode != "image":
             raise ValueError(f"the anomaly model needs an image-only generator, got mode {generator.generation.mode!r}")
         if num_classes < 2:
             raise ValueError(f"anomaly segmentation needs a background and a lesion label, got {num_classes} classes")
+        if (autoencoder is None) != (anomaly.space == "image"):
+            raise ValueError(f"anomaly.space {anomaly.space!r} needs {'an' if autoencoder is None else 'no'} "
+                             "autoencoder")
         self.generator = generator
+        # latent mode: the trained autoencoder, frozen (its weights travel in the checkpoint, for the predictor)
+        self.autoencoder = autoencoder.requires_grad_(False) if autoencoder is not None else None
+        if autoencoder is not None:  # image-mode checkpoints keep their keys
+            self.register_buffer("latent_scale", torch.zeros(()))
         self.anomaly = anomaly
         # the plans' map, as the trainer uses it: the predictor rebuilds it from the model folder's plans.json
         self.intensity = IntensityMap(intensity)
@@ -72,7 +114,7 @@ class AnomalySegmenter(nn.Module):
         self.seed = 0
         self.register_buffer("threshold", torch.zeros(()))
         self.register_buffer("threshold_chosen", torch.zeros((), dtype=torch.bool))
-        self._map_output = False
+        self._output = "logits"  # "map" (map_output) or "packed" (packed_output)
 
     def set_threshold(self, threshold: float) -> None:
         """Store the threshold chosen on validation data (anomalous where map > threshold)."""
@@ -82,14 +124,75 @@ class AnomalySegmenter(nn.Module):
         self.threshold_chosen.fill_(True)
 
     @contextmanager
-    def map_output(self) -> Iterator[None]:
-        """Inside: eval ``forward`` returns the raw map in channel 1 (threshold 0, scale 1) instead of thresholded
-        logits, so nnU-Net's sliding window averages maps; used to choose the threshold."""
-        self._map_output = True
+    def _output_as(self, kind: str) -> Iterator[None]:
+        self._output = kind
         try:
             yield
         finally:
-            self._map_output = False
+            self._output = "logits"
+
+    def map_output(self):
+        """Inside: eval ``forward`` returns the raw map in channel 1 (threshold 0, scale 1) instead of thresholded
+        logits, so nnU-Net's sliding window averages maps; used to choose the threshold."""
+        return self._output_as("map")
+
+    def packed_output(self):
+        """Inside: eval ``forward`` returns logits, map, variance and counterfactual stacked (``packed_channels``
+        channels); the threshold must be chosen."""
+        return self._output_as("packed")
+
+    @property
+    def image_channels(self) -> int:
+        return self.generator.image_channels if self.autoencoder is None else self.autoencoder.in_channels
+
+    def train(self, mode: bool = True) -> AnomalySegmenter:
+        super().train(mode)
+        if self.autoencoder is not None:
+            self.autoencoder.eval()  # frozen: it encodes the same way in training and at inference
+        return self
+
+    def set_latent_scale(self, scale: float) -> None:
+        """The latents' scale factor (1 / std of training latents, Rombach et al. 2022 sec. 4.3.2)."""
+        if not scale > 0:
+            raise ValueError(f"latent scale factor {scale} must be > 0")
+        self.latent_scale.fill_(float(scale))
+
+    def encode(self, x: Tensor) -> Tensor:
+        """Model-range image (B, C, *S) -> scaled latents (B, C_z, *L); S is padded (edge values) up to a multiple of
+        the downsampling, and to at least the denoiser's latent patch times the downsampling, first."""
+        sizes = zip(x.shape[2:], self.autoencoder.downsampling, self.generator.patch_size)
+        targets = [max(-(-size // f), p) * f for size, f, p in sizes]
+        pad = [p for size, target in zip(reversed(x.shape[2:]), reversed(targets)) for p in (0, target - size)]
+        padded = torch.nn.functional.pad(x, pad, mode="replicate") if any(pad) else x
+        return self.autoencoder.encode(padded).mode() * self.latent_scale
+
+    def decode(self, z: Tensor, spatial: tuple[int, ...]) -> Tensor:
+        """Scaled latents -> model-range image cropped to ``spatial``."""
+        image = self.autoencoder.decode(z / self.latent_scale).clamp(-1, 1)
+        return image[(slice(None), slice(None), *(slice(0, s) for s in spatial))]
+
+    @property
+    def packed_channels(self) -> int:
+        return self.num_classes + 2 + self.image_channels
+
+    def unpack(self, packed: Tensor) -> PackedOutputs:
+        """Split one case's packed output (K, *spatial), as nnU-Net's predictor returns it, into its parts."""
+        if packed.shape[0] != self.packed_channels:
+            raise ValueError(f"expected {self.packed_channels} packed channels, got shape {tuple(packed.shape)}")
+        logits, anomaly, variance, healthy = packed.split([self.num_classes, 1, 1, self.image_channels])
+        return PackedOutputs(logits, anomaly, variance, healthy)
+
+    def set_sampling(self, name: str | None = None, steps: int | None = None, seeds: int | None = None,
+                     eta: float | None = None, strengths: tuple[float, ...] | None = None) -> None:
+        """Override the plans' DDIM steps, seeds per strength and strengths (ValueError outside (0, 1]). ``name`` and
+        ``eta`` are refused: counterfactuals are denoised with deterministic DDIM (eta 0)."""
+        if name is not None or eta is not None:
+            raise ValueError("anomaly models denoise with deterministic DDIM (eta 0); leave out --sampler and --eta")
+        changes = {k: v for k, v in (("steps", steps), ("seeds", seeds)) if v is not None}
+        if changes:
+            self.generator.sampler = replace(self.generator.sampler, **changes)
+        if strengths is not None:
+            self.anomaly = replace(self.anomaly, strengths=tuple(check_strength(s) for s in strengths))
 
     def model_image(self, image: Tensor) -> Tensor:
         """nnU-Net's preprocessed intensities (B, C, ...) -> the model's [-1, 1] (float32)."""
@@ -108,20 +211,38 @@ class AnomalySegmenter(nn.Module):
         """
         anomaly, sampler = self.anomaly, self.generator.sampler
         x = self.model_image(image)
-        denoise = volume_denoiser(self.generator._x0, None, self.generator.patch_size)
+        latent = self.autoencoder is not None
+        if latent and not self.latent_scale > 0:
+            raise ValueError("this latent anomaly model has no latent scale factor; train it (nnugen_train ... --task "
+                             "anomaly) before predicting")
+        # in latent mode the input of diffusion is the scaled latent, and the map's reference the autoencoded input
+        start = self.encode(x) if latent else x
+        reference = self.decode(start, x.shape[2:]) if latent else x
+        # latents are not confined to [-1, 1]: their x0 estimates are not clipped
+        x0 = x0_denoiser(lambda x_t, t: self.generator.model_output(x_t, t, None, use_ema=True),
+                         self.generator.alphas_cumprod, self.generator.diffusion.model_output,
+                         clip=None if latent else (-1.0, 1.0))
+        denoise = volume_denoiser(lambda x_t, t, _: x0(x_t, t), None, self.generator.patch_size)
         counterfactuals = []
         for k in range(sampler.seeds):
             generator = torch.Generator(device=x.device).manual_seed(self.seed + k)
             counterfactuals.append(multi_strength_counterfactuals(
-                denoise, x, self.generator.alphas_cumprod, anomaly.strengths, sampler.steps, anomaly.noise,
+                denoise, start, self.generator.alphas_cumprod, anomaly.strengths, sampler.steps, anomaly.noise,
                 anomaly.inversion, generator).float())
         members_cf = torch.cat(counterfactuals)
-        members = torch.stack([residual_map(x, c) for c in members_cf])
+        if latent:
+            members_cf = torch.stack([self.decode(c, x.shape[2:]) for c in members_cf])
+        members = torch.stack([residual_map(reference, c) for c in members_cf])
         mask = body_mask(x) if anomaly.mask_to_body else None
-        components = anomaly.min_component_voxels if threshold is not None else 0
-        result = postprocess(ensemble_map(members), anomaly.median_filter, mask, components, threshold)
+        result = postprocess(ensemble_map(members), anomaly.median_filter, mask)
+        if threshold is not None:
+            result = self.without_small_components(result, threshold)
         healthy = torch.stack([self.intensity.to_preprocessed(c) for c in members_cf])
         return AnomalyResult(result, members, healthy)
+
+    def without_small_components(self, anomaly_map: Tensor, threshold: float) -> Tensor:
+        """``anomaly_map`` with the components above ``threshold`` smaller than ``min_component_voxels`` set to 0."""
+        return postprocess(anomaly_map, 0, None, self.anomaly.min_component_voxels, threshold)
 
     def anomaly_map(self, image: Tensor, threshold: float | None = None) -> Tensor:
         """The post-processed anomaly map (B, 1, *spatial) of a preprocessed image (B, C, *spatial)."""
@@ -142,9 +263,15 @@ class AnomalySegmenter(nn.Module):
         Otherwise x is a preprocessed image -> logits (see the module docstring)."""
         if loss:
             return self.generator(x)
-        if self._map_output:
+        if self._output == "map":
             return self.map_to_logits(self.anomaly_map(x), 0.0, 1.0)
         if not bool(self.threshold_chosen):
             raise ValueError(NO_THRESHOLD)
         threshold = float(self.threshold)
-        return self.map_to_logits(self.anomaly_map(x, threshold), threshold, self.logit_scale)
+        if self._output == "logits":
+            return self.map_to_logits(self.anomaly_map(x, threshold), threshold, self.logit_scale)
+        result = self.run(x)
+        logits = self.map_to_logits(self.without_small_components(result.map, threshold), threshold,
+                                    self.logit_scale)
+        variance = result.seed_variance(self.generator.sampler.seeds)
+        return torch.cat([logits, result.map, variance, result.counterfactuals.mean(dim=0)], dim=1)

@@ -5,12 +5,12 @@ autoencoder trainer and read with ``weights_only=True``: a file that would need 
 from __future__ import annotations
 
 import json
-import pickle
 from pathlib import Path
 
 import torch
 
 from nnugen.atomic_files import atomic_torch_save, atomic_write_json
+from nnugen.models.weights_only import load_weights_only
 from nnugen.networks.autoencoder import Autoencoder
 
 CONFIG_FILE = "autoencoder.json"
@@ -31,14 +31,7 @@ def load_autoencoder(folder: Path, device: torch.device | str = "cpu") -> tuple[
         raise ValueError(f"{folder} holds no trained autoencoder ({CONFIG_FILE} + {WEIGHTS_FILE}); train one with "
                          "nnugen_train ID FOLD CONFIG --task autoencoder first")
     arguments = json.loads(config.read_text())
-    try:
-        state = torch.load(weights, map_location=device, weights_only=True)
-    except pickle.UnpicklingError:
-        raise ValueError(f"refused to load {weights}: it is not a weights-only file and unpickling it could run code; "
-                         "re-export it with the autoencoder trainer") from None
-    except (RuntimeError, EOFError) as error:
-        raise ValueError(f"{weights} does not load ({str(error).splitlines()[0]}); train the autoencoder again") \
-            from None
+    state = load_weights_only(weights, device, "train the autoencoder again")
     model_arguments = {k: v for k, v in arguments.items() if k not in ("scale_factor",)}
     try:
         autoencoder = Autoencoder(**model_arguments)

@@ -1,9 +1,14 @@
-"""``ImageGenerator``: pixel-space denoising diffusion (Ho et al. 2020) of image patches in [-1, 1], with three
-modes (medimgen; Wang et al. 2023 / Mou et al. 2023 for label conditioning by concatenation):
+"""``ImageGenerator``: pixel-space denoising diffusion (Ho et al. 2020) of image patches in [-1, 1], with four
+modes (medimgen; Wang et al. 2023 for label conditioning by concatenation; Mou et al. 2023 for the adapter):
 
 - ``image``: the image channels alone;
 - ``joint``: image + label one-hot (in [-1, 1]) generated together as extra channels;
-- ``label_conditioned``: the image for a given label map, the map's one-hot concatenated to the input.
+- ``label_conditioned``: the image for a given label map, the map's one-hot concatenated to the input;
+- ``label_adapter``: the image for a given label map, through a ``LabelAdapter`` whose residuals are added to the
+  encoder of a frozen image-only denoiser; only the adapter trains (and only the adapter has EMA weights).
+
+Conditioned modes drop the label map (replace it by zeros, the empty map) for a fraction ``condition_dropout`` of the
+training samples, so that sampling can use classifier-free guidance (Ho & Salimans 2022) with ``guidance_scale``.
 
 Training goes through ``forward(x0, condition)`` (returns the loss, as DDP needs); ``sample`` runs any sampler,
 on the EMA weights when there are any, and on volumes larger than the patch through the windowed denoiser.
@@ -16,13 +21,15 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
-from nnugen.config import DiffusionSettings, GenerationSettings, SamplerSettings
+from nnugen.config import CONDITIONED_MODES, DiffusionSettings, GenerationSettings, SamplerSettings, TaskSettings
 from nnugen.diffusion import alphas_cumprod, make_betas, noisy_training_input, sampling_timesteps, target_mse_loss
 from nnugen.diffusion.broadcast import schedule_at
 from nnugen.diffusion.noise import randn_like
 from nnugen.diffusion.parameterisation import x0_denoiser
 from nnugen.diffusion.windowed_denoiser import windowed_denoiser
+from nnugen.models.denoiser_from_settings import denoiser_network
 from nnugen.models.ema import make_ema, update_ema
+from nnugen.networks.label_adapter import LabelAdapter
 from nnugen.samplers import get_sampler
 from nnugen.samplers.options import sampler_options
 
@@ -30,10 +37,13 @@ from nnugen.samplers.options import sampler_options
 class ImageGenerator(nn.Module):
     def __init__(self, denoiser: nn.Module, image_channels: int, num_classes: int, patch_size: Sequence[int],
                  diffusion: DiffusionSettings, sampler: SamplerSettings, generation: GenerationSettings,
-                 ema_decay: float = 0.0):
+                 ema_decay: float = 0.0, adapter: nn.Module | None = None):
         super().__init__()
         self.denoiser = denoiser
-        self.ema = make_ema(denoiser) if ema_decay > 0 else None
+        self.adapter = adapter
+        if adapter is not None:
+            denoiser.requires_grad_(False)  # the base stays frozen; the adapter alone trains
+        self.ema = make_ema(self.trained()) if ema_decay > 0 else None
         self.ema_decay = ema_decay
         self.image_channels, self.num_classes = image_channels, num_classes
         self.patch_size = tuple(patch_size)
@@ -41,19 +51,48 @@ class ImageGenerator(nn.Module):
         betas = make_betas(diffusion.schedule, diffusion.timesteps, diffusion.beta_start, diffusion.beta_end)
         self.register_buffer("alphas_cumprod", alphas_cumprod(betas), persistent=False)
 
+    @classmethod
+    def from_settings(cls, settings: TaskSettings, image_channels: int, num_classes: int,
+                      patch_size: Sequence[int]) -> ImageGenerator:
+        """The generator a task's settings describe (denoiser, and the adapter in mode ``label_adapter``)."""
+        mode = settings.generation.mode
+        generated, condition = cls.channels(image_channels, num_classes, mode)
+        concatenated = condition if mode == "label_conditioned" else 0
+        denoiser = denoiser_network(settings, generated + concatenated, generated)
+        adapter = LabelAdapter.for_denoiser(denoiser, condition) if mode == "label_adapter" else None
+        return cls(denoiser, image_channels, num_classes, patch_size, settings.diffusion, settings.sampler,
+                   settings.generation, settings.training.ema_decay, adapter)
+
     @staticmethod
     def channels(image_channels: int, num_classes: int, mode: str) -> tuple[int, int]:
         """(generated channels, condition channels) for a mode."""
         generated = image_channels + (num_classes if mode == "joint" else 0)
-        return generated, num_classes if mode == "label_conditioned" else 0
+        return generated, num_classes if mode in CONDITIONED_MODES else 0
+
+    def trained(self) -> nn.Module:
+        """The part that trains: the adapter when there is one, else the denoiser."""
+        return self.adapter if self.adapter is not None else self.denoiser
+
+    def train(self, mode: bool = True) -> ImageGenerator:
+        super().train(mode)
+        if self.adapter is not None:
+            self.denoiser.eval()  # frozen: its dropout stays off
+        return self
 
     def model_output(self, x_t: Tensor, t: Tensor, condition: Tensor | None, use_ema: bool = False) -> Tensor:
-        network = self.ema if use_ema and self.ema is not None else self.denoiser
-        inputs = x_t if condition is None else torch.cat([x_t, condition], dim=1)
-        return network(inputs, t.to(x_t.dtype))
+        trained = self.ema if use_ema and self.ema is not None else self.trained()
+        if self.adapter is None:
+            inputs = x_t if condition is None else torch.cat([x_t, condition], dim=1)
+            return trained(inputs, t.to(x_t.dtype))
+        residuals = None if condition is None else trained(condition.to(x_t.dtype))
+        return self.denoiser(x_t, t.to(x_t.dtype), residuals)
 
     def forward(self, x0: Tensor, condition: Tensor | None = None) -> Tensor:
-        """Ho et al. 2020 Algorithm 1: the MSE of the output against its target (eps / v / x0) for x0 (B, C, ...)."""
+        """Ho et al. 2020 Algorithm 1: the MSE of the output against its target (eps / v / x0) for x0 (B, C, ...).
+        In training, a ``condition`` is replaced by zeros (the empty map) in a ``condition_dropout`` of the samples."""
+        if condition is not None and self.training and self.generation.condition_dropout > 0:
+            keep = torch.rand(condition.shape[0], device=condition.device) >= self.generation.condition_dropout
+            condition = condition * keep.to(condition.dtype).view(-1, *(1,) * (condition.ndim - 1))
         noisy = noisy_training_input(x0, self.alphas_cumprod)
         output = self.model_output(noisy.x_t, noisy.t, condition)
         abar_t = schedule_at(self.alphas_cumprod, noisy.t, output).flatten()
@@ -61,19 +100,33 @@ class ImageGenerator(nn.Module):
 
     def update_ema(self) -> None:
         if self.ema is not None:
-            update_ema(self.ema, self.denoiser, self.ema_decay)
+            update_ema(self.ema, self.trained(), self.ema_decay)
 
-    def _x0(self, x_t: Tensor, t: Tensor, condition: Tensor | None) -> Tensor:
+    def guided_output(self, x_t: Tensor, t: Tensor, condition: Tensor | None, guidance_scale: float) -> Tensor:
+        """The EMA model's output; with a condition and ``guidance_scale`` w != 1, classifier-free guidance (Ho &
+        Salimans 2022, eq. 6 written with w = 1 + their w): uncond + w (cond - uncond), uncond for the empty map."""
+        output = self.model_output(x_t, t, condition, use_ema=True)
+        if condition is None or guidance_scale == 1.0:
+            return output
+        unconditional = self.model_output(x_t, t, torch.zeros_like(condition), use_ema=True)
+        return unconditional + guidance_scale * (output - unconditional)
+
+    def _x0_at(self, guidance_scale: float) -> Callable[[Tensor, Tensor, Tensor | None], Tensor]:
         """x0 estimate in [-1, 1] from the EMA weights (the training weights when there is no EMA)."""
-        return x0_denoiser(lambda x, s: self.model_output(x, s, condition, use_ema=True), self.alphas_cumprod,
-                           self.diffusion.model_output, clip=(-1.0, 1.0))(x_t, t)
+
+        def x0(x_t: Tensor, t: Tensor, condition: Tensor | None) -> Tensor:
+            return x0_denoiser(lambda x, s: self.guided_output(x, s, condition, guidance_scale), self.alphas_cumprod,
+                               self.diffusion.model_output, clip=(-1.0, 1.0))(x_t, t)
+
+        return x0
 
     @torch.no_grad()
     def sample(self, batch: int, spatial_shape: Sequence[int] | None = None, condition: Tensor | None = None,
                generator: torch.Generator | None = None, sampler: SamplerSettings | None = None,
-               device: torch.device | None = None, callback=None) -> Tensor:
+               device: torch.device | None = None, callback=None, guidance_scale: float | None = None) -> Tensor:
         """Samples (B, generated channels, *spatial) in [-1, 1]; spatial defaults to the training patch. A
-        ``condition`` (B, K, *spatial) is the one-hot label map in [-1, 1] for ``label_conditioned`` models."""
+        ``condition`` (B, K, *spatial) is the one-hot label map in [-1, 1] for label-conditioned models;
+        ``guidance_scale`` defaults to the settings' (1 = no guidance)."""
         settings = sampler or self.sampler
         spatial = tuple(spatial_shape or self.patch_size)
         device = device or self.alphas_cumprod.device
@@ -82,7 +135,8 @@ class ImageGenerator(nn.Module):
             raise ValueError(f"this model generates images for a label map: pass a condition of shape "
                              f"{(batch, conditioned, *spatial)}")
         x = randn_like(torch.empty((batch, generated, *spatial), device=device), generator)
-        denoise = volume_denoiser(self._x0, condition, self.patch_size)
+        scale = self.generation.guidance_scale if guidance_scale is None else guidance_scale
+        denoise = volume_denoiser(self._x0_at(scale), condition, self.patch_size)
         timesteps = sampling_timesteps(self.diffusion.timesteps, min(settings.steps, self.diffusion.timesteps))
         return get_sampler(settings.name)(denoise, x, self.alphas_cumprod, timesteps, generator=generator,
                                           callback=callback, **sampler_options(settings.name, eta=settings.eta))

@@ -6,10 +6,12 @@ from nnugen.trainers.nnugen_baseline_trainer import NnugenBaselineTrainer
 from nnugen.trainers.nnugen_ddpm_trainer import NnugenDDPMTrainer
 from nnugen.trainers.nnugen_diffseg_trainer import NnugenDiffSegTrainer
 from nnugen.trainers.nnugen_ldm_trainer import NnugenLDMTrainer
+from nnugen.trainers.variants.ddpm_label_adapter import NnugenDDPMTrainer_labelAdapter
 from nnugen.trainers.variants.diffseg_ablations import (
     NnugenDiffSegTrainer_eps,
     NnugenDiffSegTrainer_noDice,
     NnugenDiffSegTrainer_noRecycling,
+    NnugenDiffSegTrainer_residual,
     NnugenDiffSegTrainer_T1000,
 )
 
@@ -18,10 +20,12 @@ __all__ = [
     "NnugenAutoencoderTrainer",
     "NnugenBaselineTrainer",
     "NnugenDDPMTrainer",
+    "NnugenDDPMTrainer_labelAdapter",
     "NnugenDiffSegTrainer",
     "NnugenDiffSegTrainer_T1000",
     "NnugenDiffSegTrainer_eps",
     "NnugenDiffSegTrainer_noDice",
     "NnugenDiffSegTrainer_noRecycling",
+    "NnugenDiffSegTrainer_residual",
     "NnugenLDMTrainer",
 ]

@@ -19,6 +19,7 @@ TRAIN_TASKS = {
     for task in (
         TrainTask("seg", "segmentation", "NnugenDiffSegTrainer"),
         TrainTask("ddpm", "ddpm", "NnugenDDPMTrainer"),
+        TrainTask("adapter", "ddpm", "NnugenDDPMTrainer_labelAdapter"),
         TrainTask("autoencoder", "autoencoder", "NnugenAutoencoderTrainer"),
         TrainTask("ldm", "ldm", "NnugenLDMTrainer"),
         TrainTask("anomaly", "anomaly", "NnugenAnomalyTrainer"),

@@ -4,6 +4,10 @@
   cases are narrowed to the healthy ones: those listed in ``anomaly.healthy_cases_file`` (relative paths are taken
   from the raw dataset folder) or else in ``$nnUNet_raw/DatasetX/healthy_cases.txt``, or else those whose label has
   no foreground. The network is an ``AnomalySegmenter`` (a diffusion model of healthy images, EMA kept inside).
+- With ``anomaly.space: latent`` the diffusion model learns the latents of the trained autoencoder of the same
+  configuration and fold (found and loaded weights-only as the latent diffusion trainer does); the frozen autoencoder
+  is part of the network, so its weights travel in the checkpoint. Latents are scaled by 1 / std, estimated at the
+  start of training and kept in the checkpoint.
 - The final validation chooses the threshold: the anomaly map of every validation case of the fold, computed with
   nnU-Net's own sliding window (``nnUNetPredictor``, Gaussian weighting, the patch size) exactly as
   ``nnUNetv2_predict`` will compute it, then ``best_dice`` over the validation cases (lesion cases needed) or ``fpr``
@@ -15,8 +19,8 @@
 
 from __future__ import annotations
 
-import math
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -27,36 +31,27 @@ from torch import nn
 from nnugen.anomaly import (
     HEALTHY_CASES_FILE,
     ThresholdRecord,
-    best_dice_threshold,
-    dice,
-    fpr_threshold,
-    image_auroc,
-    per_volume_auprc,
-    pixel_auprc,
+    choose_threshold,
+    healthy_cases_file,
+    read_case_list,
     remove_small_components,
-    volume_score,
+    score_cases,
+    threshold_model_id,
 )
 from nnugen.atomic_files import atomic_write_json
 from nnugen.config import GenerationSettings, section_of
 from nnugen.models.anomaly_segmenter import AnomalySegmenter
+from nnugen.models.autoencoder_files import load_autoencoder
 from nnugen.models.denoiser_from_settings import denoiser_network
 from nnugen.models.image_generator import ImageGenerator
+from nnugen.networks.autoencoder import Autoencoder, latent_scale_factor
 from nnugen.trainers.checkpoint_files import unwrapped_network
+from nnugen.trainers.nnugen_autoencoder_trainer import autoencoder_arguments
 from nnugen.trainers.nnugen_generative_trainer import NnugenGenerativeTrainer
+from nnugen.trainers.nnugen_ldm_trainer import SCALE_BATCHES, NnugenLDMTrainer, latent_patch
 
 THRESHOLD_FILE = "threshold.json"
 SUMMARY_FILE = "anomaly_summary.json"
-
-
-def threshold_model_id(trainer_name: str, plans_identifier: str, configuration: str, fold: int | str) -> str:
-    """The model a threshold belongs to: ``Trainer__Plans__configuration/fold_F`` (ThresholdRecord.model)."""
-    return f"{trainer_name}__{plans_identifier}__{configuration}/fold_{fold}"
-
-
-def read_case_list(path: Path) -> set[str]:
-    """Case identifiers of a healthy-cases file: one per line; blank lines and ``#`` comments ignored."""
-    lines = (line.split("#", 1)[0].strip() for line in path.read_text(encoding="utf-8").splitlines())
-    return {line for line in lines if line}
 
 
 class NnugenAnomalyTrainer(NnugenGenerativeTrainer):
@@ -74,12 +69,32 @@ class NnugenAnomalyTrainer(NnugenGenerativeTrainer):
                                    num_input_channels: int, num_output_channels: int,
                                    enable_deep_supervision: bool = True) -> nn.Module:
         settings = cls.task_settings(configuration_manager.configuration)
+        section = section_of(configuration_manager.configuration)
+        channels, patch, autoencoder = num_input_channels, configuration_manager.patch_size, None
+        if settings.anomaly.space == "latent":  # the denoiser learns the latents of the trained autoencoder
+            autoencoder_settings = section.task("autoencoder")
+            autoencoder = Autoencoder(**autoencoder_arguments(autoencoder_settings, num_input_channels))
+            channels = autoencoder.latent_channels
+            patch = latent_patch(patch, autoencoder_settings.autoencoder.strides)
+            settings = replace(settings, denoiser=settings.anomaly.latent_denoiser)
         generator = ImageGenerator(
-            denoiser_network(settings, num_input_channels, num_input_channels), num_input_channels,
-            num_output_channels, configuration_manager.patch_size, settings.diffusion, settings.sampler,
-            GenerationSettings(mode="image"), settings.training.ema_decay)
-        intensity = section_of(configuration_manager.configuration).intensity
-        return AnomalySegmenter(generator, settings.anomaly, intensity, num_output_channels)
+            denoiser_network(settings, channels, channels), channels, num_output_channels, patch, settings.diffusion,
+            settings.sampler, GenerationSettings(mode="image"), settings.training.ema_decay)
+        return AnomalySegmenter(generator, settings.anomaly, section.intensity, num_output_channels,
+                                autoencoder=autoencoder)
+
+    def initialize(self):
+        super().initialize()
+        segmenter = self.segmenter()
+        if segmenter.autoencoder is not None:
+            folder = NnugenLDMTrainer.autoencoder_folder(self)  # found as the latent diffusion model finds it
+            trained, _ = load_autoencoder(folder, self.device)  # weights only
+            try:
+                segmenter.autoencoder.load_state_dict(trained.state_dict())
+            except RuntimeError:
+                raise ValueError(f"the autoencoder in {folder} does not match the plans' autoencoder settings; retrain "
+                                 "it (nnugen_train ... --task autoencoder) after changing them") from None
+            self.print_to_log_file(f"latent anomaly model on the frozen autoencoder in {folder}")
 
     def segmenter(self) -> AnomalySegmenter:
         return unwrapped_network(self)
@@ -90,8 +105,22 @@ class NnugenAnomalyTrainer(NnugenGenerativeTrainer):
             self.inference_allowed_mirroring_axes = None  # each mirror would repeat every counterfactual
         return rotation, dummy_2d, patch, mirror_axes
 
+    def on_train_start(self):
+        super().on_train_start()
+        segmenter = self.segmenter()
+        if segmenter.autoencoder is not None and not segmenter.latent_scale > 0:  # not restored from a checkpoint
+            with torch.no_grad():
+                latents = [segmenter.autoencoder.encode(self.intensity.to_model(
+                    next(self.dataloader_train)["data"].to(self.device))).mode() for _ in range(SCALE_BATCHES)]
+            segmenter.set_latent_scale(latent_scale_factor(torch.cat(latents)))
+            self.print_to_log_file(f"latent scale factor {float(segmenter.latent_scale):.4f}")
+
     def compute_loss(self, data: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return self.network(self.intensity.to_model(data), loss=True)  # labels ignored: healthy images only
+        x = self.intensity.to_model(data)  # labels ignored: healthy images only
+        if self.segmenter().autoencoder is not None:
+            with torch.no_grad():
+                x = self.segmenter().encode(x)
+        return self.network(x, loss=True)
 
     def after_optimizer_step(self) -> None:
         self.segmenter().generator.update_ema()
@@ -99,21 +128,10 @@ class NnugenAnomalyTrainer(NnugenGenerativeTrainer):
     # --- healthy-only training -----------------------------------------------------------------------------------
 
     def healthy_cases_file(self) -> Path | None:
-        """The file naming the healthy cases, or None when there is none (labels decide then)."""
         from nnunetv2.paths import nnUNet_raw
 
         raw_folder = Path(nnUNet_raw) / self.plans_manager.dataset_name if nnUNet_raw else None
-        configured = self.settings.anomaly.healthy_cases_file
-        if configured:
-            path = Path(configured).expanduser()
-            if not path.is_absolute() and raw_folder is not None:
-                path = raw_folder / path
-            if not path.is_file():
-                raise ValueError(f"anomaly.healthy_cases_file {path} does not exist; write it (one case identifier "
-                                 "per line) or set another path with nnugen_plan --set")
-            return path
-        default = raw_folder / HEALTHY_CASES_FILE if raw_folder is not None else None
-        return default if default is not None and default.is_file() else None
+        return healthy_cases_file(self.settings.anomaly.healthy_cases_file, raw_folder)
 
     def has_foreground(self, dataset, key: str) -> bool:
         _, seg, _, properties = dataset.load_case(key)
@@ -180,44 +198,21 @@ class NnugenAnomalyTrainer(NnugenGenerativeTrainer):
 
     def choose_threshold(self, cases: dict) -> ThresholdRecord:
         anomaly = self.settings.anomaly
-        maps = [c[0] for c in cases.values()]
-        rule = anomaly.threshold_rule
-        if rule == "best_dice" and not any(c[1].any() for c in cases.values()):
+        record = choose_threshold([c[0] for c in cases.values()], [c[1] for c in cases.values()],
+                                  [c[2] for c in cases.values()], anomaly.threshold_rule, anomaly.target_fpr,
+                                  self.model_id())
+        if record.rule != anomaly.threshold_rule:
             self.print_to_log_file(f"no validation case of fold {self.fold} has a lesion: the threshold is chosen by "
                                    f"the fpr rule (target_fpr {anomaly.target_fpr}) instead of best_dice")
-            rule = "fpr"
-        if rule == "best_dice":
-            threshold, value = best_dice_threshold(maps, [c[1] for c in cases.values()])
-        else:
-            threshold = fpr_threshold(maps, anomaly.target_fpr, masks=[c[2] for c in cases.values()])
-            value = anomaly.target_fpr
-        return ThresholdRecord(threshold=threshold, rule=rule, value=value, model=self.model_id())
+        return record
 
     def summary(self, cases: dict, record: ThresholdRecord) -> dict:
-        """Pixel AUPRC (pooled and per lesion volume), Dice at the threshold (small components removed as in
-        prediction), image-level AUROC of the 99th percentile of each map (when healthy and lesion cases exist)."""
-        keys = list(cases)
-        maps, labels = [cases[k][0] for k in keys], [cases[k][1] for k in keys]
-        lesion = [k for k in keys if cases[k][1].any()]
-        binaries = [remove_small_components(m[None, None] > record.threshold,
-                                            self.settings.anomaly.min_component_voxels)[0, 0] for m in maps]
-        scores = [volume_score(m) for m in maps]
-        per_auprc = per_volume_auprc(maps, labels)
-        per_case = {k: {"lesion_voxels": int(lab.sum()), "flagged_voxels": int(b.sum()), "dice": dice(b, lab),
-                        "auprc": None if math.isnan(a) else a, "volume_score": s}
-                    for k, lab, b, a, s in zip(keys, labels, binaries, per_auprc, scores)}
-        both = 0 < len(lesion) < len(keys)
-        return {
-            "model": record.model, "threshold": record.threshold, "rule": record.rule, "rule_value": record.value,
-            "lesion_cases": lesion, "healthy_cases": [k for k in keys if k not in lesion],
-            "pixel_auprc": pixel_auprc(maps, labels) if lesion else None,
-            "pixel_auprc_per_volume_mean": float(np.mean([per_case[k]["auprc"] for k in lesion])) if lesion else None,
-            "dice_at_threshold": dice(np.concatenate([b.ravel() for b in binaries]),
-                                      np.concatenate([lab.ravel() for lab in labels])) if lesion else None,
-            "dice_per_volume_mean": float(np.mean([per_case[k]["dice"] for k in lesion])) if lesion else None,
-            "image_auroc": image_auroc(scores, [k in lesion for k in keys]) if both else None,
-            "cases": per_case,
-        }
+        """The threshold record and ``score_cases`` of the validation maps (small components removed as in
+        prediction)."""
+        scores = score_cases({k: c[0] for k, c in cases.items()}, {k: c[1] for k, c in cases.items()},
+                             record.threshold, self.settings.anomaly.min_component_voxels)
+        return {"model": record.model, "threshold": record.threshold, "rule": record.rule,
+                "rule_value": record.value, **scores}
 
     def export_segmentations(self, cases: dict, threshold: float, folder: Path, save_probabilities: bool) -> None:
         """Segmentations at the threshold in the original geometry, and nnU-Net's summary.json (Dice per label)."""

@@ -1,19 +1,27 @@
 """``NnugenDDPMTrainer``: pixel-space generation of image patches (and labels) with nnU-Net's patch sampler and
 augmentation; the network is an ``ImageGenerator`` whose denoiser is the plan's U-Net (medimgen). Mode from the
-plans' ``generation.mode``: image only, image + label jointly, or image for a given label map. EMA weights are kept
-inside the model (so they are in every checkpoint) and used for sampling; previews every ``training.preview_every``
-epochs go to ``fold_F/previews``."""
+plans' ``generation.mode``: image only, image + label jointly, or image for a given label map (by concatenation, or
+by an adapter on a frozen base DDPM, loaded weights-only from ``generation.base_model`` at the start). EMA weights
+are kept inside the model (so they are in every checkpoint) and used for sampling; previews every
+``training.preview_every`` epochs go to ``fold_F/previews``. At the end the denoiser is exported weights-only
+(``denoiser.json`` + ``denoiser_weights.pt``), so that an adapter can be trained on it."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import torch
+from nnunetv2.paths import nnUNet_results
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 from torch import nn
 
-from nnugen.config import SamplerSettings
-from nnugen.models.denoiser_from_settings import denoiser_network
+from nnugen.config import CONDITIONED_MODES, SamplerSettings
+from nnugen.models.denoiser_files import (
+    base_model_folder,
+    denoiser_description,
+    load_denoiser_weights,
+    save_denoiser,
+)
 from nnugen.models.image_generator import ImageGenerator
 from nnugen.trainers.nnugen_generative_trainer import NnugenGenerativeTrainer, one_hot_pm1
 from nnugen.trainers.previews import write_preview
@@ -27,14 +35,41 @@ class NnugenDDPMTrainer(NnugenGenerativeTrainer):
                                    num_input_channels: int, num_output_channels: int,
                                    enable_deep_supervision: bool = True) -> nn.Module:
         settings = cls.task_settings(configuration_manager.configuration)
-        generated, condition = ImageGenerator.channels(num_input_channels, num_output_channels,
-                                                       settings.generation.mode)
-        return ImageGenerator(denoiser_network(settings, generated + condition, generated), num_input_channels,
-                              num_output_channels, configuration_manager.patch_size, settings.diffusion,
-                              settings.sampler, settings.generation, settings.training.ema_decay)
+        return ImageGenerator.from_settings(settings, num_input_channels, num_output_channels,
+                                            configuration_manager.patch_size)
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        # an adapter's base model is checked and read before nnU-Net's constructor creates the output folder, so a
+        # missing or mismatched base writes nothing
+        self.base = self._read_base(plans, configuration, fold, dataset_json)
+        super().__init__(plans, configuration, fold, dataset_json, device)
+
+    @classmethod
+    def _read_base(cls, plans: dict, configuration: str, fold, dataset_json: dict) -> tuple[Path, dict] | None:
+        """(folder, weights) of the frozen base DDPM for mode ``label_adapter``, else None."""
+        manager = PlansManager(plans)
+        settings = cls.task_settings(manager.get_configuration(configuration).configuration, configuration)
+        if settings.generation.mode != "label_adapter":
+            return None
+        results = Path(nnUNet_results.get())
+        folder = base_model_folder(settings.generation.base_model, results, manager.dataset_name, manager.plans_name,
+                                   configuration, fold)
+        own = results / manager.dataset_name / f"{cls.__name__}__{manager.plans_name}__{configuration}" / f"fold_{fold}"
+        if folder.resolve() == own.resolve():
+            raise ValueError(f"the base model folder {folder} is this run's own output folder; train the adapter as "
+                             "NnugenDDPMTrainer_labelAdapter (nnugen_train ... --task adapter)")
+        expected = denoiser_description(settings, len(dataset_json["channel_names"]), "image")
+        return folder, load_denoiser_weights(folder, expected)
 
     def generator(self) -> ImageGenerator:
         return self.network.module if self.is_ddp else self.network
+
+    def initialize(self):
+        super().initialize()
+        if self.base is not None:
+            self.generator().denoiser.load_state_dict(self.base[1])
+            self.print_to_log_file(f"label adapter on the frozen base DDPM in {self.base[0]} (weights only)")
 
     def compute_loss(self, data: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         image = self.intensity.to_model(data)
@@ -42,7 +77,7 @@ class NnugenDDPMTrainer(NnugenGenerativeTrainer):
         mode = self.settings.generation.mode
         if mode == "joint":
             return self.network(torch.cat([image, label], dim=1))
-        return self.network(image, label if mode == "label_conditioned" else None)
+        return self.network(image, label if mode in CONDITIONED_MODES else None)
 
     def after_optimizer_step(self) -> None:
         self.generator().update_ema()
@@ -56,7 +91,7 @@ class NnugenDDPMTrainer(NnugenGenerativeTrainer):
     def write_preview(self, epoch: int) -> None:
         generator = self.generator()
         condition = None
-        if self.settings.generation.mode == "label_conditioned":
+        if self.settings.generation.mode in CONDITIONED_MODES:
             batch = next(self.dataloader_val)
             condition = one_hot_pm1(batch["target"][:1].to(self.device), self.label_manager.num_segmentation_heads)
         sampler = SamplerSettings(name="dpm_solver++", steps=self.settings.generation.preview_steps)
@@ -68,3 +103,12 @@ class NnugenDDPMTrainer(NnugenGenerativeTrainer):
         files = write_preview(sample[0], self.num_input_channels, Path(self.output_folder) / "previews" /
                               f"epoch_{epoch:04d}.png")
         self.print_to_log_file(f"preview: {', '.join(str(f) for f in files)}")
+
+    def on_train_end(self):
+        super().on_train_end()
+        mode = self.settings.generation.mode
+        if self.local_rank == 0 and mode != "label_adapter":
+            generator = self.generator()
+            save_denoiser(generator.ema if generator.ema is not None else generator.denoiser,
+                          denoiser_description(self.settings, self.num_input_channels, mode), Path(self.output_folder))
+            self.print_to_log_file(f"denoiser exported (weights only) to {self.output_folder}")

@@ -123,3 +123,18 @@ def test_threshold_record_from_another_model_or_broken_file(tmp_path):
     for kwargs in (dict(rule="otsu"), dict(threshold=float("nan")), dict(model="")):
         with pytest.raises(ValueError):
             ThresholdRecord(**{"threshold": 1.0, "rule": "fpr", "value": 0.1, "model": "m", **kwargs})
+
+
+def test_choose_threshold_uses_the_rule_and_falls_back_to_fpr_without_lesions():
+    from nnugen.anomaly import choose_threshold
+
+    rng = np.random.default_rng(0)
+    maps = [rng.random((8, 8)) for _ in range(3)]
+    labels = [m > 0.9 for m in maps]
+    healthy = [np.ones((8, 8), bool)] * 3
+    record = choose_threshold(maps, labels, healthy, "best_dice", 0.05, "model/fold_0")
+    assert record.rule == "best_dice" and record.value == pytest.approx(1.0) and record.model == "model/fold_0"
+    empty = [np.zeros((8, 8), bool)] * 3
+    fallback = choose_threshold(maps, empty, healthy, "best_dice", 0.05, "model/fold_0")
+    assert fallback.rule == "fpr" and fallback.value == 0.05
+    assert np.mean(np.concatenate([m.ravel() for m in maps]) > fallback.threshold) <= 0.05

@@ -1,7 +1,8 @@
 """Counterfactual anomaly segmentation through the real CLIs on a synthetic-lesion dataset (32^3 phantoms): healthy-only
 training with nnugen_train --task anomaly, the threshold chosen on the fold's validation cases and stored in the
-model, then the real nnUNetv2_predict writing lesion segmentations; bad inputs (no healthy case, a threshold file of
-another model, a model without a threshold)."""
+model, then the real nnUNetv2_predict writing lesion segmentations and nnugen_predict writing anomaly maps and
+counterfactuals (pixel and latent mode); bad inputs (no healthy case, a strength outside (0, 1], a threshold file of
+another model). A model without a threshold is tested in tests/anomaly/test_anomaly_outputs.py."""
 
 from __future__ import annotations
 
@@ -56,8 +57,7 @@ def _fold(root: Path) -> Path:
 
 
 def test_trains_on_healthy_cases_and_chooses_the_threshold_on_validation(anomaly_run):
-    from nnugen.anomaly import ThresholdRecord
-    from nnugen.trainers.nnugen_anomaly_trainer import threshold_model_id
+    from nnugen.anomaly import ThresholdRecord, threshold_model_id
 
     root, _, cases = anomaly_run
     fold = _fold(root)
@@ -106,9 +106,103 @@ def test_nnunet_predict_writes_lesion_segmentations_with_the_input_geometry(anom
         assert set(np.unique(sitk.GetArrayFromImage(prediction))) <= {0, 1}
 
 
-def test_val_chooses_the_threshold_again_with_the_fpr_rule(anomaly_run, tmp_path):
+def _same_geometry(image, source) -> None:
+    assert image.GetSize() == source.GetSize()
+    assert np.allclose(image.GetSpacing(), source.GetSpacing())
+    assert np.allclose(image.GetOrigin(), source.GetOrigin())
+    assert np.allclose(image.GetDirection(), source.GetDirection())
+
+
+def test_nnugen_predict_writes_anomaly_maps_and_counterfactuals_with_the_case_geometry(anomaly_run, tmp_path):
+    import SimpleITK as sitk
+
+    from nnugen.anomaly import ThresholdRecord, threshold_model_id
+
+    root, env, _ = anomaly_run
+    images, fold = root / "raw" / FOLDER / "imagesTs", _fold(root)
+    record = ThresholdRecord.load(fold / "threshold.json", threshold_model_id(TRAINER, "nnugenPlans", "3d_fullres", 0))
+    out = tmp_path / "maps"
+    run([cli("nnugen_predict"), "-d", str(DATASET_ID), "-c", "3d", "-f", "0", "-tr", TRAINER, "-i", str(images), "-o",
+         str(out), "-device", "cpu", "--seeds", "2", "--seed", "3", "--strengths", "0.25", "0.5", "--threshold-file",
+         str(fold / "threshold.json"), "-npp", "0", "-nps", "0"], env)
+    used = json.loads((out / "nnugen_predict_args.json").read_text())["sampler_used"]
+    assert used["anomaly"]["strengths"] == [0.25, 0.5] and used["sampler"]["seeds"] == 2
+    for source_file in sorted(images.glob("*_0000.nii.gz")):
+        case = source_file.name.replace("_0000.nii.gz", "")
+        source = sitk.ReadImage(str(source_file))
+        outputs = {suffix: sitk.ReadImage(str(out / f"{case}{suffix}.nii.gz"))
+                   for suffix in ("", "_anomaly", "_anomaly_variance", "_counterfactual")}
+        for image in outputs.values():
+            _same_geometry(image, source)
+        arrays = {suffix: sitk.GetArrayFromImage(image) for suffix, image in outputs.items()}
+        anomaly, variance, healthy = arrays["_anomaly"], arrays["_anomaly_variance"], arrays["_counterfactual"]
+        assert anomaly.dtype == np.float32 and np.isfinite(anomaly).all() and anomaly.min() >= 0 < anomaly.max()
+        assert variance.min() >= 0 and variance.max() > 0  # two seeds disagree somewhere
+        # the lesion segmentation is the map above the threshold (minus small components), as nnUNetv2_predict's
+        assert (anomaly[arrays[""] == 1] > record.threshold - 1e-2).all()
+        # the counterfactual is in the input's units (hundreds here, not nnU-Net's z-scores), and follows the anatomy
+        # even after two training iterations
+        original = sitk.GetArrayFromImage(source)
+        assert np.corrcoef(healthy.ravel(), original.ravel())[0, 1] > 0.5
+        assert abs(healthy.mean() - original.mean()) < 0.5 * original.std()
+        assert 0.5 < healthy.std() / original.std() < 2
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--strengths", "0.5", "1.5"], "--strengths: anomaly.strengths: strength 1.5 is outside (0, 1]"),
+    (["--threshold-file", "OTHER"], "threshold file from another model"),
+])
+def test_nnugen_predict_bad_anomaly_input_is_one_line_and_nothing_written(anomaly_run, tmp_path, flags, message):
     from nnugen.anomaly import ThresholdRecord
-    from nnugen.trainers.nnugen_anomaly_trainer import threshold_model_id
+
+    root, env, _ = anomaly_run
+    if "OTHER" in flags:  # a record chosen for fold 1 of the same model
+        other = tmp_path / "threshold.json"
+        ThresholdRecord(0.1, "best_dice", 0.5, f"{TRAINER}__nnugenPlans__3d_fullres/fold_1").save(other)
+        flags = [str(other) if f == "OTHER" else f for f in flags]
+    out = tmp_path / "out"
+    result = subprocess.run([cli("nnugen_predict"), "-d", str(DATASET_ID), "-c", "3d", "-f", "0", "-tr", TRAINER,
+                             "-i", str(root / "raw" / FOLDER / "imagesTs"), "-o", str(out), "-device", "cpu", *flags],
+                            env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1, result.stderr[-2000:]
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1].startswith("nnugen_predict: error: ") and message in lines[-1], lines[-1]
+    assert "Traceback" not in result.stderr
+    assert not out.exists()
+
+
+def test_latent_mode_trains_on_the_autoencoder_latents_and_segments(anomaly_run, tmp_path):
+    import SimpleITK as sitk
+
+    root, _, _ = anomaly_run
+    copy = tmp_path / "latent"
+    shutil.copytree(root, copy, ignore=shutil.ignore_patterns("results"))
+    env = nnunet_environment(copy)
+    autoencoder = ("autoencoder.training.epochs=1", "autoencoder.training.iterations_per_epoch=2",
+                   "autoencoder.training.val_iterations_per_epoch=1", "autoencoder.autoencoder.adversarial_weight=0",
+                   "autoencoder.autoencoder.perceptual_network=none", "anomaly.anomaly.space=latent")
+    run([cli("nnugen_plan"), "-d", str(DATASET_ID), "--overwrite", *(a for s in TINY + autoencoder
+                                                                      for a in ("--set", s))], env)
+    for task in ("autoencoder", "anomaly"):
+        run([cli("nnugen_train"), str(DATASET_ID), "0", "3d", "--task", task, "-device", "cpu", "--seed", "0"], env)
+    log = next(_fold(copy).glob("training_log_*.txt")).read_text()
+    assert "latent anomaly model on the frozen autoencoder in" in log and "latent scale factor" in log
+    checkpoint = torch.load(_fold(copy) / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    weights = checkpoint["network_weights"]
+    assert float(weights["latent_scale"]) > 0 and bool(weights["threshold_chosen"])
+    assert any(key.startswith("autoencoder.") for key in weights)  # the frozen autoencoder travels in the checkpoint
+
+    images, out = copy / "raw" / FOLDER / "imagesTs", tmp_path / "latent_maps"
+    run([cli("nnugen_predict"), "-d", str(DATASET_ID), "-c", "3d", "-f", "0", "-tr", TRAINER, "-i", str(images), "-o",
+         str(out), "-device", "cpu", "-npp", "0", "-nps", "0"], env)
+    for source_file in sorted(images.glob("*_0000.nii.gz")):
+        case = source_file.name.replace("_0000.nii.gz", "")
+        for suffix in ("", "_anomaly", "_counterfactual"):
+            _same_geometry(sitk.ReadImage(str(out / f"{case}{suffix}.nii.gz")), sitk.ReadImage(str(source_file)))
+
+
+def test_val_chooses_the_threshold_again_with_the_fpr_rule(anomaly_run, tmp_path):
+    from nnugen.anomaly import ThresholdRecord, threshold_model_id
 
     root, _, _ = anomaly_run
     copy = tmp_path / "fpr"
@@ -142,36 +236,3 @@ def test_no_healthy_training_case_is_one_line_and_exit_1(anomaly_run, tmp_path):
     assert lines[-1].startswith("nnugen_train: error: no healthy training case in fold 0")
     assert "Traceback" not in result.stderr
     assert not list((copy / "results").rglob("checkpoint_*.pth"))
-
-
-def test_a_model_without_threshold_refuses_to_segment():
-    from nnugen.config import (
-        AnomalySettings,
-        ChannelIntensity,
-        DiffusionSettings,
-        GenerationSettings,
-        IntensitySettings,
-        SamplerSettings,
-    )
-    from nnugen.models.anomaly_segmenter import AnomalySegmenter
-    from nnugen.models.image_generator import ImageGenerator
-    from nnugen.networks import TimeConditionedUNet
-
-    denoiser = TimeConditionedUNet(1, 1, features_per_stage=(8, 16), kernel_sizes=((3, 3),) * 2,
-                                   strides=((1, 1), (2, 2)), n_conv_per_stage=(1, 1), n_conv_per_stage_decoder=(1,),
-                                   norm="instance", time_embed_dim=16, attention_stages=(), attention_heads=1,
-                                   dropout=0.0)
-    generator = ImageGenerator(denoiser, 1, 2, (16, 16), DiffusionSettings(schedule="cosine"),
-                               SamplerSettings(steps=2), GenerationSettings(mode="image"), 0.99)
-    model = AnomalySegmenter(generator, AnomalySettings(strengths=(0.25, 0.5)),
-                             IntensitySettings(channels=(ChannelIntensity(low=-2.0, high=3.0),)), 2).eval()
-    image = torch.randn(1, 1, 16, 16, generator=torch.Generator().manual_seed(0))
-    with pytest.raises(ValueError, match="no threshold yet"):
-        model(image)
-    with model.map_output():
-        raw = model(image)[:, 1:2]
-        assert torch.equal(raw, model(image)[:, 1:2])  # seeded: the same map every call
-    model.set_threshold(float(raw.median()))
-    logits = model(image)
-    expected = model.anomaly_map(image, float(raw.median())) > float(raw.median())
-    assert torch.equal(logits.argmax(1, keepdim=True) == 1, expected)

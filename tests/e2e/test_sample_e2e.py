@@ -116,6 +116,32 @@ def test_as_dataset_at_the_median_size_passes_nnunets_integrity_check(ddpm_root,
     assert check_raw_dataset(dataset) == []  # nnugen's own check: no NaN / Inf, no truncated files
 
 
+def test_parts_together_write_exactly_the_files_of_one_unsplit_run(ddpm_root, tmp_path, monkeypatch):
+    from nnugen.entrypoints.sample import main as sample_main
+
+    _use_environment(monkeypatch, ddpm_root)
+    common = ["901", "3d", "3", "--size", "patch", "--as-dataset", "Dataset951_Parts", *SAMPLE_ARGS]
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    assert sample_main([*common[:3], str(whole), *common[3:]]) == 0
+    for part in ("1", "0"):  # the part that ends last writes dataset.json, whichever it is
+        assert sample_main([*common[:3], str(split), *common[3:], "-num_parts", "2", "-part_id", part]) == 0
+    assert sample_main([*common[:3], str(split), *common[3:], "-num_parts", "2", "-part_id", "0"]) == 1
+
+    def files(root: Path) -> list[str]:
+        return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and "sampling" not in p.name)
+
+    images = [f for f in files(whole) if f.startswith("Dataset951_Parts/imagesTr/")]
+    assert files(split) == files(whole) and len(images) == 3
+    for name in files(whole):
+        if name.endswith(".nii.gz"):
+            np.testing.assert_array_equal(_read(split / name)[0], _read(whole / name)[0])
+    assert json.loads((split / "Dataset951_Parts" / "dataset.json").read_text()) == \
+        json.loads((whole / "Dataset951_Parts" / "dataset.json").read_text())
+    parts = [json.loads((split / f"sampling_part{i}of2.json").read_text()) for i in (0, 1)]
+    assert [c["name"] for c in parts[0]["cases"]] == ["case_0000", "case_0002"]
+    assert [c["name"] for c in parts[1]["cases"]] == ["case_0001"]
+
+
 def _fake_checkpoint_of_another_trainer(root: Path, ddpm_root: Path) -> None:
     """A model folder where nnugen_sample looks for a DDPM whose checkpoint names another trainer."""
     import torch

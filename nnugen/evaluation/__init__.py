@@ -1,0 +1,3 @@
+"""Generation metrics that work offline: reconstruction fidelity (PSNR, SSIM), diversity among samples (MS-SSIM),
+and distances between real and synthetic feature distributions (Fréchet distance, MMD) on features of the dataset's
+own nnU-Net encoder. Tensors are ``(B, C, *spatial)``, 2D and 3D alike; nothing is ever downloaded."""

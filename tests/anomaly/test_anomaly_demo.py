@@ -1,0 +1,36 @@
+"""The anomaly step of nnugen_demo (quick size) through the real CLIs: it trains on healthy phantoms, segments the
+held-out lesions with nnUNetv2_predict, writes maps with nnugen_predict and reports scores it computed from them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def test_the_anomaly_demo_trains_segments_and_scores_held_out_lesions(tmp_path, monkeypatch):
+    import SimpleITK as sitk
+
+    from nnugen.anomaly import dice
+    from nnugen.demo.anomaly_demo import DATASET_ID, DATASET_NAME, TRAINER, run_anomaly_demo
+
+    for variable in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+        monkeypatch.setenv(variable, str(tmp_path / variable))
+    monkeypatch.setenv("nnUNet_def_n_proc", "2")
+    monkeypatch.setenv("nnUNet_n_proc_DA", "1")
+    monkeypatch.delenv("nnUNet_extTrainer", raising=False)  # the CLIs must find the trainer themselves
+    messages: list[str] = []
+    result = run_anomaly_demo(tmp_path, quick=True, device="cpu", say=messages.append, log=tmp_path / "log.txt")
+
+    assert result["cases"] == 2 and 0 < result["prevalence"] < 0.2
+    assert result["prevalence"] <= result["pixel_auprc"] <= 1 and 0 <= result["dice"] <= 1
+    assert any(f"pixel AUPRC {result['pixel_auprc']:.3f}" in m for m in messages)
+    labels = tmp_path / "nnUNet_raw" / f"Dataset{DATASET_ID}_{DATASET_NAME}" / "labelsTs"
+    segmentations, maps = tmp_path / "predictions" / TRAINER, tmp_path / "predictions" / f"{TRAINER}_maps"
+    read = [(sitk.GetArrayFromImage(sitk.ReadImage(str(segmentations / p.name))) == 1,
+             sitk.GetArrayFromImage(sitk.ReadImage(str(p))) > 0) for p in sorted(labels.glob("*.nii.gz"))]
+    # the Dice it prints is the pooled Dice of the files nnUNetv2_predict wrote
+    assert result["dice"] == pytest.approx(dice(np.concatenate([p.ravel() for p, _ in read]),
+                                                np.concatenate([lab.ravel() for _, lab in read])))
+    assert len(list(maps.glob("*_anomaly.nii.gz"))) == len(list(maps.glob("*_counterfactual.nii.gz"))) == 2

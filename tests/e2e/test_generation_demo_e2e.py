@@ -1,0 +1,42 @@
+"""The demo's generation step (``run_generation_demo``, quick budget) on the tiny 2D phantoms, already planned as the
+demo plans them: it trains a joint image + label DDPM through nnugen_train, writes samples with previews through
+nnugen_sample, and leaves the other tasks' settings as they were."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from e2e_helpers import cli, nnunet_environment, run
+
+pytestmark = pytest.mark.slow
+
+
+def test_generation_step_trains_a_small_ddpm_and_writes_samples(tiny2d, tmp_path, monkeypatch):
+    from nnugen.demo.generation_demo import generation_budget, run_generation_demo
+
+    root = tmp_path / "demo"
+    shutil.copytree(tiny2d, root, ignore=shutil.ignore_patterns("results"))
+    env = nnunet_environment(root)
+    for key, value in env.items():
+        if key.startswith("nnUNet_") or key == "OMP_NUM_THREADS":
+            monkeypatch.setenv(key, value)
+    run([cli("nnugen_plan"), "-d", "902", "-c", "2d", "--set", "baseline.training.epochs=3", "--set",
+         "segmentation.sampler.steps=4"], env)  # the demo's own budget for its other tasks
+    said: list[str] = []
+    log = root / "demo_log.txt"
+    samples = run_generation_demo(902, "2d", root / "raw" / "Dataset902_Tiny2D", root, True, "cpu", said.append, log)
+
+    budget = generation_budget(quick=True)
+    assert samples == root / "samples" / "ddpm"
+    for k in range(budget.cases):
+        for name in (f"case_{k:04d}_0000.nii.gz", f"case_{k:04d}.nii.gz", f"previews/case_{k:04d}.png"):
+            assert (samples / name).is_file(), name
+    assert json.loads((samples / "sampling.json").read_text())["sampler"]["steps"] == budget.steps
+    tasks = json.loads((root / "preprocessed" / "Dataset902_Tiny2D" / "nnugenPlans.json").read_text())[
+        "configurations"]["2d"]["nnugen"]["tasks"]
+    assert tasks["ddpm"]["training"]["epochs"] == budget.epochs and tasks["ddpm"]["generation"]["mode"] == "joint"
+    assert tasks["baseline"]["training"]["epochs"] == 3 and tasks["segmentation"]["sampler"]["steps"] == 4
+    assert any("nnugen_train 902 0 2d --task ddpm" in line for line in said)
+    assert "$ " in log.read_text() and "nnugen_sample" in log.read_text()
