@@ -106,7 +106,10 @@ def _truncate(path: Path) -> None:
 
 
 def _garbage_checkpoint(root: Path) -> None:
-    fold = root / "results" / f"Dataset{DATASET}_{NAME}" / "NnugenDDPMTrainer__nnugenPlans__2d" / "fold_0"
+    """An interrupted run of fold 1 (no checkpoint_final, which ``--c`` would load first) whose latest checkpoint is
+    garbage; fold 0 keeps its finished model for the nnugen_sample rows."""
+    fold = root / "results" / f"Dataset{DATASET}_{NAME}" / "NnugenDDPMTrainer__nnugenPlans__2d" / "fold_1"
+    fold.mkdir(parents=True, exist_ok=True)
     (fold / "checkpoint_latest.pth").write_bytes(b"not a checkpoint, cut off by a full disk")
 
 
@@ -138,6 +141,7 @@ def cases(root: Path) -> list[tuple[str, str, list[str], Callable[[], object] | 
     predict = [cli("nnugen_predict"), "-d", d, "-c", "2d", "-f", "0", "-device", "cpu", "-npp", "0", "-nps", "0"]
     good_input = str(root / "inputs" / "one_case")
     sample = [cli("nnugen_sample"), d, "2d"]
+    bids_labels = ["--labels", "labels:seg-manual"]
     return [
         ("nnugen_plan", "dataset not preprocessed by nnU-Net", [cli("nnugen_plan"), "-d", "977"], None),
         ("nnugen_plan", "unknown setting in --set", [cli("nnugen_plan"), "-d", d, "--set",
@@ -156,7 +160,7 @@ def cases(root: Path) -> list[tuple[str, str, list[str], Callable[[], object] | 
                                                                    "-device", "cpu"], None),
         ("nnugen_train", "fold 'x'", [cli("nnugen_train"), d, "x", "2d", "-device", "cpu"], None),
         ("nnugen_train", "device 'tpu'", [cli("nnugen_train"), d, "0", "2d", "-device", "tpu"], None),
-        ("nnugen_train", "--c with a corrupt checkpoint_latest.pth", [cli("nnugen_train"), d, "0", "2d", "--task",
+        ("nnugen_train", "--c with a corrupt checkpoint_latest.pth", [cli("nnugen_train"), d, "1", "2d", "--task",
                                                                       "ddpm", "-device", "cpu", "--c"],
          lambda: _garbage_checkpoint(root)),
         ("nnugen_train", "anomaly task, no healthy training case", [cli("nnugen_train"), d, "0", "2d", "--task",
@@ -171,20 +175,20 @@ def cases(root: Path) -> list[tuple[str, str, list[str], Callable[[], object] | 
          lambda: _copy_case(root, "two_channels", 2)),
         ("nnugen_predict", "empty input folder", [*predict, "-i", str(root / "inputs" / "empty"), "-o", out],
          lambda: (root / "inputs" / "empty").mkdir(parents=True, exist_ok=True)),
-        ("nnugen_predict", "fold that was not trained", [*predict[:5], "3", *predict[6:], "-i", good_input, "-o",
+        ("nnugen_predict", "fold that was not trained", [*predict[:6], "3", *predict[7:], "-i", good_input, "-o",
                                                          out], None),
         ("nnugen_sample", "N = 0", [*sample, "0", out, "-device", "cpu"], None),
         ("nnugen_sample", "output folder holds files", [*sample, "2", str(root / "inputs"), "-device", "cpu"], None),
-        ("nnugen_sample", "latent model without a trained autoencoder", [*sample, "2", out, "--task", "ldm",
+        ("nnugen_sample", "latent model that was not trained", [*sample, "2", out, "--task", "ldm",
                                                                          "-device", "cpu"], None),
-        ("nnugen_sample", "--labels-from with a label the dataset lacks",
+        ("nnugen_sample", "--labels-from for a joint (not label-conditioned) model",
          [*sample, "1", out, "--labels-from", str(root / "inputs" / "bad_labels"), "-device", "cpu"],
          lambda: _bad_labels(root)),
         ("nnugen_convert_bids", "not a BIDS root", [cli("nnugen_convert_bids"), str(root / "inputs" / "empty"),
-                                                    "985", "Bids", "--contrasts", "T1w"],
+                                                    "985", "Bids", "--contrasts", "T1w", *bids_labels],
          lambda: (root / "inputs" / "empty").mkdir(parents=True, exist_ok=True)),
         ("nnugen_convert_bids", "unknown contrast", [cli("nnugen_convert_bids"), str(root / "inputs" / "bids"),
-                                                     "985", "Bids", "--contrasts", "FLAIR"],
+                                                     "985", "Bids", "--contrasts", "FLAIR", *bids_labels],
          lambda: _bids_root(root)),
         ("nnugen_demo", "device 'tpu'", [cli("nnugen_demo"), "--work-dir", str(root / "demo"), "--device", "tpu"],
          None),

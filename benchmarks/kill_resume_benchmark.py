@@ -7,13 +7,20 @@ SIGKILL:
 
 - ``random`` trials at a moment drawn uniformly over the run's expected length (measured on an uninterrupted run);
 - ``during write`` trials the instant the temporary file (``.checkpoint_*.tmp``) of the k-th checkpoint write
-  appears (k drawn at random), that is, in the middle of an atomic checkpoint write.
+  appears (k drawn at random), that is, in the middle of an atomic checkpoint write. A trial counts as killed
+  mid-write when that temporary file is still there after the kill (a small checkpoint can be renamed before the
+  kill lands).
 
-Before the kill, the finished epochs are counted from nnU-Net's training log ("Epoch time" lines, printed when an
-epoch has ended). After it, ``--c`` must resume and end with ``checkpoint_final.pth`` holding EPOCHS epochs of
-losses. Lost epochs = finished before the kill - the epoch the resumed run started from.
+Before the kill, the finished epochs are counted from nnU-Net's training log ("Epoch time" lines): what a user
+reads as finished. nnugen's trainers write the epoch's checkpoints before printing that line (nnU-Net prints
+first). After the kill, ``--c`` must resume and end with ``checkpoint_final.pth`` holding EPOCHS epochs of losses,
+and no temporary file may remain. Lost epochs = finished before the kill - the epoch stored in the checkpoint
+``--c`` resumes from (nnU-Net's order: final, latest, best).
 
-    python benchmarks/kill_resume_benchmark.py --work-dir /tmp/killbench [--trials 20] [--seed 0]
+    python benchmarks/kill_resume_benchmark.py --work-dir /tmp/killbench [--trials 20] [--seed 0] [--parallel 3]
+
+``--parallel`` runs trials side by side (each in its own folder); ``--length`` skips the uninterrupted reference
+run and uses the given run length in seconds instead.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -59,7 +67,8 @@ def prepare(template: Path) -> None:
     run([str(BIN / "nnUNetv2_plan_and_preprocess"), "-d", str(DATASET), "-c", "2d", "-np", "2", "-npfp", "2"], env)
     run([str(BIN / "nnugen_plan"), "-d", str(DATASET), "-c", "2d", "--set", f"segmentation.training.epochs={EPOCHS}",
          "--set", "segmentation.training.iterations_per_epoch=4", "--set",
-         "segmentation.training.val_iterations_per_epoch=1", "--set", "segmentation.training.save_every=1"], env)
+         "segmentation.training.val_iterations_per_epoch=1", "--set", "segmentation.training.save_every=1",
+         "--set", "segmentation.sampler.steps=5"], env)
 
 
 def train_command() -> list[str]:
@@ -71,8 +80,18 @@ def finished_epochs(fold: Path) -> int:
     return sum(line.count("Epoch time") for log in logs for line in log.read_text().splitlines())
 
 
-def trial(template: Path, work: Path, kind: str, kill_after: float, kill_at_write: int, timeout: float) -> dict:
-    root = work / "trial"
+def resume_epoch(fold: Path) -> int:
+    """The epoch stored in the checkpoint ``--c`` picks (0: none, -1: it does not load)."""
+    for name in ("checkpoint_final.pth", "checkpoint_latest.pth", "checkpoint_best.pth"):
+        if (fold / name).is_file():
+            try:
+                return torch.load(fold / name, map_location="cpu", weights_only=False)["current_epoch"]
+            except Exception:  # noqa: BLE001 - a torn checkpoint is exactly what this benchmark looks for
+                return -1
+    return 0
+
+
+def trial(template: Path, root: Path, kind: str, kill_after: float, kill_at_write: int, timeout: float) -> dict:
     shutil.rmtree(root, ignore_errors=True)
     shutil.copytree(template, root)
     env, fold = environment(root), root / FOLD
@@ -94,20 +113,17 @@ def trial(template: Path, work: Path, kind: str, kill_after: float, kill_at_writ
                 "finished_before_kill": finished_before, "lost_epochs": 0}
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
-    latest = fold / "checkpoint_latest.pth"
-    resumed_from = 0
-    if latest.is_file():
-        try:
-            resumed_from = torch.load(latest, map_location="cpu", weights_only=False)["current_epoch"]
-        except Exception:  # noqa: BLE001 - a torn checkpoint is exactly what this benchmark looks for
-            resumed_from = -1
+    torn = sorted(path.name for path in fold.glob(".checkpoint_*.tmp")) if fold.is_dir() else []
+    resumed_from = resume_epoch(fold) if fold.is_dir() else 0
     result = subprocess.run([*train_command(), "--c"], env=env, capture_output=True, text=True)
     final = fold / "checkpoint_final.pth"
     complete = False
     if result.returncode == 0 and final.is_file():
         checkpoint = torch.load(final, map_location="cpu", weights_only=False)
         complete = checkpoint["current_epoch"] == EPOCHS and len(checkpoint["logging"]["train_losses"]) == EPOCHS
-    return {"kind": kind, "killed_at_s": round(killed_at, 2), "killed": True, "resumed_and_finished": complete,
+    left = sorted(path.name for path in fold.glob(".checkpoint_*.tmp"))
+    return {"kind": kind, "killed_at_s": round(killed_at, 2), "killed": True, "killed_mid_write": bool(torn),
+            "temporaries_left_after_resume": left, "resumed_and_finished": complete and not left,
             "finished_before_kill": finished_before, "resumed_from_epoch": resumed_from,
             "lost_epochs": max(0, finished_before - max(resumed_from, 0)),
             "error": "" if complete else (result.stderr.strip().splitlines() or ["?"])[-1]}
@@ -118,30 +134,45 @@ def main() -> None:
     parser.add_argument("--work-dir", type=Path, required=True)
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0, help="seed of the kill moments")
+    parser.add_argument("--parallel", type=int, default=1, help="trials run side by side")
+    parser.add_argument("--length", type=float, default=None, help="run length in s (skips the reference run)")
     args = parser.parse_args()
     work = args.work_dir.resolve()
     template = work / "template"
     prepare(template)
 
-    reference = work / "reference"
-    shutil.rmtree(reference, ignore_errors=True)
-    shutil.copytree(template, reference)
-    start = time.monotonic()
-    run(train_command(), environment(reference))
-    length = time.monotonic() - start
-    print(f"an uninterrupted run takes {length:.0f} s", flush=True)
+    length = args.length
+    if length is None:
+        reference = work / "reference"
+        shutil.rmtree(reference, ignore_errors=True)
+        shutil.copytree(template, reference)
+        start = time.monotonic()
+        run(train_command(), environment(reference))
+        length = time.monotonic() - start
+        print(f"an uninterrupted run takes {length:.0f} s", flush=True)
 
     rng = random.Random(args.seed)
-    results = []
-    for index in range(args.trials):
-        kind = "during write" if index % 3 == 2 else "random"
-        outcome = trial(template, work, kind, rng.uniform(0.05, 0.95) * length, rng.randint(1, EPOCHS),
-                        timeout=3 * length)
-        results.append(outcome)
+    plan = [("during write" if index % 3 == 2 else "random", rng.uniform(0.05, 0.95) * length,
+             rng.randint(1, EPOCHS)) for index in range(args.trials)]
+    done = []
+
+    def one(index: int) -> dict:
+        kind, kill_after, kill_at_write = plan[index]
+        outcome = {"trial": index, **trial(template, work / f"trial_{index}", kind, kill_after, kill_at_write,
+                                           timeout=3 * length)}
+        done.append(outcome)
         print(json.dumps(outcome), flush=True)
+        (work / "kill_resume_trials.json").write_text(json.dumps(sorted(done, key=lambda r: r["trial"]),
+                                                                 indent=2))
+        shutil.rmtree(work / f"trial_{index}", ignore_errors=True)
+        return outcome
+
+    with ThreadPoolExecutor(args.parallel) as pool:
+        results = list(pool.map(one, range(args.trials)))
     killed = [r for r in results if r["killed"]]
     summary = {"trials": len(results), "killed": len(killed),
-               "killed_during_write": sum(r["kind"] == "during write" for r in killed),
+               "aimed_at_a_write": sum(r["kind"] == "during write" for r in killed),
+               "killed_mid_write": sum(r["killed_mid_write"] for r in killed),
                "resumed_and_finished": sum(r["resumed_and_finished"] for r in killed),
                "finished_epochs_lost": sum(r["lost_epochs"] for r in killed), "uninterrupted_run_s": round(length, 1)}
     (work / "kill_resume_benchmark.json").write_text(json.dumps({"summary": summary, "trials": results}, indent=2))

@@ -12,7 +12,7 @@ def main(argv: list[str] | None = None) -> int:
         prog="nnugen_check",
         description="Check every image and label of a raw nnU-Net dataset for NaN / Inf voxels, truncated compressed "
                     "files and unreadable files (SimpleITK reads the first two as zeros without an error). Prints one "
-                    "line per broken file; exit code 1 if any.")
+                    "line per broken file on stdout; exit code 1 and one error line if any.")
     parser.add_argument("-d", dest="dataset", required=True, help="dataset ID or name under nnUNet_raw")
     parser.add_argument("-np", type=int, default=2, help="processes (default 2)")
     args = parser.parse_args(argv)
@@ -27,8 +27,11 @@ def main(argv: list[str] | None = None) -> int:
         problems = check_raw_dataset(folder, num_processes=args.np)
         for problem in problems:
             print(f"{problem.path}: {problem.problem}")
-        print(f"nnugen_check: {dataset_name(args.dataset)}: {len(problems)} problem(s)")
-        return 1 if problems else 0
+        if problems:  # the report stays on stdout; the verdict is the one error line every nnugen CLI gives
+            raise ValueError(f"{dataset_name(args.dataset)}: {len(problems)} problem(s), listed on stdout; replace "
+                             "or remove those files, then run nnugen_check again")
+        print(f"nnugen_check: {dataset_name(args.dataset)}: 0 problem(s)")
+        return 0
 
     return run_reporting_errors("nnugen_check", body, (ValueError, OSError))
 

@@ -14,7 +14,9 @@ def main(argv: list[str] | None = None) -> int:
         description=(
             "Write a small phantom dataset (synthetic 3D MRI-like scans with two foreground classes) in nnU-Net raw "
             "format, then run nnUNetv2_plan_and_preprocess, nnugen_plan, nnugen_train (nnU-Net baseline and diffusion "
-            "segmentation, same plan and budget), nnUNetv2_predict on held-out cases, and print Dice per class. "
+            "segmentation, same plan and budget), nnUNetv2_predict on held-out cases, and print Dice per class. Then "
+            "train a small DDPM that generates images with their labels and write samples with nnugen_sample, and "
+            "train a healthy-only anomaly model that finds inserted lesions (pixel AUPRC and Dice). "
             "nnUNet_raw / _preprocessed / _results are set to folders in the work folder where unset."))
     parser.add_argument("--work-dir", type=Path, default=Path("nnugen_work"),
                         help="work folder (default ./nnugen_work)")
@@ -23,19 +25,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--real", action="store_true",
                         help="real anatomy instead of phantoms: the MNI152 template bundled with nilearn, augmented "
                              "into cases (needs pip install 'nnugen[real]'); the output says what is real")
+    parser.add_argument("--parts", nargs="+", default=["seg", "generation", "anomaly"],
+                        choices=["seg", "generation", "anomaly"],
+                        help="which parts to run (default all): seg (baseline vs diffusion segmentation), generation "
+                             "(DDPM image + label samples), anomaly (lesions from a healthy-only model)")
     parser.add_argument("--device", default=None, help="cpu, cuda or mps (default: cuda if available, else cpu)")
     args = parser.parse_args(argv)
 
     def body() -> int:
         from nnugen.demo.demo_api import DemoRequest, run_demo
+        from nnugen.inference.generator_loading import torch_device
 
         device = args.device
         if device is None:
             import torch
 
             device = "cuda" if torch.cuda.is_available() else "cpu"
+        try:  # before anything is written: a bad device would only fail at nnugen_train, minutes in
+            torch_device(device)
+        except ValueError as error:
+            raise ValueError(f"-{error}") from None  # the message names nnugen_predict's -device; here it is --device
         run_demo(DemoRequest(work_dir=args.work_dir, two_d=args.two_d, quick=args.quick, device=device,
-                             real=args.real))
+                             real=args.real, parts=tuple(dict.fromkeys(args.parts))))
         return 0
 
     return run_reporting_errors("nnugen_demo", body, (ValueError, OSError, RuntimeError))

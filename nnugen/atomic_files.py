@@ -5,6 +5,7 @@ stays valid until the swap. Every file nnugen writes goes through here. Torch-fr
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import secrets
@@ -28,6 +29,12 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     finally:
         if os.path.exists(temporary):
             os.unlink(temporary)
+
+
+def torn_writes(path: str | os.PathLike) -> list[Path]:
+    """The temporaries that writes of ``path`` killed mid-way (``kill -9``, power loss) left next to it."""
+    path = Path(path)
+    return sorted(path.parent.glob(f".{glob.escape(path.name)}.*.tmp*"))
 
 
 def _new_temporary_file(path: Path, suffix: str) -> str:

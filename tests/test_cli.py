@@ -186,6 +186,32 @@ def test_check_unknown_dataset_is_one_line(fake_preprocessed):
     assert "not found under nnUNet_raw" in line
 
 
+def test_demo_with_a_bad_device_fails_before_writing(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("nnUNet_")}
+    line = _one_line_error(_run("nnugen_demo", "--work-dir", str(tmp_path / "demo"), "--device", "tpu", env=env),
+                           "nnugen_demo")
+    assert "--device tpu: choose cuda, cpu or mps" in line
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_check_reports_broken_files_on_stdout_and_one_error_line(tmp_path):
+    from nnugen.demo.phantom import PhantomSpec, write_phantom_dataset
+
+    folder = write_phantom_dataset(tmp_path, 902, "Check", n_train=2, spec=PhantomSpec(shape=(16, 16)))
+    env = dict(os.environ, nnUNet_raw=str(tmp_path))
+    clean = _run("nnugen_check", "-d", "902", env=env)
+    assert clean.returncode == 0 and clean.stderr == "", clean.stderr
+    assert clean.stdout.splitlines()[-1] == "nnugen_check: Dataset902_Check: 0 problem(s)"
+    broken = folder / "imagesTr" / "Check_001_0000.nii.gz"
+    broken.write_bytes(broken.read_bytes()[:200])
+    before = sorted(tmp_path.rglob("*"))
+    result = _run("nnugen_check", "-d", "902", env=env)
+    line = _one_line_error(result, "nnugen_check")
+    assert "Dataset902_Check: 1 problem(s), listed on stdout; replace or remove those files" in line
+    assert [row.split(":")[0] for row in result.stdout.splitlines()] == [str(broken)]
+    assert sorted(tmp_path.rglob("*")) == before
+
+
 # --- nnugen_train: every failure is found before nnU-Net's training run starts -----------------------------------
 
 

@@ -6,6 +6,7 @@ folds, data loader, logging, checkpoints and final validation) with ``-p nnugenP
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 
 from nnugen import PLANS_IDENTIFIER
@@ -69,7 +70,24 @@ def check_request(request: TrainRequest) -> tuple[str, str]:
         available = ", ".join(t.cli_name for t in TRAIN_TASKS.values() if t.trainer in built)
         raise ValueError(f"task '{request.task}' ({task.trainer}) is not available in this nnugen version yet; "
                          f"available: {available}")
+    if request.continue_training:
+        check_resume_checkpoint(request, configuration, task.trainer)
     return configuration, task.trainer
+
+
+def check_resume_checkpoint(request: TrainRequest, configuration: str, trainer: str) -> None:
+    """A broken checkpoint that ``--c`` would load is refused here, before nnU-Net's run writes its training log."""
+    from nnugen.trainers.checkpoint_files import check_checkpoint_file, resume_checkpoint
+    from nnugen_planner.dataset_files import dataset_name
+
+    results = os.environ.get("nnUNet_results")
+    if not results:
+        return  # nnU-Net reports the missing variable itself
+    fold = f"fold_{'all' if request.fold == 'all' else int(request.fold)}"
+    checkpoint = resume_checkpoint(os.path.join(results, dataset_name(request.dataset),
+                                                f"{trainer}__{PLANS_IDENTIFIER}__{configuration}", fold))
+    if checkpoint is not None:
+        check_checkpoint_file(checkpoint)
 
 
 def train(request: TrainRequest) -> None:
@@ -79,6 +97,9 @@ def train(request: TrainRequest) -> None:
         os.environ[SEED_VARIABLE] = str(request.seed)
     os.environ[PROGRESS_VARIABLE] = "1" if request.progress else "0"
 
+    # nnU-Net's trainer lookup imports timm, whose hrnet module warns about torch.jit.interface on every run: noise
+    # on stderr that is neither nnugen's nor the user's to fix
+    warnings.filterwarnings("ignore", message="`torch.jit.interface` is deprecated", category=FutureWarning)
     import torch
     from nnunetv2.run.run_training import run_training
 

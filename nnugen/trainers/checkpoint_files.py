@@ -7,12 +7,15 @@ plans and the logger (DESIGN.md); a file that does not load gets a one-line erro
 from __future__ import annotations
 
 import os
+import zipfile
 
 import numpy as np
 import torch
 from torch._dynamo import OptimizedModule
 
-from nnugen.atomic_files import atomic_torch_save
+from nnugen.atomic_files import atomic_torch_save, torn_writes
+
+CHECKPOINT_NAMES = ("checkpoint_latest.pth", "checkpoint_best.pth", "checkpoint_final.pth")
 
 
 class CheckpointError(RuntimeError):
@@ -48,6 +51,40 @@ def save_nnunet_checkpoint(trainer, filename: str) -> None:
     atomic_torch_save(checkpoint, filename)
 
 
+def remove_torn_writes(folder: str) -> list[str]:
+    """Delete the temporaries of checkpoint writes a kill interrupted (the checkpoints themselves are whole);
+    returns their names."""
+    removed = []
+    for name in CHECKPOINT_NAMES:
+        for path in torn_writes(os.path.join(folder, name)):
+            path.unlink(missing_ok=True)
+            removed.append(path.name)
+    return removed
+
+
+def resume_checkpoint(fold_folder: str) -> str | None:
+    """The file nnU-Net's ``--c`` loads: checkpoint_final, else checkpoint_latest, else checkpoint_best."""
+    for name in ("checkpoint_final.pth", "checkpoint_latest.pth", "checkpoint_best.pth"):
+        if os.path.isfile(os.path.join(fold_folder, name)):
+            return os.path.join(fold_folder, name)
+    return None
+
+
+def check_checkpoint_file(filename: str) -> None:
+    """CheckpointError unless the file is a whole torch zip archive (a cheap look at its directory, no unpickling);
+    lets ``nnugen_train --c`` refuse a broken file before nnU-Net's run writes its log."""
+    try:
+        with zipfile.ZipFile(filename) as archive:
+            archive.namelist()
+    except (OSError, zipfile.BadZipFile) as error:
+        raise _does_not_load(filename, error) from None
+
+
+def _does_not_load(filename: str, error: BaseException) -> CheckpointError:
+    return CheckpointError(f"{filename} does not load ({type(error).__name__}); delete it and resume with --c from "
+                           "the previous checkpoint, or train again")
+
+
 def load_nnunet_checkpoint(filename: str, device: torch.device) -> dict:
     if not os.path.isfile(filename):
         raise CheckpointError(f"{filename} does not exist; train first (nnugen_train) or check the fold and "
@@ -56,8 +93,7 @@ def load_nnunet_checkpoint(filename: str, device: torch.device) -> dict:
         # nnU-Net's own format pickles plans and logger values, so it loads as nnU-Net loads it (DESIGN.md)
         checkpoint = torch.load(filename, map_location=device, weights_only=False)
     except Exception as error:  # noqa: BLE001 - torch raises many kinds for a broken file
-        raise CheckpointError(f"{filename} does not load ({type(error).__name__}); delete it and resume with --c from "
-                              "the previous checkpoint, or train again") from None
+        raise _does_not_load(filename, error) from None
     if not isinstance(checkpoint, dict) or "network_weights" not in checkpoint:
         raise CheckpointError(f"{filename} is not an nnU-Net checkpoint; delete it or train again")
     return checkpoint

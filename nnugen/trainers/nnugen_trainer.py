@@ -4,7 +4,8 @@
   settings in the plans' ``nnugen`` section (``nnugen_task`` names the task);
 - ``train_step`` runs ``compute_loss`` (the one method subclasses implement) under AMP, skips non-finite losses
   (NonFiniteGuard), and accumulates gradients over ``memory.grad_accumulation`` micro-batches;
-- checkpoints are written atomically, never with non-finite weights, every ``training.save_every`` epochs;
+- checkpoints are written atomically, never with non-finite weights, every ``training.save_every`` epochs and
+  before the log announces the epoch; the start of a run deletes the temporaries of writes a kill tore;
 - a checkpoint that does not load is reported in one line naming the file;
 - DDP on any backend and node count (ddp.py): the rank's device follows ``LOCAL_RANK``, rank 0 writes;
 - with a seed, the augmentation workers are seeded and read in order (seeded_augmenter.py);
@@ -14,6 +15,7 @@
 from __future__ import annotations
 
 import os
+from time import time
 from typing import ClassVar
 
 import numpy as np
@@ -29,6 +31,7 @@ from nnugen.seeding import seed_everything, seed_from_environment
 from nnugen.trainers.checkpoint_files import (
     CheckpointError,
     load_nnunet_checkpoint,
+    remove_torn_writes,
     restore_nnunet_checkpoint,
     save_nnunet_checkpoint,
     unwrapped_network,
@@ -154,6 +157,12 @@ class NnugenTrainer(nnUNetTrainer):
         """The training loss of one batch; subclasses replace this (nnU-Net's segmentation loss by default)."""
         return self.loss(self.network(data), target)
 
+    def on_train_start(self):
+        super().on_train_start()
+        if self.local_rank == 0:  # also when a kill tore the first checkpoint write and --c found none to resume
+            for name in remove_torn_writes(self.output_folder):
+                self.print_to_log_file(f"removed {name}, left by a checkpoint write that was interrupted")
+
     def on_train_epoch_start(self):
         super().on_train_epoch_start()
         self._nonfinite_before_epoch = self.nonfinite.total
@@ -217,8 +226,31 @@ class NnugenTrainer(nnUNetTrainer):
         self.repair_nan_ema()
 
     def on_epoch_end(self):
+        """nnU-Net's epoch end with the checkpoints written before the log announces the epoch ("Epoch time").
+        nnU-Net prints first and saves afterwards, so a kill in between lost an epoch the log called finished.
+        checkpoint_latest is also written after the last epoch (nnU-Net skips it there), which covers the moment
+        before checkpoint_final. checkpoint_best goes first: a kill between the two resumes from the older latest."""
         self.write_epoch_metrics()
-        super().on_epoch_end()
+        epoch = self.current_epoch
+        self.logger.log("epoch_end_timestamps", time(), epoch)
+        ema = self.logger.get_value("ema_fg_dice", step=-1)
+        new_best = self._best_ema is None or ema > self._best_ema
+        if new_best:
+            self._best_ema = ema
+            self.save_checkpoint(os.path.join(self.output_folder, "checkpoint_best.pth"))
+        if (epoch + 1) % self.save_every == 0 or epoch == self.num_epochs - 1:
+            self.save_checkpoint(os.path.join(self.output_folder, "checkpoint_latest.pth"))
+        log = self.logger.get_value
+        self.print_to_log_file("train_loss", np.round(log("train_losses", step=-1), decimals=4))
+        self.print_to_log_file("val_loss", np.round(log("val_losses", step=-1), decimals=4))
+        self.print_to_log_file("Pseudo dice", [np.round(i, decimals=4) for i in log("dice_per_class_or_region", -1)])
+        seconds = log("epoch_end_timestamps", step=-1) - log("epoch_start_timestamps", step=-1)
+        self.print_to_log_file(f"Epoch time: {np.round(seconds, decimals=2)} s")
+        if new_best:
+            self.print_to_log_file(f"Yayy! New best EMA pseudo Dice: {np.round(self._best_ema, decimals=4)}")
+        if self.local_rank == 0:
+            self.logger.plot_progress_png(self.output_folder)
+        self.current_epoch += 1
 
     def on_train_end(self):
         super().on_train_end()
