@@ -49,6 +49,11 @@ def load_diffusion_predictor(model_folder: Path, folds: tuple, request):
     if previous_stage is not None and request.previous_stage_predictions is None:
         raise ValueError(f"this model is a cascade stage after {previous_stage}; pass that stage's predictions with "
                          "-prev_stage_predictions")
+    trained = network.diffusion.timesteps if isinstance(network, DiffusionSegmenter) else None
+    if trained is not None and request.steps is not None and request.steps > trained:
+        raise ValueError(f"--steps {request.steps}: this model was trained with {trained} timesteps, so it samples "
+                         f"with at most {trained} steps; for more, train with more timesteps (e.g. "
+                         "NnugenDiffSegTrainer_T1000)")
     network.set_sampling(**request.sampler_changes())
     torch.set_num_threads(multiprocessing.cpu_count() if device.type == "cpu" else 1)
     return predictor, network

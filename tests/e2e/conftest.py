@@ -47,8 +47,8 @@ def fresh_results(tmp_path):
 
 # A short diffusion segmentation run: one epoch of a few iterations (enough to segment the organ of these phantoms, far
 # above the untrained network; see test_diffseg_e2e.py), one validation iteration, and 2 sampling steps (of the planned
-# 5) in validation and prediction, which segment as well as 5 after so short a training. nnU-Net's augmentation
-# workers are not seeded, so runs differ: 20 iterations in 3D once gave a Dice of 0.16 instead of ~0.38, 40 never did.
+# 5) in validation and prediction, which segment as well as 5 after so short a training. Before nnugen seeded nnU-Net's
+# augmentation workers, runs differed: 20 iterations in 3D once gave a Dice of 0.16 instead of ~0.38, 40 never did.
 DIFFSEG_ITERATIONS = {"3d": 40, "2d": 20}
 
 

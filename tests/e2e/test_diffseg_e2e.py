@@ -179,6 +179,7 @@ def test_nnugen_predict_is_repeatable_across_parts_resumes_and_copied_model_fold
 BAD_INPUTS = {
     "zero steps": (["--steps", "0"], "--steps 0: must be at least 1"),
     "zero seeds": (["--seeds", "0"], "--seeds 0: must be at least 1"),
+    "more steps than trained timesteps": (["--steps", "6"], "--steps 6: this model was trained with 5 timesteps"),
     "unknown sampler": (["--sampler", "euler"], "unknown sampler 'euler'"),
     "two channels for a one-channel model": ([], "has 2 channel file(s) (_0000, _0001) but the model expects 1"),
     "a baseline model folder": ([], "was trained with NnugenBaselineTrainer, not a diffusion segmentation trainer; "
