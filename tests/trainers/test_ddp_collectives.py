@@ -55,8 +55,9 @@ def _worker(rank: int, folder: str, find_unused: bool) -> None:
 
 @pytest.mark.parametrize("find_unused", [False, True])
 def test_ranks_stay_in_step(tmp_path, find_unused):
-    # fork: the children share this process's imports (spawn would import torch again in each, ~10 s here)
-    mp.start_processes(_worker, args=(str(tmp_path), find_unused), nprocs=WORLD, join=True, start_method="fork")
+    # spawn, not fork: after earlier tests have started torch's thread pools, forked children can deadlock (the whole
+    # suite hung here with fork); spawn costs a fresh torch import per child
+    mp.start_processes(_worker, args=(str(tmp_path), find_unused), nprocs=WORLD, join=True, start_method="spawn")
     first, second = (torch.load(tmp_path / f"rank_{rank}.pt", weights_only=True) for rank in range(WORLD))
     assert all(torch.equal(a, b) for a, b in zip(first["network"], second["network"]))
     assert all(torch.equal(a, b) for a, b in zip(first["start"], second["start"]))
