@@ -49,6 +49,8 @@ def _worker(rank: int, folder: str, find_unused: bool) -> None:
                          "grads": [p.grad.clone() for p in discriminator.parameters()], "means": means,
                     "norm": [b.clone() for b in norm.buffers()]},
                    f"{folder}/rank_{rank}.pt")
+        del network, optimizer  # the DDP reducer goes before its process group, as at the end of a training
+        dist.barrier()  # no rank tears gloo down while the other still talks to it (that aborted a rank once in CI)
     finally:
         dist.destroy_process_group()
 
