@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--disable_tta", action="store_true", help="no mirroring (diffusion models default to none)")
     parser.add_argument("--verbose", action="store_true")
     parser.add_argument("--save_probabilities", action="store_true", help="also write CASE.npz and CASE.pkl")
-    parser.add_argument("--continue_prediction", "--c", action="store_true",
+    parser.add_argument("--continue_prediction", "--continue", "--c", action="store_true",
                         help="skip cases whose output files all exist")
     parser.add_argument("-chk", default="checkpoint_final.pth", help="checkpoint (default checkpoint_final.pth)")
     parser.add_argument("-npp", type=int, default=_default("nnUNet_npp", 3),

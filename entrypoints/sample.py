@@ -20,7 +20,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("dataset", help="dataset ID or name")
     parser.add_argument("configuration", choices=CONFIGURATIONS, help="2d, 3d (= 3d_fullres), 3d_fullres, 3d_lowres")
     parser.add_argument("num_cases", type=int, metavar="N", help="number of cases to generate")
-    parser.add_argument("output_folder", metavar="OUT_DIR", help="output folder (must be empty or new)")
+    parser.add_argument("output_folder", metavar="OUT_DIR",
+                        help="output folder (new or empty, unless --continue or --overwrite)")
     parser.add_argument("--task", default="ddpm", choices=("ddpm", "adapter", "ldm"),
                         help="ddpm (NnugenDDPMTrainer, default), adapter (NnugenDDPMTrainer_labelAdapter: images for "
                              "--labels-from maps) or ldm (NnugenLDMTrainer)")
@@ -52,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-p", action="store_true", help="show progress bars (cases and sampler steps)")
     parser.add_argument("-device", default="cuda", help="cuda (default), cpu or mps")
     parser.add_argument("--overwrite", action="store_true", help="write into a non-empty OUT_DIR, replacing files")
+    parser.add_argument("--continue", "--c", dest="continue_sampling", action="store_true",
+                        help="finish an interrupted run in OUT_DIR with the same arguments: keep the cases whose files "
+                             "are all there, sample the others (the result equals an uninterrupted run)")
     return parser
 
 
@@ -69,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
             sampler=args.sampler, steps=args.steps, eta=args.eta, guidance_scale=args.guidance_scale, seed=args.seed,
             labels_from=Path(args.labels_from) if args.labels_from else None, as_dataset=args.as_dataset,
             size=args.size, device=args.device, progress=args.p, overwrite=args.overwrite,
+            continue_sampling=args.continue_sampling,
             num_parts=args.num_parts, part_id=args.part_id)
         written = sample(request)
         print(f"nnugen_sample: wrote {len(written)} file(s) to {args.output_folder}")

@@ -216,6 +216,15 @@ class SampleWriter:
             written.append(path)
         return written + write_preview(sample, image_channels, self.folder / "previews" / f"{case}.png")
 
+    def case_complete(self, case: str, image_channels: int) -> bool:
+        """Whether all of a case's files are there: its image channels and its preview, which ``write_case`` writes
+        last (after the label map), each atomically."""
+        previews = [self.folder / "previews" / f"{case}.png"]
+        if len(self.geometry.shape) == 3:
+            previews.append(previews[0].with_suffix(".gif"))
+        images = [self.images / f"{case}_{c:04d}{self.file_ending}" for c in range(image_channels)]
+        return all(path.is_file() for path in [*images, *previews])
+
     def finish(self, cases: list[str]) -> list[Path]:
         """dataset.json of the raw dataset (channel names and labels of the model's dataset), when writing one, once
         the label maps of all ``cases`` are there: a run split into parts writes it in the part that ends last."""

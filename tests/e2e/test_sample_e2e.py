@@ -142,6 +142,42 @@ def test_parts_together_write_exactly_the_files_of_one_unsplit_run(ddpm_root, tm
     assert [c["name"] for c in parts[1]["cases"]] == ["case_0001"]
 
 
+def test_continue_finishes_an_interrupted_run_as_if_it_never_stopped(ddpm_root, tmp_path, monkeypatch, capsys):
+    """A run stopped after case_0000, in the middle of case_0001 (its images written, not its label map and preview),
+    before case_0002: ``--continue`` keeps case_0000's files untouched, samples the other two, and the folder then
+    equals an uninterrupted run's. A different seed is refused, with nothing changed."""
+    from nnugen.entrypoints.sample import main as sample_main
+
+    _use_environment(monkeypatch, ddpm_root)
+    args = ["--size", "patch", *SAMPLE_ARGS]
+    whole, resumed = tmp_path / "whole", tmp_path / "resumed"
+    assert sample_main(["901", "3d", "3", str(whole), *args]) == 0
+    shutil.copytree(whole, resumed)
+    for name in ("case_0001.nii.gz", "previews/case_0001.png", "previews/case_0001.gif", "case_0002_0000.nii.gz",
+                 "case_0002.nii.gz", "previews/case_0002.png", "previews/case_0002.gif"):
+        (resumed / name).unlink()
+    (resumed / "case_0001_0000.nii.gz").write_bytes(b"")  # whatever is there of an unfinished case is redone
+    kept = {p: p.stat().st_mtime_ns for p in resumed.glob("case_0000*")}
+    capsys.readouterr()
+
+    other_seed = ["--size", "patch", "--steps", "2", "--seed", "1", "-device", "cpu", "--continue"]
+    assert sample_main(["901", "3d", "3", str(resumed), *other_seed]) == 1
+    assert "the earlier run used seed 0, this one 1" in capsys.readouterr().err
+    assert not (resumed / "case_0002_0000.nii.gz").exists()
+
+    assert sample_main(["901", "3d", "3", str(resumed), *args, "--continue"]) == 0
+    assert "1 case(s) already complete, 2 to sample" in capsys.readouterr().out
+    assert {p: p.stat().st_mtime_ns for p in resumed.glob("case_0000*")} == kept
+
+    def files(root: Path) -> list[str]:
+        return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+
+    assert files(resumed) == files(whole)
+    for name in files(whole):
+        if name.endswith(".nii.gz"):
+            np.testing.assert_array_equal(_read(resumed / name)[0], _read(whole / name)[0])
+
+
 def _fake_checkpoint_of_another_trainer(root: Path, ddpm_root: Path) -> None:
     """A model folder where nnugen_sample looks for a DDPM whose checkpoint names another trainer."""
     import torch
@@ -156,7 +192,10 @@ def _fake_checkpoint_of_another_trainer(root: Path, ddpm_root: Path) -> None:
 
 @pytest.mark.parametrize("case, expected", [
     ("n_zero", "N = 0: generate at least 1 case"),
-    ("not_empty", "is not empty; choose a new folder or pass --overwrite"),
+    ("not_empty", "is not empty; choose a new folder, pass --continue to finish an interrupted run in it, or "
+                  "--overwrite"),
+    ("continue_foreign", "holds files but no sampling.json: it is not a run of nnugen_sample to continue"),
+    ("continue_and_overwrite", "--continue keeps the cases already written and --overwrite replaces them"),
     ("no_model", f"model folder .*{MODEL} does not exist; train it first"),
     ("no_checkpoint", "checkpoint_latest.pth does not exist; train it first"),
     ("ldm", "NnugenLDMTrainer__nnugenPlans__3d_fullres does not exist; train it first"),
@@ -174,15 +213,19 @@ def test_bad_input_is_one_line_and_writes_nothing(case, expected, ddpm_root, fre
     _use_environment(monkeypatch, root)
     out = tmp_path / "out"
     argv = ["901", "3d", "0" if case == "n_zero" else "1", str(out), *SAMPLE_ARGS]
-    if case == "not_empty":
+    if case in ("not_empty", "continue_foreign", "continue_and_overwrite"):
         out.mkdir()
         (out / "mine.txt").write_text("keep")
-    argv += {"no_checkpoint": ["-chk", "checkpoint_latest.pth"], "ldm": ["--task", "ldm"]}.get(case, [])
+    argv += {"no_checkpoint": ["-chk", "checkpoint_latest.pth"], "ldm": ["--task", "ldm"],
+             "continue_foreign": ["--continue"], "continue_and_overwrite": ["--continue", "--overwrite"]}.get(case, [])
     assert sample_main(argv) == 1
     stderr = capsys.readouterr().err.strip().splitlines()
     assert len(stderr) == 1 and stderr[0].startswith("nnugen_sample: error: ")
     assert re.search(expected, stderr[0]), stderr[0]
-    assert (sorted(p.name for p in out.iterdir()) == ["mine.txt"]) if case == "not_empty" else not out.exists()
+    if out.exists():
+        assert sorted(p.name for p in out.iterdir()) == ["mine.txt"]
+    else:
+        assert case not in ("not_empty", "continue_foreign", "continue_and_overwrite")
 
 
 @pytest.mark.parametrize("transpose_forward, spacing, dimension", [
