@@ -64,7 +64,7 @@ def check_request(request: TrainRequest) -> tuple[str, str]:
     if configuration not in plans.get("configurations", {}):
         raise ValueError(f"configuration '{configuration}' is not in {PLANS_IDENTIFIER}.json; it has "
                          f"{', '.join(plans.get('configurations', {}))}")
-    section_of(plans["configurations"][configuration], configuration).task(task.section)
+    settings = section_of(plans["configurations"][configuration], configuration).task(task.section)
     built = built_trainers()
     if task.trainer not in built:
         available = ", ".join(t.cli_name for t in TRAIN_TASKS.values() if t.trainer in built)
@@ -72,7 +72,19 @@ def check_request(request: TrainRequest) -> tuple[str, str]:
                          f"available: {available}")
     if request.continue_training:
         check_resume_checkpoint(request, configuration, task.trainer)
+    if task.section == "anomaly" and not request.only_validation:
+        from nnugen.trainers.healthy_split import check_healthy_training_cases
+
+        check_healthy_training_cases(plans["dataset_name"], _data_identifier(plans, configuration), request.fold,
+                                     settings.anomaly.healthy_cases_file)
     return configuration, task.trainer
+
+
+def _data_identifier(plans: dict, configuration: str) -> str:
+    """The preprocessed data folder of a configuration (nnU-Net's ``inherits_from`` followed)."""
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    return PlansManager(plans).get_configuration(configuration).data_identifier
 
 
 def check_resume_checkpoint(request: TrainRequest, configuration: str, trainer: str) -> None:

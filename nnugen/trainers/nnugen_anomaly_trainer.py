@@ -29,11 +29,9 @@ from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 from torch import nn
 
 from nnugen.anomaly import (
-    HEALTHY_CASES_FILE,
     ThresholdRecord,
     choose_threshold,
     healthy_cases_file,
-    read_case_list,
     remove_small_components,
     score_cases,
     threshold_model_id,
@@ -46,6 +44,7 @@ from nnugen.models.denoiser_from_settings import denoiser_network
 from nnugen.models.image_generator import ImageGenerator
 from nnugen.networks.autoencoder import Autoencoder, latent_scale_factor
 from nnugen.trainers.checkpoint_files import unwrapped_network
+from nnugen.trainers.healthy_split import has_foreground, healthy_training_cases
 from nnugen.trainers.nnugen_autoencoder_trainer import autoencoder_arguments
 from nnugen.trainers.nnugen_generative_trainer import NnugenGenerativeTrainer
 from nnugen.trainers.nnugen_ldm_trainer import SCALE_BATCHES, NnugenLDMTrainer, latent_patch
@@ -133,30 +132,12 @@ class NnugenAnomalyTrainer(NnugenGenerativeTrainer):
         raw_folder = Path(nnUNet_raw) / self.plans_manager.dataset_name if nnUNet_raw else None
         return healthy_cases_file(self.settings.anomaly.healthy_cases_file, raw_folder)
 
-    def has_foreground(self, dataset, key: str) -> bool:
-        _, seg, _, properties = dataset.load_case(key)
-        locations = properties.get("class_locations")
-        if locations is not None:  # nnU-Net samples foreground locations of every case at preprocessing
-            return any(len(found) > 0 for found in locations.values())
-        return bool((np.asarray(seg[:]) > 0).any())
-
     def do_split(self):
         train_keys, val_keys = super().do_split()
-        listing = self.healthy_cases_file()
-        if listing is not None:
-            listed = read_case_list(listing)
-            healthy, source = [k for k in train_keys if k in listed], f"listed in {listing}"
-        else:
-            dataset = self.dataset_class(self.preprocessed_dataset_folder, train_keys,
-                                         folder_with_segs_from_previous_stage=self.folder_with_segs_from_previous_stage)
-            healthy = [k for k in train_keys if not self.has_foreground(dataset, k)]
-            source = "labels without foreground"
-        if not healthy:
-            where = f"none of the cases in {listing} is" if listing else "no case without foreground is"
-            raise ValueError(f"no healthy training case in fold {self.fold} ({where} among its {len(train_keys)} "
-                             f"training cases): list them in {HEALTHY_CASES_FILE} (one case identifier per line) in "
-                             f"the raw dataset folder, or with nnugen_plan -d ID --set "
-                             "anomaly.anomaly.healthy_cases_file=PATH")
+        dataset = self.dataset_class(self.preprocessed_dataset_folder, train_keys,
+                                     folder_with_segs_from_previous_stage=self.folder_with_segs_from_previous_stage)
+        healthy, source = healthy_training_cases(train_keys, self.healthy_cases_file(),
+                                                 lambda key: has_foreground(dataset, key), self.fold)
         self.print_to_log_file(f"anomaly training on healthy cases only: {len(healthy)} of the fold's "
                                f"{len(train_keys)} training cases ({source}); {len(val_keys)} validation cases")
         return healthy, val_keys
