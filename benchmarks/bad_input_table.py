@@ -135,6 +135,14 @@ def _bids_root(root: Path) -> Path:
     return bids
 
 
+def _earlier_samples(root: Path) -> None:
+    """A finished nnugen_sample run (seed 0) for --continue to be refused on."""
+    folder = root / "inputs" / "earlier_samples"
+    if not (folder / "sampling.json").is_file():
+        must([cli("nnugen_sample"), str(DATASET), "2d", "2", str(folder), "--seed", "0", "-device", "cpu"],
+             environment(root))
+
+
 def cases(root: Path) -> list[tuple[str, str, list[str], Callable[[], object] | None]]:
     """(CLI, what is wrong, command, setup run before the snapshot)."""
     d, out = str(DATASET), str(root / "outputs")
@@ -184,6 +192,9 @@ def cases(root: Path) -> list[tuple[str, str, list[str], Callable[[], object] | 
         ("nnugen_sample", "--labels-from for a joint (not label-conditioned) model",
          [*sample, "1", out, "--labels-from", str(root / "inputs" / "bad_labels"), "-device", "cpu"],
          lambda: _bad_labels(root)),
+        ("nnugen_sample", "--continue with another --seed than the interrupted run",
+         [*sample, "2", str(root / "inputs" / "earlier_samples"), "--seed", "1", "--continue", "-device", "cpu"],
+         lambda: _earlier_samples(root)),
         ("nnugen_convert_bids", "not a BIDS root", [cli("nnugen_convert_bids"), str(root / "inputs" / "empty"),
                                                     "985", "Bids", "--contrasts", "T1w", *bids_labels],
          lambda: (root / "inputs" / "empty").mkdir(parents=True, exist_ok=True)),
