@@ -1,6 +1,8 @@
 """Counterfactual anomaly segmentation against two baselines on the synthetic-lesion protocol (docs/benchmarks.md).
 
-    python benchmarks/anomaly_benchmark.py --work-dir W [--epochs 4] [--iterations 60] [--steps 10]
+    python benchmarks/anomaly_benchmark.py --work-dir W [--epochs 4] [--iterations 60] [--steps 10] [--shape 64 64]
+
+``--shape`` with two sizes runs the 2d configuration (2D phantoms), with three 3d_fullres.
 
 A lesion dataset is written (write_lesion_dataset: healthy phantoms for training; validation cases with lesions of the
 tuning families; test cases with lesions of the test families) and planned with the real CLIs. Two models are
@@ -43,8 +45,10 @@ def _stage(start: float, message: str) -> None:
     print(f"[{time.monotonic() - start:6.0f} s] {message}", flush=True)
 
 
-def _baseline_maps(root: Path, cases: dict[str, list[Path]], healthy_train: list[str]) -> dict[str, dict]:
-    """{"intensity": {case: map}, "autoencoder": {case: map}} in the original geometry (see the module docstring)."""
+def _baseline_maps(root: Path, cases: dict[str, list[Path]], healthy_train: list[str],
+                   configuration_name: str) -> dict[str, dict]:
+    """{"intensity": {case: map}, "autoencoder": {case: map}} in the original geometry (see the module docstring).
+    2d: nnU-Net preprocesses a 2D case as (C, 1, y, x); the 2D autoencoder sees (1, C, y, x)."""
     import torch
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
@@ -54,10 +58,11 @@ def _baseline_maps(root: Path, cases: dict[str, list[Path]], healthy_train: list
     from nnugen.models.autoencoder_files import load_autoencoder
     from nnugen.models.intensity_map import IntensityMap
 
-    model = root / "results" / FOLDER / "NnugenAutoencoderTrainer__nnugenPlans__3d_fullres"
+    model = root / "results" / FOLDER / f"NnugenAutoencoderTrainer__nnugenPlans__{configuration_name}"
     plans_manager = PlansManager(json.loads((model / "plans.json").read_text()))
     dataset_json = json.loads((model / "dataset.json").read_text())
-    configuration = plans_manager.get_configuration("3d_fullres")
+    configuration = plans_manager.get_configuration(configuration_name)
+    two_d = configuration_name == "2d"
     intensity = IntensityMap(section_of(configuration.configuration).intensity)
     autoencoder, _ = load_autoencoder(model / "fold_0")
     preprocessor = configuration.preprocessor_class(verbose=False)
@@ -65,7 +70,8 @@ def _baseline_maps(root: Path, cases: dict[str, list[Path]], healthy_train: list
     def model_image(files: list[Path]):
         data, _, properties = preprocessor.run_case([str(f) for f in files], None, plans_manager, configuration,
                                                     dataset_json)
-        return intensity.to_model(torch.from_numpy(data)[None].float()), properties
+        image = torch.from_numpy(data)[:, 0] if two_d else torch.from_numpy(data)
+        return intensity.to_model(image[None].float()), properties
 
     healthy = []
     for case in healthy_train:
@@ -81,7 +87,9 @@ def _baseline_maps(root: Path, cases: dict[str, list[Path]], healthy_train: list
             for name, raw in (("intensity", (x - median).abs().mean(1, keepdim=True)),
                               ("autoencoder", residual_map(x, reconstruction.clamp(-1, 1)))):
                 processed = postprocess(raw, 3, body)[0].numpy()
-                maps[name][case] = maps_to_original_geometry(processed, properties, plans_manager, configuration)[0]
+                processed = processed[:, None] if two_d else processed
+                original = maps_to_original_geometry(processed, properties, plans_manager, configuration)[0]
+                maps[name][case] = original[0] if two_d else original  # 2D files read as (y, x)
     return maps
 
 
@@ -107,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     from nnugen.demo.phantom import PhantomSpec
 
     start = time.monotonic()
+    configuration = "2d" if len(args.shape) == 2 else "3d_fullres"
     root = args.work_dir.resolve()
     env = {**os.environ, "nnUNet_raw": str(root / "raw"), "nnUNet_preprocessed": str(root / "preprocessed"),
            "nnUNet_results": str(root / "results"), "nnUNet_def_n_proc": "2", "nnUNet_n_proc_DA": "1"}
@@ -122,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     if not (raw / "dataset.json").is_file():
         write_lesion_dataset(root / "raw", DATASET_ID, NAME, args.healthy, args.tuning, args.test, seed=1,
                              spec=PhantomSpec(shape=tuple(args.shape)))
-        run("nnUNetv2_plan_and_preprocess", "-d", str(DATASET_ID), "-c", "3d_fullres", "-np", "2", "-npfp", "2")
+        run("nnUNetv2_plan_and_preprocess", "-d", str(DATASET_ID), "-c", configuration, "-np", "2", "-npfp", "2")
     lesions = json.loads((raw / "dataset.json").read_text())["nnugen_lesions"]
     healthy = lesions["healthy_cases"]
     train, held_out = healthy[:-HELD_OUT_HEALTHY], healthy[-HELD_OUT_HEALTHY:]
@@ -131,19 +140,22 @@ def main(argv: list[str] | None = None) -> int:
     atomic_write_json(root / "preprocessed" / FOLDER / "splits_final.json", [{"train": train, "val": tuning}])
     length = [f"training.epochs={args.epochs}", f"training.iterations_per_epoch={args.iterations}",
               "training.val_iterations_per_epoch=2"]
+    stages = json.loads((root / "preprocessed" / FOLDER / "nnUNetPlans.json").read_text())[
+        "configurations"][configuration]["architecture"]["arch_kwargs"]["n_stages"]
+    small = ",".join(str(min(16 * 2 ** i, 128)) for i in range(stages))  # a small denoiser: 16, 32, ... up to 128
     settings = [*(f"anomaly.{s}" for s in length), *(f"autoencoder.{s}" for s in length),
-                "anomaly.training.initial_lr=0.001", "anomaly.denoiser.features_per_stage=[16,32,64,128]",
+                "anomaly.training.initial_lr=0.001", f"anomaly.denoiser.features_per_stage=[{small}]",
                 "anomaly.denoiser.attention_stages=[]", f"anomaly.sampler.steps={args.steps}",
                 "autoencoder.training.initial_lr=0.001", "autoencoder.autoencoder.adversarial_weight=0",
                 "autoencoder.autoencoder.perceptual_network=none"]
     timings = {}
-    run("nnugen_plan", "-d", str(DATASET_ID), "-c", "3d_fullres", *(a for s in settings for a in ("--set", s)))
+    run("nnugen_plan", "-d", str(DATASET_ID), "-c", configuration, *(a for s in settings for a in ("--set", s)))
     for task, trainer in (("anomaly", "NnugenAnomalyTrainer"), ("autoencoder", "NnugenAutoencoderTrainer")):
-        fold = root / "results" / FOLDER / f"{trainer}__nnugenPlans__3d_fullres" / "fold_0"
+        fold = root / "results" / FOLDER / f"{trainer}__nnugenPlans__{configuration}" / "fold_0"
         if (fold / "checkpoint_final.pth").is_file():
             continue  # trained by an earlier run of this script in the same work folder
         begin = time.monotonic()
-        run("nnugen_train", str(DATASET_ID), "0", "3d", "--task", task, "-device", args.device, "--seed", "0")
+        run("nnugen_train", str(DATASET_ID), "0", configuration, "--task", task, "-device", args.device, "--seed", "0")
         timings[task] = time.monotonic() - begin
 
     # every case to map, in one input folder (nnU-Net's layout)
@@ -158,10 +170,10 @@ def main(argv: list[str] | None = None) -> int:
             for path in cases[case]:
                 shutil.copy(path, inputs / path.name)
     maps = {"intensity thresholding": {}, "autoencoder residual": {}}
-    baselines = _baseline_maps(root, cases, train)
+    baselines = _baseline_maps(root, cases, train, configuration)
     maps["intensity thresholding"], maps["autoencoder residual"] = baselines["intensity"], baselines["autoencoder"]
-    predict = ["nnugen_predict", "-d", str(DATASET_ID), "-c", "3d", "-f", "0", "-tr", "NnugenAnomalyTrainer", "-i",
-               str(inputs), "-device", args.device, "--seed", "0", "-npp", "0", "-nps", "0"]
+    predict = ["nnugen_predict", "-d", str(DATASET_ID), "-c", configuration, "-f", "0", "-tr", "NnugenAnomalyTrainer",
+               "-i", str(inputs), "-device", args.device, "--seed", "0", "-npp", "0", "-nps", "0"]
     for title, flags in ((f"diffusion, strength 0.5 (DDIM {args.steps})", ["--strengths", "0.5"]),
                          (f"diffusion, strengths 0.25/0.5/0.75 (DDIM {args.steps} each)", [])):
         output = root / "maps" / ("single" if flags else "multi")
