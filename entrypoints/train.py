@@ -19,8 +19,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("fold", help="fold of nnU-Net's 5-fold split (0-4) or 'all'")
     parser.add_argument("configuration", choices=CONFIGURATIONS, help="2d, 3d (= 3d_fullres), 3d_fullres, 3d_lowres")
     parser.add_argument("--task", default="seg", choices=list(TRAIN_TASKS),
-                        help="seg (diffusion segmentation, default), ddpm, autoencoder, ldm, anomaly, baseline "
-                             "(nnU-Net's trainer with the same plan and budget)")
+                        help="seg (diffusion segmentation, default), ddpm, adapter (label adapter on a trained ddpm), "
+                             "autoencoder, ldm, anomaly, anomaly_adapter (anatomy-mask adapter on a trained anomaly "
+                             "model), baseline (nnU-Net's trainer with the same plan and budget)")
     parser.add_argument("-device", default="cuda", help="cuda (default), cpu or mps")
     parser.add_argument("--c", action="store_true", help="continue from the latest checkpoint")
     parser.add_argument("-p", action="store_true", help="show progress bars")

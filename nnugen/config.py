@@ -202,7 +202,9 @@ class AnomalySettings(Section):
     """Counterfactual anomaly segmentation (pDDPM / AnoDDPM style partial noising; THOR-like post-processing).
     ``space``: ``image`` (pixel space) or ``latent`` (the diffusion model works on the latents of the trained
     autoencoder of the same configuration and fold, with ``latent_denoiser``; the map compares the decoded
-    counterfactual with the autoencoded input)."""
+    counterfactual with the autoencoded input). ``condition_channel``: the name (in dataset.json's ``channel_names``)
+    of an input channel holding an anatomy mask (read as channel > 0.5); it is never modelled as an image, and with
+    ``mask_to_anatomy`` the map is 0 outside it. Image space only."""
 
     space: str = "image"
     latent_denoiser: DenoiserSettings | None = None
@@ -215,8 +217,13 @@ class AnomalySettings(Section):
     threshold_rule: str = "best_dice"
     target_fpr: float = 0.01
     healthy_cases_file: str = ""
+    condition_channel: str = ""
+    mask_to_anatomy: bool = True
 
     def __post_init__(self) -> None:
+        if self.condition_channel and self.space == "latent":
+            fail("anomaly.condition_channel", "an anatomy condition channel works in image space only; set "
+                 "anomaly.space=image or leave anomaly.condition_channel empty")
         if not self.strengths:
             fail("anomaly.strengths", "needs at least one strength in (0, 1]")
         for s in self.strengths:
@@ -230,6 +237,27 @@ class AnomalySettings(Section):
         check_range("anomaly.median_filter", self.median_filter, 0)
         check_range("anomaly.min_component_voxels", self.min_component_voxels, 0)
         check_range("anomaly.target_fpr", self.target_fpr, 0.0, 1.0)
+
+    def condition_index(self, channel_names: dict[str, str], schemes: tuple[str, ...] = ()) -> int | None:
+        """The input channel of ``condition_channel`` in dataset.json's ``channel_names`` ({"0": "T2", ...}), or None
+        when none is set. ValueError for a name that is not there or not unique, a dataset with no other channel, or a
+        channel that nnU-Net normalises (``schemes``: the configuration's ``normalization_schemes``), which would turn
+        the 0 / 1 mask into z-scores."""
+        if not self.condition_channel:
+            return None
+        names = [channel_names[k] for k in sorted(channel_names, key=int)]
+        if names.count(self.condition_channel) != 1:
+            fail("anomaly.condition_channel", f"{self.condition_channel!r} is not exactly one channel of dataset.json "
+                 f"(channels: {', '.join(names)}); set it to the anatomy mask's channel name or leave it empty")
+        if len(names) == 1:
+            fail("anomaly.condition_channel", f"{self.condition_channel!r} is the dataset's only channel; the "
+                 "anomaly model needs at least one image channel besides the anatomy mask")
+        index = names.index(self.condition_channel)
+        if index < len(schemes) and schemes[index] != "NoNormalization":
+            fail("anomaly.condition_channel", f"nnU-Net normalises channel {self.condition_channel!r} with "
+                 f"{schemes[index]} (it picks the normalisation from the channel name); name the mask's channel "
+                 "noNorm in dataset.json and preprocess again")
+        return index
 
 
 @dataclass(frozen=True)

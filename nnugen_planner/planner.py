@@ -107,7 +107,8 @@ def plan_dataset(request: PlanRequest) -> Path:
             result["configurations"][name] = {**plans["configurations"][name], "nnugen": old["nnugen"]}
 
     planned_record = dict(existing.get(PLANNED_KEY, {})) if existing is not None else {}
-    n_channels = len(dataset_json.get("channel_names", dataset_json.get("modality", {})))
+    channel_names = dataset_json.get("channel_names", dataset_json.get("modality", {}))
+    n_channels = len(channel_names)
     n_classes = num_segmentation_heads(dataset_json)
     for name in names:
         configuration = plans["configurations"][name]
@@ -122,6 +123,9 @@ def plan_dataset(request: PlanRequest) -> Path:
                                existing.get(PLANNED_KEY, {}).get(name, {}))
         section = deep_merge(deep_merge(planned, edits), deep_merge(everywhere, per_configuration.get(name, {})))
         validated = NnugenSection.from_dict(section, f"{name}.nnugen")  # ValueError names the bad key
+        if "anomaly" in validated.tasks:  # the anatomy channel must be one of the dataset's, and not its only one
+            validated.tasks["anomaly"].anomaly.condition_index(channel_names,
+                                                               tuple(configuration.get("normalization_schemes", ())))
         result["configurations"][name] = {**result["configurations"][name], "nnugen": validated.to_dict()}
         planned_record[name] = planned
     result[PLANNED_KEY] = planned_record

@@ -1,6 +1,7 @@
 """Counterfactual anomaly segmentation: pseudo-healthy counterfactuals, anomaly maps, post-processing, thresholds,
 metrics and the synthetic-lesion protocol. Pure math on torch / numpy / scipy; never imports nnunetv2."""
 
+from nnugen.anomaly.anatomy_mask import anatomy_condition, split_anatomy
 from nnugen.anomaly.anomaly_map import (
     REDUCTIONS,
     body_mask,
@@ -53,6 +54,7 @@ __all__ = [
     "TUNING_FAMILIES",
     "LesionFamily",
     "ThresholdRecord",
+    "anatomy_condition",
     "average_precision",
     "best_dice_threshold",
     "body_mask",
@@ -77,6 +79,7 @@ __all__ = [
     "score_cases",
     "simplex_noise",
     "simplex_noise_like",
+    "split_anatomy",
     "threshold_model_id",
     "uncertainty",
     "volume_score",

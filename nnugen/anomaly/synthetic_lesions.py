@@ -16,6 +16,11 @@ The phantom's own "organ" and "lesion" structures are part of every case, so the
 inserted lesions are labelled. nnU-Net 2.8.1's fingerprint extraction crashes on a dataset whose labels are all
 background; the validation lesion cases in imagesTr carry foreground, so the dataset as a whole has some (hence at
 least one validation case is required).
+
+With ``anatomy_channel=True`` every case gets one more input channel, last: the body mask in which lesions are placed
+(1 inside, 0 outside; the same mask for healthy cases), for ``anomaly.condition_channel``. nnU-Net picks a channel's
+normalisation from its name, so the channel is named ``noNorm`` (``ANATOMY_CHANNEL``): preprocessing then resamples
+it but leaves its values alone.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ if TYPE_CHECKING:
 
 SHAPES = ("ellipsoid", "blob")
 LESION_LABELS = {"background": 0, "lesion": 1}
+ANATOMY_CHANNEL = "noNorm"
 _MIN_LESION_VOXELS = 4
 _MIN_RADIUS = 1.5  # voxels
 
@@ -179,13 +185,15 @@ def insert_lesions(image: np.ndarray, body: np.ndarray, rng: np.random.Generator
 
 def write_lesion_dataset(raw_root: str | os.PathLike, dataset_id: int, name: str, n_healthy_train: int,
                          n_val_lesion: int, n_test_lesion: int, seed: int = 0, spec: PhantomSpec | None = None,
-                         *, overwrite: bool = False) -> Path:
+                         *, overwrite: bool = False, anatomy_channel: bool = False) -> Path:
     """Write ``Dataset{dataset_id:03d}_{name}`` (see the module docstring) under ``raw_root``; returns the folder.
 
     Cases are numbered healthy, then validation, then test; case i's anatomy depends only on (seed, i) and
     ``spec`` (as in write_phantom_dataset), its lesions on (seed, i, 1). Validation cases cycle through
     TUNING_FAMILIES, test cases through TEST_FAMILIES; dataset.json's ``nnugen_lesions`` records which case got
     which family. The dataset is built in a hidden temporary folder and renamed into place, files atomically.
+    ``anatomy_channel``: also write the body mask the lesions are placed in, as a last channel (see the module
+    docstring).
     """
     from nnugen.atomic_files import atomic_write_json, atomic_write_text
     from nnugen.demo.phantom import PhantomSpec, _write_image, make_phantom_case
@@ -218,21 +226,26 @@ def write_lesion_dataset(raw_root: str | os.PathLike, dataset_id: int, name: str
             case = f"{name}_{index:03d}"
             images, _anatomy = make_phantom_case(spec, np.random.default_rng([seed, index]))
             image = np.stack(images)
+            body = body_mask(image[None])[0, 0]
             if index < n_healthy_train:
                 label = np.zeros(spec.shape, np.uint8)
                 healthy.append(case)
             else:
                 k = index - (n_healthy_train if index < n_train else n_train)
                 families[case] = (TUNING_FAMILIES if index < n_train else TEST_FAMILIES)[k % 2]
-                body = body_mask(image[None])[0, 0]
                 image, label = insert_lesions(image, body, np.random.default_rng([seed, index, 1]), families[case])
+            if anatomy_channel:
+                image = np.concatenate([image, body[None].astype(image.dtype)])
             images_dir, labels_dir = ("imagesTr", "labelsTr") if index < n_train else ("imagesTs", "labelsTs")
             for channel, array in enumerate(image):
                 _write_image(array, spec, temporary / images_dir / f"{case}_{channel:04d}.nii.gz")
             _write_image(label, spec, temporary / labels_dir / f"{case}.nii.gz")
         atomic_write_text(temporary / HEALTHY_CASES_FILE, "".join(f"{case}\n" for case in healthy))
+        channel_names = dict(spec.channel_names)
+        if anatomy_channel:
+            channel_names[str(len(channel_names))] = ANATOMY_CHANNEL
         atomic_write_json(temporary / "dataset.json", {
-            "channel_names": spec.channel_names,
+            "channel_names": channel_names,
             "labels": dict(LESION_LABELS),
             "numTraining": n_train,
             "file_ending": ".nii.gz",

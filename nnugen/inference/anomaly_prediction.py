@@ -93,7 +93,8 @@ def anomaly_export_job(predictor, segmenter: AnomalySegmenter, case, item: dict,
                        save_probabilities: bool) -> tuple:
     """(``export_anomaly_case``, its arguments) for one preprocessed case; picklable for ``-nps`` workers."""
     prediction = predict_anomaly_case(predictor, segmenter, item["data"], case.identifier, seed)
+    images = segmenter.image_channel_indices()  # an anatomy-mask channel has no counterfactual
     return export_anomaly_case, (
-        prediction.logits, prediction.maps, prediction.counterfactual, item["data"].numpy(),
-        [str(f) for f in case.files], item["data_properties"], predictor.plans_manager,
+        prediction.logits, prediction.maps, prediction.counterfactual, item["data"].numpy()[images],
+        [str(case.files[k]) for k in images], item["data_properties"], predictor.plans_manager,
         predictor.configuration_manager, predictor.dataset_json, item["ofile"], save_probabilities)

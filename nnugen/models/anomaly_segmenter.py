@@ -20,6 +20,12 @@ would be refused by the checkpoint writer, which never saves non-finite tensors)
 Every call draws its noise from a ``torch.Generator`` seeded with ``seed`` (member k of ``sampler.seeds`` uses
 ``seed + k``), so a given image always gets the same map.
 
+Anatomy mask (``anomaly.condition_channel``): one input channel holds an anatomy mask (read as channel > 0.5; its
+index in the input, from dataset.json, is the buffer ``condition_index`` that the trainer sets and the checkpoint
+keeps). The generator models the other channels only, and the map is computed on them; with ``mask_to_anatomy`` it is
+0 outside the mask. With a generator in mode ``label_adapter`` (``NnugenAnomalyTrainer_anatomyAdapter``), every
+counterfactual is denoised with the adapter's residuals from the mask's one-hot (Mou et al. 2023).
+
 Latent mode (``anomaly.space: latent``): the generator models the scaled latents of a frozen autoencoder held inside
 (``encode`` / ``decode``); the counterfactual is decoded and compared with the autoencoded input decode(encode(x)),
 not with x, so the autoencoder's reconstruction error stays out of the map.
@@ -39,12 +45,14 @@ import torch
 from torch import Tensor, nn
 
 from nnugen.anomaly import (
+    anatomy_condition,
     body_mask,
     check_strength,
     ensemble_map,
     multi_strength_counterfactuals,
     postprocess,
     residual_map,
+    split_anatomy,
     uncertainty,
 )
 from nnugen.config import AnomalySettings, IntensitySettings
@@ -57,6 +65,8 @@ LOGIT_SCALE = 100.0
 """Lesion logit per unit of anomaly score above the threshold; maps are residuals in [-1, 1] units (0 ... 2), so the
 logits stay within nnU-Net's float16 accumulation while 0.01 above the threshold already means p = 0.73."""
 OTHER_LABEL_LOGIT = -30.0
+NO_CONDITION_INDEX = ("this anomaly model does not know which input channel holds the anatomy mask "
+                      "(condition_index unset); train it with nnugen_train, which records it from dataset.json")
 NO_THRESHOLD = ("this anomaly model has no threshold yet: run the final validation (nnugen_train ID FOLD CONFIG "
                 "--task anomaly --val) to choose it on the fold's validation cases; it is stored in "
                 "checkpoint_final.pth")
@@ -94,8 +104,14 @@ class AnomalySegmenter(nn.Module):
     def __init__(self, generator: ImageGenerator, anomaly: AnomalySettings, intensity: IntensitySettings,
                  num_classes: int = 2, logit_scale: float = LOGIT_SCALE, autoencoder: Autoencoder | None = None):
         super().__init__()
-        if generator.generation.mode != "image":
-            raise ValueError(f"the anomaly model needs an image-only generator, got mode {generator.generation.mode!r}")
+        mode = generator.generation.mode
+        if mode not in ("image", "label_adapter"):
+            raise ValueError(f"the anomaly model needs an image-only generator or an anatomy adapter, got mode "
+                             f"{mode!r}")
+        if mode == "label_adapter" and not anomaly.condition_channel:
+            raise ValueError("the anatomy adapter is conditioned on an anatomy mask: set anomaly.condition_channel to "
+                             "the name of the mask's channel in dataset.json (nnugen_plan --set "
+                             "anomaly.anomaly.condition_channel=NAME)")
         if num_classes < 2:
             raise ValueError(f"anomaly segmentation needs a background and a lesion label, got {num_classes} classes")
         if (autoencoder is None) != (anomaly.space == "image"):
@@ -106,9 +122,11 @@ class AnomalySegmenter(nn.Module):
         self.autoencoder = autoencoder.requires_grad_(False) if autoencoder is not None else None
         if autoencoder is not None:  # image-mode checkpoints keep their keys
             self.register_buffer("latent_scale", torch.zeros(()))
+        if anomaly.condition_channel:  # which input channel is the mask: set by the trainer, kept in the checkpoint
+            self.register_buffer("condition_index", torch.tensor(-1))
         self.anomaly = anomaly
-        # the plans' map, as the trainer uses it: the predictor rebuilds it from the model folder's plans.json
-        self.intensity = IntensityMap(intensity)
+        # the plans' map of every input channel (the predictor rebuilds it from the model folder's plans.json)
+        self.input_intensity = intensity
         self.num_classes = num_classes
         self.logit_scale = logit_scale
         self.seed = 0
@@ -140,6 +158,35 @@ class AnomalySegmenter(nn.Module):
         """Inside: eval ``forward`` returns logits, map, variance and counterfactual stacked (``packed_channels``
         channels); the threshold must be chosen."""
         return self._output_as("packed")
+
+    def set_condition_index(self, index: int) -> None:
+        """Record which input channel holds the anatomy mask (its index in dataset.json's ``channel_names``)."""
+        if not self.anomaly.condition_channel:
+            raise ValueError("this anomaly model has no anatomy condition channel (anomaly.condition_channel is empty)")
+        if not 0 <= index < len(self.input_intensity.channels):
+            raise ValueError(f"condition channel {index} is not one of the {len(self.input_intensity.channels)} input "
+                             "channels of the plans' intensity map")
+        self.condition_index.fill_(int(index))
+
+    def anatomy_channel(self) -> int | None:
+        """The input channel that holds the anatomy mask, or None without ``anomaly.condition_channel``."""
+        if not self.anomaly.condition_channel:
+            return None
+        if int(self.condition_index) < 0:
+            raise ValueError(NO_CONDITION_INDEX)
+        return int(self.condition_index)
+
+    def image_channel_indices(self) -> list[int]:
+        """The input channels the model treats as images (all but the anatomy mask)."""
+        anatomy = self.anatomy_channel()
+        return [k for k in range(len(self.input_intensity.channels)) if k != anatomy]
+
+    @property
+    def intensity(self) -> IntensityMap:
+        """The plans' intensity map of the image channels (the anatomy mask left out)."""
+        channels = self.input_intensity.channels
+        return IntensityMap(replace(self.input_intensity, channels=tuple(channels[k]
+                                                                         for k in self.image_channel_indices())))
 
     @property
     def image_channels(self) -> int:
@@ -194,13 +241,28 @@ class AnomalySegmenter(nn.Module):
         if strengths is not None:
             self.anomaly = replace(self.anomaly, strengths=tuple(check_strength(s) for s in strengths))
 
+    def split(self, image: Tensor) -> tuple[Tensor, Tensor | None]:
+        """Preprocessed input (B, C, *spatial) -> (its image channels in the model's [-1, 1] (float32), the anatomy
+        mask (B, 1, *spatial) bool, or None without a condition channel)."""
+        anatomy = self.anatomy_channel()
+        image, mask = (image, None) if anatomy is None else split_anatomy(image, anatomy)
+        return self.intensity.to_model(image.float()), mask
+
     def model_image(self, image: Tensor) -> Tensor:
-        """nnU-Net's preprocessed intensities (B, C, ...) -> the model's [-1, 1] (float32)."""
-        return self.intensity.to_model(image.float())
+        """nnU-Net's preprocessed intensities (B, C, ...) -> the image channels in the model's [-1, 1] (float32)."""
+        return self.split(image)[0]
+
+    def region(self, x: Tensor, anatomy: Tensor | None) -> Tensor | None:
+        """Where the map may be non-zero (B, 1, *spatial) bool, for model-range image channels ``x`` and the anatomy
+        mask: the body mask (``mask_to_body``) and the anatomy mask (``mask_to_anatomy``); None when neither applies."""
+        body = body_mask(x) if self.anomaly.mask_to_body else None
+        if anatomy is None or not self.anomaly.mask_to_anatomy:
+            return body
+        return anatomy if body is None else body & anatomy.to(body.device)
 
     def body(self, image: Tensor) -> Tensor | None:
-        """Body mask (B, 1, *spatial) bool of a preprocessed image, or None when ``mask_to_body`` is off."""
-        return body_mask(self.model_image(image)) if self.anomaly.mask_to_body else None
+        """``region`` of a preprocessed input (B, C, *spatial): body and anatomy masks as switched on, or None."""
+        return self.region(*self.split(image))
 
     @torch.no_grad()
     def run(self, image: Tensor, threshold: float | None = None) -> AnomalyResult:
@@ -210,7 +272,7 @@ class AnomalySegmenter(nn.Module):
         map (postprocess); without, the map stays as the median filter and body mask leave it.
         """
         anomaly, sampler = self.anomaly, self.generator.sampler
-        x = self.model_image(image)
+        x, anatomy = self.split(image)
         latent = self.autoencoder is not None
         if latent and not self.latent_scale > 0:
             raise ValueError("this latent anomaly model has no latent scale factor; train it (nnugen_train ... --task "
@@ -218,11 +280,16 @@ class AnomalySegmenter(nn.Module):
         # in latent mode the input of diffusion is the scaled latent, and the map's reference the autoencoded input
         start = self.encode(x) if latent else x
         reference = self.decode(start, x.shape[2:]) if latent else x
-        # latents are not confined to [-1, 1]: their x0 estimates are not clipped
-        x0 = x0_denoiser(lambda x_t, t: self.generator.model_output(x_t, t, None, use_ema=True),
-                         self.generator.alphas_cumprod, self.generator.diffusion.model_output,
-                         clip=None if latent else (-1.0, 1.0))
-        denoise = volume_denoiser(lambda x_t, t, _: x0(x_t, t), None, self.generator.patch_size)
+        # the anatomy adapter's condition: the mask's one-hot, cropped with every window of the volume denoiser
+        condition = anatomy_condition(anatomy) if self.generator.adapter is not None else None
+
+        def x0(x_t: Tensor, t: Tensor, window_condition: Tensor | None) -> Tensor:
+            # latents are not confined to [-1, 1]: their x0 estimates are not clipped
+            return x0_denoiser(lambda x, s: self.generator.model_output(x, s, window_condition, use_ema=True),
+                               self.generator.alphas_cumprod, self.generator.diffusion.model_output,
+                               clip=None if latent else (-1.0, 1.0))(x_t, t)
+
+        denoise = volume_denoiser(x0, condition, self.generator.patch_size)
         counterfactuals = []
         for k in range(sampler.seeds):
             generator = torch.Generator(device=x.device).manual_seed(self.seed + k)
@@ -233,11 +300,11 @@ class AnomalySegmenter(nn.Module):
         if latent:
             members_cf = torch.stack([self.decode(c, x.shape[2:]) for c in members_cf])
         members = torch.stack([residual_map(reference, c) for c in members_cf])
-        mask = body_mask(x) if anomaly.mask_to_body else None
-        result = postprocess(ensemble_map(members), anomaly.median_filter, mask)
+        result = postprocess(ensemble_map(members), anomaly.median_filter, self.region(x, anatomy))
         if threshold is not None:
             result = self.without_small_components(result, threshold)
-        healthy = torch.stack([self.intensity.to_preprocessed(c) for c in members_cf])
+        intensity = self.intensity
+        healthy = torch.stack([intensity.to_preprocessed(c) for c in members_cf])
         return AnomalyResult(result, members, healthy)
 
     def without_small_components(self, anomaly_map: Tensor, threshold: float) -> Tensor:
@@ -258,11 +325,12 @@ class AnomalySegmenter(nn.Module):
         others = [torch.full_like(lesion, OTHER_LABEL_LOGIT)] * (self.num_classes - 2)
         return torch.cat([torch.zeros_like(lesion), lesion, *others], dim=1)
 
-    def forward(self, x: Tensor, loss: bool = False) -> Tensor:
-        """``loss=True``: x is a healthy batch in [-1, 1] -> the training loss (through forward, as DDP needs).
-        Otherwise x is a preprocessed image -> logits (see the module docstring)."""
+    def forward(self, x: Tensor, loss: bool = False, condition: Tensor | None = None) -> Tensor:
+        """``loss=True``: x is a healthy batch of image channels in [-1, 1] (with the anatomy adapter, ``condition``
+        its mask's ``anatomy_condition``) -> the training loss (through forward, as DDP needs). Otherwise x is a
+        preprocessed input -> logits (see the module docstring)."""
         if loss:
-            return self.generator(x)
+            return self.generator(x, condition)
         if self._output == "map":
             return self.map_to_logits(self.anomaly_map(x), 0.0, 1.0)
         if not bool(self.threshold_chosen):

@@ -1,12 +1,13 @@
-"""A trained DDPM's denoiser as another model reads it (the frozen base of a label adapter): ``denoiser.json`` (what
-it is: mode, channels, denoiser and diffusion settings; plain JSON) and ``denoiser_weights.pt`` (the EMA weights when
-the model keeps them, else the trained ones; a state dict of tensors only). The DDPM trainer writes both atomically
-at the end of training; they are read with ``weights_only=True``, and a file that would need unsafe unpickling is
-refused."""
+"""A trained denoiser as another model reads it (the frozen base of a label adapter): ``denoiser.json`` (what it is:
+mode, channels, denoiser and diffusion settings; plain JSON) and ``denoiser_weights.pt`` (the EMA weights when the
+model keeps them, else the trained ones; a state dict of tensors only). The DDPM and anomaly trainers write both
+atomically at the end of training (``export_denoiser``); they are read with ``weights_only=True``, and a file that
+would need unsafe unpickling is refused."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -21,6 +22,27 @@ CHECKED_KEYS = ("mode", "image_channels", "denoiser", "diffusion")
 """What a base model must share with the plans of the model built on it."""
 
 
+@dataclass(frozen=True)
+class BaseModel:
+    """Which trainer's model an adapter builds on, and what its error messages tell the user to do."""
+
+    name: str
+    """What the base is, in messages: "DDPM", "anomaly model"."""
+    trainer: str
+    """The base's trainer, whose fold folder of the same dataset, plans and configuration is the default base."""
+    train: str
+    """How to train the base, e.g. ``nnugen_train ID FOLD CONFIG --task ddpm``."""
+    setting: str
+    """The setting that names another base model folder, e.g. ``ddpm.generation.base_model``."""
+    own_folder: str
+    """What to do when the base model folder is the adapter's own output folder."""
+
+
+DDPM_BASE = BaseModel("DDPM", "NnugenDDPMTrainer", "nnugen_plan --set ddpm.generation.mode=image, then nnugen_train "
+                      "ID FOLD CONFIG --task ddpm", "ddpm.generation.base_model",
+                      "train the adapter as NnugenDDPMTrainer_labelAdapter (nnugen_train ... --task adapter)")
+
+
 def denoiser_description(settings, image_channels: int, mode: str) -> dict:
     """What ``denoiser.json`` records: the mode, the image channels and the denoiser and diffusion settings."""
     return {"mode": mode, "image_channels": image_channels, "denoiser": settings.denoiser.to_dict(),
@@ -28,13 +50,13 @@ def denoiser_description(settings, image_channels: int, mode: str) -> dict:
 
 
 def base_model_folder(setting: str, results: Path, dataset_name: str, plans_name: str, configuration: str,
-                      fold) -> Path:
-    """The fold folder of a base DDPM: ``setting`` (a model folder or its fold folder), or when it is empty the same
-    dataset's ``NnugenDDPMTrainer__PLANS__CONFIGURATION/fold_F`` under ``results``."""
+                      fold, trainer: str = DDPM_BASE.trainer) -> Path:
+    """The fold folder of a base model: ``setting`` (a model folder or its fold folder), or when it is empty the same
+    dataset's ``TRAINER__PLANS__CONFIGURATION/fold_F`` under ``results`` (the base DDPM by default)."""
     if setting:
         folder = Path(setting)
         return folder if (folder / CONFIG_FILE).is_file() else folder / f"fold_{fold}"
-    return Path(results) / dataset_name / f"NnugenDDPMTrainer__{plans_name}__{configuration}" / f"fold_{fold}"
+    return Path(results) / dataset_name / f"{trainer}__{plans_name}__{configuration}" / f"fold_{fold}"
 
 
 def save_denoiser(denoiser: nn.Module, description: dict, folder: Path) -> None:
@@ -43,22 +65,41 @@ def save_denoiser(denoiser: nn.Module, description: dict, folder: Path) -> None:
     atomic_write_json(Path(folder) / CONFIG_FILE, description)
 
 
-def load_denoiser_weights(folder: Path, expected: dict, device: torch.device | str = "cpu") -> dict:
+def export_denoiser(generator: nn.Module, description: dict, folder: Path) -> None:
+    """Export an ``ImageGenerator``'s denoiser for adapters to build on: its EMA weights when it keeps them (and has
+    no adapter, whose EMA would be the adapter's), else the trained ones."""
+    ema = generator.ema if generator.adapter is None else None
+    save_denoiser(ema if ema is not None else generator.denoiser, description, folder)
+
+
+def load_denoiser_weights(folder: Path, expected: dict, device: torch.device | str = "cpu",
+                          base: BaseModel = DDPM_BASE) -> dict:
     """The state dict exported to ``folder``, after checking that its description matches ``expected`` on
-    ``CHECKED_KEYS``; one-line ValueErrors saying what to do."""
+    ``CHECKED_KEYS``; one-line ValueErrors saying what to do (``base``: how the user trains the base)."""
     folder = Path(folder)
     config, weights = folder / CONFIG_FILE, folder / WEIGHTS_FILE
     if not config.is_file() or not weights.is_file():
-        raise ValueError(f"{folder} holds no exported DDPM ({CONFIG_FILE} + {WEIGHTS_FILE}); train the base model "
-                         "first: nnugen_plan --set ddpm.generation.mode=image, then nnugen_train ID FOLD CONFIG "
-                         "--task ddpm (or set ddpm.generation.base_model to a trained one)")
+        raise ValueError(f"{folder} holds no exported {base.name} ({CONFIG_FILE} + {WEIGHTS_FILE}); train the base "
+                         f"model first: {base.train} (or set {base.setting} to a trained one)")
     found = json.loads(config.read_text())
     wanted = json.loads(json.dumps(expected))  # tuples -> lists, as they were written
     for key, there, here in _differences(found, wanted, CHECKED_KEYS)[:1]:
         raise ValueError(f"the base model in {folder} does not match these plans ({key}: {_short(there)} there, "
                          f"{_short(here)} here); train the base again with these plans, or set "
-                         "ddpm.generation.base_model to a matching model folder")
+                         f"{base.setting} to a matching model folder")
     return load_weights_only(weights, device, "train the base model again")
+
+
+def read_base_denoiser(base: BaseModel, setting: str, expected: dict, results: Path, dataset_name: str,
+                       plans_name: str, configuration: str, fold, own_trainer: str) -> tuple[Path, dict]:
+    """(fold folder, weights) of the base model an adapter trainer ``own_trainer`` builds on (see
+    ``base_model_folder``), checked against ``expected``; a base folder that is the adapter's own output folder is
+    refused. Called before nnU-Net creates that folder, so a missing or mismatched base writes nothing."""
+    folder = base_model_folder(setting, results, dataset_name, plans_name, configuration, fold, base.trainer)
+    own = Path(results) / dataset_name / f"{own_trainer}__{plans_name}__{configuration}" / f"fold_{fold}"
+    if folder.resolve() == own.resolve():
+        raise ValueError(f"the base model folder {folder} is this run's own output folder; {base.own_folder}")
+    return folder, load_denoiser_weights(folder, expected, base=base)
 
 
 def _differences(found: dict, wanted: dict, keys, prefix: str = "") -> list[tuple[str, object, object]]:

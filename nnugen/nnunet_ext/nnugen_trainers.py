@@ -6,6 +6,7 @@ from nnugen.trainers.nnugen_baseline_trainer import NnugenBaselineTrainer
 from nnugen.trainers.nnugen_ddpm_trainer import NnugenDDPMTrainer
 from nnugen.trainers.nnugen_diffseg_trainer import NnugenDiffSegTrainer
 from nnugen.trainers.nnugen_ldm_trainer import NnugenLDMTrainer
+from nnugen.trainers.variants.anomaly_anatomy_adapter import NnugenAnomalyTrainer_anatomyAdapter
 from nnugen.trainers.variants.ddpm_label_adapter import NnugenDDPMTrainer_labelAdapter
 from nnugen.trainers.variants.diffseg_ablations import (
     NnugenDiffSegTrainer_eps,
@@ -17,6 +18,7 @@ from nnugen.trainers.variants.diffseg_ablations import (
 
 __all__ = [
     "NnugenAnomalyTrainer",
+    "NnugenAnomalyTrainer_anatomyAdapter",
     "NnugenAutoencoderTrainer",
     "NnugenBaselineTrainer",
     "NnugenDDPMTrainer",

@@ -23,6 +23,7 @@ TRAIN_TASKS = {
         TrainTask("autoencoder", "autoencoder", "NnugenAutoencoderTrainer"),
         TrainTask("ldm", "ldm", "NnugenLDMTrainer"),
         TrainTask("anomaly", "anomaly", "NnugenAnomalyTrainer"),
+        TrainTask("anomaly_adapter", "anomaly", "NnugenAnomalyTrainer_anatomyAdapter"),
         TrainTask("baseline", "baseline", "NnugenBaselineTrainer"),
     )
 }

@@ -8,6 +8,9 @@
   configuration and fold (found and loaded weights-only as the latent diffusion trainer does); the frozen autoencoder
   is part of the network, so its weights travel in the checkpoint. Latents are scaled by 1 / std, estimated at the
   start of training and kept in the checkpoint.
+- ``anomaly.condition_channel`` names an input channel holding an anatomy mask, never modelled (AnomalySegmenter); its
+  index in dataset.json is checked before nnU-Net creates the output folder. In image space the denoiser is exported
+  weights-only at the end, the frozen base of ``NnugenAnomalyTrainer_anatomyAdapter`` (mode ``label_adapter``).
 - The final validation chooses the threshold: the anomaly map of every validation case of the fold, computed with
   nnU-Net's own sliding window (``nnUNetPredictor``, Gaussian weighting, the patch size) exactly as
   ``nnUNetv2_predict`` will compute it, then ``best_dice`` over the validation cases (lesion cases needed) or ``fpr``
@@ -25,11 +28,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from nnunetv2.paths import nnUNet_results
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 from torch import nn
 
 from nnugen.anomaly import (
     ThresholdRecord,
+    anatomy_condition,
     choose_threshold,
     healthy_cases_file,
     remove_small_components,
@@ -40,7 +45,7 @@ from nnugen.atomic_files import atomic_write_json
 from nnugen.config import GenerationSettings, section_of
 from nnugen.models.anomaly_segmenter import AnomalySegmenter
 from nnugen.models.autoencoder_files import load_autoencoder
-from nnugen.models.denoiser_from_settings import denoiser_network
+from nnugen.models.denoiser_files import BaseModel, denoiser_description, export_denoiser, read_base_denoiser
 from nnugen.models.image_generator import ImageGenerator
 from nnugen.networks.autoencoder import Autoencoder, latent_scale_factor
 from nnugen.trainers.checkpoint_files import unwrapped_network
@@ -51,6 +56,10 @@ from nnugen.trainers.nnugen_ldm_trainer import SCALE_BATCHES, NnugenLDMTrainer, 
 
 THRESHOLD_FILE = "threshold.json"
 SUMMARY_FILE = "anomaly_summary.json"
+ANATOMY_CLASSES = 2  # the anatomy adapter's condition: the one-hot of the mask (outside, inside)
+ANOMALY_BASE = BaseModel("anomaly model", "NnugenAnomalyTrainer", "nnugen_train ID FOLD CONFIG --task anomaly",
+                         "anomaly.generation.base_model", "train the adapter as NnugenAnomalyTrainer_anatomyAdapter "
+                         "(nnugen_train ... --task anomaly_adapter)")
 
 
 class NnugenAnomalyTrainer(NnugenGenerativeTrainer):
@@ -58,10 +67,35 @@ class NnugenAnomalyTrainer(NnugenGenerativeTrainer):
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
+        # the anatomy channel and an adapter's base model are checked before nnU-Net's constructor creates the output
+        # folder, so bad settings or a missing base write nothing
+        self.condition_index, self.base = self._read_condition(plans, configuration, fold, dataset_json)
         super().__init__(plans, configuration, fold, dataset_json, device)
         if self.is_cascaded:
             raise ValueError("anomaly segmentation does not use nnU-Net's cascade; train 2d, 3d_fullres or 3d_lowres")
         self.oversample_foreground_percent = 0.0  # healthy cases have no foreground to oversample
+
+    @classmethod
+    def _read_condition(cls, plans: dict, configuration: str, fold,
+                        dataset_json: dict) -> tuple[int | None, tuple[Path, dict] | None]:
+        """(input channel of the anatomy mask or None, (folder, weights) of the frozen base denoiser for the anatomy
+        adapter or None); one-line ValueErrors."""
+        manager = PlansManager(plans)
+        configuration_manager = manager.get_configuration(configuration)
+        settings = cls.task_settings(configuration_manager.configuration, configuration)
+        index = settings.anomaly.condition_index(dataset_json["channel_names"],
+                                                 tuple(configuration_manager.normalization_schemes))
+        if settings.generation is None or settings.generation.mode != "label_adapter":
+            return index, None
+        if settings.anomaly.space != "image":
+            raise ValueError(f"{cls.__name__} works in image space only; set anomaly.anomaly.space=image")
+        if index is None:
+            raise ValueError(f"{cls.__name__} conditions on an anatomy mask: name its channel with nnugen_plan --set "
+                             "anomaly.anomaly.condition_channel=NAME (a channel of dataset.json) first")
+        expected = denoiser_description(settings, len(dataset_json["channel_names"]) - 1, "image")
+        return index, read_base_denoiser(ANOMALY_BASE, settings.generation.base_model, expected,
+                                         Path(nnUNet_results.get()), manager.dataset_name, manager.plans_name,
+                                         configuration, fold, cls.__name__)
 
     @classmethod
     def build_network_architecture(cls, plans_manager: PlansManager, configuration_manager: ConfigurationManager,
@@ -69,22 +103,30 @@ class NnugenAnomalyTrainer(NnugenGenerativeTrainer):
                                    enable_deep_supervision: bool = True) -> nn.Module:
         settings = cls.task_settings(configuration_manager.configuration)
         section = section_of(configuration_manager.configuration)
-        channels, patch, autoencoder = num_input_channels, configuration_manager.patch_size, None
+        # the anatomy mask is an input channel, but never modelled
+        channels = num_input_channels - (1 if settings.anomaly.condition_channel else 0)
+        patch, autoencoder = configuration_manager.patch_size, None
         if settings.anomaly.space == "latent":  # the denoiser learns the latents of the trained autoencoder
             autoencoder_settings = section.task("autoencoder")
             autoencoder = Autoencoder(**autoencoder_arguments(autoencoder_settings, num_input_channels))
             channels = autoencoder.latent_channels
             patch = latent_patch(patch, autoencoder_settings.autoencoder.strides)
             settings = replace(settings, denoiser=settings.anomaly.latent_denoiser)
-        generator = ImageGenerator(
-            denoiser_network(settings, channels, channels), channels, num_output_channels, patch, settings.diffusion,
-            settings.sampler, GenerationSettings(mode="image"), settings.training.ema_decay)
+        settings = replace(settings, generation=settings.generation or GenerationSettings(mode="image"))
+        # the anatomy adapter's condition is the one-hot of the mask
+        classes = ANATOMY_CLASSES if settings.generation.mode == "label_adapter" else num_output_channels
+        generator = ImageGenerator.from_settings(settings, channels, classes, patch)
         return AnomalySegmenter(generator, settings.anomaly, section.intensity, num_output_channels,
                                 autoencoder=autoencoder)
 
     def initialize(self):
         super().initialize()
         segmenter = self.segmenter()
+        if self.condition_index is not None:
+            segmenter.set_condition_index(self.condition_index)
+        if self.base is not None:
+            segmenter.generator.denoiser.load_state_dict(self.base[1])
+            self.print_to_log_file(f"anatomy adapter on the frozen anomaly denoiser in {self.base[0]} (weights only)")
         if segmenter.autoencoder is not None:
             folder = NnugenLDMTrainer.autoencoder_folder(self)  # found as the latent diffusion model finds it
             trained, _ = load_autoencoder(folder, self.device)  # weights only
@@ -109,20 +151,31 @@ class NnugenAnomalyTrainer(NnugenGenerativeTrainer):
         segmenter = self.segmenter()
         if segmenter.autoencoder is not None and not segmenter.latent_scale > 0:  # not restored from a checkpoint
             with torch.no_grad():
-                latents = [segmenter.autoencoder.encode(self.intensity.to_model(
+                latents = [segmenter.autoencoder.encode(segmenter.model_image(
                     next(self.dataloader_train)["data"].to(self.device))).mode() for _ in range(SCALE_BATCHES)]
             segmenter.set_latent_scale(latent_scale_factor(torch.cat(latents)))
             self.print_to_log_file(f"latent scale factor {float(segmenter.latent_scale):.4f}")
 
     def compute_loss(self, data: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        x = self.intensity.to_model(data)  # labels ignored: healthy images only
-        if self.segmenter().autoencoder is not None:
+        segmenter = self.segmenter()
+        x, anatomy = segmenter.split(data)  # labels ignored: healthy images only
+        if segmenter.autoencoder is not None:
             with torch.no_grad():
-                x = self.segmenter().encode(x)
-        return self.network(x, loss=True)
+                x = segmenter.encode(x)
+        condition = anatomy_condition(anatomy) if segmenter.generator.adapter is not None else None
+        return self.network(x, loss=True, condition=condition)
 
     def after_optimizer_step(self) -> None:
         self.segmenter().generator.update_ema()
+
+    def on_train_end(self):
+        super().on_train_end()
+        generator = self.segmenter().generator
+        if self.local_rank == 0 and self.settings.anomaly.space == "image" and generator.adapter is None:
+            # the base of the anatomy adapter, read weights-only as a label adapter reads its base DDPM
+            export_denoiser(generator, denoiser_description(self.settings, generator.image_channels, "image"),
+                            Path(self.output_folder))
+            self.print_to_log_file(f"denoiser exported (weights only) to {self.output_folder}")
 
     # --- healthy-only training -----------------------------------------------------------------------------------
 

@@ -16,12 +16,7 @@ from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 from torch import nn
 
 from nnugen.config import CONDITIONED_MODES, SamplerSettings
-from nnugen.models.denoiser_files import (
-    base_model_folder,
-    denoiser_description,
-    load_denoiser_weights,
-    save_denoiser,
-)
+from nnugen.models.denoiser_files import DDPM_BASE, denoiser_description, export_denoiser, read_base_denoiser
 from nnugen.models.image_generator import ImageGenerator
 from nnugen.trainers.nnugen_generative_trainer import NnugenGenerativeTrainer, one_hot_pm1
 from nnugen.trainers.previews import write_preview
@@ -52,15 +47,9 @@ class NnugenDDPMTrainer(NnugenGenerativeTrainer):
         settings = cls.task_settings(manager.get_configuration(configuration).configuration, configuration)
         if settings.generation.mode != "label_adapter":
             return None
-        results = Path(nnUNet_results.get())
-        folder = base_model_folder(settings.generation.base_model, results, manager.dataset_name, manager.plans_name,
-                                   configuration, fold)
-        own = results / manager.dataset_name / f"{cls.__name__}__{manager.plans_name}__{configuration}" / f"fold_{fold}"
-        if folder.resolve() == own.resolve():
-            raise ValueError(f"the base model folder {folder} is this run's own output folder; train the adapter as "
-                             "NnugenDDPMTrainer_labelAdapter (nnugen_train ... --task adapter)")
         expected = denoiser_description(settings, len(dataset_json["channel_names"]), "image")
-        return folder, load_denoiser_weights(folder, expected)
+        return read_base_denoiser(DDPM_BASE, settings.generation.base_model, expected, Path(nnUNet_results.get()),
+                                  manager.dataset_name, manager.plans_name, configuration, fold, cls.__name__)
 
     def generator(self) -> ImageGenerator:
         return self.network.module if self.is_ddp else self.network
@@ -108,7 +97,6 @@ class NnugenDDPMTrainer(NnugenGenerativeTrainer):
         super().on_train_end()
         mode = self.settings.generation.mode
         if self.local_rank == 0 and mode != "label_adapter":
-            generator = self.generator()
-            save_denoiser(generator.ema if generator.ema is not None else generator.denoiser,
-                          denoiser_description(self.settings, self.num_input_channels, mode), Path(self.output_folder))
+            export_denoiser(self.generator(), denoiser_description(self.settings, self.num_input_channels, mode),
+                            Path(self.output_folder))
             self.print_to_log_file(f"denoiser exported (weights only) to {self.output_folder}")
