@@ -28,7 +28,7 @@ from nnugen.diffusion.noise import randn_like
 from nnugen.diffusion.parameterisation import x0_denoiser
 from nnugen.diffusion.windowed_denoiser import windowed_denoiser
 from nnugen.models.denoiser_from_settings import denoiser_network
-from nnugen.models.ema import make_ema, update_ema
+from nnugen.models.ema import make_ema, update_ema, warmed_up_decay
 from nnugen.networks.label_adapter import LabelAdapter
 from nnugen.samplers import get_sampler
 from nnugen.samplers.options import sampler_options
@@ -45,6 +45,8 @@ class ImageGenerator(nn.Module):
             denoiser.requires_grad_(False)  # the base stays frozen; the adapter alone trains
         self.ema = make_ema(self.trained()) if ema_decay > 0 else None
         self.ema_decay = ema_decay
+        # EMA updates so far (the decay's warm-up); in the checkpoint, so a resumed run goes on where it stopped
+        self.register_buffer("ema_updates", torch.zeros((), dtype=torch.long))
         self.image_channels, self.num_classes = image_channels, num_classes
         self.patch_size = tuple(patch_size)
         self.diffusion, self.sampler, self.generation = diffusion, sampler, generation
@@ -100,7 +102,8 @@ class ImageGenerator(nn.Module):
 
     def update_ema(self) -> None:
         if self.ema is not None:
-            update_ema(self.ema, self.trained(), self.ema_decay)
+            update_ema(self.ema, self.trained(), warmed_up_decay(self.ema_decay, int(self.ema_updates)))
+            self.ema_updates += 1
 
     def guided_output(self, x_t: Tensor, t: Tensor, condition: Tensor | None, guidance_scale: float) -> Tensor:
         """The EMA model's output; with a condition and ``guidance_scale`` w != 1, classifier-free guidance (Ho &
