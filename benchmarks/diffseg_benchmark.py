@@ -31,8 +31,13 @@ from nnugen.demo.evaluation import dice_per_class
 from nnugen.demo.phantom import LABELS, PhantomSpec, write_phantom_dataset
 
 BIN = Path(sys.executable).parent
-ABLATIONS = ("NnugenDiffSegTrainer_T1000", "NnugenDiffSegTrainer_residual", "NnugenDiffSegTrainer_noRecycling",
-             "NnugenDiffSegTrainer_eps", "NnugenDiffSegTrainer_noDice")
+ABLATIONS = (
+    "NnugenDiffSegTrainer_T1000",
+    "NnugenDiffSegTrainer_residual",
+    "NnugenDiffSegTrainer_noRecycling",
+    "NnugenDiffSegTrainer_eps",
+    "NnugenDiffSegTrainer_noDice",
+)
 
 
 def run(command: list[str], env: dict[str, str] | None = None) -> float:
@@ -43,20 +48,35 @@ def run(command: list[str], env: dict[str, str] | None = None) -> float:
     return time.perf_counter() - start
 
 
-def prepare(work: Path, dataset: int, configuration: str, shape: tuple[int, ...], epochs: int,
-            iterations: int) -> Path:
+def prepare(work: Path, dataset: int, configuration: str, shape: tuple[int, ...], epochs: int, iterations: int) -> Path:
     folders = set_nnunet_folders(work)
     name = f"BenchPhantom{len(shape)}D"
     raw = Path(folders["nnUNet_raw"]) / f"Dataset{dataset}_{name}"
     if not raw.exists():
         write_phantom_dataset(Path(folders["nnUNet_raw"]), dataset, name, 12, 4, PhantomSpec(shape=shape), seed=1)
-        run([str(BIN / "nnUNetv2_plan_and_preprocess"), "-d", str(dataset), "-c", configuration, "-np", "2",
-             "-npfp", "2"])
+        run(
+            [
+                str(BIN / "nnUNetv2_plan_and_preprocess"),
+                "-d",
+                str(dataset),
+                "-c",
+                configuration,
+                "-np",
+                "2",
+                "-npfp",
+                "2",
+            ]
+        )
     sets = []
     for task in ("baseline", "segmentation"):
-        sets += ["--set", f"{task}.training.epochs={epochs}", "--set",
-                 f"{task}.training.iterations_per_epoch={iterations}", "--set",
-                 f"{task}.training.val_iterations_per_epoch=2"]
+        sets += [
+            "--set",
+            f"{task}.training.epochs={epochs}",
+            "--set",
+            f"{task}.training.iterations_per_epoch={iterations}",
+            "--set",
+            f"{task}.training.val_iterations_per_epoch=2",
+        ]
     run([str(BIN / "nnugen_plan"), "-d", str(dataset), "-c", configuration, "--overwrite", *sets])
     return raw
 
@@ -66,8 +86,21 @@ def train(dataset: int, configuration: str, trainer: str, seed: int, destination
     interrupted run of this script if it holds a final checkpoint: 0 seconds)."""
     if (destination / "fold_0" / "checkpoint_final.pth").is_file():
         return 0.0
-    seconds = run([str(BIN / "nnUNetv2_train"), str(dataset), configuration, "0", "-tr", trainer, "-p",
-                   "nnugenPlans", "-device", "cpu"], env={**os.environ, "NNUGEN_SEED": str(seed)})
+    seconds = run(
+        [
+            str(BIN / "nnUNetv2_train"),
+            str(dataset),
+            configuration,
+            "0",
+            "-tr",
+            trainer,
+            "-p",
+            "nnugenPlans",
+            "-device",
+            "cpu",
+        ],
+        env={**os.environ, "NNUGEN_SEED": str(seed)},
+    )
     results = Path(os.environ["nnUNet_results"])
     trained = next(results.glob(f"Dataset{dataset}_*")) / f"{trainer}__nnugenPlans__{configuration}"
     shutil.rmtree(destination, ignore_errors=True)
@@ -83,8 +116,23 @@ def predict(command: list[str], raw: Path, output: Path) -> dict[str, float]:
     shutil.rmtree(output, ignore_errors=True)
     # nnUNetv2_predict_from_modelfolder, unlike nnUNetv2_predict, has no in-process path for -npp 0 / -nps 0
     workers = "1" if command[0].endswith("nnUNetv2_predict_from_modelfolder") else "0"
-    run([*command, "-i", str(raw / "imagesTs"), "-o", str(output), "-f", "0", "-device", "cpu", "-npp", workers,
-         "-nps", workers])
+    run(
+        [
+            *command,
+            "-i",
+            str(raw / "imagesTs"),
+            "-o",
+            str(output),
+            "-f",
+            "0",
+            "-device",
+            "cpu",
+            "-npp",
+            workers,
+            "-nps",
+            workers,
+        ]
+    )
     (output / "done").write_text("")
     return dice_per_class(output, raw / "labelsTs", LABELS)
 
@@ -97,33 +145,65 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=25)
     parser.add_argument("--train-seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--ablations", action="store_true")
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        default=[],
+        metavar="TRAINER",
+        help="more trainers, e.g. NnugenBaselineTrainer_noDeepSupervision",
+    )
     args = parser.parse_args()
     work = args.work_dir.resolve()
     work.mkdir(parents=True, exist_ok=True)
     dataset, configuration, shape = (981, "2d", (96, 96)) if args.two_d else (980, "3d_fullres", (48, 48, 48))
     raw = prepare(work, dataset, configuration, shape, args.epochs, args.iterations)
-    trainers = ["NnugenBaselineTrainer", "NnugenDiffSegTrainer", *(ABLATIONS if args.ablations else ())]
-    results: dict = {"configuration": configuration, "budget": {"epochs": args.epochs, "iterations": args.iterations},
-                     "training_seconds": {}, "dice": {}}
+    trainers = ["NnugenBaselineTrainer", "NnugenDiffSegTrainer", *(ABLATIONS if args.ablations else ()), *args.variants]
+    results: dict = {
+        "configuration": configuration,
+        "budget": {"epochs": args.epochs, "iterations": args.iterations},
+        "training_seconds": {},
+        "dice": {},
+    }
     for seed in args.train_seeds:
         for trainer in trainers:
             model = work / "models" / f"seed_{seed}" / trainer
             results["training_seconds"][f"{trainer} seed {seed}"] = round(
-                train(dataset, configuration, trainer, seed, model), 1)
+                train(dataset, configuration, trainer, seed, model), 1
+            )
             out = work / "predictions" / f"seed_{seed}"
             rows: dict[str, list[str]] = {}
             if trainer == "NnugenBaselineTrainer":
                 baseline = [str(BIN / "nnUNetv2_predict_from_modelfolder"), "-m", str(model)]
-                rows = {"nnU-Net baseline, no TTA": [*baseline, "--disable_tta"],
-                        "nnU-Net baseline, mirroring TTA": baseline}
+                rows = {
+                    "nnU-Net baseline, no TTA": [*baseline, "--disable_tta"],
+                    "nnU-Net baseline, mirroring TTA": baseline,
+                }
             elif trainer == "NnugenDiffSegTrainer":
                 diffusion = [str(BIN / "nnugen_predict"), "-m", str(model), "--seed", "0"]
-                rows = {"diffusion, 1 step": [*diffusion, "--steps", "1"],
-                        "diffusion, 5 steps": [*diffusion, "--steps", "5"],
-                        "diffusion, 5 steps x 5 seeds": [*diffusion, "--steps", "5", "--seeds", "5"]}
+                rows = {
+                    "diffusion, 1 step": [*diffusion, "--steps", "1"],
+                    "diffusion, 5 steps": [*diffusion, "--steps", "5"],
+                    "diffusion, 5 steps x 5 seeds": [*diffusion, "--steps", "5", "--seeds", "5"],
+                }
+            elif trainer.startswith("NnugenBaselineTrainer"):
+                rows = {
+                    f"{trainer}, no TTA": [
+                        str(BIN / "nnUNetv2_predict_from_modelfolder"),
+                        "-m",
+                        str(model),
+                        "--disable_tta",
+                    ]
+                }
             else:
-                rows = {f"{trainer} (plans' sampler, 5 steps)": [str(BIN / "nnugen_predict"), "-m", str(model),
-                                                                  "--seed", "0"]}
+                rows = {
+                    f"{trainer} (plans' sampler, 5 steps)": [
+                        str(BIN / "nnugen_predict"),
+                        "-m",
+                        str(model),
+                        "--seed",
+                        "0",
+                    ]
+                }
             for label, command in rows.items():
                 dice = predict(command, raw, out / label.replace(" ", "_").replace(",", ""))
                 results["dice"].setdefault(label, []).append(dice)

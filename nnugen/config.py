@@ -49,6 +49,9 @@ class DenoiserSettings(Section):
     dropout: float = 0.0
     residual_stages: bool = True
     """A shortcut around every stage (the planner turns it off for segmentation, whose U-Net is nnU-Net's plain one)."""
+    zero_init_conditioning: bool = False
+    """Segmentation: the first conv's weights on the noisy mask and every time scale-shift start at zero, so the
+    untrained denoiser is the plain segmentation U-Net (``nnugen.networks.zero_init``)."""
 
     def __post_init__(self) -> None:
         n = len(self.features_per_stage)
@@ -87,6 +90,8 @@ class DiffusionSettings(Section):
     model_output: str = "eps"
     recycling: bool = False
     self_conditioning: bool = False
+    deep_supervision: bool = False
+    """Dice + CE also on coarser outputs of the denoiser's decoder, weighted as nnU-Net's deep supervision."""
     dice_weight: float = 1.0
     ce_weight: float = 1.0
     mse_weight: float = 1.0
@@ -101,6 +106,8 @@ class DiffusionSettings(Section):
             fail("diffusion.beta_start", "must be smaller than diffusion.beta_end")
         for name in ("dice_weight", "ce_weight", "mse_weight"):
             check_range(f"diffusion.{name}", getattr(self, name), 0.0)
+        if self.deep_supervision and (self.model_output != "x0" or self.dice_weight + self.ce_weight == 0):
+            fail("diffusion.deep_supervision", "needs model_output x0 and a Dice or CE weight above 0")
 
 
 @dataclass(frozen=True)
@@ -211,6 +218,9 @@ class AnomalySettings(Section):
     strengths: tuple[float, ...] = (0.25, 0.5, 0.75)
     noise: str = "gaussian"
     inversion: bool = False
+    seed_average: str = "counterfactual"
+    """With several seeds (``sampler.seeds``): the map at each strength is the residual of the seeds' mean
+    counterfactual ("counterfactual"), or the mean of the seeds' residuals ("residual")."""
     median_filter: int = 3
     min_component_voxels: int = 10
     mask_to_body: bool = True
@@ -233,6 +243,7 @@ class AnomalySettings(Section):
         if self.space == "latent" and self.latent_denoiser is None:
             fail("anomaly.latent_denoiser", "latent space needs a latent denoiser; re-run nnugen_plan to plan one")
         check_choice("anomaly.noise", self.noise, ("gaussian", "simplex"))
+        check_choice("anomaly.seed_average", self.seed_average, ("counterfactual", "residual"))
         check_choice("anomaly.threshold_rule", self.threshold_rule, ("best_dice", "fpr"))
         check_range("anomaly.median_filter", self.median_filter, 0)
         check_range("anomaly.min_component_voxels", self.min_component_voxels, 0)

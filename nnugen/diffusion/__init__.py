@@ -1,6 +1,7 @@
 """Pure-tensor diffusion math: schedules, forward process, parameterisation, losses, training inputs."""
 
 from nnugen.diffusion.broadcast import append_dims, batch_timesteps, schedule_at
+from nnugen.diffusion.deep_supervision import deep_supervision_loss, deep_supervision_weights
 from nnugen.diffusion.forward_process import q_sample
 from nnugen.diffusion.noise import rand, randint, randn_like
 from nnugen.diffusion.parameterisation import (
@@ -48,6 +49,8 @@ __all__ = [
     "batch_timesteps",
     "check_parameterisation",
     "check_timesteps",
+    "deep_supervision_loss",
+    "deep_supervision_weights",
     "dice_ce_loss",
     "diffusion_space_to_probs",
     "logits_to_diffusion_space",

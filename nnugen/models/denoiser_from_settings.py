@@ -7,7 +7,8 @@ from nnugen.config import TaskSettings
 from nnugen.networks import TimeConditionedUNet
 
 
-def denoiser_network(settings: TaskSettings, in_channels: int, out_channels: int) -> TimeConditionedUNet:
+def denoiser_network(settings: TaskSettings, in_channels: int, out_channels: int,
+                     deep_supervision: bool = False) -> TimeConditionedUNet:
     denoiser = settings.denoiser
     if denoiser is None:
         raise ValueError("this task's settings have no denoiser section; re-run nnugen_plan")
@@ -17,4 +18,5 @@ def denoiser_network(settings: TaskSettings, in_channels: int, out_channels: int
         n_conv_per_stage_decoder=denoiser.n_conv_per_stage_decoder, norm=denoiser.norm,
         time_embed_dim=denoiser.time_embed_dim, attention_stages=denoiser.attention_stages,
         attention_heads=denoiser.attention_heads, dropout=denoiser.dropout,
-        activation_checkpointing=settings.memory.activation_checkpointing, residual_stages=denoiser.residual_stages)
+        activation_checkpointing=settings.memory.activation_checkpointing, residual_stages=denoiser.residual_stages,
+        deep_supervision=deep_supervision)

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from nnugen.config import DiffusionSettings, SamplerSettings
 from nnugen.diffusion import (
     alphas_cumprod,
-    dice_ce_loss,
+    deep_supervision_loss,
     diffusion_space_to_probs,
     make_betas,
     mask_to_diffusion_space,
@@ -64,8 +64,7 @@ class DiffusionSegmenter(nn.Module):
 
     def model_output(self, image: Tensor, x_t: Tensor, t: Tensor, x0_condition: Tensor | None = None) -> Tensor:
         """The network's raw output (x0 logits, eps or v) for the image (B, C_in, ...) and noisy mask x_t."""
-        inputs = [image, x_t] if x0_condition is None else [image, x_t, x0_condition]
-        return self.denoiser(torch.cat(inputs, dim=1), t.to(image.dtype))
+        return self.denoiser(_network_input(image, x_t, x0_condition), t.to(image.dtype))
 
     def x0_denoiser(self, image: Tensor) -> Denoiser:
         """``denoise(x_t, t) -> x0_hat`` in diffusion space, conditioned on the image (fresh per sampling run)."""
@@ -107,12 +106,19 @@ class DiffusionSegmenter(nn.Module):
         if settings.self_conditioning:
             denoise = self.x0_denoiser(image)
             condition = self_conditioning_input(lambda x, t, c: denoise(x, t), noisy.x_t, noisy.t)
-        output = self.model_output(image, noisy.x_t, noisy.t, condition)
+        auxiliary: list[Tensor] = []  # coarser x0 logits, at the denoiser's auxiliary_levels
+        if settings.deep_supervision:
+            network_input = _network_input(image, noisy.x_t, condition)
+            output, auxiliary = self.denoiser.forward_with_auxiliary(network_input, noisy.t.to(image.dtype))
+        else:
+            output = self.model_output(image, noisy.x_t, noisy.t, condition)
         abar_t = schedule_at(schedule, noisy.t, output).flatten()
         parts = {}
         if settings.dice_weight + settings.ce_weight > 0:
             logits = segmentation_logits(output, noisy.x_t, abar_t, settings.model_output)
-            parts["dice_ce"] = dice_ce_loss(logits, target_onehot, settings.dice_weight, settings.ce_weight)
+            levels = self.denoiser.auxiliary_levels if auxiliary else ()
+            parts["dice_ce"] = deep_supervision_loss(logits, auxiliary, levels, target_onehot, settings.dice_weight,
+                                                     settings.ce_weight)
         if settings.model_output != "x0" and settings.mse_weight > 0:
             parts["mse"] = settings.mse_weight * target_mse_loss(output, settings.model_output, noisy.noised_x0,
                                                                  noisy.noise, abar_t)
@@ -126,3 +132,8 @@ class DiffusionSegmenter(nn.Module):
             return self.training_loss(image, target_onehot)
         probabilities = self.sample_probabilities(image).mean(dim=0)
         return probabilities.clamp_min(1e-8).log()
+
+
+def _network_input(image: Tensor, x_t: Tensor, x0_condition: Tensor | None) -> Tensor:
+    """The denoiser's input: image channels, then the noisy mask, then the self-conditioning estimate if any."""
+    return torch.cat([image, x_t] if x0_condition is None else [image, x_t, x0_condition], dim=1)

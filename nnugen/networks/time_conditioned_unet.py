@@ -43,7 +43,7 @@ class TimeConditionedUNet(nn.Module):
     (Isensee et al. 2021): encoder stage ``s`` is a first conv with stride ``strides[s]`` plus
     ``n_conv_per_stage[s] - 1`` more, with kernel ``kernel_sizes[s]``; the decoder upsamples by transposed convs
     (kernel = stride), concatenates the skip, and ``n_conv_per_stage_decoder[i]`` blocks run in decoder stage ``i``,
-    counted from the bottleneck up as in nnU-Net; a final 1x1 conv gives ``out_channels``. No deep supervision.
+    counted from the bottleneck up as in nnU-Net; a final 1x1 conv gives ``out_channels``.
 
     The spatial dimension is ``len(kernel_sizes[0])``; each spatial size of the input must be divisible by the
     product of the strides along its axis (nnU-Net's patch sizes are).
@@ -68,6 +68,9 @@ class TimeConditionedUNet(nn.Module):
             statistics a second time.
         residual_stages: a shortcut around every stage's convs (Dhariwal & Nichol 2021); False gives plain stages
             as in ``PlainConvUNet`` (cheaper, see :class:`ConditionedStage`).
+        deep_supervision: 1x1 output heads on the decoder stages at the resolution levels
+            ``auxiliary_levels`` (1 ... stages - 3, the levels nnU-Net's deep supervision weights above zero), read
+            by :meth:`forward_with_auxiliary`; ``forward`` always returns the full-resolution output only.
     """
 
     def __init__(
@@ -86,6 +89,7 @@ class TimeConditionedUNet(nn.Module):
         dropout: float = 0.0,
         activation_checkpointing: bool = False,
         residual_stages: bool = True,
+        deep_supervision: bool = False,
     ) -> None:
         super().__init__()
         n_stages = len(features_per_stage)
@@ -143,6 +147,10 @@ class TimeConditionedUNet(nn.Module):
             for i, level in enumerate(range(n_stages - 2, -1, -1))
         )
         self.head = conv_nd(self.dim)(self.features_per_stage[0], out_channels, 1)
+        self.auxiliary_levels = tuple(range(1, n_stages - 2)) if deep_supervision else ()
+        self.auxiliary_heads = nn.ModuleList(
+            conv_nd(self.dim)(self.features_per_stage[level], out_channels, 1) for level in self.auxiliary_levels
+        )
 
     @classmethod
     def from_arch_kwargs(
@@ -215,6 +223,20 @@ class TimeConditionedUNet(nn.Module):
         Returns:
             ``(B, C_out, *S)``.
         """
+        return self.head(self._decoder_outputs(x, t, residuals)[0])
+
+    def forward_with_auxiliary(
+        self, x: Tensor, t: Tensor, residuals: Sequence[Tensor | None] | None = None
+    ) -> tuple[Tensor, list[Tensor]]:
+        """``forward``'s output and, with ``deep_supervision``, one ``(B, C_out, *stage_shapes(S)[level])`` output
+        per level of ``auxiliary_levels`` (Lee et al. 2015; nnU-Net's deep supervision), from the same pass."""
+        levels = self._decoder_outputs(x, t, residuals)
+        auxiliary = [head(levels[level]) for level, head in zip(self.auxiliary_levels, self.auxiliary_heads)]
+        return self.head(levels[0]), auxiliary
+
+    def _decoder_outputs(self, x: Tensor, t: Tensor, residuals: Sequence[Tensor | None] | None) -> list[Tensor]:
+        """The features at every resolution level, full resolution first: the decoder stages' outputs, and the
+        bottleneck's at the coarsest level."""
         if x.ndim != self.dim + 2 or x.shape[1] != self.in_channels:
             raise ValueError(f"x must be (B, {self.in_channels}, *{self.dim} spatial), got {tuple(x.shape)}")
         shapes = self.stage_shapes(x.shape[2:])
@@ -233,9 +255,11 @@ class TimeConditionedUNet(nn.Module):
             if residuals is not None and residuals[s] is not None:
                 h = h + residuals[s]
             skips.append(h)
+        levels = [h]
         for stage, skip in zip(self.decoder, reversed(skips[:-1])):
             h = self._run(stage, h, skip, emb)
-        return self.head(h)
+            levels.append(h)
+        return levels[::-1]
 
     def _run(self, stage: nn.Module, *args: Tensor) -> Tensor:
         if self.activation_checkpointing and self.training and torch.is_grad_enabled():

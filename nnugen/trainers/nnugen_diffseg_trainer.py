@@ -15,6 +15,7 @@ from torch import nn
 from nnugen.diffusion import dice_ce_loss
 from nnugen.models.denoiser_from_settings import denoiser_network
 from nnugen.models.diffusion_segmenter import DiffusionSegmenter
+from nnugen.networks.zero_init import zero_input_channels, zero_time_modulation
 from nnugen.trainers.nnugen_trainer import NnugenTrainer
 
 
@@ -50,14 +51,18 @@ class NnugenDiffSegTrainer(NnugenTrainer):
         settings = cls.task_settings(configuration_manager.configuration)
         diffusion = settings.diffusion
         extra = num_output_channels if diffusion.self_conditioning else 0
-        network = denoiser_network(settings, num_input_channels + num_output_channels + extra, num_output_channels)
+        network = denoiser_network(settings, num_input_channels + num_output_channels + extra, num_output_channels,
+                                   deep_supervision=diffusion.deep_supervision)
+        if settings.denoiser.zero_init_conditioning:
+            zero_input_channels(network, num_input_channels)
+            zero_time_modulation(network)
         return DiffusionSegmenter(network, num_output_channels, diffusion, settings.sampler)
 
     def _build_loss(self):
         return SampledSegmentationLoss(self.label_manager.num_segmentation_heads)
 
     def set_deep_supervision_enabled(self, enabled: bool):
-        pass  # the denoiser has no deep supervision heads
+        pass  # the denoiser's own deep supervision (diffusion.deep_supervision) is part of its training loss
 
     def configure_rotation_dummyDA_mirroring_and_inital_patch_size(self):
         rotation, dummy_2d, patch, mirror_axes = super().configure_rotation_dummyDA_mirroring_and_inital_patch_size()

@@ -27,3 +27,15 @@ class NnugenDiffSegTrainer_T1000(NnugenDiffSegTrainer):
     """1000 training timesteps (sampled with 5 DDIM steps unless the plans say otherwise)."""
 
     settings_changes = {"diffusion": {"timesteps": 1000}, "sampler": {"name": "ddim"}}
+
+
+class NnugenDiffSegTrainer_deepSupervision(NnugenDiffSegTrainer):
+    """Dice + CE also on the denoiser's coarser decoder outputs, weighted as nnU-Net's deep supervision."""
+
+    settings_changes = {"diffusion": {"deep_supervision": True}}
+
+
+class NnugenDiffSegTrainer_zeroInit(NnugenDiffSegTrainer):
+    """The denoiser starts as the plain segmentation U-Net: zero weights on the noisy mask and the time scale-shift."""
+
+    settings_changes = {"denoiser": {"zero_init_conditioning": True}}
