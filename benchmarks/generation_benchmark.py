@@ -40,7 +40,8 @@ import numpy as np
 from nnugen.atomic_files import atomic_write_json
 from nnugen.demo.commands import cli, run_logged, set_nnunet_folders
 from nnugen.demo.evaluation import dice_per_class
-from nnugen.demo.phantom import LABELS, PhantomSpec, write_phantom_dataset
+from nnugen.demo.mni_dataset import write_mni_dataset
+from nnugen.demo.phantom import PhantomSpec, write_phantom_dataset
 
 REAL, SYNTHETIC, MIXED = 985, 986, 987
 NAMES = {REAL: "GenBenchReal", SYNTHETIC: "GenBenchSynthetic", MIXED: "GenBenchMixed"}
@@ -93,7 +94,12 @@ def predict_dice(results: str, raw: Path, dataset: int, work: Path, log: Path) -
     run_logged([cli("nnUNetv2_predict"), "-d", str(dataset), "-c", CONFIGURATION, "-f", "all", "-tr",
                 "NnugenBaselineTrainer", "-p", "nnugenPlans", "-i", str(raw / "imagesTs"), "-o", str(output),
                 "-device", "cpu", "--disable_tta", "-npp", "0", "-nps", "0"], log)
-    return dice_per_class(output, raw / "labelsTs", LABELS)
+    return dice_per_class(output, raw / "labelsTs", dataset_labels(raw))
+
+
+def dataset_labels(folder: Path) -> dict[str, int]:
+    """The ``labels`` of the dataset.json in ``folder`` (a raw or a preprocessed dataset)."""
+    return json.loads((folder / "dataset.json").read_text())["labels"]
 
 
 def read(path: Path) -> np.ndarray:
@@ -202,9 +208,10 @@ def measure_step(plans_file: str, checkpointing: bool, autocast: bool, steps: in
     settings = section_of(configuration.configuration).task("ddpm")
     settings = replace(settings, memory=replace(settings.memory, activation_checkpointing=checkpointing))
     channels = len(configuration.configuration["normalization_schemes"])
-    generator = ImageGenerator.from_settings(settings, channels, len(LABELS), configuration.patch_size).train()
+    classes = len(dataset_labels(Path(plans_file).parent))
+    generator = ImageGenerator.from_settings(settings, channels, classes, configuration.patch_size).train()
     optimizer = torch.optim.AdamW(generator.parameters(), 1e-4)
-    generated = ImageGenerator.channels(channels, len(LABELS), settings.generation.mode)[0]
+    generated = ImageGenerator.channels(channels, classes, settings.generation.mode)[0]
     x0 = torch.rand(settings.memory.batch_size, generated, *configuration.patch_size) * 2 - 1
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     times = []
@@ -247,7 +254,8 @@ def markdown(result: dict) -> str:
              f"{dist['frechet_real_vs_real']:.2f} |",
              f"| Gaussian MMD², 8 vs 8, encoder features | {dist['mmd_real_vs_synthetic']:.4f} | "
              f"{dist['mmd_real_vs_real']:.4f} |", "",
-             "| nnU-Net trained on | " + " | ".join(dice["real"]) + " | mean |", "| --- |" + " --- |" * (len(LABELS))]
+             "| nnU-Net trained on | " + " | ".join(dice["real"]) + " | mean |",
+             "| --- |" + " --- |" * (len(dice["real"]) + 1)]
     for name, scores in dice.items():
         lines.append(f"| {name} | " + " | ".join(f"{v:.3f}" for v in scores.values()) +
                      f" | {np.mean(list(scores.values())):.3f} |")
@@ -263,7 +271,9 @@ def markdown(result: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work-dir", type=Path, default=Path("genbench"))
-    parser.add_argument("--shape", type=int, nargs=3, default=(32, 32, 32))
+    parser.add_argument("--data", choices=("phantom", "mni"), default="phantom",
+                        help="3D phantoms, or the augmented MNI152 template that ships with nilearn (real anatomy)")
+    parser.add_argument("--shape", type=int, nargs=3, default=(32, 32, 32), help="phantom size")
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--iterations", type=int, default=20)
     parser.add_argument("--synthetic", type=int, default=12, help="synthetic cases (at least 8)")
@@ -285,7 +295,10 @@ def main() -> None:
 
     real = dataset_folder(str(raw_root), REAL)
     if not (real / "dataset.json").is_file():
-        write_phantom_dataset(raw_root, REAL, NAMES[REAL], 12, 4, PhantomSpec(shape=tuple(args.shape)), seed=0)
+        if args.data == "mni":
+            write_mni_dataset(raw_root, REAL, NAMES[REAL], 12, 4, seed=0)
+        else:
+            write_phantom_dataset(raw_root, REAL, NAMES[REAL], 12, 4, PhantomSpec(shape=tuple(args.shape)), seed=0)
     preprocess(REAL, log, times)
     small = "[" + ",".join(str(16 * 2**s) for s in range(4)) + "]"
     perceptual = model_folder(results, REAL, "NnugenBaselineTrainer")
@@ -311,7 +324,7 @@ def main() -> None:
     synthetic = synthetic_only_dataset(raw_root, real, sampled / f"Dataset{SYNTHETIC}_{NAMES[SYNTHETIC]}")
     write_mixed_dataset(raw_root, real, synthetic)
 
-    result = {"machine": "2-core CPU (shared)", "shape": list(args.shape), "epochs": args.epochs,
+    result = {"machine": "2-core CPU (shared)", "data": args.data, "shape": list(args.shape), "epochs": args.epochs,
               "iterations": args.iterations, "synthetic_cases": args.synthetic,
               "reconstruction": reconstruction_metrics(preprocessed, results, real),
               "distribution": distribution_metrics(preprocessed, results, real, synthetic), "steps": steps}

@@ -5,7 +5,8 @@ denoiser from the plan, and a memory plan for each task's own network. The choic
   recycling; sampled with all 5 steps. nnU-Net's training length, optimiser and batch. The denoiser's stages are
   plain (no residual shortcuts), like nnU-Net's network: less time per training step (docs/benchmarks.md).
 - ddpm / ldm / anomaly: Ho et al. 2020 (1000 steps, eps), AdamW 1e-4 with an EMA (Nichol & Dhariwal 2021);
-  sampled with DPM-Solver++ 20 steps (Lu et al. 2022); medimgen's plan-derived network.
+  sampled with DPM-Solver++ 20 steps (Lu et al. 2022); medimgen's plan-derived network. Anomaly maps: DDIM 20 steps
+  per strength, 8 seeds averaged into each strength's counterfactual.
 - autoencoder: medimgen's heuristics (perceptual 1, adversarial 0.25, at most 3 downsamplings, few filters).
 - baseline: nnU-Net's own trainer; only its length comes from here.
 """
@@ -112,5 +113,8 @@ def plan_tasks(arch: dict[str, Any], patch: Sequence[int], batch: int, n_channel
         # cosine: with the linear schedule strengths 0.5 and 0.75 leave almost the same signal (abar 0.08 vs 0.004)
         denoiser=denoiser, diffusion=replace(generative, schedule="cosine"),
         # latent mode (off by default) reuses the latent diffusion model's denoiser on the autoencoder's latents
-        sampler=SamplerSettings(name="ddim", steps=20), anomaly=AnomalySettings(latent_denoiser=latent_denoiser))
+        # 8 seeds: each strength's map is the residual of the seeds' mean counterfactual (anomaly.seed_average),
+        # whose sampling noise in healthy tissue shrinks with the seeds (docs/benchmarks.md)
+        sampler=SamplerSettings(name="ddim", steps=20, seeds=8),
+        anomaly=AnomalySettings(latent_denoiser=latent_denoiser))
     return tasks

@@ -9,6 +9,7 @@ from nnugen.anomaly.anomaly_map import (
     postprocess,
     remove_small_components,
     residual_map,
+    seed_averaged_residuals,
     uncertainty,
 )
 from nnugen.anomaly.case_scores import score_cases
@@ -64,6 +65,7 @@ __all__ = [
     "dice",
     "dice_at_threshold",
     "ensemble_map",
+    "seed_averaged_residuals",
     "fpr_threshold",
     "healthy_cases_file",
     "image_auroc",

@@ -26,21 +26,22 @@ class AnomalyDemoSize:
     epochs: int
     iterations: int
     steps: int
+    seeds: int
 
 
 def anomaly_demo_size(quick: bool) -> AnomalyDemoSize:
     if quick:
-        return AnomalyDemoSize((32, 32, 32), 6, 2, 2, 1, 20, 4)
-    return AnomalyDemoSize((32, 32, 32), 10, 3, 4, 2, 40, 8)
+        return AnomalyDemoSize((32, 32, 32), 6, 2, 2, 1, 20, 4, 2)
+    return AnomalyDemoSize((32, 32, 32), 10, 3, 4, 2, 40, 8, 4)
 
 
 def _settings(size: AnomalyDemoSize) -> list[str]:
     """nnugen_plan --set flags: the run length, a small denoiser (the planned one takes ~5 s per 3D step on 2 CPU
-    cores) and DDIM steps per strength."""
+    cores), DDIM steps per strength and seeds (fewer than the plans' 8, to keep the demo short)."""
     settings = (f"anomaly.training.epochs={size.epochs}", f"anomaly.training.iterations_per_epoch={size.iterations}",
                 "anomaly.training.val_iterations_per_epoch=2", "anomaly.training.initial_lr=0.001",
                 "anomaly.denoiser.features_per_stage=[16,32,64,128]", "anomaly.denoiser.attention_stages=[]",
-                f"anomaly.sampler.steps={size.steps}")
+                f"anomaly.sampler.steps={size.steps}", f"anomaly.sampler.seeds={size.seeds}")
     return [a for s in settings for a in ("--set", s)]
 
 

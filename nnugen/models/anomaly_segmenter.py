@@ -9,8 +9,9 @@ would be refused by the checkpoint writer, which never saves non-finite tensors)
 
 - ``forward(x0, loss=True)``: healthy batch in [-1, 1] (B, C, *patch) -> the generator's training loss (a scalar).
 - ``anomaly_map(image)``: image in nnU-Net's preprocessed intensities (B, C, *spatial) -> map (B, 1, *spatial):
-  intensities mapped to [-1, 1] with the plans' intensity map, counterfactuals at every strength (and seed), residual
-  maps, their mean, then a median filter and the body mask (``postprocess``).
+  intensities mapped to [-1, 1] with the plans' intensity map, counterfactuals at every strength and seed, at each
+  strength the residual of the seeds' mean counterfactual (``anomaly.seed_average``), their mean over strengths,
+  then a median filter and the body mask (``postprocess``).
 - ``forward(image)`` in eval mode: the logits (B, C_out, *spatial) nnU-Net's predictor wants, one tensor per tile:
   background 0, lesion ``logit_scale * (map - threshold)`` (further labels -30, never chosen), so the argmax is
   ``map > threshold`` and the softmax ``sigmoid(logit_scale * (map - threshold))``. Both are linear in the map, so
@@ -52,6 +53,7 @@ from nnugen.anomaly import (
     multi_strength_counterfactuals,
     postprocess,
     residual_map,
+    seed_averaged_residuals,
     split_anatomy,
     uncertainty,
 )
@@ -300,7 +302,9 @@ class AnomalySegmenter(nn.Module):
         if latent:
             members_cf = torch.stack([self.decode(c, x.shape[2:]) for c in members_cf])
         members = torch.stack([residual_map(reference, c) for c in members_cf])
-        result = postprocess(ensemble_map(members), anomaly.median_filter, self.region(x, anatomy))
+        per_strength = seed_averaged_residuals(reference, members_cf, sampler.seeds) \
+            if anomaly.seed_average == "counterfactual" else members
+        result = postprocess(ensemble_map(per_strength), anomaly.median_filter, self.region(x, anatomy))
         if threshold is not None:
             result = self.without_small_components(result, threshold)
         intensity = self.intensity

@@ -112,3 +112,23 @@ def test_ensemble_mean_and_uncertainty_std():
     torch.testing.assert_close(uncertainty(maps[:1]), torch.zeros(1, 1, 4, 4))
     with pytest.raises(ValueError):
         ensemble_map([])
+
+
+def test_seed_averaged_residuals_average_the_counterfactuals_per_strength():
+    from nnugen.anomaly import seed_averaged_residuals
+
+    image = torch.zeros(1, 2, 4, 4)
+    # 2 seeds x 2 strengths, seed-major: noise of opposite sign per seed, and a lesion-like offset every seed shares
+    noise = torch.randn(1, 2, 4, 4, generator=torch.Generator().manual_seed(0))
+    counterfactuals = torch.stack([noise + 1, noise * 2, -noise + 1, -noise * 2])
+    maps = seed_averaged_residuals(image, counterfactuals, seeds=2)
+    assert maps.shape == (2, 1, 1, 4, 4)
+    torch.testing.assert_close(maps[0], torch.ones(1, 1, 4, 4))  # the shared offset survives in full
+    torch.testing.assert_close(maps[1], torch.zeros(1, 1, 4, 4))  # the seeds' noise cancels
+    # the mean of per-seed residuals keeps the noise
+    per_seed = torch.stack([residual_map(image, c) for c in counterfactuals])
+    assert float(ensemble_map(per_seed[1::2]).mean()) > 0.5
+    # one seed: the residuals themselves
+    torch.testing.assert_close(seed_averaged_residuals(image, counterfactuals[:2], seeds=1), per_seed[:2])
+    with pytest.raises(ValueError, match="dividing"):
+        seed_averaged_residuals(image, counterfactuals, seeds=3)

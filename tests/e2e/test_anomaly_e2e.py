@@ -23,7 +23,8 @@ FOLDER = f"Dataset{DATASET_ID:03d}_{NAME}"
 TRAINER = "NnugenAnomalyTrainer"
 TINY = ("anomaly.training.epochs=1", "anomaly.training.iterations_per_epoch=2",
         "anomaly.training.val_iterations_per_epoch=1", "anomaly.denoiser.features_per_stage=[16,32,64,128]",
-        "anomaly.denoiser.attention_stages=[]", "anomaly.sampler.steps=2", "anomaly.anomaly.strengths=[0.5]")
+        "anomaly.denoiser.attention_stages=[]", "anomaly.sampler.steps=2", "anomaly.sampler.seeds=2",
+        "anomaly.anomaly.strengths=[0.5]")
 
 
 def _split(root: Path, train: list[str], val: list[str]) -> None:
