@@ -3,7 +3,9 @@ denoiser from the plan, and a memory plan for each task's own network. The choic
 
 - segmentation: ImgX-DiffSeg (Fu et al. 2023): 5 training timesteps, the mask (x0) predicted, Dice + CE on it,
   recycling; sampled with all 5 steps. nnU-Net's training length, optimiser and batch. The denoiser's stages are
-  plain (no residual shortcuts), like nnU-Net's network: less time per training step (docs/benchmarks.md).
+  plain (no residual shortcuts), like nnU-Net's network: less time per training step (docs/benchmarks.md); its
+  noisy-mask input and time modulation start at zero, so it starts as nnU-Net's segmentation U-Net (benchmarks.md:
+  this is what brings its 2D Dice level with the baseline's).
 - ddpm / ldm / anomaly: Ho et al. 2020 (1000 steps, eps), AdamW 1e-4 with an EMA (Nichol & Dhariwal 2021);
   sampled with DPM-Solver++ 20 steps (Lu et al. 2022); medimgen's plan-derived network. Anomaly maps: DDIM 20 steps
   per strength, 8 seeds averaged into each strength's counterfactual.
@@ -69,7 +71,7 @@ def plan_tasks(arch: dict[str, Any], patch: Sequence[int], batch: int, n_channel
     seg_in = n_channels + n_classes
     tasks["segmentation"] = TaskSettings(
         memory=_memory(_shape(denoiser, seg_in, n_classes, patch), batch, budget_gb, "segmentation", configuration),
-        denoiser=replace(denoiser, residual_stages=False),
+        denoiser=replace(denoiser, residual_stages=False, zero_init_conditioning=True),
         diffusion=DiffusionSettings(timesteps=5, model_output="x0", recycling=True, mse_weight=0.0),
         sampler=SamplerSettings(name="ddpm", steps=5, seeds=1),
     )

@@ -14,9 +14,9 @@ from nnugen.trainers.variants.diffseg_ablations import (
     NnugenDiffSegTrainer_eps,
     NnugenDiffSegTrainer_noDice,
     NnugenDiffSegTrainer_noRecycling,
+    NnugenDiffSegTrainer_noZeroInit,
     NnugenDiffSegTrainer_residual,
     NnugenDiffSegTrainer_T1000,
-    NnugenDiffSegTrainer_zeroInit,
 )
 
 __all__ = [
@@ -34,6 +34,6 @@ __all__ = [
     "NnugenDiffSegTrainer_noDice",
     "NnugenDiffSegTrainer_noRecycling",
     "NnugenDiffSegTrainer_residual",
-    "NnugenDiffSegTrainer_zeroInit",
+    "NnugenDiffSegTrainer_noZeroInit",
     "NnugenLDMTrainer",
 ]

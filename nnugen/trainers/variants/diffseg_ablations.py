@@ -35,7 +35,7 @@ class NnugenDiffSegTrainer_deepSupervision(NnugenDiffSegTrainer):
     settings_changes = {"diffusion": {"deep_supervision": True}}
 
 
-class NnugenDiffSegTrainer_zeroInit(NnugenDiffSegTrainer):
-    """The denoiser starts as the plain segmentation U-Net: zero weights on the noisy mask and the time scale-shift."""
+class NnugenDiffSegTrainer_noZeroInit(NnugenDiffSegTrainer):
+    """The noisy-mask input and the time scale-shift start random, like the rest, not at zero (the earlier default)."""
 
-    settings_changes = {"denoiser": {"zero_init_conditioning": True}}
+    settings_changes = {"denoiser": {"zero_init_conditioning": False}}
