@@ -31,7 +31,7 @@ class AnomalyDemoSize:
 
 def anomaly_demo_size(quick: bool) -> AnomalyDemoSize:
     if quick:
-        return AnomalyDemoSize((32, 32, 32), 6, 2, 2, 1, 20, 4, 2)
+        return AnomalyDemoSize((32, 32, 32), 6, 2, 2, 1, 20, 4, 1)
     return AnomalyDemoSize((32, 32, 32), 10, 3, 4, 2, 40, 8, 4)
 
 
