@@ -40,7 +40,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import torch
 from torch import Tensor, nn
@@ -55,10 +55,10 @@ from nnugen.anomaly import (
     residual_map,
     seed_averaged_residuals,
     split_anatomy,
-    uncertainty,
 )
 from nnugen.config import AnomalySettings, IntensitySettings
 from nnugen.diffusion.parameterisation import x0_denoiser
+from nnugen.models.anomaly_outputs import AnomalyResult, PackedOutputs
 from nnugen.models.image_generator import ImageGenerator, volume_denoiser
 from nnugen.models.intensity_map import IntensityMap
 from nnugen.networks.autoencoder import Autoencoder
@@ -72,34 +72,6 @@ NO_CONDITION_INDEX = ("this anomaly model does not know which input channel hold
 NO_THRESHOLD = ("this anomaly model has no threshold yet: run the final validation (nnugen_train ID FOLD CONFIG "
                 "--task anomaly --val) to choose it on the fold's validation cases; it is stored in "
                 "checkpoint_final.pth")
-
-
-@dataclass(frozen=True)
-class AnomalyResult:
-    """What one anomaly run computes. map: (B, 1, *spatial) post-processed anomaly map; members: (M, B, 1, *spatial)
-    raw residual maps of the M = strengths x seeds counterfactuals; counterfactuals: (M, B, C, *spatial)
-    pseudo-healthy images in nnU-Net's preprocessed intensities (strength-major: all strengths of seed 0 first)."""
-
-    map: Tensor
-    members: Tensor
-    counterfactuals: Tensor
-
-    def seed_variance(self, seeds: int) -> Tensor:
-        """(B, 1, *spatial) population variance across seeds of the per-seed maps (each the mean of the raw
-        residuals over strengths, before post-processing); 0 everywhere for one seed."""
-        per_seed = self.members.reshape(seeds, -1, *self.members.shape[1:]).mean(dim=1)
-        return uncertainty(per_seed) ** 2
-
-
-@dataclass(frozen=True)
-class PackedOutputs:
-    """``AnomalySegmenter.unpack`` of a packed tensor (K, *spatial): logits (num_classes, ...), map (1, ...),
-    variance (1, ...), counterfactual (C, ...) in preprocessed intensities (the mean over strengths and seeds)."""
-
-    logits: Tensor
-    map: Tensor
-    variance: Tensor
-    counterfactual: Tensor
 
 
 class AnomalySegmenter(nn.Module):
