@@ -28,6 +28,8 @@ def main() -> None:
     parser.add_argument("--configs", nargs="+", default=["0.2:1", "0.2:8", "0.5:1", "0.5:4", "0.5:8", "0.5:16",
                                                          "0.25/0.5/0.75:8"])
     parser.add_argument("--steps", type=int, default=10, help="DDIM steps per strength")
+    parser.add_argument("--seed", type=int, nargs="+", default=[0],
+                        help="base seeds (member k of a case uses seed + k); one table row per base seed")
     args = parser.parse_args()
 
     import os
@@ -75,15 +77,16 @@ def main() -> None:
         back = maps_to_original_geometry(volume, properties, plans, manager)[0]
         return back[0] if two_d else back
 
-    print("| strengths | seeds | seeds combined by | pixel AUPRC (pooled) | per volume | Dice | image AUROC |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print("| strengths | seeds | seeds combined by | base seed | pixel AUPRC (pooled) | per volume | Dice | "
+          "image AUROC |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     anomaly = network.anomaly
     for config in args.configs:
         strengths_text, seeds_text = config.split(":")
         strengths, seeds = [float(v) for v in strengths_text.split("/")], int(seeds_text)
         modes = ("counterfactual", "residual") if seeds > 1 else ("counterfactual",)
-        for mode in modes:
-            network.anomaly = replace(anomaly, seed_average=mode)
+        for mode, base in ((m, b) for m in modes for b in args.seed):
+            network.anomaly, network.seed = replace(anomaly, seed_average=mode), base
             network.set_sampling(steps=args.steps, seeds=seeds, strengths=strengths)
             start = time.perf_counter()
             with torch.no_grad():
@@ -92,7 +95,7 @@ def main() -> None:
             scored = [*test, *held_out]
             s = score_cases({c: maps[c] for c in scored}, {c: labels[c] for c in scored}, threshold, 10)
             what = "mean counterfactual" if mode == "counterfactual" else "mean of residuals"
-            print(f"| {strengths_text} | {seeds} | {what if seeds > 1 else '-'} | {s['pixel_auprc']:.3f} | "
+            print(f"| {strengths_text} | {seeds} | {what if seeds > 1 else '-'} | {base} | {s['pixel_auprc']:.3f} | "
                   f"{s['pixel_auprc_per_volume_mean']:.3f} | {s['dice_at_threshold']:.3f} | {s['image_auroc']:.3f} |"
                   f"  ({time.perf_counter() - start:.0f} s)", flush=True)
 
