@@ -106,19 +106,15 @@ class DiffusionSegmenter(nn.Module):
         if settings.self_conditioning:
             denoise = self.x0_denoiser(image)
             condition = self_conditioning_input(lambda x, t, c: denoise(x, t), noisy.x_t, noisy.t)
-        auxiliary: list[Tensor] = []  # coarser x0 logits, at the denoiser's auxiliary_levels
-        if settings.deep_supervision:
-            network_input = _network_input(image, noisy.x_t, condition)
-            output, auxiliary = self.denoiser.forward_with_auxiliary(network_input, noisy.t.to(image.dtype))
-        else:
-            output = self.model_output(image, noisy.x_t, noisy.t, condition)
+        # with diffusion.deep_supervision, auxiliary holds coarser x0 logits at the denoiser's auxiliary_levels
+        output, auxiliary = self.denoiser.forward_with_auxiliary(_network_input(image, noisy.x_t, condition),
+                                                                 noisy.t.to(image.dtype))
         abar_t = schedule_at(schedule, noisy.t, output).flatten()
         parts = {}
         if settings.dice_weight + settings.ce_weight > 0:
             logits = segmentation_logits(output, noisy.x_t, abar_t, settings.model_output)
-            levels = self.denoiser.auxiliary_levels if auxiliary else ()
-            parts["dice_ce"] = deep_supervision_loss(logits, auxiliary, levels, target_onehot, settings.dice_weight,
-                                                     settings.ce_weight)
+            parts["dice_ce"] = deep_supervision_loss(logits, auxiliary, self.denoiser.auxiliary_levels, target_onehot,
+                                                     settings.dice_weight, settings.ce_weight)
         if settings.model_output != "x0" and settings.mse_weight > 0:
             parts["mse"] = settings.mse_weight * target_mse_loss(output, settings.model_output, noisy.noised_x0,
                                                                  noisy.noise, abar_t)
