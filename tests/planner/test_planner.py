@@ -59,6 +59,11 @@ def test_anisotropic_plan_keeps_strides_and_kernels_in_every_denoiser(fake_prepr
         assert denoiser["strides"][1] == [1, 2, 2] and denoiser["kernel_sizes"][0] == [1, 3, 3], task
         # segmentation keeps nnU-Net's plain stages; the generative denoisers have residual stages
         assert denoiser["residual_stages"] is (task != "segmentation"), task
+        # only segmentation starts from a plain segmentation U-Net (zero weights on the noisy mask and the time)
+        assert denoiser["zero_init_conditioning"] is (task == "segmentation"), task
+    # anomaly maps average 8 seeds' counterfactuals per strength
+    assert _task(plans, "anomaly")["sampler"]["seeds"] == 8
+    assert _task(plans, "anomaly")["anomaly"]["seed_average"] == "counterfactual"
     # the autoencoder takes the plan's first (in-plane only) downsamplings; the latent denoiser the remaining stages
     assert _task(plans, "autoencoder")["autoencoder"]["strides"] == [[1, 1, 1], [1, 2, 2], [1, 2, 2]]
     latent = _task(plans, "ldm")["denoiser"]
