@@ -103,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="one diffusion row per strength given here (default 0.5), besides the plans' strengths")
     parser.add_argument("--seeds", type=int, default=None,
                         help="seeds per strength for the diffusion maps (default: the plans', 8)")
+    parser.add_argument("--seed", type=int, default=0, help="nnugen_predict's base seed for the diffusion maps")
     parser.add_argument("--shape", type=int, nargs="+", default=[32, 32, 32])
     parser.add_argument("--healthy", type=int, default=14, help=f"healthy cases ({HELD_OUT_HEALTHY} held out)")
     parser.add_argument("--tuning", type=int, default=4, help="cases with tuning-family lesions (threshold)")
@@ -177,10 +178,11 @@ def main(argv: list[str] | None = None) -> int:
     baselines = _baseline_maps(root, cases, train, configuration)
     maps["intensity thresholding"], maps["autoencoder residual"] = baselines["intensity"], baselines["autoencoder"]
     predict = ["nnugen_predict", "-d", str(DATASET_ID), "-c", configuration, "-f", "0", "-tr", "NnugenAnomalyTrainer",
-               "-i", str(inputs), "-device", args.device, "--seed", "0", "-npp", "0", "-nps", "0"]
+               "-i", str(inputs), "-device", args.device, "--seed", str(args.seed), "-npp", "0", "-nps", "0"]
     seeds = [] if args.seeds is None else ["--seeds", str(args.seeds)]
     x_seeds = "" if args.seeds is None else f" x {args.seeds} seeds"
-    suffix = "" if args.seeds is None else f"_x{args.seeds}"  # maps of earlier runs with other seeds are kept apart
+    # maps of earlier runs with other seeds are kept apart
+    suffix = ("" if args.seeds is None else f"_x{args.seeds}") + (f"_seed{args.seed}" if args.seed else "")
     runs = [(f"diffusion, strength {strength:g} (DDIM {args.steps}{x_seeds})", ["--strengths", f"{strength:g}", *seeds],
              ("single" if strength == 0.5 else f"single_{strength:g}") + suffix) for strength in args.single_strengths]
     runs.append((f"diffusion, strengths 0.25/0.5/0.75 (DDIM {args.steps} each{x_seeds})", seeds, "multi" + suffix))
