@@ -176,8 +176,7 @@ def seed_averaged_residuals(image: Tensor, counterfactuals: Tensor, seeds: int, 
     ``counterfactuals`` (seeds x S, B, C, *spatial), all S strengths of seed 0 first. Each seed's counterfactual
     carries its own sampling noise in healthy tissue, which the mean of per-seed residuals keeps (|noise| does not
     average out) and the residual of the mean counterfactual shrinks by about sqrt(seeds), while a lesion that every
-    seed removes stays in full. On the 2D synthetic-lesion benchmark (docs/benchmarks.md) this is what lifts the
-    diffusion counterfactual above an autoencoder's residual.
+    seed removes stays in full (measured on the 2D synthetic-lesion benchmark, docs/benchmarks.md).
     """
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1 or counterfactuals.shape[0] % seeds:
         raise ValueError(f"seeds must be a positive integer dividing the {counterfactuals.shape[0]} counterfactuals "
