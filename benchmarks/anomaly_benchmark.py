@@ -41,6 +41,15 @@ def _read(path: Path) -> np.ndarray:
     return sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
 
 
+def case_split(raw: Path) -> tuple[list[str], list[str], list[str], list[str]]:
+    """(healthy training, held-out healthy, tuning-family lesion, test-family lesion) cases of the lesion dataset."""
+    lesions = json.loads((raw / "dataset.json").read_text())["nnugen_lesions"]
+    healthy = lesions["healthy_cases"]
+    tuning = sorted(c for c in lesions["lesion_families"] if (raw / "labelsTr" / f"{c}.nii.gz").is_file())
+    test = sorted(c for c in lesions["lesion_families"] if c not in tuning)
+    return healthy[:-HELD_OUT_HEALTHY], healthy[-HELD_OUT_HEALTHY:], tuning, test
+
+
 def _stage(start: float, message: str) -> None:
     print(f"[{time.monotonic() - start:6.0f} s] {message}", flush=True)
 
@@ -137,11 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         write_lesion_dataset(root / "raw", DATASET_ID, NAME, args.healthy, args.tuning, args.test, seed=1,
                              spec=PhantomSpec(shape=tuple(args.shape)))
         run("nnUNetv2_plan_and_preprocess", "-d", str(DATASET_ID), "-c", configuration, "-np", "2", "-npfp", "2")
-    lesions = json.loads((raw / "dataset.json").read_text())["nnugen_lesions"]
-    healthy = lesions["healthy_cases"]
-    train, held_out = healthy[:-HELD_OUT_HEALTHY], healthy[-HELD_OUT_HEALTHY:]
-    tuning = sorted(c for c in lesions["lesion_families"] if (raw / "labelsTr" / f"{c}.nii.gz").is_file())
-    test = sorted(c for c in lesions["lesion_families"] if c not in tuning)
+    train, held_out, tuning, test = case_split(raw)
     atomic_write_json(root / "preprocessed" / FOLDER / "splits_final.json", [{"train": train, "val": tuning}])
     length = [f"training.epochs={args.epochs}", f"training.iterations_per_epoch={args.iterations}",
               "training.val_iterations_per_epoch=2"]

@@ -13,13 +13,12 @@ derives one per case), so the numbers differ slightly from the benchmark's rows 
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-from anomaly_benchmark import FOLDER, HELD_OUT_HEALTHY, _read
+from anomaly_benchmark import FOLDER, _read, case_split
 
 
 def main() -> None:
@@ -46,10 +45,7 @@ def main() -> None:
     from nnugen.run.ext_trainer_path import ensure_ext_trainer_path
 
     raw = root / "raw" / FOLDER
-    lesions = json.loads((raw / "dataset.json").read_text())["nnugen_lesions"]
-    held_out = lesions["healthy_cases"][-HELD_OUT_HEALTHY:]
-    tuning = sorted(c for c in lesions["lesion_families"] if (raw / "labelsTr" / f"{c}.nii.gz").is_file())
-    test = sorted(c for c in lesions["lesion_families"] if c not in tuning)
+    _, held_out, tuning, test = case_split(raw)
     split = {c: "Ts" if c in test else "Tr" for c in [*held_out, *tuning, *test]}
     labels = {c: _read(raw / f"labels{s}" / f"{c}.nii.gz") > 0 for c, s in split.items()}
 

@@ -23,9 +23,9 @@ def zero_input_channels(network: TimeConditionedUNet, first: int) -> None:
         raise ValueError(f"first must lie in [0, {network.in_channels}), got {first}")
     conv = network.encoder[0].blocks[0].conv
     conv.weight[:, first:] = 0
-    shortcut = getattr(network.encoder[0], "shortcut", None)
-    for module in shortcut.modules() if isinstance(shortcut, nn.Module) else ():
-        if isinstance(module, nn.modules.conv._ConvNd) and module.in_channels == network.in_channels:
+    shortcut = network.encoder[0].shortcut  # residual stages: pooling and a 1x1 conv that sees the input too
+    for module in shortcut.modules() if shortcut is not None else ():
+        if isinstance(module, nn.modules.conv._ConvNd):
             module.weight[:, first:] = 0
 
 
