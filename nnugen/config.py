@@ -16,6 +16,8 @@ Layout of the section (one per configuration)::
 from __future__ import annotations
 
 import dataclasses
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -203,6 +205,12 @@ class AutoencoderSettings(Section):
             check_range(f"autoencoder.{name}", getattr(self, name), 0.0)
         check_range("autoencoder.adversarial_warmup_iterations", self.adversarial_warmup_iterations, 0)
 
+    @staticmethod
+    def discriminator_layers(patch_size: Sequence[int]) -> int:
+        """The PatchGAN's downsampling layers for a patch: it needs 3 * 2**layers voxels per axis, so thin patches
+        (e.g. 20 slices) get fewer than the usual 3 (read by the trainer and by the memory plan)."""
+        return max(1, min(3, int(math.log2(max(1, min(patch_size) // 3)))))
+
 
 @dataclass(frozen=True)
 class AnomalySettings(Section):
@@ -229,6 +237,10 @@ class AnomalySettings(Section):
     healthy_cases_file: str = ""
     condition_channel: str = ""
     mask_to_anatomy: bool = True
+    max_batch: int = 8
+    """The most samples per denoiser call when the counterfactuals of all strengths and seeds are denoised together
+    (stacked on the batch axis, one sampler loop per group); 1 = one counterfactual at a time. Bounds memory on large
+    tiles; the map does not depend on it beyond float round-off."""
 
     def __post_init__(self) -> None:
         if self.condition_channel and self.space == "latent":
@@ -248,6 +260,7 @@ class AnomalySettings(Section):
         check_range("anomaly.median_filter", self.median_filter, 0)
         check_range("anomaly.min_component_voxels", self.min_component_voxels, 0)
         check_range("anomaly.target_fpr", self.target_fpr, 0.0, 1.0)
+        check_range("anomaly.max_batch", self.max_batch, 1)
 
     def condition_index(self, channel_names: dict[str, str], schemes: tuple[str, ...] = ()) -> int | None:
         """The input channel of ``condition_channel`` in dataset.json's ``channel_names`` ({"0": "T2", ...}), or None

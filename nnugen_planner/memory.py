@@ -3,8 +3,10 @@ estimate of a training step's peak GPU memory against a budget (default 8 GB, as
 
 The estimate counts what autograd keeps for the backward pass of the time-conditioned U-Net (conv, norm, scale-shift
 and activation outputs per conv block, skips and concatenations in the decoder), plus weights, gradients and two
-optimiser moments, plus a fixed allowance for the CUDA context and allocator slack. It is deliberately simple and
-errs high; the measured peak is logged by the trainer so users can see how close it is.
+optimiser moments, plus what a task keeps besides its U-Net (``TrainingExtras``: the EMA copy of a generator, the
+autoencoder's PatchGAN discriminator and frozen perceptual network), plus a fixed allowance for the CUDA context and
+allocator slack. It is deliberately simple and errs high. The trainers log the measured peak next to it after the
+first epoch on a GPU (``peak GPU memory``); its constants have not been checked on a GPU yet (docs/scaling.md).
 """
 
 from __future__ import annotations
@@ -15,6 +17,11 @@ from dataclasses import dataclass
 
 TENSORS_PER_CONV_BLOCK = 5      # conv out, norm out, scale-shift out, activation out, residual sum
 BYTES_PER_PARAM = 16            # fp32 weight + grad + two optimiser moments
+BYTES_PER_FROZEN_PARAM = 4      # fp32 weight only (an EMA copy, a frozen network)
+DISCRIMINATOR_CHANNELS = 32     # nnugen/networks/patch_discriminator.py's default first-layer width
+DISCRIMINATOR_KERNEL = 4        # PatchGAN's 4-wide convolutions
+TENSORS_PER_DISCRIMINATOR_LAYER = 3  # conv, norm, LeakyReLU outputs
+TENSORS_PER_FROZEN_CONV = 2     # nnU-Net's conv and norm outputs (its LeakyReLU works in place)
 CONTEXT_GB = 1.0                # CUDA context, cuDNN workspace, allocator fragmentation
 BYTES_AMP = 3.0                 # half-precision activations, but norms and softmax stay fp32 under autocast
 BYTES_FP32 = 4.0
@@ -36,6 +43,20 @@ class UNetShape:
     strides: Sequence[Sequence[int]]
     n_conv_per_stage: Sequence[int]
     n_conv_per_stage_decoder: Sequence[int]
+
+
+@dataclass(frozen=True)
+class TrainingExtras:
+    """What a training step holds besides its U-Net: ``frozen_parameters`` (fp32 weights only: an EMA copy, a frozen
+    perceptual network), ``trained_parameters`` (with gradient and optimiser moments: a discriminator) and
+    ``activation_elements`` kept for backward per sample (those networks' outputs)."""
+
+    frozen_parameters: int = 0
+    trained_parameters: int = 0
+    activation_elements: int = 0
+
+
+NO_EXTRAS = TrainingExtras()
 
 
 @dataclass(frozen=True)
@@ -85,25 +106,70 @@ def activation_elements(shape: UNetShape, checkpointing: bool) -> int:
     return inputs + boundaries + max(per_stage)
 
 
-def estimate_gb(shape: UNetShape, batch_size: int, amp: str, checkpointing: bool) -> float:
+def encoder_activation_elements(shape: UNetShape) -> int:
+    """Elements per sample that a frozen nnU-Net encoder (the perceptual network) keeps so that the gradient reaches
+    its input: each conv's and norm's output."""
+    voxels = _stage_voxels(shape)
+    return sum(TENSORS_PER_FROZEN_CONV * n * f * v for f, n, v in zip(shape.features_per_stage, shape.n_conv_per_stage,
+                                                                        voxels))
+
+
+def encoder_parameter_count(shape: UNetShape) -> int:
+    count, previous = 0, shape.in_channels
+    for features, kernel, n_conv in zip(shape.features_per_stage, shape.kernel_sizes, shape.n_conv_per_stage):
+        k = math.prod(kernel)
+        count += k * previous * features + (n_conv - 1) * k * features * features
+        previous = features
+    return count
+
+
+def discriminator_extras(in_channels: int, patch_size: Sequence[int], num_layers: int) -> TrainingExtras:
+    """MONAI's PatchDiscriminator as nnugen builds it: a 4-wide conv halving every axis, ``num_layers`` convs doubling
+    the channels (all but the last halving the axes again), and a 4-wide conv to one logit. Its activations count
+    three passes: real and reconstruction for its own loss, the reconstruction again for the adversarial loss."""
+    dims = len(patch_size)
+    k = DISCRIMINATOR_KERNEL**dims
+    voxels = max(1, math.prod(patch_size) // 2**dims)
+    channels = DISCRIMINATOR_CHANNELS
+    parameters, elements = k * in_channels * channels, TENSORS_PER_DISCRIMINATOR_LAYER * channels * voxels
+    for layer in range(num_layers):
+        if layer < num_layers - 1:
+            voxels = max(1, voxels // 2**dims)
+        parameters += k * channels * 2 * channels
+        channels *= 2
+        elements += TENSORS_PER_DISCRIMINATOR_LAYER * channels * voxels
+    parameters += k * channels  # the last conv, to one logit per patch
+    return TrainingExtras(trained_parameters=parameters, activation_elements=3 * elements)
+
+
+def combined(*extras: TrainingExtras) -> TrainingExtras:
+    return TrainingExtras(sum(e.frozen_parameters for e in extras), sum(e.trained_parameters for e in extras),
+                          sum(e.activation_elements for e in extras))
+
+
+def estimate_gb(shape: UNetShape, batch_size: int, amp: str, checkpointing: bool,
+                extras: TrainingExtras = NO_EXTRAS) -> float:
     bytes_per_element = BYTES_FP32 if amp == "fp32" else BYTES_AMP
-    activations = batch_size * activation_elements(shape, checkpointing) * bytes_per_element
-    return (activations + BYTES_PER_PARAM * parameter_count(shape)) / 1024**3 + CONTEXT_GB
+    elements = activation_elements(shape, checkpointing) + extras.activation_elements
+    weights = BYTES_PER_PARAM * (parameter_count(shape) + extras.trained_parameters) + \
+        BYTES_PER_FROZEN_PARAM * extras.frozen_parameters
+    return (batch_size * elements * bytes_per_element + weights) / 1024**3 + CONTEXT_GB
 
 
-def plan_memory(shape: UNetShape, batch_size: int, budget_gb: float, amp: str = "bf16") -> MemoryPlan:
+def plan_memory(shape: UNetShape, batch_size: int, budget_gb: float, amp: str = "bf16",
+                extras: TrainingExtras = NO_EXTRAS) -> MemoryPlan:
     """Keep nnU-Net's batch size if it fits; else turn on checkpointing; else lower the batch and accumulate
     gradients so the effective batch stays ``batch_size``. Raises MemoryBudgetError if batch 1 does not fit."""
     # only batches that divide nnU-Net's, so batch x accumulation is exactly nnU-Net's effective batch
     divisors = [batch for batch in range(batch_size, 0, -1) if batch_size % batch == 0]
     for checkpointing in (False, True):
         for batch in divisors:
-            gb = estimate_gb(shape, batch, amp, checkpointing)
+            gb = estimate_gb(shape, batch, amp, checkpointing, extras)
             if gb <= budget_gb:
                 return MemoryPlan(batch, batch_size // batch, amp, checkpointing, round(gb, 2))
             if not checkpointing:
                 break  # first try checkpointing at the full batch before shrinking it
-    need = estimate_gb(shape, 1, amp, True)
+    need = estimate_gb(shape, 1, amp, True, extras)
     raise MemoryBudgetError(
         f"the {len(shape.patch_size)}D patch {'x'.join(map(str, shape.patch_size))} needs about {need:.2f} GB at "
         f"batch 1 with activation checkpointing, more than the budget of {budget_gb:g} GB: raise --gpu-memory-gb, or "

@@ -32,7 +32,18 @@ from nnugen.config import (
 )
 from nnugen_planner.dataset_files import PlanningError
 from nnugen_planner.denoiser_plan import denoiser_from_arch, downsampled_patch
-from nnugen_planner.memory import MemoryBudgetError, UNetShape, plan_memory
+from nnugen_planner.memory import (
+    NO_EXTRAS,
+    MemoryBudgetError,
+    TrainingExtras,
+    UNetShape,
+    combined,
+    discriminator_extras,
+    encoder_activation_elements,
+    encoder_parameter_count,
+    parameter_count,
+    plan_memory,
+)
 
 GENERATIVE_TRAINING = TrainingSettings(optimizer="adamw", initial_lr=1e-4, weight_decay=0.0, ema_decay=0.999)
 
@@ -42,14 +53,20 @@ def _shape(denoiser: DenoiserSettings, in_channels: int, out_channels: int, patc
                      denoiser.strides, denoiser.n_conv_per_stage, denoiser.n_conv_per_stage_decoder)
 
 
-def _memory(shape: UNetShape, batch: int, budget_gb: float, task: str, configuration: str) -> MemorySettings:
+def _memory(shape: UNetShape, batch: int, budget_gb: float, task: str, configuration: str,
+            extras: TrainingExtras = NO_EXTRAS) -> MemorySettings:
     try:
-        plan = plan_memory(shape, batch, budget_gb)
+        plan = plan_memory(shape, batch, budget_gb, extras=extras)
     except MemoryBudgetError as error:
         raise PlanningError(f"{configuration} / {task}: {error}") from None
     return MemorySettings(budget_gb=budget_gb, batch_size=plan.batch_size, grad_accumulation=plan.grad_accumulation,
                           amp=plan.amp, activation_checkpointing=plan.activation_checkpointing,
                           estimated_gb=plan.estimated_gb)
+
+
+def _ema(shape: UNetShape) -> TrainingExtras:
+    """The generators' EMA copy of the denoiser (fp32 weights, no gradient)."""
+    return TrainingExtras(frozen_parameters=parameter_count(shape))
 
 
 def autoencoder_strides(plan_strides: Sequence[Sequence[int]], levels: int = 2) -> tuple[tuple[int, ...], ...]:
@@ -79,9 +96,10 @@ def plan_tasks(arch: dict[str, Any], patch: Sequence[int], batch: int, n_channel
     generative = DiffusionSettings(timesteps=1000, model_output="eps", dice_weight=0.0, ce_weight=0.0)
     gen_sampler = SamplerSettings(name="dpm_solver++", steps=20)
     joint = n_channels + n_classes  # image + one-hot label generated together
+    ddpm_shape = _shape(denoiser, joint, joint, patch)
     tasks["ddpm"] = TaskSettings(
         training=GENERATIVE_TRAINING,
-        memory=_memory(_shape(denoiser, joint, joint, patch), batch, budget_gb, "ddpm", configuration),
+        memory=_memory(ddpm_shape, batch, budget_gb, "ddpm", configuration, _ema(ddpm_shape)),
         denoiser=denoiser, diffusion=generative, sampler=gen_sampler, generation=GenerationSettings())
 
     ae = AutoencoderSettings(strides=autoencoder_strides(arch["strides"]))
@@ -89,10 +107,16 @@ def plan_tasks(arch: dict[str, Any], patch: Sequence[int], batch: int, n_channel
                                    kernel_sizes=tuple(tuple(3 for _ in patch) for _ in ae.strides),
                                    strides=ae.strides, n_conv_per_stage=(2,) * len(ae.strides),
                                    n_conv_per_stage_decoder=(2,) * (len(ae.strides) - 1))
+    # besides the autoencoder: its PatchGAN discriminator, and the frozen encoder of the dataset's nnU-Net that gives
+    # the perceptual features (counted although "auto" finds none until the baseline is trained: it errs high)
+    autoencoder_extras = combined(
+        discriminator_extras(n_channels, patch, AutoencoderSettings.discriminator_layers(patch)),
+        TrainingExtras(frozen_parameters=encoder_parameter_count(plain),
+                       activation_elements=encoder_activation_elements(plain)))
     tasks["autoencoder"] = TaskSettings(
         training=replace(GENERATIVE_TRAINING, ema_decay=0.0),
         memory=_memory(_shape(ae_denoiser, n_channels, n_channels, patch), batch, budget_gb, "autoencoder",
-                       configuration),
+                       configuration, autoencoder_extras),
         autoencoder=ae)
 
     levels = len(ae.strides) - 1
@@ -102,16 +126,17 @@ def plan_tasks(arch: dict[str, Any], patch: Sequence[int], batch: int, n_channel
     except PlanningError:
         latent_denoiser = None
     if latent_denoiser is not None:
+        ldm_shape = _shape(latent_denoiser, ae.latent_channels, ae.latent_channels, latent_patch)
         tasks["ldm"] = TaskSettings(
             training=GENERATIVE_TRAINING,
-            memory=_memory(_shape(latent_denoiser, ae.latent_channels, ae.latent_channels, latent_patch), batch,
-                           budget_gb, "ldm", configuration),
+            memory=_memory(ldm_shape, batch, budget_gb, "ldm", configuration, _ema(ldm_shape)),
             denoiser=latent_denoiser, diffusion=generative, sampler=gen_sampler,
             generation=GenerationSettings(mode="image"))
 
+    anomaly_shape = _shape(denoiser, n_channels, n_channels, patch)
     tasks["anomaly"] = TaskSettings(
         training=GENERATIVE_TRAINING,
-        memory=_memory(_shape(denoiser, n_channels, n_channels, patch), batch, budget_gb, "anomaly", configuration),
+        memory=_memory(anomaly_shape, batch, budget_gb, "anomaly", configuration, _ema(anomaly_shape)),
         # cosine: with the linear schedule strengths 0.5 and 0.75 leave almost the same signal (abar 0.08 vs 0.004)
         denoiser=denoiser, diffusion=replace(generative, schedule="cosine"),
         # latent mode (off by default) reuses the latent diffusion model's denoiser on the autoencoder's latents

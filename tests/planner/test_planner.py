@@ -475,3 +475,48 @@ def test_missing_input_file_says_to_run_nnunet_planning(fake_preprocessed, missi
     with pytest.raises(PlanningError, match=f"{missing} is missing; run nnUNetv2_plan_and_preprocess -d 901 first"):
         plan_dataset(PlanRequest(dataset="901"))
     assert not (folder / "nnugenPlans.json").exists()
+
+
+# --- what the memory plan counts besides the U-Net ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("patch, layers", [((64, 64), 3), ((24, 48, 40), 2)])
+def test_discriminator_count_is_monais_patchgan(patch, layers):
+    from nnugen.networks.patch_discriminator import make_patch_discriminator
+    from nnugen_planner.memory import discriminator_extras
+
+    network = make_patch_discriminator(2, len(patch), num_layers=layers, patch_size=patch)
+    conv_weights = sum(p.numel() for p in network.parameters() if p.ndim > 1)
+    assert discriminator_extras(2, patch, layers).trained_parameters == conv_weights
+
+
+def test_perceptual_encoder_count_is_nnunets_encoder():
+    from dynamic_network_architectures.architectures.unet import PlainConvUNet
+    from torch import nn
+
+    from nnugen_planner.memory import encoder_parameter_count
+
+    shape = UNetShape(in_channels=2, out_channels=3, patch_size=(32, 32, 32), features_per_stage=(8, 16, 32),
+                      kernel_sizes=((3, 3, 3),) * 3, strides=((1, 1, 1), (2, 2, 2), (2, 2, 2)),
+                      n_conv_per_stage=(2, 2, 2), n_conv_per_stage_decoder=(2, 2))
+    network = PlainConvUNet(2, 3, shape.features_per_stage, nn.Conv3d, shape.kernel_sizes, shape.strides,
+                            shape.n_conv_per_stage, 3, shape.n_conv_per_stage_decoder, conv_bias=False)
+    conv_weights = sum(p.numel() for p in network.encoder.parameters() if p.ndim > 1)
+    assert encoder_parameter_count(shape) == conv_weights
+
+
+def test_a_generator_plans_for_its_ema_copy(fake_preprocessed):
+    from nnugen_planner.memory import TrainingExtras, parameter_count
+
+    fake_preprocessed("anisotropic")
+    plans = _plan(configurations=("3d_fullres",), gpu_memory_gb=40, overwrite=True)
+    ddpm = _task(plans, "ddpm")
+    denoiser, memory = ddpm["denoiser"], ddpm["memory"]
+    channels = 1 + 3  # the image and the 3-class one-hot, generated together
+    shape = UNetShape(channels, channels, tuple(plans["configurations"]["3d_fullres"]["patch_size"]),
+                      denoiser["features_per_stage"], denoiser["kernel_sizes"], denoiser["strides"],
+                      denoiser["n_conv_per_stage"], denoiser["n_conv_per_stage_decoder"])
+    args = shape, memory["batch_size"], memory["amp"], memory["activation_checkpointing"]
+    with_ema = estimate_gb(*args, TrainingExtras(frozen_parameters=parameter_count(shape)))
+    assert memory["estimated_gb"] == round(with_ema, 2)
+    assert with_ema - estimate_gb(*args) == pytest.approx(4 * parameter_count(shape) / 1024**3)
