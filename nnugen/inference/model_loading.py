@@ -1,6 +1,9 @@
 """Loading a trained model folder into nnU-Net's own ``nnUNetPredictor`` (``initialize_from_trained_model_folder``:
 the trainer named in the checkpoint builds the network from the folder's plans), and checking that the network is a
-diffusion segmenter before anything is written."""
+diffusion segmenter before anything is written. nnU-Net's predictor wraps the whole network in ``torch.compile`` when
+``nnUNet_compile`` is true, sampler loop included; that wrap is undone and nnugen's compile policy applied instead
+(compile_policy.py: only the networks, and off unless ``nnUNet_compile`` or ``NNUGEN_COMPILE`` asks, as in nnU-Net's
+predictor)."""
 
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ def load_diffusion_predictor(model_folder: Path, folds: tuple, request):
     from torch._dynamo import OptimizedModule
 
     from nnugen.models.anomaly_segmenter import AnomalySegmenter
+    from nnugen.models.compile_policy import apply_compile_policy
     from nnugen.models.diffusion_segmenter import DiffusionSegmenter
 
     device = torch_device(request.device)
@@ -45,6 +49,9 @@ def load_diffusion_predictor(model_folder: Path, folds: tuple, request):
     if not isinstance(network, (DiffusionSegmenter, AnomalySegmenter)):
         raise ValueError(f"{model_folder} was trained with {predictor.trainer_name}, not a diffusion segmentation "
                          "trainer; use nnUNetv2_predict")
+    predictor.network = network
+    # the decision is printed with --verbose only, so prediction's output stays as nnU-Net's
+    apply_compile_policy(network, device, print if request.verbose else lambda line: None, default=False)
     previous_stage = predictor.configuration_manager.previous_stage_name
     if previous_stage is not None and request.previous_stage_predictions is None:
         raise ValueError(f"this model is a cascade stage after {previous_stage}; pass that stage's predictions with "

@@ -1,15 +1,19 @@
 """The trained autoencoder as the latent diffusion model reads it: ``autoencoder.json`` (constructor arguments,
 plain JSON) and ``autoencoder_weights.pt`` (a state dict of tensors only). Both are written atomically by the
-autoencoder trainer and read with ``weights_only=True``: a file that would need unsafe unpickling is refused."""
+autoencoder trainer and read with ``weights_only=True``: a file that would need unsafe unpickling is refused. The
+weights are those of the plain autoencoder, also when it trained compiled; a file an older nnugen exported from a
+``torch.compile`` wrapper (keys ``_orig_mod.``) is read with a note."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
 from nnugen.atomic_files import atomic_torch_save, atomic_write_json
+from nnugen.models.compile_policy import plain_state_dict
 from nnugen.models.weights_only import load_weights_only
 from nnugen.networks.autoencoder import Autoencoder
 
@@ -18,20 +22,22 @@ WEIGHTS_FILE = "autoencoder_weights.pt"
 
 
 def save_autoencoder(autoencoder: Autoencoder, arguments: dict, folder: Path) -> None:
-    state = {k: v.detach().cpu() for k, v in autoencoder.state_dict().items()}
-    atomic_torch_save(state, Path(folder) / WEIGHTS_FILE)
+    """Write the weights (of the module inside a compile wrapper, if any) and the constructor arguments."""
+    atomic_torch_save(plain_state_dict(autoencoder), Path(folder) / WEIGHTS_FILE)
     atomic_write_json(Path(folder) / CONFIG_FILE, arguments)
 
 
-def load_autoencoder(folder: Path, device: torch.device | str = "cpu") -> tuple[Autoencoder, dict]:
-    """(frozen autoencoder in eval mode, its arguments) from a folder written by ``save_autoencoder``."""
+def load_autoencoder(folder: Path, device: torch.device | str = "cpu",
+                     note: Callable[[str], None] = print) -> tuple[Autoencoder, dict]:
+    """(frozen autoencoder in eval mode, its arguments) from a folder written by ``save_autoencoder``; ``note``
+    receives the line about weights exported from a compiled model."""
     folder = Path(folder)
     config, weights = folder / CONFIG_FILE, folder / WEIGHTS_FILE
     if not config.is_file() or not weights.is_file():
         raise ValueError(f"{folder} holds no trained autoencoder ({CONFIG_FILE} + {WEIGHTS_FILE}); train one with "
                          "nnugen_train ID FOLD CONFIG --task autoencoder first")
     arguments = json.loads(config.read_text())
-    state = load_weights_only(weights, device, "train the autoencoder again")
+    state = load_weights_only(weights, device, "train the autoencoder again", note)
     model_arguments = {k: v for k, v in arguments.items() if k not in ("scale_factor",)}
     try:
         autoencoder = Autoencoder(**model_arguments)

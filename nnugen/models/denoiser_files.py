@@ -2,7 +2,8 @@
 mode, channels, denoiser and diffusion settings; plain JSON) and ``denoiser_weights.pt`` (the EMA weights when the
 model keeps them, else the trained ones; a state dict of tensors only). The DDPM and anomaly trainers write both
 atomically at the end of training (``export_denoiser``); they are read with ``weights_only=True``, and a file that
-would need unsafe unpickling is refused."""
+would need unsafe unpickling is refused. The weights are those of the plain module, also when it trained compiled; a
+file exported from a ``torch.compile`` wrapper (keys ``_orig_mod.``) is read with a note."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import torch
 from torch import nn
 
 from nnugen.atomic_files import atomic_torch_save, atomic_write_json
+from nnugen.models.compile_policy import plain_state_dict, uncompiled
 from nnugen.models.weights_only import load_weights_only
 
 CONFIG_FILE = "denoiser.json"
@@ -60,14 +62,14 @@ def base_model_folder(setting: str, results: Path, dataset_name: str, plans_name
 
 
 def save_denoiser(denoiser: nn.Module, description: dict, folder: Path) -> None:
-    state = {k: v.detach().cpu() for k, v in denoiser.state_dict().items()}
-    atomic_torch_save(state, Path(folder) / WEIGHTS_FILE)
+    atomic_torch_save(plain_state_dict(denoiser), Path(folder) / WEIGHTS_FILE)
     atomic_write_json(Path(folder) / CONFIG_FILE, description)
 
 
 def export_denoiser(generator: nn.Module, description: dict, folder: Path) -> None:
     """Export an ``ImageGenerator``'s denoiser for adapters to build on: its EMA weights when it keeps them (and has
     no adapter, whose EMA would be the adapter's), else the trained ones."""
+    generator = uncompiled(generator)
     ema = generator.ema if generator.adapter is None else None
     save_denoiser(ema if ema is not None else generator.denoiser, description, folder)
 

@@ -83,6 +83,11 @@ class Autoencoder(nn.Module):
             else None
         )
 
+    def compiled_parts(self) -> list[nn.Module]:
+        """What ``torch.compile`` may compile (nnugen.models.compile_policy): the encoder and decoder networks; the
+        posterior sampling with its generator and the quantiser's codebook search stay eager."""
+        return [self.encoder, self.decoder]
+
     @property
     def downsampling(self) -> tuple[int, ...]:
         """Per axis, the product of the strides: input size / latent size."""

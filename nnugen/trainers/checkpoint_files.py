@@ -14,6 +14,7 @@ import torch
 from torch._dynamo import OptimizedModule
 
 from nnugen.atomic_files import atomic_torch_save, torn_writes
+from nnugen.models.compile_policy import without_compile_prefix
 
 CHECKPOINT_NAMES = ("checkpoint_latest.pth", "checkpoint_best.pth", "checkpoint_final.pth")
 
@@ -45,7 +46,7 @@ def save_nnunet_checkpoint(trainer, filename: str) -> None:
         "init_args": trainer.my_init_kwargs,
         "trainer_name": trainer.__class__.__name__,
         "inference_allowed_mirroring_axes": trainer.inference_allowed_mirroring_axes,
-        "nnugen_rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state()},
+        "nnugen_rng": rng_states(),
         **trainer.extra_checkpoint_state(),
     }
     atomic_torch_save(checkpoint, filename)
@@ -90,8 +91,10 @@ def load_nnunet_checkpoint(filename: str, device: torch.device) -> dict:
         raise CheckpointError(f"{filename} does not exist; train first (nnugen_train) or check the fold and "
                               "configuration")
     try:
-        # nnU-Net's own format pickles plans and logger values, so it loads as nnU-Net loads it (DESIGN.md)
-        checkpoint = torch.load(filename, map_location=device, weights_only=False)
+        # nnU-Net's own format pickles plans and logger values, so it loads as nnU-Net loads it (DESIGN.md). Onto the
+        # CPU, whatever the training device: the RNG states must be CPU ByteTensors (torch.set_rng_state refuses a
+        # CUDA tensor), and load_state_dict copies weights and optimiser moments to their parameters' devices anyway
+        checkpoint = torch.load(filename, map_location="cpu", weights_only=False)
     except Exception as error:  # noqa: BLE001 - torch raises many kinds for a broken file
         raise _does_not_load(filename, error) from None
     if not isinstance(checkpoint, dict) or "network_weights" not in checkpoint:
@@ -104,8 +107,11 @@ def restore_nnunet_checkpoint(trainer, checkpoint: dict) -> None:
     works when given a file name), plus nnugen's RNG states."""
     network = unwrapped_network(trainer)
     expected = network.state_dict().keys()
-    weights = {k[7:] if k not in expected and k.startswith("module.") else k: v
-               for k, v in checkpoint["network_weights"].items()}
+    weights, compiled = without_compile_prefix(checkpoint["network_weights"])
+    if compiled:
+        trainer.print_to_log_file("note: the checkpoint's weights were saved from a torch.compile'd model (keys "
+                                  "'_orig_mod.'); read without the prefix")
+    weights = {k[7:] if k not in expected and k.startswith("module.") else k: v for k, v in weights.items()}
     network.load_state_dict(weights)
     trainer.my_init_kwargs = checkpoint["init_args"]
     trainer.current_epoch = checkpoint["current_epoch"]
@@ -118,5 +124,37 @@ def restore_nnunet_checkpoint(trainer, checkpoint: dict) -> None:
         trainer.grad_scaler.load_state_dict(checkpoint["grad_scaler_state"])
     rng = checkpoint.get("nnugen_rng")
     if rng is not None:
-        torch.set_rng_state(rng["torch"])
-        np.random.set_state(rng["numpy"])
+        restore_rng_states(rng, trainer.print_to_log_file)
+
+
+def rng_states() -> dict:
+    """The random streams a seeded run continues after ``--c``: torch's CPU generator, NumPy's, and the CUDA
+    generators of this process's visible GPUs (the noise of diffusion training is drawn there on a GPU)."""
+    states = {"torch": torch.get_rng_state(), "numpy": np.random.get_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def restore_rng_states(states: dict, log=print) -> None:
+    """Counterpart of ``rng_states``. The states are moved to the CPU first, so a checkpoint loaded onto a GPU (by an
+    older nnugen, or by nnU-Net's own loader) restores too. CUDA states are restored when this process sees as many
+    GPUs as the run that saved them, else the CUDA streams start afresh (logged)."""
+    torch.set_rng_state(_cpu_bytes(states["torch"]))
+    np.random.set_state(states["numpy"])
+    cuda = states.get("cuda")
+    if not cuda:
+        return
+    if torch.cuda.is_available() and torch.cuda.device_count() == len(cuda):
+        torch.cuda.set_rng_state_all([_cpu_bytes(state) for state in cuda])
+    else:
+        log(f"the checkpoint holds the random state of {len(cuda)} GPU(s) and this process sees "
+            f"{torch.cuda.device_count() if torch.cuda.is_available() else 0}: GPU random streams start afresh")
+
+
+def _cpu_bytes(state: torch.Tensor) -> torch.Tensor:
+    """An RNG state as torch.set_rng_state takes it: a CPU uint8 tensor."""
+    if state.device.type == "meta":
+        raise CheckpointError("the checkpoint's random state holds no data (loaded onto the meta device); load it "
+                              "with map_location='cpu'")
+    return state.detach().to("cpu", torch.uint8)

@@ -3,11 +3,11 @@
 features, see perceptual_network.py) + adversarial * PatchGAN generator loss (after the warm-up) + kl / codebook
 * regulariser. The PatchGAN discriminator (MONAI) is trained after every autoencoder step with its own optimiser.
 At the end the autoencoder is exported weights-only (``autoencoder_weights.pt`` + ``autoencoder.json``) next to
-the checkpoints, which is what the latent diffusion trainer loads."""
+the checkpoints, which is what the latent diffusion trainer loads. Under nnugen's compile policy (compile_policy.py)
+its encoder and decoder are compiled in place, so the export has the plain autoencoder's keys."""
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import torch
@@ -19,6 +19,7 @@ from nnugen.losses.adversarial import AdversarialLoss, adversarial_weight_schedu
 from nnugen.models.autoencoder_files import save_autoencoder
 from nnugen.networks.autoencoder import Autoencoder
 from nnugen.networks.patch_discriminator import make_patch_discriminator
+from nnugen.trainers.checkpoint_files import unwrapped_network
 from nnugen.trainers.ddp import all_ranks_agree, average_gradients, broadcast_buffers, broadcast_module
 from nnugen.trainers.nnugen_generative_trainer import NnugenGenerativeTrainer
 from nnugen.trainers.perceptual_network import perceptual_loss
@@ -46,8 +47,7 @@ class NnugenAutoencoderTrainer(NnugenGenerativeTrainer):
     def initialize(self):
         super().initialize()
         patch = self.configuration_manager.patch_size
-        # PatchGAN needs 3 * 2**layers voxels per axis: thin patches (e.g. 20 slices) get fewer layers
-        layers = max(1, min(3, int(math.log2(max(1, min(patch) // 3)))))
+        layers = type(self.settings.autoencoder).discriminator_layers(patch)
         self.discriminator = make_patch_discriminator(self.num_input_channels, len(patch), num_layers=layers,
                                                       patch_size=patch).to(self.device)
         broadcast_module(self.discriminator)  # trained outside DDP: same start on every rank, averaged gradients
@@ -120,7 +120,6 @@ class NnugenAutoencoderTrainer(NnugenGenerativeTrainer):
     def on_train_end(self):
         super().on_train_end()
         if self.local_rank == 0:
-            network = self.network.module if self.is_ddp else self.network
-            save_autoencoder(network, autoencoder_arguments(self.settings, self.num_input_channels),
+            save_autoencoder(unwrapped_network(self), autoencoder_arguments(self.settings, self.num_input_channels),
                              Path(self.output_folder))
             self.print_to_log_file(f"autoencoder exported (weights only) to {self.output_folder}")
