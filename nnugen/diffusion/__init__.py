@@ -1,6 +1,6 @@
 """Pure-tensor diffusion math: schedules, forward process, parameterisation, losses, training inputs."""
 
-from nnugen.diffusion.broadcast import append_dims, batch_timesteps, schedule_at
+from nnugen.diffusion.broadcast import append_dims, batch_timesteps, schedule_at, working_dtype
 from nnugen.diffusion.deep_supervision import deep_supervision_loss, deep_supervision_weights
 from nnugen.diffusion.forward_process import q_sample
 from nnugen.diffusion.noise import rand, randint, randn_like
@@ -76,5 +76,6 @@ __all__ = [
     "step_alphas",
     "target_mse_loss",
     "training_target",
+    "working_dtype",
     "x0_denoiser",
 ]

@@ -34,14 +34,16 @@ def deep_supervision_loss(
     target_onehot: Tensor,
     dice_weight: float = 1.0,
     ce_weight: float = 1.0,
+    over_ranks: bool = False,
 ) -> Tensor:
     """Weighted Dice + CE of the full-resolution logits (B, C, *S) and of each coarser output at ``levels``
-    against the target (B, C, *S) averaged down to its size; with no auxiliary output it is ``dice_ce_loss``."""
+    against the target (B, C, *S) averaged down to its size; with no auxiliary output it is ``dice_ce_loss``.
+    ``over_ranks``: each Dice over the batches of all DDP ranks (dice_ce_loss)."""
     if len(auxiliary_logits) != len(levels):
         raise ValueError(f"{len(auxiliary_logits)} auxiliary outputs but {len(levels)} levels; give one level each")
     weights = deep_supervision_weights(levels)
-    loss = weights[0] * dice_ce_loss(logits, target_onehot, dice_weight, ce_weight)
+    loss = weights[0] * dice_ce_loss(logits, target_onehot, dice_weight, ce_weight, over_ranks=over_ranks)
     for weight, output in zip(weights[1:], auxiliary_logits):
         target = downsampled_target(target_onehot, output.shape[2:])
-        loss = loss + weight * dice_ce_loss(output, target, dice_weight, ce_weight)
+        loss = loss + weight * dice_ce_loss(output, target, dice_weight, ce_weight, over_ranks=over_ranks)
     return loss

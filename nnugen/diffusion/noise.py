@@ -1,7 +1,10 @@
 """Random draws from an explicit torch.Generator (None: the global RNG), on the generator's device then moved.
 
 Drawing on the generator's own device makes a CPU generator usable with CUDA tensors and keeps results equal
-to a plain `torch.randn(shape, generator=g)` when devices match.
+to a plain `torch.randn(shape, generator=g)` when devices match. Create the generator on the tensors' device
+(`torch.Generator(device=x.device)`) to draw there: a CPU generator with CUDA tensors costs a host-to-device copy
+per draw. CUDA and CPU generators give different streams for one seed, so a seed reproduces results on the same
+device type only.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from nnugen.diffusion.broadcast import schedule_at
+from nnugen.diffusion.broadcast import schedule_at, working_dtype
 from nnugen.diffusion.parameterisation import Denoiser, check_parameterisation, predict_x0
 
 # Floor for probabilities recovered from an eps / v output, so their logarithm stays finite.
@@ -39,17 +39,19 @@ def logits_to_diffusion_space(logits: Tensor) -> Tensor:
 
 
 def segmentation_logits(output: Tensor, x_t: Tensor, abar_t: Tensor, kind: str) -> Tensor:
-    """Logits (B, C, *spatial) of the x0 estimate for a network output of the given kind; abar_t (B,)."""
+    """Logits (B, C, *spatial) of the x0 estimate for a network output of the given kind; abar_t (B,). In
+    ``working_dtype`` (float32 for a half-precision output under autocast; float64 stays float64)."""
     check_parameterisation(kind)
     if kind == "x0":
-        return output
+        return output.to(working_dtype(output, x_t))
     return diffusion_space_to_probs(predict_x0(output, x_t, abar_t, kind)).log()
 
 
 def segmentation_x0_denoiser(
     model_fn: Callable[[Tensor, Tensor], Tensor], alphas_cumprod: Tensor, kind: str
 ) -> Denoiser:
-    """Wrap `model_fn(x_t, t)` as `denoise(x_t, t) -> x0_hat` in diffusion space for segmentation (B, C, *spatial)."""
+    """Wrap `model_fn(x_t, t)` as `denoise(x_t, t) -> x0_hat` in diffusion space for segmentation (B, C, *spatial);
+    x0_hat in at least float32, whatever precision the network ran in."""
     check_parameterisation(kind)
 
     def denoise(x_t: Tensor, t: Tensor) -> Tensor:

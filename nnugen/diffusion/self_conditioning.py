@@ -20,15 +20,23 @@ def self_conditioning_input(
     t: Tensor,
     probability: float = 0.5,
     generator: torch.Generator | None = None,
+    coin: Tensor | None = None,
 ) -> Tensor:
     """Chen et al. 2022 Algorithm 1 training: with `probability` (per batch) the detached estimate of a first pass
     with a zero condition, else zeros; (B, C, *spatial) like x_t, to pass as x0_cond of the trained pass.
+
+    coin: the uniform [0, 1) draw (1,) that decides, instead of one drawn here from `generator`. Under DDP pass the
+    same draw on every rank (e.g. rank 0's): a rank that runs the extra pass alone leaves SyncBatchNorm waiting.
     """
     if not 0 <= probability <= 1:
         raise ValueError(f"probability must lie in [0, 1], got {probability}")
     zeros = torch.zeros_like(x_t)
     # One coin per batch as in the paper: half the steps then cost no extra forward pass.
-    if probability == 0 or float(rand(1, generator)) >= probability:
+    if probability == 0:
+        return zeros
+    if coin is None:
+        coin = rand(1, generator)
+    if float(coin) >= probability:
         return zeros
     with torch.no_grad():
         return denoise(x_t, t, zeros).detach()

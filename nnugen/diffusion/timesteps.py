@@ -47,7 +47,9 @@ def check_timesteps(timesteps: Tensor, train_timesteps: int, increasing: bool = 
 def step_alphas(alphas_cumprod: Tensor, timesteps: Tensor) -> list[tuple[float, float]]:
     """(abar_t, abar_s) per step of a decreasing timesteps sequence: s is the next timestep, abar_s = 1 after the last.
 
-    Python floats (float64) so every step's coefficients are computed in double precision and cast at use.
+    Python floats (float64) so every step's coefficients are computed in double precision and cast at use. The values
+    are read on the host once per sampling run: pass the schedule on the CPU (models keep a float64 host copy,
+    ``host_alphas_cumprod``), as a CUDA tensor costs a device sync here.
     """
     if alphas_cumprod.ndim != 1:
         raise ValueError(f"alphas_cumprod must be 1D (T,), got shape {tuple(alphas_cumprod.shape)}")

@@ -27,9 +27,12 @@ def window_starts(size: int, patch: int, overlap: float) -> list[int]:
     return sorted({round(i * (size - patch) / (count - 1)) for i in range(count)})
 
 
-def gaussian_weights(patch: Sequence[int], sigma_scale: float = 0.125) -> Tensor:
-    """Gaussian importance map (1, 1, *patch) peaking at the centre, floored so edges still count (as nnU-Net)."""
-    axes = [torch.exp(-0.5 * ((torch.arange(p, dtype=torch.float32) - (p - 1) / 2) / max(p * sigma_scale, 1e-3)) ** 2)
+def gaussian_weights(patch: Sequence[int], sigma_scale: float = 0.125,
+                     device: torch.device | str | None = None) -> Tensor:
+    """Gaussian importance map (1, 1, *patch) float32 peaking at the centre, floored so edges still count (as
+    nnU-Net); built on ``device``, so a sampler step copies nothing from the host."""
+    axes = [torch.exp(-0.5 * ((torch.arange(p, dtype=torch.float32, device=device) - (p - 1) / 2)
+                              / max(p * sigma_scale, 1e-3)) ** 2)
             for p in patch]
     weights = axes[0]
     for axis in axes[1:]:
@@ -50,7 +53,7 @@ def windowed_denoiser(denoise: Denoiser, patch_size: Sequence[int], overlap: flo
         if all(s <= p for s, p in zip(spatial, patch_size)) and tuple(spatial) == tuple(patch_size):
             return denoise(x_t, t)
         patch = [min(p, s) for p, s in zip(patch_size, spatial)]
-        weights = gaussian_weights(patch).to(x_t.device, x_t.dtype)
+        weights = gaussian_weights(patch, device=x_t.device).to(x_t.dtype)
         total = torch.zeros_like(x_t)
         norm = torch.zeros((1, 1, *spatial), device=x_t.device, dtype=x_t.dtype)
         starts = [window_starts(s, p, overlap) for s, p in zip(spatial, patch)]

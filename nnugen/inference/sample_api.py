@@ -3,9 +3,12 @@ dataset's file format, units and geometry (see sample_writing), with previews an
 were made; optionally as a complete nnU-Net raw dataset (imagesTr, labelsTr, dataset.json) to train on.
 
 Case k is sampled with the seed ``case_seed(seed, "case_kkkk")``, so any subset of the cases, or a rerun, gives the
-same files. ``num_parts`` / ``part_id`` split the cases as nnUNetv2_predict does (case k belongs to part
-k % num_parts): the parts together write exactly the files of one unsplit run, into the same folder, each with its
-own ``sampling_partIofP.json``. Every check runs before anything is written; every file is written atomically.
+same files. The seed drives a ``torch.Generator`` on the sampling device, so the noise is drawn where the model runs
+(not on the CPU and copied at every step); CUDA and CPU generators give different streams, so a seed reproduces a
+case on the same device type (a CPU run reproduces CPU files, a GPU run GPU files). ``num_parts`` / ``part_id``
+split the cases as nnUNetv2_predict does (case k belongs to part k % num_parts): the parts together write exactly
+the files of one unsplit run, into the same folder, each with its own ``sampling_partIofP.json``. Every check runs
+before anything is written; every file is written atomically.
 
 Example::
 
@@ -56,7 +59,8 @@ def sample(request: SampleRequest) -> list[Path]:
     written = [writer.write_metadata(metadata(request, plan), request.metadata_name)]
     for case, seed in tqdm(list(zip(cases, seeds)), desc="cases", disable=not request.progress, dynamic_ncols=True):
         label = plan.geometry.read_label(plan.label_files[case_index(case)]) if plan.label_files else None
-        volume = _sample_case(generator, plan, label, torch.Generator().manual_seed(seed), device, request.progress)
+        torch_generator = torch.Generator(device=device).manual_seed(seed)
+        volume = _sample_case(generator, plan, label, torch_generator, device, request.progress)
         written += writer.write_case(case, volume, generator.image_channels, plan.label_values)
     finished = writer.finish([f"case_{k:04d}" for k in range(request.num_cases)])
     if request.as_dataset and not finished:

@@ -10,7 +10,8 @@ Members arrive one at a time (one sliding-window prediction each), so the ensemb
   S members, averaged over classes: 0 where the members agree, at most 1/4.
 
 Shapes: probabilities are (C, *spatial) (nnU-Net's predictor works on one case at a time, without a batch axis);
-maps are (*spatial). 2D and 3D share every line.
+maps are (*spatial). 2D and 3D share every line. Precision: members are promoted to float32 before any arithmetic and
+every map is float32, also for fp16 / bf16 members under autocast (whose elementwise ops and sums keep float32).
 """
 
 from __future__ import annotations

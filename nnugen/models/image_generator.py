@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from nnugen.config import CONDITIONED_MODES, DiffusionSettings, GenerationSettings, SamplerSettings, TaskSettings
 from nnugen.diffusion import alphas_cumprod, make_betas, noisy_training_input, sampling_timesteps, target_mse_loss
-from nnugen.diffusion.broadcast import schedule_at
+from nnugen.diffusion.broadcast import schedule_at, working_dtype
 from nnugen.diffusion.noise import randn_like
 from nnugen.diffusion.parameterisation import x0_denoiser
 from nnugen.diffusion.windowed_denoiser import windowed_denoiser
@@ -47,11 +47,18 @@ class ImageGenerator(nn.Module):
         self.ema_decay = ema_decay
         # EMA updates so far (the decay's warm-up); in the checkpoint, so a resumed run goes on where it stopped
         self.register_buffer("ema_updates", torch.zeros((), dtype=torch.long))
+        # its value on the host, read once (then counted here) so that an update does not wait for the device;
+        # forgotten when a state dict is loaded
+        self._host_ema_updates: int | None = None
+        self.register_load_state_dict_post_hook(_forget_host_ema_updates)
         self.image_channels, self.num_classes = image_channels, num_classes
         self.patch_size = tuple(patch_size)
         self.diffusion, self.sampler, self.generation = diffusion, sampler, generation
         betas = make_betas(diffusion.schedule, diffusion.timesteps, diffusion.beta_start, diffusion.beta_end)
         self.register_buffer("alphas_cumprod", alphas_cumprod(betas), persistent=False)
+        # the samplers read alpha-bar on the host once per run: a CPU float64 copy (a plain attribute, which .to()
+        # leaves in place) spares them a device-to-host sync; the buffer serves the lookups on the device
+        self.host_alphas_cumprod = self.alphas_cumprod.clone()
 
     @classmethod
     def from_settings(cls, settings: TaskSettings, image_channels: int, num_classes: int,
@@ -74,6 +81,11 @@ class ImageGenerator(nn.Module):
     def trained(self) -> nn.Module:
         """The part that trains: the adapter when there is one, else the denoiser."""
         return self.adapter if self.adapter is not None else self.denoiser
+
+    def compiled_parts(self) -> list[nn.Module]:
+        """What ``torch.compile`` may compile (compile_policy.py): denoiser, adapter and EMA copy; the sampler loop
+        and the EMA update stay eager."""
+        return [part for part in (self.denoiser, self.adapter, self.ema) if part is not None]
 
     def train(self, mode: bool = True) -> ImageGenerator:
         super().train(mode)
@@ -101,9 +113,13 @@ class ImageGenerator(nn.Module):
         return target_mse_loss(output, self.diffusion.model_output, noisy.noised_x0, noisy.noise, abar_t)
 
     def update_ema(self) -> None:
+        """One EMA update of the trained part's weights (after an optimiser step), with the warmed-up decay."""
         if self.ema is not None:
-            update_ema(self.ema, self.trained(), warmed_up_decay(self.ema_decay, int(self.ema_updates)))
+            if self._host_ema_updates is None:
+                self._host_ema_updates = int(self.ema_updates)
+            update_ema(self.ema, self.trained(), warmed_up_decay(self.ema_decay, self._host_ema_updates))
             self.ema_updates += 1
+            self._host_ema_updates += 1
 
     def guided_output(self, x_t: Tensor, t: Tensor, condition: Tensor | None, guidance_scale: float) -> Tensor:
         """The EMA model's output; with a condition and ``guidance_scale`` w != 1, classifier-free guidance (Ho &
@@ -112,6 +128,9 @@ class ImageGenerator(nn.Module):
         if condition is None or guidance_scale == 1.0:
             return output
         unconditional = self.model_output(x_t, t, torch.zeros_like(condition), use_ema=True)
+        # the difference of two close outputs, scaled up by w: in float32 even when the network ran in fp16 / bf16
+        dtype = working_dtype(output, x_t)
+        output, unconditional = output.to(dtype), unconditional.to(dtype)
         return unconditional + guidance_scale * (output - unconditional)
 
     def _x0_at(self, guidance_scale: float) -> Callable[[Tensor, Tensor, Tensor | None], Tensor]:
@@ -129,7 +148,9 @@ class ImageGenerator(nn.Module):
                device: torch.device | None = None, callback=None, guidance_scale: float | None = None) -> Tensor:
         """Samples (B, generated channels, *spatial) in [-1, 1]; spatial defaults to the training patch. A
         ``condition`` (B, K, *spatial) is the one-hot label map in [-1, 1] for label-conditioned models;
-        ``guidance_scale`` defaults to the settings' (1 = no guidance)."""
+        ``guidance_scale`` defaults to the settings' (1 = no guidance). All noise comes from ``generator``, drawn on
+        its device: create it on ``device`` (a CPU generator with a CUDA model draws on the CPU and copies every draw).
+        CUDA and CPU generators give different streams, so a seed reproduces a sample on the same device type only."""
         settings = sampler or self.sampler
         spatial = tuple(spatial_shape or self.patch_size)
         device = device or self.alphas_cumprod.device
@@ -141,8 +162,12 @@ class ImageGenerator(nn.Module):
         scale = self.generation.guidance_scale if guidance_scale is None else guidance_scale
         denoise = volume_denoiser(self._x0_at(scale), condition, self.patch_size)
         timesteps = sampling_timesteps(self.diffusion.timesteps, min(settings.steps, self.diffusion.timesteps))
-        return get_sampler(settings.name)(denoise, x, self.alphas_cumprod, timesteps, generator=generator,
+        return get_sampler(settings.name)(denoise, x, self.host_alphas_cumprod, timesteps, generator=generator,
                                           callback=callback, **sampler_options(settings.name, eta=settings.eta))
+
+
+def _forget_host_ema_updates(module: ImageGenerator, incompatible_keys) -> None:
+    module._host_ema_updates = None
 
 
 def volume_denoiser(denoise: Callable[[Tensor, Tensor, Tensor | None], Tensor], condition: Tensor | None,

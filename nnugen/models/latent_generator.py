@@ -25,6 +25,10 @@ class LatentGenerator(nn.Module):
         self.scale_factor, self.decode_chunks = scale_factor, decode_chunks
         self.image_channels = autoencoder.in_channels
 
+    def compiled_parts(self) -> list[nn.Module]:
+        """What ``torch.compile`` may compile (compile_policy.py): the latent model's networks and the autoencoder's."""
+        return self.latent_model.compiled_parts() + self.autoencoder.compiled_parts()
+
     @property
     def patch_size(self) -> tuple[int, ...]:
         return tuple(p * d for p, d in zip(self.latent_model.patch_size, self.autoencoder.downsampling))

@@ -1,6 +1,7 @@
 """Vector quantisation of latents with a learned codebook (VQ-VAE, van den Oord et al. 2017; VQ-GAN, Esser et al.
 2021)."""
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -36,6 +37,13 @@ class QuantizedLatent:
         return self.quantized
 
 
+def _autocast_disabled(device_type: str) -> contextlib.AbstractContextManager:
+    """A region where autocast leaves the dtypes alone (a no-op on devices without autocast, e.g. meta)."""
+    if torch.amp.is_autocast_available(device_type):
+        return torch.autocast(device_type, enabled=False)
+    return contextlib.nullcontext()
+
+
 class VectorQuantizer(nn.Module):
     """Replace each latent vector (the C_z channels of one voxel) by its nearest codebook vector (squared L2).
 
@@ -45,7 +53,9 @@ class VectorQuantizer(nn.Module):
     exponential moving averages of the vectors assigned to each code (van den Oord et al. 2017, appendix A.1;
     Razavi et al. 2019), with Laplace smoothing of the counts; only the commitment loss remains. Under
     ``torch.distributed`` the EMA statistics are summed over ranks so that every rank keeps the same codebook.
-    Distances are computed in float32, also under mixed precision.
+    Distances are computed in float32 (float64 for float64 latents), also under mixed precision: autocast would run
+    the ``z @ codebook.T`` product in fp16 / bf16, whose 8-11 bit mantissas cannot tell apart codes closer than about
+    1e-3 of ``|z|^2``, so nearby codes would swap and the code usage would depend on the precision.
 
     Args:
         codebook_size: number of codes K.
@@ -84,9 +94,11 @@ class VectorQuantizer(nn.Module):
         """Quantise ``z (B, C_z, *L)``; see :class:`QuantizedLatent`."""
         if z.ndim < 3 or z.shape[1] != self.dim:
             raise ValueError(f"expected latents (B, {self.dim}, *spatial), got {tuple(z.shape)}")
-        flat = z.movedim(1, -1).reshape(-1, self.dim).float()
-        codebook = self.codebook.float()
-        distances = flat.pow(2).sum(1, keepdim=True) - 2.0 * flat @ codebook.t() + codebook.pow(2).sum(1)
+        dtype = torch.promote_types(z.dtype, torch.float32)
+        flat = z.movedim(1, -1).reshape(-1, self.dim).to(dtype)
+        with _autocast_disabled(z.device.type):
+            codebook = self.codebook.to(dtype)
+            distances = flat.pow(2).sum(1, keepdim=True) - 2.0 * flat @ codebook.t() + codebook.pow(2).sum(1)
         indices = distances.argmin(dim=1)
         counts = torch.bincount(indices, minlength=self.codebook_size).float()
         if self.ema and self.training:

@@ -7,7 +7,7 @@ import math
 import torch
 from torch import Tensor
 
-from nnugen.diffusion import Denoiser, batch_timesteps, randn_like, step_alphas
+from nnugen.diffusion import Denoiser, batch_timesteps, randn_like, step_alphas, working_dtype
 from nnugen.samplers.signature import Callback
 
 
@@ -29,6 +29,9 @@ def ddim_step(
         raise ValueError(f"need 0 < abar_t < abar_s <= 1 (s is a less noisy step), got {abar_t}, {abar_s}")
     if not 0 <= eta <= 1:
         raise ValueError(f"eta must lie in [0, 1] (0 deterministic DDIM, 1 DDPM-like), got {eta}")
+    # A half-precision x0_hat (autocast) is promoted: the state x_s stays float32 (float64 stays float64).
+    dtype = working_dtype(x_t, x0_hat)
+    x_t, x0_hat = x_t.to(dtype), x0_hat.to(dtype)
     # 1. eps_hat = (x_t - sqrt(abar_t) x0_hat) / sqrt(1 - abar_t), the noise the x0 estimate implies.
     eps_hat = (x_t - math.sqrt(abar_t) * x0_hat) / math.sqrt(1 - abar_t)
     # 2. sigma_t(eta), eq. 16.
@@ -58,8 +61,10 @@ def ddim(
     """Song et al. 2021 generalised sampler over `timesteps`; x (B, C, *spatial) -> clean sample."""
     if not 0 <= eta <= 1:
         raise ValueError(f"eta must lie in [0, 1] (0 deterministic DDIM, 1 DDPM-like), got {eta}")
-    for i, (abar_t, abar_s) in enumerate(step_alphas(alphas_cumprod, timesteps)):
-        x0_hat = denoise(x, batch_timesteps(timesteps[i], x))
+    pairs = step_alphas(alphas_cumprod, timesteps)
+    # indices and alpha-bars are read on the host once, before the loop: no step waits for the device
+    for i, (t, (abar_t, abar_s)) in enumerate(zip(timesteps.tolist(), pairs)):
+        x0_hat = denoise(x, batch_timesteps(t, x))
         noise = randn_like(x, generator) if ddim_sigma(abar_t, abar_s, eta) > 0 else None
         x = ddim_step(x, x0_hat, abar_t, abar_s, eta, noise)
         if callback is not None:

@@ -10,7 +10,7 @@ import math
 import torch
 from torch import Tensor
 
-from nnugen.diffusion import Denoiser, batch_timesteps, check_timesteps
+from nnugen.diffusion import Denoiser, batch_timesteps, check_timesteps, working_dtype
 from nnugen.samplers.signature import Callback
 
 
@@ -24,6 +24,9 @@ def ddim_invert_step(x_s: Tensor, x0_hat: Tensor, abar_s: float, abar_t: float) 
     abar_s, abar_t = float(abar_s), float(abar_t)
     if not 0 < abar_t < abar_s <= 1:
         raise ValueError(f"need 0 < abar_t < abar_s <= 1 (t is the noisier step), got abar_s={abar_s}, abar_t={abar_t}")
+    # A half-precision x0_hat (autocast) is promoted: the state stays float32 (float64 stays float64).
+    dtype = working_dtype(x_s, x0_hat)
+    x_s, x0_hat = x_s.to(dtype), x0_hat.to(dtype)
     # 1. eps_hat = (x_s - sqrt(abar_t) x0_hat) / sqrt(1 - abar_t): the network's noise estimate, read at step t.
     eps_hat = (x_s - math.sqrt(abar_t) * x0_hat) / math.sqrt(1 - abar_t)
     # 2. x0 consistent with x_s and eps_hat at abar_s: (x_s - sqrt(1 - abar_s) eps_hat) / sqrt(abar_s).
@@ -48,10 +51,12 @@ def ddim_invert(
     if alphas_cumprod.ndim != 1:
         raise ValueError(f"alphas_cumprod must be 1D (T,), got shape {tuple(alphas_cumprod.shape)}")
     check_timesteps(timesteps, alphas_cumprod.shape[0], increasing=True)
-    abar = alphas_cumprod.detach().to("cpu", torch.float64)[timesteps.detach().cpu()].tolist()
+    # indices and alpha-bars are read on the host once, before the loop (alphas_cumprod on the CPU: no device sync)
+    steps = timesteps.detach().cpu()
+    abar = alphas_cumprod.detach().to("cpu", torch.float64)[steps].tolist()
     x, abar_s = x0, 1.0
-    for i, abar_t in enumerate(abar):
-        x0_hat = denoise(x, batch_timesteps(timesteps[i], x))
+    for i, (t, abar_t) in enumerate(zip(steps.tolist(), abar)):
+        x0_hat = denoise(x, batch_timesteps(t, x))
         x = ddim_invert_step(x, x0_hat, abar_s, abar_t)
         if callback is not None:
             callback(i, x, x0_hat)

@@ -7,7 +7,7 @@ import math
 import torch
 from torch import Tensor
 
-from nnugen.diffusion import Denoiser, batch_timesteps, randn_like, step_alphas
+from nnugen.diffusion import Denoiser, batch_timesteps, randn_like, step_alphas, working_dtype
 from nnugen.samplers.signature import Callback
 
 
@@ -20,6 +20,9 @@ def ddpm_step(x_t: Tensor, x0_hat: Tensor, abar_t: float, abar_s: float, noise: 
     abar_t, abar_s = float(abar_t), float(abar_s)
     if not 0 < abar_t < abar_s <= 1:
         raise ValueError(f"need 0 < abar_t < abar_s <= 1 (s is a less noisy step), got {abar_t}, {abar_s}")
+    # A half-precision x0_hat (autocast) is promoted: the state x_s stays float32 (float64 stays float64).
+    dtype = working_dtype(x_t, x0_hat)
+    x_t, x0_hat = x_t.to(dtype), x0_hat.to(dtype)
     # 1. respaced beta_t = 1 - alpha-bar_t / alpha-bar_s (Nichol & Dhariwal 2021 sec. 4); alpha_t = 1 - beta_t.
     alpha = abar_t / abar_s
     beta = 1 - alpha
@@ -49,8 +52,10 @@ def ddpm(
     callback: Callback | None = None,
 ) -> Tensor:
     """Ho et al. 2020 Algorithm 2 over `timesteps` (respaced betas in between); x (B, C, *spatial) -> clean sample."""
-    for i, (abar_t, abar_s) in enumerate(step_alphas(alphas_cumprod, timesteps)):
-        x0_hat = denoise(x, batch_timesteps(timesteps[i], x))
+    pairs = step_alphas(alphas_cumprod, timesteps)
+    # indices and alpha-bars are read on the host once, before the loop: no step waits for the device
+    for i, (t, (abar_t, abar_s)) in enumerate(zip(timesteps.tolist(), pairs)):
+        x0_hat = denoise(x, batch_timesteps(t, x))
         # No noise is drawn on the last step: it lands on the clean sample (abar_s = 1, variance 0).
         noise = randn_like(x, generator) if abar_s < 1 else None
         x = ddpm_step(x, x0_hat, abar_t, abar_s, noise)

@@ -7,7 +7,7 @@ import math
 import torch
 from torch import Tensor
 
-from nnugen.diffusion import Denoiser, batch_timesteps, step_alphas
+from nnugen.diffusion import Denoiser, batch_timesteps, step_alphas, working_dtype
 from nnugen.samplers.signature import Callback
 
 
@@ -33,6 +33,9 @@ def dpm_solver_pp_step(
     abar_t, abar_s = float(abar_t), float(abar_s)
     if not 0 < abar_t < abar_s <= 1:
         raise ValueError(f"need 0 < abar_t < abar_s <= 1 (s is a less noisy step), got {abar_t}, {abar_s}")
+    # Half-precision estimates (autocast) are promoted: the state x_s stays float32 (float64 stays float64).
+    dtype = working_dtype(x_t, x0_hat)
+    x_t, x0_hat = x_t.to(dtype), x0_hat.to(dtype)
     # 1. alpha and sigma at both ends; exp(-h) = (alpha_t sigma_s) / (sigma_t alpha_s), written without logs so
     #    that abar_s = 1 (sigma_s = 0, h = inf) gives exp(-h) = 0 and x_s = x0_hat exactly.
     alpha_s, sigma_s = math.sqrt(abar_s), math.sqrt(1 - abar_s)
@@ -48,7 +51,7 @@ def dpm_solver_pp_step(
             raise ValueError("the step to the clean sample (abar_s = 1) must be first order; pass no x0_hat_u")
         lambda_u, lambda_t, lambda_s = _log_snr(float(abar_u)), _log_snr(abar_t), _log_snr(abar_s)
         r = (lambda_t - lambda_u) / (lambda_s - lambda_t)
-        d = (1 + 1 / (2 * r)) * x0_hat - (1 / (2 * r)) * x0_hat_u
+        d = (1 + 1 / (2 * r)) * x0_hat - (1 / (2 * r)) * x0_hat_u.to(dtype)
     # 3. x_s = (sigma_s / sigma_t) x_t - alpha_s (exp(-h) - 1) d.
     return (sigma_s / sigma_t) * x_t + alpha_s * (1 - exp_neg_h) * d
 
@@ -69,8 +72,9 @@ def dpm_solver_pp(
     pairs = step_alphas(alphas_cumprod, timesteps)
     x0_hat_u: Tensor | None = None
     abar_u: float | None = None
-    for i, (abar_t, abar_s) in enumerate(pairs):
-        x0_hat = denoise(x, batch_timesteps(timesteps[i], x))
+    # indices and alpha-bars are read on the host once, before the loop: no step waits for the device
+    for i, (t, (abar_t, abar_s)) in enumerate(zip(timesteps.tolist(), pairs)):
+        x0_hat = denoise(x, batch_timesteps(t, x))
         # Lower-order final steps (Lu et al. 2022's lower_order_final): the step to abar = 1 has lambda_s = inf,
         # where only the first-order update is defined (it returns x0_hat). The step into timesteps[-1] (index 0,
         # abar ~ 1 - beta_0) spans the largest log-SNR gap, so r << 1 and the 2M extrapolation 1 / (2r) overshoots

@@ -49,3 +49,52 @@ def test_the_update_count_is_in_the_state_dict():
         trained.update_ema()
     resumed.load_state_dict(trained.state_dict())
     assert int(resumed.ema_updates) == 7
+
+
+def _norm_net() -> torch.nn.Module:
+    return torch.nn.Sequential(torch.nn.Conv2d(2, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.Conv2d(4, 1, 1))
+
+
+def test_the_fused_update_equals_the_per_parameter_loop():
+    torch.manual_seed(0)
+    module = _norm_net()
+    module(torch.randn(2, 2, 5, 5))  # BatchNorm running statistics and count move away from their initial values
+    ema, looped = _norm_net(), _norm_net()
+    looped.load_state_dict(ema.state_dict())
+    for decay in (0.1, 0.9, 0.999):
+        update_ema(ema, module, decay)
+        with torch.no_grad():
+            for average, current in zip(looped.parameters(), module.parameters()):
+                average.lerp_(current, 1 - decay)
+            for average, current in zip(looped.buffers(), module.buffers()):
+                average.copy_(current)
+    for (name, fused), reference in zip(ema.state_dict().items(), looped.state_dict().values()):
+        assert torch.equal(fused, reference), name
+
+
+def test_one_fused_call_updates_every_parameter(monkeypatch):
+    calls = []
+    lerp = torch._foreach_lerp_
+    monkeypatch.setattr(torch, "_foreach_lerp_", lambda *args: calls.append(len(args[0])) or lerp(*args))
+    update_ema(_norm_net(), _norm_net(), 0.5)
+    assert calls == [len(list(_norm_net().parameters()))]
+
+
+def test_mismatched_modules_raise():
+    with pytest.raises(ValueError, match="make_ema"):
+        update_ema(torch.nn.Linear(2, 1), _norm_net(), 0.5)
+
+
+def test_a_loaded_update_count_restarts_the_warm_up_there():
+    trained, resumed = _generator(0.999), _generator(0.999)
+    for _ in range(7):
+        trained.update_ema()
+    resumed.update_ema()  # the host-side count of the fresh model is now 1
+    resumed.load_state_dict(trained.state_dict())
+    with torch.no_grad():
+        resumed.denoiser.weight.add_(1.0)
+    before = resumed.ema.weight.detach().clone()
+    resumed.update_ema()
+    step = 1 - warmed_up_decay(0.999, 7)  # update number 7 (0-based), as in the run that saved the state
+    assert torch.allclose(resumed.ema.weight, before + step * (resumed.denoiser.weight - before))
+    assert int(resumed.ema_updates) == 8
