@@ -239,8 +239,9 @@ class AnomalySettings(Section):
     mask_to_anatomy: bool = True
     max_batch: int = 8
     """The most samples per denoiser call when the counterfactuals of all strengths and seeds are denoised together
-    (stacked on the batch axis, one sampler loop per group); 1 = one counterfactual at a time. Bounds memory on large
-    tiles; the map does not depend on it beyond float round-off."""
+    (stacked on the batch axis, one sampler loop per group, filled strength by strength: 8 holds the planned 8 seeds
+    of one strength); 1 = one counterfactual at a time. Bounds memory on large tiles; the map does not depend on it
+    beyond float round-off."""
 
     def __post_init__(self) -> None:
         if self.condition_channel and self.space == "latent":

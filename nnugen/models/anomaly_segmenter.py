@@ -19,7 +19,9 @@ would be refused by the checkpoint writer, which never saves non-finite tensors)
   averaged, resampled map. Connected components smaller than ``min_component_voxels`` are removed per tile.
 
 Every call draws its noise from a ``torch.Generator`` seeded with ``seed`` (member k of ``sampler.seeds`` uses
-``seed + k``), so a given image always gets the same map.
+``seed + k``), so a given image always gets the same map. The counterfactuals of all strengths and seeds are denoised
+``anomaly.max_batch`` samples at a time, stacked on the batch axis (seeded_counterfactuals); the map does not depend
+on it beyond float round-off.
 
 Anatomy mask (``anomaly.condition_channel``): one input channel holds an anatomy mask (read as channel > 0.5; its
 index in the input, from dataset.json, is the buffer ``condition_index`` that the trainer sets and the checkpoint
@@ -50,12 +52,12 @@ from nnugen.anomaly import (
     body_mask,
     check_strength,
     ensemble_map,
-    multi_strength_counterfactuals,
     postprocess,
     residual_map,
     seed_averaged_residuals,
     split_anatomy,
 )
+from nnugen.anomaly.counterfactual import seeded_counterfactuals
 from nnugen.config import AnomalySettings, IntensitySettings
 from nnugen.diffusion.parameterisation import x0_denoiser
 from nnugen.models.anomaly_outputs import AnomalyResult, PackedOutputs
@@ -107,6 +109,12 @@ class AnomalySegmenter(nn.Module):
         self.register_buffer("threshold", torch.zeros(()))
         self.register_buffer("threshold_chosen", torch.zeros((), dtype=torch.bool))
         self._output = "logits"  # "map" (map_output) or "packed" (packed_output)
+
+    def compiled_parts(self) -> list[nn.Module]:
+        """What ``torch.compile`` may compile (compile_policy.py): the generator's networks and, in latent mode, the
+        autoencoder's encoder and decoder; counterfactual loops, maps and post-processing stay eager."""
+        autoencoder = self.autoencoder.compiled_parts() if self.autoencoder is not None else []
+        return self.generator.compiled_parts() + autoencoder
 
     def set_threshold(self, threshold: float) -> None:
         """Store the threshold chosen on validation data (anomalous where map > threshold)."""
@@ -263,14 +271,16 @@ class AnomalySegmenter(nn.Module):
                                self.generator.alphas_cumprod, self.generator.diffusion.model_output,
                                clip=None if latent else (-1.0, 1.0))(x_t, t)
 
-        denoise = volume_denoiser(x0, condition, self.generator.patch_size)
-        counterfactuals = []
-        for k in range(sampler.seeds):
-            generator = torch.Generator(device=x.device).manual_seed(self.seed + k)
-            counterfactuals.append(multi_strength_counterfactuals(
-                denoise, start, self.generator.alphas_cumprod, anomaly.strengths, sampler.steps, anomaly.noise,
-                anomaly.inversion, generator).float())
-        members_cf = torch.cat(counterfactuals)
+        def denoise(x_t: Tensor, t: Tensor) -> Tensor:
+            # the strengths and seeds ride on the batch axis, member after member: each gets its tile's condition
+            repeats = x_t.shape[0] // start.shape[0]
+            member_condition = None if condition is None else condition.repeat(repeats, *(1,) * (condition.ndim - 1))
+            return volume_denoiser(x0, member_condition, self.generator.patch_size)(x_t, t)
+
+        generators = [torch.Generator(device=x.device).manual_seed(self.seed + k) for k in range(sampler.seeds)]
+        members_cf = seeded_counterfactuals(denoise, start, self.generator.alphas_cumprod, anomaly.strengths,
+                                            sampler.steps, anomaly.noise, anomaly.inversion, generators,
+                                            anomaly.max_batch).float()
         if latent:
             members_cf = torch.stack([self.decode(c, x.shape[2:]) for c in members_cf])
         members = torch.stack([residual_map(reference, c) for c in members_cf])
