@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import torch
+import torch.distributed as dist
 from torch import Tensor, nn
 
 from nnugen.config import DiffusionSettings, SamplerSettings
@@ -28,8 +29,8 @@ from nnugen.diffusion import (
     segmentation_x0_denoiser,
     target_mse_loss,
 )
-from nnugen.diffusion.broadcast import schedule_at
-from nnugen.diffusion.noise import randn_like
+from nnugen.diffusion.broadcast import schedule_at, working_dtype
+from nnugen.diffusion.noise import rand, randn_like
 from nnugen.diffusion.parameterisation import Denoiser
 from nnugen.diffusion.self_conditioning import self_conditioned_denoiser, self_conditioning_input
 from nnugen.samplers import get_sampler
@@ -56,6 +57,13 @@ class DiffusionSegmenter(nn.Module):
         betas = make_betas(diffusion.schedule, diffusion.timesteps, diffusion.beta_start, diffusion.beta_end)
         # not persistent: the schedule follows the plans, not the checkpoint
         self.register_buffer("alphas_cumprod", alphas_cumprod(betas), persistent=False)
+        # the samplers read alpha-bar on the host once per run: a CPU float64 copy (a plain attribute, which .to()
+        # leaves in place) spares them a device-to-host sync; the buffer serves the lookups on the device
+        self.host_alphas_cumprod = self.alphas_cumprod.clone()
+
+    def compiled_parts(self) -> list[nn.Module]:
+        """What ``torch.compile`` may compile (compile_policy.py): the denoiser; the sampler loop stays eager."""
+        return [self.denoiser]
 
     def set_sampling(self, seed: int | None = None, **sampler_changes) -> None:
         """Change the sampler settings (name, steps, seeds, eta) and / or the base seed for the next predictions."""
@@ -87,8 +95,9 @@ class DiffusionSegmenter(nn.Module):
         members = []
         for k in range(settings.seeds):
             generator = torch.Generator(device=image.device).manual_seed(self.request.seed + k)
-            noise = randn_like(torch.empty(shape, device=image.device, dtype=image.dtype), generator)
-            x0 = sampler(self.x0_denoiser(image), noise, self.alphas_cumprod, timesteps, generator=generator,
+            # the sampler state is float32 (float64 for a float64 image) whatever precision the network runs in
+            noise = randn_like(torch.empty(shape, device=image.device, dtype=working_dtype(image)), generator)
+            x0 = sampler(self.x0_denoiser(image), noise, self.host_alphas_cumprod, timesteps, generator=generator,
                          **sampler_options(settings.name, eta=settings.eta))
             members.append(diffusion_space_to_probs(x0.float()))
         return torch.stack(members)
@@ -105,7 +114,8 @@ class DiffusionSegmenter(nn.Module):
         condition = None
         if settings.self_conditioning:
             denoise = self.x0_denoiser(image)
-            condition = self_conditioning_input(lambda x, t, c: denoise(x, t), noisy.x_t, noisy.t)
+            condition = self_conditioning_input(lambda x, t, c: denoise(x, t), noisy.x_t, noisy.t,
+                                                coin=_rank_zero_coin(image.device))
         # with diffusion.deep_supervision, auxiliary holds coarser x0 logits at the denoiser's auxiliary_levels
         output, auxiliary = self.denoiser.forward_with_auxiliary(_network_input(image, noisy.x_t, condition),
                                                                  noisy.t.to(image.dtype))
@@ -113,8 +123,10 @@ class DiffusionSegmenter(nn.Module):
         parts = {}
         if settings.dice_weight + settings.ce_weight > 0:
             logits = segmentation_logits(output, noisy.x_t, abar_t, settings.model_output)
+            # under DDP the Dice of the global batch, as nnU-Net's: the objective is the same on any number of GPUs
             parts["dice_ce"] = deep_supervision_loss(logits, auxiliary, self.denoiser.auxiliary_levels, target_onehot,
-                                                     settings.dice_weight, settings.ce_weight)
+                                                     settings.dice_weight, settings.ce_weight,
+                                                     over_ranks=_distributed())
         if settings.model_output != "x0" and settings.mse_weight > 0:
             parts["mse"] = settings.mse_weight * target_mse_loss(output, settings.model_output, noisy.noised_x0,
                                                                  noisy.noise, abar_t)
@@ -128,6 +140,22 @@ class DiffusionSegmenter(nn.Module):
             return self.training_loss(image, target_onehot)
         probabilities = self.sample_probabilities(image).mean(dim=0)
         return probabilities.clamp_min(1e-8).log()
+
+
+def _distributed() -> bool:
+    """True in a process group of several ranks (DDP training), where every rank runs the same collectives."""
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def _rank_zero_coin(device: torch.device) -> Tensor:
+    """The self-conditioning coin (1,), drawn on the CPU as always; under DDP rank 0's draw on every rank, so all
+    ranks run the extra pass or none does (SyncBatchNorm would wait forever for a rank that skips it)."""
+    coin = rand(1)
+    if _distributed():
+        shared = coin.to(device)  # NCCL sends CUDA tensors, gloo CPU ones: the image's device is the rank's device
+        dist.broadcast(shared, src=0)
+        coin = shared.cpu()
+    return coin
 
 
 def _network_input(image: Tensor, x_t: Tensor, x0_condition: Tensor | None) -> Tensor:

@@ -2,9 +2,9 @@
 
 torchrun sets ``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE``, ``MASTER_ADDR`` and ``MASTER_PORT`` in every process. Each
 process joins the process group from them (``env://``), with gloo for ``-device cpu`` and NCCL for cuda, and then
-runs what nnU-Net's ``run_ddp`` runs, with nnU-Net's own functions: the trainer (whose DDP hooks split the batch
-across ranks, put the rank on its device and let rank 0 write), the checkpoint to continue from, training and the
-final validation (each rank validates its share of the cases).
+runs what nnU-Net's ``run_ddp`` runs, with nnU-Net's own functions: the trainer (whose DDP hooks plan the batch for
+the world size and split it across ranks, put the rank on its device and let rank 0 write), the checkpoint to
+continue from, training and the final validation (each rank validates its share of the cases).
 """
 
 from __future__ import annotations

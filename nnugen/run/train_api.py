@@ -1,7 +1,8 @@
 """``train``: the Python API behind ``nnugen_train``. It runs nnU-Net's own training run (``run_training``: the same
 folds, data loader, logging, checkpoints and final validation) with ``-p nnugenPlans`` and the task's trainer;
 ``-num_gpus N`` is nnU-Net's single-node DDP. Under ``torchrun`` every process runs one rank instead
-(distributed.py)."""
+(distributed.py). For several ranks the batch and accumulation are planned for the world size (world_batch.py), and
+more ranks than visible GPUs are refused before anything runs."""
 
 from __future__ import annotations
 
@@ -11,7 +12,13 @@ from dataclasses import dataclass
 
 from nnugen import PLANS_IDENTIFIER
 from nnugen.config import CONFIGURATION_ALIASES, section_of
-from nnugen.run.distributed import check_torchrun_device, cpu_threads_per_rank, torchrun_rank, train_under_torchrun
+from nnugen.run.distributed import (
+    TorchrunRank,
+    check_torchrun_device,
+    cpu_threads_per_rank,
+    torchrun_rank,
+    train_under_torchrun,
+)
 from nnugen.run.ext_trainer_path import ensure_ext_trainer_path
 from nnugen.run.tasks import TRAIN_TASKS, built_trainers
 from nnugen.seeding import ENVIRONMENT_VARIABLE as SEED_VARIABLE
@@ -49,7 +56,8 @@ def check_request(request: TrainRequest) -> tuple[str, str]:
         raise ValueError("--c and --val exclude each other: --c continues training, --val only validates")
     if request.num_gpus < 1:
         raise ValueError(f"-num_gpus {request.num_gpus}: must be at least 1")
-    if torchrun_rank() is not None:
+    rank = torchrun_rank()
+    if rank is not None:
         if request.num_gpus != 1:
             raise ValueError(f"-num_gpus {request.num_gpus} under torchrun: torchrun starts the processes already; "
                              "drop -num_gpus and set torchrun's --nproc_per_node")
@@ -58,6 +66,7 @@ def check_request(request: TrainRequest) -> tuple[str, str]:
         raise ValueError(f"-num_gpus {request.num_gpus} is nnU-Net's multi-GPU training and needs -device cuda; for "
                          f"several CPU processes run torchrun --nproc_per_node {request.num_gpus} "
                          "$(which nnugen_train) ... -device cpu")
+    check_visible_gpus(request, rank)
     configuration = CONFIGURATION_ALIASES.get(request.configuration, request.configuration)
     plans = load_json(preprocessed_folder(request.dataset) / f"{PLANS_IDENTIFIER}.json",
                       f"run nnugen_plan -d {request.dataset} first")
@@ -65,6 +74,11 @@ def check_request(request: TrainRequest) -> tuple[str, str]:
         raise ValueError(f"configuration '{configuration}' is not in {PLANS_IDENTIFIER}.json; it has "
                          f"{', '.join(plans.get('configurations', {}))}")
     settings = section_of(plans["configurations"][configuration], configuration).task(task.section)
+    world_size = rank.world_size if rank is not None else request.num_gpus
+    if world_size > 1:  # the trainer applies this plan; here only what it cannot satisfy stops the launch
+        from nnugen.trainers.world_batch import plan_world_batch
+
+        plan_world_batch(settings.memory.batch_size, settings.memory.grad_accumulation, world_size)
     built = built_trainers()
     if task.trainer not in built:
         available = ", ".join(t.cli_name for t in TRAIN_TASKS.values() if t.trainer in built)
@@ -78,6 +92,27 @@ def check_request(request: TrainRequest) -> tuple[str, str]:
         check_healthy_training_cases(plans["dataset_name"], _data_identifier(plans, configuration), request.fold,
                                      settings.anomaly.healthy_cases_file)
     return configuration, task.trainer
+
+
+def check_visible_gpus(request: TrainRequest, rank: TorchrunRank | None) -> None:
+    """ValueError when a multi-GPU launch on -device cuda asks for more processes on this machine than it sees GPUs
+    (each process needs its own GPU: ``cuda:LOCAL_RANK``)."""
+    if request.device != "cuda":
+        return
+    if rank is None:
+        wanted, flag = request.num_gpus, "-num_gpus"
+    else:
+        wanted, flag = int(os.environ.get("LOCAL_WORLD_SIZE") or rank.local_rank + 1), "torchrun's --nproc_per_node"
+    if wanted == 1:
+        return
+    import torch
+
+    visible = torch.cuda.device_count()
+    if wanted > visible:
+        fix = (f"set {flag} to {visible} or fewer" if visible else
+               "train where GPUs are visible, or on the CPU with torchrun ... -device cpu")
+        raise ValueError(f"{flag} {wanted} needs {wanted} GPUs but this machine shows {visible} (check "
+                         f"CUDA_VISIBLE_DEVICES); {fix}")
 
 
 def _data_identifier(plans: dict, configuration: str) -> str:

@@ -4,15 +4,20 @@ network with ``device_ids=[R]``. Here the device follows ``LOCAL_RANK`` (the ran
 follows the device, while the global rank (nnU-Net's ``local_rank`` attribute) still decides who writes files.
 
 The collectives keep ranks in step: every rank must take the same decision (skip a non-finite step or not) or
-the next gradient all-reduce waits forever."""
+the next gradient all-reduce waits forever. Work that one rank would do while the others wait in a collective is
+split instead (``rank_share`` / ``gather_on_rank_zero``): NCCL's watchdog ends a rank that waits ten minutes."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
+
+T = TypeVar("T")
 
 
 def local_rank() -> int:
@@ -88,3 +93,59 @@ def mean_over_ranks(sums: dict[str, float], counts: dict[str, int]) -> dict[str,
             total[key] = total.get(key, 0.0) + value
             number[key] = number.get(key, 0) + rank_counts[key]
     return {key: total[key] / number[key] for key in sorted(total) if number[key] > 0}
+
+
+def _rank_and_world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def rank_share(items: Sequence[T]) -> list[T]:
+    """This rank's share of ``items``: ``items[rank::world_size]`` (all of them outside DDP)."""
+    rank, world = _rank_and_world()
+    return list(items[rank::world])
+
+
+def gather_on_rank_zero(share: dict, keys: Sequence) -> dict | None:
+    """The shares of all ranks (``share`` holds this rank's ``rank_share(keys)``) merged on rank 0 in the order of
+    ``keys``; None on the other ranks. Sent one entry per rank and round, so rank 0 holds at most one entry per rank
+    in transit (anomaly maps are whole volumes); every rank joins every round."""
+    rank, world = _rank_and_world()
+    rounds = -(-len(keys) // world)
+    if len(share) > rounds:
+        raise ValueError(f"this rank holds {len(share)} entries but a share of {len(keys)} keys over {world} ranks "
+                         f"has at most {rounds}; pass this rank's rank_share(keys)")
+    if world == 1:
+        return {key: share[key] for key in keys}
+    entries = list(share.items())
+    merged: dict = {}
+    for index in range(rounds):
+        received = [None] * world if rank == 0 else None
+        dist.gather_object(entries[index] if index < len(entries) else None, received, dst=0)
+        if rank == 0:
+            merged.update(entry for entry in received if entry is not None)
+    return {key: merged[key] for key in keys} if rank == 0 else None
+
+
+def from_rank_zero(compute: Callable[[], T]) -> T:
+    """``compute()`` run on rank 0 alone, its result sent to every rank (``compute()`` itself outside DDP). An error
+    on rank 0 is raised on every rank, so none waits for a value that never comes."""
+    rank, world = _rank_and_world()
+    if world == 1:
+        return compute()
+    payload: list = [None]
+    error = None
+    if rank == 0:
+        try:
+            payload[0] = (True, compute())
+        except Exception as caught:  # noqa: BLE001 - re-raised below, on every rank
+            error = caught
+            payload[0] = (False, f"{type(caught).__name__} on rank 0: {caught}")
+    dist.broadcast_object_list(payload, src=0)
+    ok, value = payload[0]
+    if error is not None:
+        raise error
+    if not ok:
+        raise RuntimeError(value)
+    return value

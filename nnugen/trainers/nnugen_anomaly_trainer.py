@@ -7,7 +7,7 @@
 - With ``anomaly.space: latent`` the diffusion model learns the latents of the trained autoencoder of the same
   configuration and fold (found and loaded weights-only as the latent diffusion trainer does); the frozen autoencoder
   is part of the network, so its weights travel in the checkpoint. Latents are scaled by 1 / std, estimated at the
-  start of training and kept in the checkpoint.
+  start of training (by rank 0, for every rank, under DDP) and kept in the checkpoint.
 - ``anomaly.condition_channel`` names an input channel holding an anatomy mask, never modelled (AnomalySegmenter); its
   index in dataset.json is checked before nnU-Net creates the output folder. In image space the denoiser is exported
   weights-only at the end, the frozen base of ``NnugenAnomalyTrainer_anatomyAdapter`` (mode ``label_adapter``).
@@ -17,7 +17,10 @@
   over their healthy voxels (inside the body, outside lesions). The threshold goes into the model
   (``checkpoint_final.pth`` is written again, atomically) and into ``threshold.json``; ``validation/`` gets the
   segmentations at that threshold, nnU-Net's ``summary.json`` and ``anomaly_summary.json`` (pixel AUPRC pooled and
-  per volume, Dice at the threshold, image-level AUROC). Rank 0 only.
+  per volume, Dice at the threshold, image-level AUROC). Under DDP each rank computes the maps of its share of the
+  cases and exports their segmentations; rank 0 gathers the maps, chooses the threshold (sent to every rank's model)
+  and writes the files, so no rank waits in a collective for more than one share (NCCL's watchdog ends a rank that
+  waits ten minutes).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from nnunetv2.paths import nnUNet_results
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 from torch import nn
@@ -49,6 +53,7 @@ from nnugen.models.denoiser_files import BaseModel, denoiser_description, export
 from nnugen.models.image_generator import ImageGenerator
 from nnugen.networks.autoencoder import Autoencoder, latent_scale_factor
 from nnugen.trainers.checkpoint_files import unwrapped_network
+from nnugen.trainers.ddp import from_rank_zero, gather_on_rank_zero, rank_share
 from nnugen.trainers.healthy_split import has_foreground, healthy_training_cases
 from nnugen.trainers.nnugen_autoencoder_trainer import autoencoder_arguments
 from nnugen.trainers.nnugen_generative_trainer import NnugenGenerativeTrainer
@@ -150,11 +155,16 @@ class NnugenAnomalyTrainer(NnugenGenerativeTrainer):
         super().on_train_start()
         segmenter = self.segmenter()
         if segmenter.autoencoder is not None and not segmenter.latent_scale > 0:  # not restored from a checkpoint
-            with torch.no_grad():
-                latents = [segmenter.autoencoder.encode(segmenter.model_image(
-                    next(self.dataloader_train)["data"].to(self.device))).mode() for _ in range(SCALE_BATCHES)]
-            segmenter.set_latent_scale(latent_scale_factor(torch.cat(latents)))
+            segmenter.set_latent_scale(from_rank_zero(self.estimate_latent_scale))  # one value for every rank
             self.print_to_log_file(f"latent scale factor {float(segmenter.latent_scale):.4f}")
+
+    def estimate_latent_scale(self) -> float:
+        """1 / std of the latents of ``SCALE_BATCHES`` training batches (Rombach et al. 2022, sec. 4.3.2)."""
+        segmenter = self.segmenter()
+        with torch.no_grad():
+            latents = [segmenter.autoencoder.encode(segmenter.model_image(
+                next(self.dataloader_train)["data"].to(self.device))).mode() for _ in range(SCALE_BATCHES)]
+        return latent_scale_factor(torch.cat(latents))
 
     def compute_loss(self, data: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         segmenter = self.segmenter()
@@ -249,9 +259,7 @@ class NnugenAnomalyTrainer(NnugenGenerativeTrainer):
                 "rule_value": record.value, **scores}
 
     def export_segmentations(self, cases: dict, threshold: float, folder: Path, save_probabilities: bool) -> None:
-        """Segmentations at the threshold in the original geometry, and nnU-Net's summary.json (Dice per label)."""
-        from nnunetv2.configuration import default_num_processes
-        from nnunetv2.evaluation.evaluate_predictions import compute_metrics_on_folder
+        """Segmentations at the threshold in the original geometry."""
         from nnunetv2.inference.export_prediction import export_prediction_from_logits
 
         segmenter, components = self.segmenter(), self.settings.anomaly.min_component_voxels
@@ -261,32 +269,46 @@ class NnugenAnomalyTrainer(NnugenGenerativeTrainer):
             logits = segmenter.map_to_logits(kept, threshold, segmenter.logit_scale)[0]
             export_prediction_from_logits(logits, properties, self.configuration_manager, self.plans_manager,
                                           self.dataset_json, str(folder / key), save_probabilities)
+
+    def evaluate_segmentations(self, folder: Path, number_of_cases: int) -> None:
+        """nnU-Net's summary.json (Dice per label) of the exported segmentations."""
+        from nnunetv2.configuration import default_num_processes
+        from nnunetv2.evaluation.evaluate_predictions import compute_metrics_on_folder
+
         metrics = compute_metrics_on_folder(
             os.path.join(self.preprocessed_dataset_folder_base, "gt_segmentations"), str(folder),
             str(folder / "summary.json"), self.plans_manager.image_reader_writer_class(),
             self.dataset_json["file_ending"], self.label_manager.foreground_labels, self.label_manager.ignore_label,
-            num_processes=min(default_num_processes, len(cases)), chill=True)
+            num_processes=max(1, min(default_num_processes, number_of_cases)), chill=True)
         self.print_to_log_file("Validation Dice at the threshold (nnU-Net summary.json):",
                                metrics["foreground_mean"]["Dice"])
 
     def perform_actual_validation(self, save_probabilities: bool = False):
-        if self.local_rank != 0:
-            return  # rank 0 alone, on the unwrapped model: no collective calls left to hang on
         _, val_keys = self.do_split()
-        cases = self.validation_maps(list(val_keys))
-        record = self.choose_threshold(cases)
-        self.segmenter().set_threshold(record.threshold)
-        self.current_epoch -= 1  # as on_train_end: the checkpoint stores current_epoch + 1
-        self.save_checkpoint(os.path.join(self.output_folder, "checkpoint_final.pth"))
-        self.current_epoch += 1
+        keys = list(val_keys)
+        mine = rank_share(keys)  # every rank computes and exports a share: none waits on rank 0 computing them all
+        share = self.validation_maps(mine) if mine else {}
+        cases = gather_on_rank_zero(share, keys)  # all maps on rank 0, None elsewhere
+        record = from_rank_zero(lambda: self.choose_threshold(cases))
+        self.segmenter().set_threshold(record.threshold)  # on every rank, so each rank's model is the final one
         folder = Path(self.output_folder)
-        record.save(folder / THRESHOLD_FILE)
-        self.print_to_log_file(f"anomaly threshold {record.threshold:.6g} ({record.rule}: {record.value:.4g}) on "
-                               f"{len(cases)} validation cases, written to checkpoint_final.pth and {THRESHOLD_FILE}")
         validation = folder / "validation"
+        if self.local_rank == 0:
+            self.current_epoch -= 1  # as on_train_end: the checkpoint stores current_epoch + 1
+            self.save_checkpoint(os.path.join(self.output_folder, "checkpoint_final.pth"))
+            self.current_epoch += 1
+            record.save(folder / THRESHOLD_FILE)
+            self.print_to_log_file(f"anomaly threshold {record.threshold:.6g} ({record.rule}: {record.value:.4g}) on "
+                                   f"{len(cases)} validation cases, written to checkpoint_final.pth and "
+                                   f"{THRESHOLD_FILE}")
         validation.mkdir(parents=True, exist_ok=True)
+        self.export_segmentations(share, record.threshold, validation, save_probabilities)
+        if self.is_ddp:
+            dist.barrier()  # every share exported before rank 0 scores the folder
+        if self.local_rank != 0:
+            return
         summary = self.summary(cases, record)
         atomic_write_json(validation / SUMMARY_FILE, summary)
         self.print_to_log_file(f"pixel AUPRC {summary['pixel_auprc']}, Dice at the threshold "
                                f"{summary['dice_at_threshold']}, image AUROC {summary['image_auroc']}")
-        self.export_segmentations(cases, record.threshold, validation, save_probabilities)
+        self.evaluate_segmentations(validation, len(cases))

@@ -2,7 +2,8 @@
 denoiser learns the latents of a frozen, trained autoencoder. The autoencoder is found by its model folder
 (``NnugenAutoencoderTrainer__nnugenPlans__CONFIG/fold_F`` of the same dataset, configuration and fold) and loaded
 weights-only. Latents are scaled by 1 / std, estimated from training batches at the start (Rombach et al. 2022,
-sec. 4.3.2) and recorded in the checkpoint and in ``latent.json`` next to it, which sampling reads."""
+sec. 4.3.2) and recorded in the checkpoint and in ``latent.json`` next to it, which sampling reads. Under DDP rank 0
+estimates it and every rank uses rank 0's value."""
 
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ from nnugen.models.autoencoder_files import load_autoencoder
 from nnugen.models.denoiser_from_settings import denoiser_network
 from nnugen.models.image_generator import ImageGenerator
 from nnugen.networks.autoencoder import latent_scale_factor
+from nnugen.trainers.checkpoint_files import unwrapped_network
+from nnugen.trainers.ddp import from_rank_zero
 from nnugen.trainers.nnugen_generative_trainer import NnugenGenerativeTrainer
 
 SCALE_BATCHES = 4  # training batches whose latents estimate the scale factor
@@ -50,14 +53,19 @@ class NnugenLDMTrainer(NnugenGenerativeTrainer):
     def initialize(self):
         super().initialize()
         self.autoencoder, arguments = load_autoencoder(self.autoencoder_folder(), self.device)
-        expected = latent_patch(self.configuration_manager.patch_size, section_autoencoder(
-            self.configuration_manager).strides)
-        if self.autoencoder.latent_channels != self.network.image_channels or \
-                self.autoencoder.latent_shape(self.configuration_manager.patch_size) != expected:
-            raise ValueError(f"the autoencoder in {self.autoencoder_folder()} does not match the plans' autoencoder "
-                             "settings; retrain it (nnugen_train ... --task autoencoder) after changing them")
+        self.check_autoencoder()
         self.print_to_log_file(f"latent diffusion on the frozen autoencoder in {self.autoencoder_folder()}")
         self.scale_factor: float | None = None
+
+    def check_autoencoder(self) -> None:
+        """ValueError unless the loaded autoencoder's latents have the network's channels and the plans' latent
+        patch (the network is read unwrapped: DDP's wrapper has no ``image_channels``)."""
+        patch = self.configuration_manager.patch_size
+        expected = latent_patch(patch, section_autoencoder(self.configuration_manager).strides)
+        if self.autoencoder.latent_channels != unwrapped_network(self).image_channels or \
+                self.autoencoder.latent_shape(patch) != expected:
+            raise ValueError(f"the autoencoder in {self.autoencoder_folder()} does not match the plans' autoencoder "
+                             "settings; retrain it (nnugen_train ... --task autoencoder) after changing them")
 
     def encode(self, data: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
@@ -65,19 +73,23 @@ class NnugenLDMTrainer(NnugenGenerativeTrainer):
 
     def on_train_start(self):
         super().on_train_start()
-        if self.scale_factor is None:
-            latents = [self.encode(next(self.dataloader_train)["data"].to(self.device)) for _ in range(SCALE_BATCHES)]
-            self.scale_factor = latent_scale_factor(torch.cat(latents))
+        if self.scale_factor is None:  # alike on every rank: all restore the same checkpoint, or none
+            self.scale_factor = from_rank_zero(self.estimate_scale_factor)  # one value, whatever each rank's batches
         self.print_to_log_file(f"latent scale factor {self.scale_factor:.4f} (1 / std of training latents)")
         if self.local_rank == 0:
             atomic_write_json(Path(self.output_folder) / LATENT_FILE,
                               {"autoencoder_folder": str(self.autoencoder_folder()), "scale_factor": self.scale_factor})
 
+    def estimate_scale_factor(self) -> float:
+        """1 / std of the latents of ``SCALE_BATCHES`` training batches (Rombach et al. 2022, sec. 4.3.2)."""
+        latents = [self.encode(next(self.dataloader_train)["data"].to(self.device)) for _ in range(SCALE_BATCHES)]
+        return latent_scale_factor(torch.cat(latents))
+
     def compute_loss(self, data: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return self.network(self.encode(data) * self.scale_factor)
 
     def after_optimizer_step(self) -> None:
-        (self.network.module if self.is_ddp else self.network).update_ema()
+        unwrapped_network(self).update_ema()
 
     def extra_checkpoint_state(self) -> dict:
         return {"nnugen_latent_scale_factor": self.scale_factor}

@@ -8,6 +8,8 @@
   before the log announces the epoch; the start of a run deletes the temporaries of writes a kill tore;
 - a checkpoint that does not load is reported in one line naming the file;
 - DDP on any backend and node count (ddp.py): the rank's device follows ``LOCAL_RANK``, rank 0 writes;
+- ``torch.compile`` follows nnugen's policy (compile_policy.py): only the model's networks, in place, never nnU-Net's
+  whole-model wrap around the sampler loop;
 - with a seed, the augmentation workers are seeded and read in order (seeded_augmenter.py);
 - ``log_metric`` sends extra metrics (loss parts, skipped steps) to the training log and W&B (epoch_metrics.py).
 """
@@ -15,6 +17,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from time import time
 from typing import ClassVar
 
@@ -27,6 +30,7 @@ from nnunetv2.utilities.helpers import dummy_context
 
 from nnugen.atomic_files import atomic_torch_save
 from nnugen.config import TaskSettings, section_of
+from nnugen.models.compile_policy import apply_compile_policy
 from nnugen.seeding import seed_everything, seed_from_environment
 from nnugen.trainers.checkpoint_files import (
     CheckpointError,
@@ -39,7 +43,9 @@ from nnugen.trainers.checkpoint_files import (
 from nnugen.trainers.ddp import all_ranks_agree, rank_device, wrap_ddp
 from nnugen.trainers.epoch_metrics import EpochMetrics
 from nnugen.trainers.nonfinite_guard import NonFiniteGuard
+from nnugen.trainers.peak_memory import peak_memory_gb, peak_memory_note
 from nnugen.trainers.seeded_augmenter import seeded_augmenter
+from nnugen.trainers.world_batch import plan_world_batch
 from nnugen.typed_section import deep_merge
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -88,6 +94,7 @@ class NnugenTrainer(nnUNetTrainer):
         self._progress = None
         self._metrics = EpochMetrics()
         self._nonfinite_before_epoch = 0
+        self._peak_reported = False
         self.seed = seed_from_environment()
         if self.seed is not None:
             seed_everything(self.seed + self.local_rank)
@@ -110,9 +117,18 @@ class NnugenTrainer(nnUNetTrainer):
             return dummy_context()
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
+    def _do_i_compile(self) -> bool:
+        return False  # nnU-Net would wrap the whole model, sampler loop included; compile_networks decides instead
+
+    def compile_networks(self) -> None:
+        """nnugen's compile policy (compile_policy.py): only the networks inside the model, in place, before DDP."""
+        apply_compile_policy(self.network, self.device, self.print_to_log_file)
+
     def initialize(self):
         if not self.is_ddp:
-            return super().initialize()
+            super().initialize()
+            self.compile_networks()
+            return
         # nnU-Net wraps the network with device_ids=[global rank] (CUDA, one node only): build everything as one
         # process, then split the batch across ranks with nnU-Net's own method, rebuild the loss and wrap here
         self.is_ddp = False
@@ -120,6 +136,15 @@ class NnugenTrainer(nnUNetTrainer):
             super().initialize()
         finally:
             self.is_ddp = True
+        self.compile_networks()
+        # nnU-Net asserts a global batch of at least one sample per rank: plan the batch and accumulation for the
+        # world size (world_batch.py), then let nnU-Net split the global batch
+        memory = self.settings.memory
+        plan = plan_world_batch(memory.batch_size, memory.grad_accumulation, dist.get_world_size())
+        self.settings = replace(self.settings, memory=replace(memory, grad_accumulation=plan.grad_accumulation))
+        self.configuration_manager.configuration["batch_size"] = plan.global_batch
+        self.num_iterations_per_epoch = self.settings.training.iterations_per_epoch * plan.grad_accumulation
+        self.print_to_log_file(f"DDP over {plan.describe()}")
         self._set_batch_size_and_oversample()
         self.loss = self._build_loss()
         self.network = wrap_ddp(self.network, self.device, self.ddp_find_unused_parameters)
@@ -182,33 +207,51 @@ class NnugenTrainer(nnUNetTrainer):
         accumulation = self.settings.memory.grad_accumulation
         if self._micro_step % accumulation == 0:
             self.optimizer.zero_grad(set_to_none=True)
-        with self.autocast():
+        last_micro_step = (self._micro_step + 1) % accumulation == 0
+        # DDP all-reduces gradients in backward: only the last micro-step of an accumulation needs it
+        with self.autocast(), self.gradient_sync(last_micro_step):
             loss = self.compute_loss(data, target)
-        # all ranks skip together, else the next gradient all-reduce would wait forever
-        finite = all_ranks_agree(bool(torch.isfinite(loss.detach()).all()), self.device)
-        self.nonfinite.record(finite, self.settings.memory.amp)
-        if not finite:
-            self.print_to_log_file(f"non-finite loss skipped ({self.nonfinite.total} so far)")
-            self.optimizer.zero_grad(set_to_none=True)
-            self._micro_step = 0
-            return {"loss": np.array(np.nan)}
-        scaled = loss / accumulation
-        if self.grad_scaler is not None:
-            self.grad_scaler.scale(scaled).backward()
-        else:
-            scaled.backward()
+            # all ranks skip together, else the next gradient all-reduce would wait forever
+            finite = all_ranks_agree(bool(torch.isfinite(loss.detach()).all()), self.device)
+            if not finite:  # a finite step is recorded once its optimiser step had a finite gradient too
+                self.nonfinite.record(False, self.settings.memory.amp)
+                self.print_to_log_file(f"non-finite loss skipped ({self.nonfinite.total} so far)")
+                self.optimizer.zero_grad(set_to_none=True)
+                self._micro_step = 0
+                return {"loss": np.array(np.nan)}
+            scaled = loss / accumulation
+            (self.grad_scaler.scale(scaled) if self.grad_scaler is not None else scaled).backward()
         self._micro_step += 1
-        if self._micro_step % accumulation == 0:
-            if self.grad_scaler is not None:
-                self.grad_scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12)
-            if self.grad_scaler is not None:
-                self.grad_scaler.step(self.optimizer)
-                self.grad_scaler.update()
-            else:
-                self.optimizer.step()
-            self.after_optimizer_step()
+        if last_micro_step:
+            self.optimizer_step()
         return {"loss": loss.detach().float().cpu().numpy()}
+
+    def gradient_sync(self, sync: bool):
+        """DDP's ``no_sync`` on the micro-steps that only accumulate (nothing outside DDP or on the last one)."""
+        if self.is_ddp and not sync:
+            return self.network.no_sync()
+        return dummy_context()
+
+    def optimizer_step(self) -> None:
+        """Clip and step. fp16 leaves an inf / NaN gradient to the GradScaler, which skips the step and lowers its
+        scale; under bf16 and fp32 there is no scaler, so a non-finite gradient norm skips the step here (it would
+        otherwise pass through clipping into the weights). The norm is of the all-reduced gradients, equal on all
+        ranks, so every rank decides alike."""
+        if self.grad_scaler is not None:
+            self.grad_scaler.unscale_(self.optimizer)
+        norm = torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12)
+        if self.grad_scaler is not None:
+            self.grad_scaler.step(self.optimizer)
+            self.grad_scaler.update()
+        elif bool(torch.isfinite(norm)):
+            self.optimizer.step()
+        else:
+            self.nonfinite.record(False, self.settings.memory.amp)
+            self.print_to_log_file(f"non-finite gradient: step skipped ({self.nonfinite.total} so far)")
+            self.optimizer.zero_grad(set_to_none=True)
+            return
+        self.nonfinite.record(True, self.settings.memory.amp)
+        self.after_optimizer_step()
 
     def after_optimizer_step(self) -> None:
         """Called after every optimiser step (e.g. to update EMA weights)."""
@@ -220,6 +263,12 @@ class NnugenTrainer(nnUNetTrainer):
         finite = [o for o in train_outputs if np.isfinite(o["loss"]).all()]
         super().on_train_epoch_end(finite or train_outputs)
         self.log_metric("nonfinite_steps", self.nonfinite.total - self._nonfinite_before_epoch)
+        peak = peak_memory_gb(self.device)
+        if peak is not None:
+            self.log_metric("peak_memory_gb", peak)
+            if not self._peak_reported:  # the first epoch of this run has seen every kind of step
+                self.print_to_log_file(peak_memory_note(peak, self.settings.memory))
+                self._peak_reported = True
 
     def on_validation_epoch_end(self, val_outputs: list[dict]):
         super().on_validation_epoch_end(val_outputs)
@@ -290,7 +339,7 @@ class NnugenTrainer(nnUNetTrainer):
             checkpoint = load_nnunet_checkpoint(checkpoint, self.device)
         try:
             restore_nnunet_checkpoint(self, checkpoint)
-        except (KeyError, RuntimeError, ValueError) as error:
+        except (KeyError, RuntimeError, TypeError, ValueError) as error:
             raise CheckpointError(f"the checkpoint does not fit this trainer or plan ({str(error).splitlines()[0]}); "
                                   "train again or pick the matching -tr / -p / configuration") from None
         self.restore_extra_checkpoint_state(checkpoint)

@@ -1,4 +1,5 @@
-"""Counting non-finite losses: a NaN / Inf step is skipped; K in a row stop the run with the likely causes."""
+"""Counting non-finite steps (a NaN / Inf loss, or gradient without fp16's scaler): each is skipped; K in a row stop
+the run with the likely causes."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from dataclasses import dataclass
 
 
 class NonFiniteLossError(RuntimeError):
-    """Raised after too many consecutive non-finite losses; the last good checkpoint is left untouched."""
+    """Raised after too many consecutive non-finite steps; the last good checkpoint is left untouched."""
 
 
 @dataclass
@@ -26,6 +27,6 @@ class NonFiniteGuard:
             hint = "fp16 AMP overflows easily: set memory.amp to bf16 or fp32 with nnugen_plan --set; "
             hint = hint if amp == "fp16" else ""
             raise NonFiniteLossError(
-                f"{self.consecutive} consecutive non-finite losses ({self.total} in all): the run stops and the last "
-                f"good checkpoint is kept. Likely causes: {hint}a learning rate too high (training.initial_lr), or "
-                "NaN / Inf voxels in the data (run nnugen_check -d ID)")
+                f"{self.consecutive} consecutive non-finite losses or gradients ({self.total} in all): the run "
+                f"stops and the last good checkpoint is kept. Likely causes: {hint}a learning rate too high "
+                "(training.initial_lr), or NaN / Inf voxels in the data (run nnugen_check -d ID)")

@@ -65,6 +65,23 @@ def test_nonfinite_loss_is_skipped_then_stops_the_run(trainer_factory):
         trainer.train_step(_batch(nan=True))
 
 
+def test_nonfinite_gradient_without_a_grad_scaler_is_skipped(trainer_factory):
+    # bf16 and fp32 have no GradScaler to skip an inf gradient: before, clipping turned it into NaN weights
+    trainer = trainer_factory()
+    assert trainer.grad_scaler is None
+    before = _weights(trainer)
+    parameter = next(trainer.network.parameters())
+    hook = parameter.register_hook(lambda grad: grad * float("inf"))
+    result = trainer.train_step(_batch())
+    assert np.isfinite(result["loss"]), "the loss itself was finite"
+    assert all(torch.equal(before[k], v) for k, v in trainer.network.state_dict().items()), "an inf gradient stepped"
+    assert trainer.nonfinite.total == 1 and trainer.nonfinite.consecutive == 1
+    hook.remove()
+    trainer.train_step(_batch())
+    assert trainer.nonfinite.consecutive == 0
+    assert any(not torch.equal(before[k], v) for k, v in trainer.network.state_dict().items())
+
+
 def test_nonfinite_weights_are_never_saved_and_checkpoints_are_atomic(trainer_factory, tmp_path):
     trainer = trainer_factory()
     folder = tmp_path / "fold"
@@ -99,6 +116,9 @@ def test_checkpoint_round_trip_restores_weights_epoch_and_rng(trainer_factory, t
     trainer.save_checkpoint(str(path))
     expected_random = torch.rand(3)
     restored = trainer_factory()
+    # the meta device stands in for CUDA: a checkpoint mapped onto the training device held its RNG state there, which
+    # torch.set_rng_state refuses (a TypeError traceback on every --c and --val on a GPU)
+    restored.device = torch.device("meta")
     restored.load_checkpoint(str(path))
     assert restored.current_epoch == 4
     assert all(torch.equal(v, trainer.network.state_dict()[k]) for k, v in restored.network.state_dict().items())

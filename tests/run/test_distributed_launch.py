@@ -1,6 +1,7 @@
 """How nnugen_train reads torchrun's environment, and the launch mistakes it refuses before anything runs:
 ``-num_gpus`` under torchrun, ``-num_gpus`` on the CPU, ``-device mps`` under torchrun, a partial torchrun
-environment. Also the seeds derived for workers and cases, and the per-epoch means of extra metrics."""
+environment, more GPU processes than visible GPUs. Also the seeds derived for workers and cases, and the per-epoch
+means of extra metrics."""
 
 from __future__ import annotations
 
@@ -47,6 +48,28 @@ def test_launch_mistakes_are_refused_before_anything_runs(fake_preprocessed, mon
         monkeypatch.setenv(name, value)
     request = TrainRequest(**{"dataset": "901", "fold": "0", "configuration": "3d", "device": "cpu", **changes})
     with pytest.raises(ValueError, match=message):
+        check_request(request)
+
+
+@pytest.mark.parametrize(("environment", "num_gpus", "visible", "message"), [
+    ({}, 8, 2, "^-num_gpus 8 needs 8 GPUs but this machine shows 2 \\(check CUDA_VISIBLE_DEVICES\\); set -num_gpus "
+               "to 2 or fewer$"),
+    ({}, 2, 0, "^-num_gpus 2 needs 2 GPUs but this machine shows 0 .*; train where GPUs are visible, or on the CPU "
+               "with torchrun ... -device cpu$"),
+    ({**TORCHRUN, "LOCAL_WORLD_SIZE": "4"}, 1, 2, "^torchrun's --nproc_per_node 4 needs 4 GPUs but this machine shows "
+                                                  "2 .*; set torchrun's --nproc_per_node to 2 or fewer$"),
+])
+def test_more_gpu_processes_than_visible_gpus_are_refused(fake_preprocessed, monkeypatch, environment, num_gpus,
+                                                          visible, message):
+    fake_preprocessed("isotropic")
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr("torch.cuda.device_count", lambda: visible)
+    request = TrainRequest("901", "0", "3d", device="cuda", num_gpus=num_gpus)
+    with pytest.raises(ValueError, match=message):
+        check_request(request)
+    monkeypatch.setattr("torch.cuda.device_count", lambda: 8)  # enough GPUs: the check passes, the next one stops it
+    with pytest.raises(ValueError, match="nnugen_plan"):
         check_request(request)
 
 
