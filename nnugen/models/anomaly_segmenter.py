@@ -63,6 +63,7 @@ from nnugen.diffusion.parameterisation import x0_denoiser
 from nnugen.models.anomaly_outputs import AnomalyResult, PackedOutputs
 from nnugen.models.image_generator import ImageGenerator, volume_denoiser
 from nnugen.models.intensity_map import IntensityMap
+from nnugen.models.precision import planned_autocast
 from nnugen.networks.autoencoder import Autoencoder
 
 LOGIT_SCALE = 100.0
@@ -78,8 +79,10 @@ NO_THRESHOLD = ("this anomaly model has no threshold yet: run the final validati
 
 class AnomalySegmenter(nn.Module):
     def __init__(self, generator: ImageGenerator, anomaly: AnomalySettings, intensity: IntensitySettings,
-                 num_classes: int = 2, logit_scale: float = LOGIT_SCALE, autoencoder: Autoencoder | None = None):
+                 num_classes: int = 2, logit_scale: float = LOGIT_SCALE, autoencoder: Autoencoder | None = None,
+                 amp: str = "fp32"):
         super().__init__()
+        self.amp = amp  # the planned precision of the counterfactuals, whatever autocast the caller opened
         mode = generator.generation.mode
         if mode not in ("image", "label_adapter"):
             raise ValueError(f"the anomaly model needs an image-only generator or an anatomy adapter, got mode "
@@ -251,8 +254,13 @@ class AnomalySegmenter(nn.Module):
         """Counterfactuals, residual maps and the post-processed map of ``image`` (B, C, *spatial, preprocessed).
 
         With ``threshold``, connected components above it smaller than ``min_component_voxels`` are cleared from the
-        map (postprocess); without, the map stays as the median filter and body mask leave it.
+        map (postprocess); without, the map stays as the median filter and body mask leave it. Runs in the planned
+        precision ``amp`` (precision.py): nnU-Net's predictor opens an fp16 autocast on a GPU whatever the plan.
         """
+        with planned_autocast(image.device, self.amp):
+            return self._run(image, threshold)
+
+    def _run(self, image: Tensor, threshold: float | None = None) -> AnomalyResult:
         anomaly, sampler = self.anomaly, self.generator.sampler
         x, anatomy = self.split(image)
         latent = self.autoencoder is not None
@@ -278,7 +286,7 @@ class AnomalySegmenter(nn.Module):
             return volume_denoiser(x0, member_condition, self.generator.patch_size)(x_t, t)
 
         generators = [torch.Generator(device=x.device).manual_seed(self.seed + k) for k in range(sampler.seeds)]
-        members_cf = seeded_counterfactuals(denoise, start, self.generator.alphas_cumprod, anomaly.strengths,
+        members_cf = seeded_counterfactuals(denoise, start, self.generator.host_alphas_cumprod, anomaly.strengths,
                                             sampler.steps, anomaly.noise, anomaly.inversion, generators,
                                             anomaly.max_batch).float()
         if latent:

@@ -33,6 +33,7 @@ from nnugen.diffusion.broadcast import schedule_at, working_dtype
 from nnugen.diffusion.noise import rand, randn_like
 from nnugen.diffusion.parameterisation import Denoiser
 from nnugen.diffusion.self_conditioning import self_conditioned_denoiser, self_conditioning_input
+from nnugen.models.precision import planned_autocast
 from nnugen.samplers import get_sampler
 from nnugen.samplers.options import sampler_options
 
@@ -46,9 +47,12 @@ class EnsembleRequest:
 
 
 class DiffusionSegmenter(nn.Module):
-    def __init__(self, denoiser: nn.Module, num_classes: int, diffusion: DiffusionSettings, sampler: SamplerSettings):
+    def __init__(self, denoiser: nn.Module, num_classes: int, diffusion: DiffusionSettings, sampler: SamplerSettings,
+                 amp: str = "fp32"):
         super().__init__()
         self.denoiser = denoiser
+        self.amp = amp
+        """The planned precision (``memory.amp``) of sampling, whatever autocast the caller opened (precision.py)."""
         self.num_classes = num_classes
         self.diffusion = diffusion
         self.request = EnsembleRequest(sampler)
@@ -87,7 +91,12 @@ class DiffusionSegmenter(nn.Module):
         return self_conditioned_denoiser(conditioned)
 
     def sample_probabilities(self, image: Tensor) -> Tensor:
-        """Class probabilities of every ensemble member: (S, B, C_out, *spatial) for S = sampler.seeds."""
+        """Class probabilities of every ensemble member: (S, B, C_out, *spatial) for S = sampler.seeds, sampled in
+        the planned precision (nnU-Net's validation and predictor open an fp16 autocast on a GPU whatever the plan)."""
+        with planned_autocast(image.device, self.amp):
+            return self._sample_probabilities(image)
+
+    def _sample_probabilities(self, image: Tensor) -> Tensor:
         settings = self.request.sampler
         sampler = get_sampler(settings.name)
         timesteps = sampling_timesteps(self.diffusion.timesteps, min(settings.steps, self.diffusion.timesteps))

@@ -122,7 +122,7 @@ class NnugenAnomalyTrainer(NnugenGenerativeTrainer):
         classes = ANATOMY_CLASSES if settings.generation.mode == "label_adapter" else num_output_channels
         generator = ImageGenerator.from_settings(settings, channels, classes, patch)
         return AnomalySegmenter(generator, settings.anomaly, section.intensity, num_output_channels,
-                                autoencoder=autoencoder)
+                                autoencoder=autoencoder, amp=settings.memory.amp)
 
     def initialize(self):
         super().initialize()

@@ -56,7 +56,7 @@ class NnugenDiffSegTrainer(NnugenTrainer):
         if settings.denoiser.zero_init_conditioning:
             zero_input_channels(network, num_input_channels)
             zero_time_modulation(network)
-        return DiffusionSegmenter(network, num_output_channels, diffusion, settings.sampler)
+        return DiffusionSegmenter(network, num_output_channels, diffusion, settings.sampler, amp=settings.memory.amp)
 
     def _build_loss(self):
         return SampledSegmentationLoss(self.label_manager.num_segmentation_heads)
