@@ -18,7 +18,8 @@ DDP). ``without_compile_prefix`` strips that, so weights exported from a compile
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -133,3 +134,20 @@ def without_compile_prefix(state: Mapping[str, object]) -> tuple[dict, bool]:
             key = key.replace(COMPILE_PREFIX, "")
         stripped[key] = value
     return stripped, found
+
+
+@contextmanager
+def predictor_compile_off(environ: MutableMapping[str, str] | None = None) -> Iterator[None]:
+    """nnU-Net's ``nnUNetPredictor.manual_initialization`` (the trainers' final validation) wraps the whole model in
+    ``torch.compile`` when ``nnUNet_compile`` is true, sampler loop included. nnugen's models have compiled their
+    networks in place already, so the variable reads false while the predictor is set up, and is restored after."""
+    environ = os.environ if environ is None else environ
+    previous = environ.get(NNUNET_VARIABLE)
+    environ[NNUNET_VARIABLE] = "f"
+    try:
+        yield
+    finally:
+        if previous is None:
+            environ.pop(NNUNET_VARIABLE, None)
+        else:
+            environ[NNUNET_VARIABLE] = previous

@@ -49,6 +49,7 @@ from nnugen.atomic_files import atomic_write_json
 from nnugen.config import GenerationSettings, section_of
 from nnugen.models.anomaly_segmenter import AnomalySegmenter
 from nnugen.models.autoencoder_files import load_autoencoder
+from nnugen.models.compile_policy import predictor_compile_off
 from nnugen.models.denoiser_files import BaseModel, denoiser_description, export_denoiser, read_base_denoiser
 from nnugen.models.image_generator import ImageGenerator
 from nnugen.networks.autoencoder import Autoencoder, latent_scale_factor
@@ -221,9 +222,10 @@ class NnugenAnomalyTrainer(NnugenGenerativeTrainer):
         predictor = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=True,
                                     perform_everything_on_device=self.device.type == "cuda", device=self.device,
                                     verbose=False, verbose_preprocessing=False, allow_tqdm=False)
-        predictor.manual_initialization(segmenter, self.plans_manager, self.configuration_manager, None,
-                                        self.dataset_json, self.__class__.__name__,
-                                        self.inference_allowed_mirroring_axes)
+        with predictor_compile_off():  # the denoiser is compiled in place already (compile_policy.py)
+            predictor.manual_initialization(segmenter, self.plans_manager, self.configuration_manager, None,
+                                            self.dataset_json, self.__class__.__name__,
+                                            self.inference_allowed_mirroring_axes)
         dataset = self.dataset_class(self.preprocessed_dataset_folder, keys)
         cases = {}
         with segmenter.map_output():

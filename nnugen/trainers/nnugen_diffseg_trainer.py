@@ -13,6 +13,7 @@ from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 from torch import nn
 
 from nnugen.diffusion import dice_ce_loss
+from nnugen.models.compile_policy import predictor_compile_off
 from nnugen.models.denoiser_from_settings import denoiser_network
 from nnugen.models.diffusion_segmenter import DiffusionSegmenter
 from nnugen.networks.zero_init import zero_input_channels, zero_time_modulation
@@ -78,6 +79,10 @@ class NnugenDiffSegTrainer(NnugenTrainer):
 
     def segmenter(self) -> DiffusionSegmenter:
         return self.network.module if self.is_ddp else self.network
+
+    def perform_actual_validation(self, save_probabilities: bool = False):
+        with predictor_compile_off():  # nnU-Net's predictor would compile the sampler loop; the denoiser already is
+            super().perform_actual_validation(save_probabilities)
 
     def on_validation_epoch_start(self):
         super().on_validation_epoch_start()

@@ -5,6 +5,7 @@ instead of nnU-Net's whole-model wrap."""
 
 from __future__ import annotations
 
+import os
 from types import SimpleNamespace
 
 import pytest
@@ -198,3 +199,31 @@ def test_a_checkpoint_with_compiled_keys_is_restored():
     restore_nnunet_checkpoint(trainer, checkpoint)
     torch.testing.assert_close(target.denoiser.head.weight, source.denoiser.head.weight)
     assert any("torch.compile" in line for line in lines)
+
+
+@pytest.mark.parametrize("before", [None, "t", "1"])
+def test_final_validation_keeps_nnunets_predictor_from_compiling_the_loop(before):
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    from nnugen.models.compile_policy import predictor_compile_off
+
+    environ = {} if before is None else {"nnUNet_compile": before}
+    model = torch.nn.Conv2d(1, 2, 1)
+    predictor = nnUNetPredictor(device=torch.device("cpu"), allow_tqdm=False)
+    plans = PlansManager({"dataset_name": "Dataset001_X", "plans_name": "nnugenPlans", "configurations": {},
+                          "original_median_spacing_after_transp": [1, 1], "image_reader_writer": "SimpleITKIO",
+                          "transpose_forward": [0, 1], "transpose_backward": [0, 1],
+                          "foreground_intensity_properties_per_channel": {}})
+    saved = dict(os.environ)
+    os.environ.clear()
+    os.environ.update({**saved, **environ})
+    try:
+        with predictor_compile_off():
+            predictor.manual_initialization(model, plans, None, None, {"labels": {"background": 0, "a": 1}},
+                                            "T", None)
+        assert os.environ.get("nnUNet_compile") == (None if before is None else before)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    assert predictor.network is model, "nnU-Net's predictor wrapped the model in torch.compile"
