@@ -165,7 +165,10 @@ def training_numbers(fold: Path) -> dict:
 
 
 def train_task(runner: Runner, dataset: int, name: str, task: str, fold: str = "0", compile_: str = "t") -> dict:
-    runner.train(dataset, fold, task, env={"nnUNet_compile": compile_})
+    env = {"nnUNet_compile": compile_}
+    if compile_ == "f":
+        env["NNUGEN_COMPILE"] = "0"  # on the CPU the runner forces compile with NNUGEN_COMPILE=1
+    runner.train(dataset, fold, task, env=env)
     return training_numbers(runner.fold(dataset, name, task, fold))
 
 
@@ -182,13 +185,14 @@ def kill_and_continue(runner: Runner) -> dict:
         raise RuntimeError("the training ended before it could be killed; raise EPOCHS")
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
+    killed_at = time.monotonic() - start
     runner.train(PHANTOM, "1", "seg", "--c")
     import torch
 
     checkpoint = torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=False)
     if checkpoint["current_epoch"] != EPOCHS:
         raise RuntimeError(f"resumed run ended at epoch {checkpoint['current_epoch']}, not {EPOCHS}")
-    return {"killed_after_s": round(time.monotonic() - start, 1)}
+    return {"killed_after_s": round(killed_at, 1)}
 
 
 def predict_and_sample(runner: Runner) -> dict:
