@@ -52,13 +52,13 @@ from nnugen.models.autoencoder_files import load_autoencoder
 from nnugen.models.compile_policy import predictor_compile_off
 from nnugen.models.denoiser_files import BaseModel, denoiser_description, export_denoiser, read_base_denoiser
 from nnugen.models.image_generator import ImageGenerator
-from nnugen.networks.autoencoder import Autoencoder, latent_scale_factor
+from nnugen.networks.autoencoder import Autoencoder
 from nnugen.trainers.checkpoint_files import unwrapped_network
 from nnugen.trainers.ddp import from_rank_zero, gather_on_rank_zero, rank_share
 from nnugen.trainers.healthy_split import has_foreground, healthy_training_cases
 from nnugen.trainers.nnugen_autoencoder_trainer import autoencoder_arguments
 from nnugen.trainers.nnugen_generative_trainer import NnugenGenerativeTrainer
-from nnugen.trainers.nnugen_ldm_trainer import SCALE_BATCHES, NnugenLDMTrainer, latent_patch
+from nnugen.trainers.nnugen_ldm_trainer import NnugenLDMTrainer, estimated_scale_factor, latent_patch
 
 THRESHOLD_FILE = "threshold.json"
 SUMMARY_FILE = "anomaly_summary.json"
@@ -160,12 +160,9 @@ class NnugenAnomalyTrainer(NnugenGenerativeTrainer):
             self.print_to_log_file(f"latent scale factor {float(segmenter.latent_scale):.4f}")
 
     def estimate_latent_scale(self) -> float:
-        """1 / std of the latents of ``SCALE_BATCHES`` training batches (Rombach et al. 2022, sec. 4.3.2)."""
         segmenter = self.segmenter()
-        with torch.no_grad():
-            latents = [segmenter.autoencoder.encode(segmenter.model_image(
-                next(self.dataloader_train)["data"].to(self.device))).mode() for _ in range(SCALE_BATCHES)]
-        return latent_scale_factor(torch.cat(latents))
+        return estimated_scale_factor(lambda data: segmenter.autoencoder.encode(segmenter.model_image(data)).mode(),
+                                      self.dataloader_train, self.device)
 
     def compute_loss(self, data: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         segmenter = self.segmenter()

@@ -8,6 +8,7 @@ estimates it and every rank uses rank 0's value."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
@@ -81,9 +82,7 @@ class NnugenLDMTrainer(NnugenGenerativeTrainer):
                               {"autoencoder_folder": str(self.autoencoder_folder()), "scale_factor": self.scale_factor})
 
     def estimate_scale_factor(self) -> float:
-        """1 / std of the latents of ``SCALE_BATCHES`` training batches (Rombach et al. 2022, sec. 4.3.2)."""
-        latents = [self.encode(next(self.dataloader_train)["data"].to(self.device)) for _ in range(SCALE_BATCHES)]
-        return latent_scale_factor(torch.cat(latents))
+        return estimated_scale_factor(self.encode, self.dataloader_train, self.device)
 
     def compute_loss(self, data: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return self.network(self.encode(data) * self.scale_factor)
@@ -96,6 +95,15 @@ class NnugenLDMTrainer(NnugenGenerativeTrainer):
 
     def restore_extra_checkpoint_state(self, checkpoint: dict) -> None:
         self.scale_factor = checkpoint.get("nnugen_latent_scale_factor", self.scale_factor)
+
+
+def estimated_scale_factor(encode: Callable[[torch.Tensor], torch.Tensor], batches: Iterator[dict],
+                           device: torch.device) -> float:
+    """1 / std of the latents ``encode`` gives for ``SCALE_BATCHES`` training batches (Rombach et al. 2022,
+    sec. 4.3.2); shared by the latent diffusion and the latent anomaly trainers."""
+    with torch.no_grad():
+        latents = [encode(next(batches)["data"].to(device)) for _ in range(SCALE_BATCHES)]
+    return latent_scale_factor(torch.cat(latents))
 
 
 def section_autoencoder(configuration_manager: ConfigurationManager):
