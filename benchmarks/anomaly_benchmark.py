@@ -124,8 +124,9 @@ def main(argv: list[str] | None = None) -> int:
     import subprocess
     import sys
 
-    from nnugen.anomaly import best_dice_threshold, score_cases, write_lesion_dataset
+    from nnugen.anomaly import best_dice_threshold, score_cases
     from nnugen.atomic_files import atomic_write_json
+    from nnugen.demo.lesion_dataset import write_lesion_dataset
     from nnugen.demo.phantom import PhantomSpec
 
     start = time.monotonic()
@@ -184,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     maps["intensity thresholding"], maps["autoencoder residual"] = baselines["intensity"], baselines["autoencoder"]
     predict = ["nnugen_predict", "-d", str(DATASET_ID), "-c", configuration, "-f", "0", "-tr", "NnugenAnomalyTrainer",
                "-i", str(inputs), "-device", args.device, "--seed", str(args.seed), "-npp", "0", "-nps", "0"]
-    seeds = [] if args.seeds is None else ["--seeds", str(args.seeds)]
+    seeds = [] if args.seeds is None else ["--ensemble-size", str(args.seeds)]
     x_seeds = "" if args.seeds is None else f" x {args.seeds} seeds"
     # maps of earlier runs with other seeds are kept apart
     suffix = ("" if args.seeds is None else f"_x{args.seeds}") + (f"_seed{args.seed}" if args.seed else "")

@@ -82,10 +82,10 @@ def main() -> None:
         strengths, seeds = [float(v) for v in strengths_text.split("/")], int(seeds_text)
         modes = ("counterfactual", "residual") if seeds > 1 else ("counterfactual",)
         for mode, base in ((m, b) for m in modes for b in args.seed):
-            network.anomaly, network.seed = replace(anomaly, seed_average=mode), base
-            network.set_sampling(steps=args.steps, seeds=seeds, strengths=strengths)
+            network.anomaly = replace(anomaly, seed_average=mode)
+            sampler = replace(network.planned_sampler, steps=args.steps, seeds=seeds)
             start = time.perf_counter()
-            with torch.no_grad():
+            with torch.no_grad(), network.sampling(sampler, seed=base, strengths=strengths):
                 maps = {case: original(network.run(x).map, props) for case, (x, props) in cases.items()}
             threshold, _ = best_dice_threshold([maps[c] for c in tuning], [labels[c] for c in tuning])
             scored = [*test, *held_out]

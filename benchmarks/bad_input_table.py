@@ -174,7 +174,7 @@ def cases(root: Path) -> list[tuple[str, str, list[str], Callable[[], object] | 
         ("nnugen_train", "anomaly task, no healthy training case", [cli("nnugen_train"), d, "0", "2d", "--task",
                                                                     "anomaly", "-device", "cpu"], None),
         ("nnugen_predict", "--steps 0", [*predict, "-i", good_input, "-o", out, "--steps", "0"], None),
-        ("nnugen_predict", "--seeds 0", [*predict, "-i", good_input, "-o", out, "--seeds", "0"], None),
+        ("nnugen_predict", "--ensemble-size 0", [*predict, "-i", good_input, "-o", out, "--ensemble-size", "0"], None),
         ("nnugen_predict", "unknown sampler", [*predict, "-i", good_input, "-o", out, "--sampler", "euler"], None),
         ("nnugen_predict", "model of another trainer (nnU-Net baseline)",
          [*predict, "-i", good_input, "-o", out, "-tr", "NnugenBaselineTrainer"], None),
@@ -201,7 +201,7 @@ def cases(root: Path) -> list[tuple[str, str, list[str], Callable[[], object] | 
         ("nnugen_convert_bids", "unknown contrast", [cli("nnugen_convert_bids"), str(root / "inputs" / "bids"),
                                                      "985", "Bids", "--contrasts", "FLAIR", *bids_labels],
          lambda: _bids_root(root)),
-        ("nnugen_demo", "device 'tpu'", [cli("nnugen_demo"), "--work-dir", str(root / "demo"), "--device", "tpu"],
+        ("nnugen_demo", "device 'tpu'", [cli("nnugen_demo"), "--work-dir", str(root / "demo"), "-device", "tpu"],
          None),
     ]
 

@@ -29,8 +29,9 @@ import torch.multiprocessing as mp
 from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
+from nnugen.diffusion import one_hot
 from nnugen.trainers.ddp import wrap_ddp
-from nnugen.trainers.nnugen_diffseg_trainer import NnugenDiffSegTrainer, one_hot
+from nnugen.trainers.nnugen_diffseg_trainer import NnugenDiffSegTrainer
 
 
 def rank_batch(global_batch: int, world: int, rank: int) -> int:

@@ -183,7 +183,7 @@ def main() -> None:
                 rows = {
                     "diffusion, 1 step": [*diffusion, "--steps", "1"],
                     "diffusion, 5 steps": [*diffusion, "--steps", "5"],
-                    "diffusion, 5 steps x 5 seeds": [*diffusion, "--steps", "5", "--seeds", "5"],
+                    "diffusion, 5 steps x 5 seeds": [*diffusion, "--steps", "5", "--ensemble-size", "5"],
                 }
             elif trainer.startswith("NnugenBaselineTrainer"):
                 rows = {

@@ -128,8 +128,8 @@ def short_training(task: str) -> list[str]:
 
 
 def prepare(runner: Runner, size: int) -> dict:
-    from nnugen.anomaly import write_lesion_dataset
     from nnugen.atomic_files import atomic_write_json
+    from nnugen.demo.lesion_dataset import write_lesion_dataset
     from nnugen.demo.phantom import PhantomSpec, write_phantom_dataset
 
     spec = PhantomSpec(shape=(size,) * 3)
@@ -201,7 +201,7 @@ def predict_and_sample(runner: Runner) -> dict:
               runner.device]
     runner.command("nnUNetv2_predict", *common, "-tr", TRAINERS["seg"], "-o", str(runner.work / "pred_nnunet"))
     runner.command("nnugen_predict", *common, "-tr", TRAINERS["seg"], "-o", str(runner.work / "pred_nnugen"),
-                   "--seeds", "2", "--save-uncertainty")
+                   "--ensemble-size", "2", "--save-uncertainty")
     written = len(list((runner.work / "pred_nnugen").glob("*_entropy.nii.gz")))
     if written != 2:
         raise RuntimeError(f"nnugen_predict wrote {written} entropy images for 2 cases")

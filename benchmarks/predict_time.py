@@ -18,6 +18,7 @@ import json
 import multiprocessing
 import statistics
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -50,7 +51,7 @@ def main() -> None:
     baseline, diffusion = load(args.baseline), load(args.diffusion)
     segmenter = diffusion.network
     assert isinstance(segmenter, DiffusionSegmenter), f"{args.diffusion} is not a diffusion segmentation model"
-    steps = segmenter.request.sampler.steps
+    steps = segmenter.planned_sampler.steps
     # (name, predictor, sampler changes applied before it predicts)
     models = [("baseline", baseline, None), (f"diffusion {steps} steps", diffusion, {"steps": steps, "seeds": 1}),
               ("diffusion 1 step", diffusion, {"steps": 1, "seeds": 1}),
@@ -62,10 +63,10 @@ def main() -> None:
         order = models if round_index % 2 == 0 else models[::-1]
         for case_index, (image, properties) in enumerate(cases):
             for name, predictor, changes in order:
-                if changes is not None:
-                    segmenter.set_sampling(seed=case_index, **changes)
+                sampler = replace(segmenter.planned_sampler, **(changes or {}))
                 start = time.perf_counter()
-                predictor.predict_single_npy_array(image, properties)
+                with segmenter.sampling(sampler, seed=case_index):
+                    predictor.predict_single_npy_array(image, properties)
                 times[name][case_index].append(time.perf_counter() - start)
         print(f"round {round_index + 1}/{args.rounds} done", flush=True)
 

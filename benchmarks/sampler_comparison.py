@@ -17,6 +17,7 @@ import json
 import multiprocessing
 import statistics
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -62,9 +63,10 @@ def main() -> None:
         truth = io.read_seg(str(args.labels / image_file.name.replace("_0000", "")))[0][0]
         order = settings if index % 2 == 0 else settings[::-1]
         for name, steps in order:
-            segmenter.set_sampling(seed=index, name=name, steps=steps, seeds=1)
+            sampler = replace(segmenter.planned_sampler, name=name, steps=steps, seeds=1)
             start = time.perf_counter()
-            predicted = predictor.predict_single_npy_array(image, properties)
+            with segmenter.sampling(sampler, seed=index):
+                predicted = predictor.predict_single_npy_array(image, properties)
             key = f"{name} {steps}"
             seconds[key].append(time.perf_counter() - start)
             for label_name, value in classes.items():

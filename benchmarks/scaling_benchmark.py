@@ -5,7 +5,7 @@ and peak memory of chunked autoencoder decoding against volume size.
    ``predict_time.py``). Phantom cubes of each size (``nnugen.demo.phantom``, at the model's spacing) are predicted
    with ``predict_single_npy_array``. A forward hook counts the sliding-window tiles each prediction runs.
 2. Sampling. The diffusion model predicts one phantom of its patch size (one tile) at every steps x seeds setting,
-   set through ``DiffusionSegmenter.set_sampling``. The sampler never runs more steps than the model's training
+   said with ``DiffusionSegmenter.sampling``. The sampler never runs more steps than the model's training
    timesteps. So if the largest step count is above them, the segmenter is rebuilt around the same trained
    denoiser with a schedule of that many timesteps. A step still costs one denoiser call, but the segmentations are
    then not meaningful. A line ``a + b * steps * seeds`` is fitted to the medians.
@@ -96,14 +96,14 @@ def measure_sampling(predictor, steps: list[int], seeds: list[int], rounds: int,
     trained = predictor.network
     timesteps = max(trained.diffusion.timesteps, max(steps))
     segmenter = DiffusionSegmenter(trained.denoiser, trained.num_classes,
-                                   replace(trained.diffusion, timesteps=timesteps), trained.request.sampler).eval()
+                                   replace(trained.diffusion, timesteps=timesteps), trained.planned_sampler).eval()
     predictor.network = segmenter
     case = phantom_image(max(predictor.configuration_manager.patch_size), list(predictor.configuration_manager.spacing),
                          seed)
 
     def run(setting: tuple[int, int]) -> None:
-        segmenter.set_sampling(seed=seed, steps=setting[0], seeds=setting[1])
-        predictor.predict_single_npy_array(*case)
+        with segmenter.sampling(replace(segmenter.planned_sampler, steps=setting[0], seeds=setting[1]), seed=seed):
+            predictor.predict_single_npy_array(*case)
 
     try:
         times = timed_rounds([(s, k) for s in steps for k in seeds], run, rounds)
@@ -116,7 +116,7 @@ def measure_sampling(predictor, steps: list[int], seeds: list[int], rounds: int,
     slope, intercept = np.polyfit(work, seconds, 1)
     fitted = intercept + slope * work
     r2 = 1 - ((seconds - fitted) ** 2).sum() / ((seconds - seconds.mean()) ** 2).sum()
-    return {"case_size": case[0].shape[1:], "sampler": trained.request.sampler.name,
+    return {"case_size": case[0].shape[1:], "sampler": trained.planned_sampler.name,
             "trained_timesteps": trained.diffusion.timesteps, "timesteps": timesteps, "rows": rows,
             "fit": {"intercept_s": float(intercept), "seconds_per_step_and_seed": float(slope), "r2": float(r2),
                     "max_relative_residual": float(np.max(np.abs(seconds - fitted) / seconds))}}
@@ -285,7 +285,7 @@ def main() -> None:
         diffusion = load(args.diffusion)
         if not isinstance(diffusion.network, DiffusionSegmenter):
             parser.error(f"--diffusion {args.diffusion} is not a model folder of a diffusion segmentation trainer")
-        sampler = diffusion.network.request.sampler
+        sampler = diffusion.network.planned_sampler
         predictors = {f"diffusion ({sampler.steps} steps x {sampler.seeds} seed)": diffusion}
         if args.baseline is not None:
             predictors = {"nnU-Net baseline": load(args.baseline), **predictors}

@@ -34,10 +34,9 @@ def main() -> None:
     from torch.profiler import ProfilerActivity, profile
     from train_step_time import build  # the same trainers and batches as the step-time benchmark
 
-    from nnugen.diffusion import dice_ce_loss
+    from nnugen.diffusion import dice_ce_loss, one_hot
     from nnugen.diffusion.segmentation_space import mask_to_diffusion_space
     from nnugen.run.ext_trainer_path import ensure_ext_trainer_path
-    from nnugen.trainers.nnugen_diffseg_trainer import one_hot
 
     ensure_ext_trainer_path()
     torch.manual_seed(0)

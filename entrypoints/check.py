@@ -18,8 +18,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     def body() -> int:
+        from nnugen.folders.dataset_folders import dataset_name, raw_folder
         from nnugen_planner.dataset_check import check_raw_dataset
-        from nnugen_planner.dataset_files import dataset_name, raw_folder
 
         folder = raw_folder(args.dataset)
         if folder is None:

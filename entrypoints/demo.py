@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from nnugen.entrypoints.cli_errors import run_reporting_errors
+from nnugen.entrypoints.deprecated_flags import add_old_spelling
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,22 +30,21 @@ def main(argv: list[str] | None = None) -> int:
                         choices=["seg", "generation", "anomaly"],
                         help="which parts to run (default all): seg (baseline vs diffusion segmentation), generation "
                              "(DDPM image + label samples), anomaly (lesions from a healthy-only model)")
-    parser.add_argument("--device", default=None, help="cpu, cuda or mps (default: cuda if available, else cpu)")
+    parser.add_argument("-device", dest="device", default=None,
+                        help="cpu, cuda or mps (default: cuda if available, else cpu)")
+    add_old_spelling(parser, "--device", "-device", dest="device")
     args = parser.parse_args(argv)
 
     def body() -> int:
         from nnugen.demo.demo_api import DemoRequest, run_demo
-        from nnugen.inference.generator_loading import torch_device
+        from nnugen.devices import torch_device
 
         device = args.device
         if device is None:
             import torch
 
             device = "cuda" if torch.cuda.is_available() else "cpu"
-        try:  # before anything is written: a bad device would only fail at nnugen_train, minutes in
-            torch_device(device)
-        except ValueError as error:
-            raise ValueError(f"-{error}") from None  # the message names nnugen_predict's -device; here it is --device
+        torch_device(device)  # before anything is written: a bad device would fail minutes in
         run_demo(DemoRequest(work_dir=args.work_dir, two_d=args.two_d, quick=args.quick, device=device,
                              real=args.real, parts=tuple(dict.fromkeys(args.parts))))
         return 0

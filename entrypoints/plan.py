@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from nnugen.entrypoints.cli_errors import run_reporting_errors
+from nnugen.entrypoints.deprecated_flags import add_old_spelling
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,7 +28,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="override one setting, e.g. --set segmentation.sampler.steps=10 (repeatable)")
     parser.add_argument("--overrides", type=Path, default=None, metavar="FILE.yaml",
                         help="YAML file of overrides (see the templates shipped with nnugen)")
-    parser.add_argument("-plans_name", default="nnUNetPlans", help="nnU-Net plans to start from (default nnUNetPlans)")
+    parser.add_argument("-p", dest="source_plans", default="nnUNetPlans", metavar="PLANS",
+                        help="nnU-Net plans identifier to start from, e.g. nnUNetResEncUNetMPlans (default "
+                             "nnUNetPlans); the output is always nnugenPlans.json")
+    add_old_spelling(parser, "-plans_name", "-p", dest="source_plans")
     parser.add_argument("--no-check", action="store_true",
                         help="skip the dataset check (NaN / Inf voxels, truncated images) of the raw dataset")
     parser.add_argument("-np", type=int, default=2, help="processes for the dataset check (default 2)")
@@ -38,8 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def body() -> int:
+        from nnugen.folders.dataset_folders import raw_folder
         from nnugen_planner.dataset_check import check_raw_dataset
-        from nnugen_planner.dataset_files import raw_folder
         from nnugen_planner.planner import PlanRequest, plan_dataset
 
         if not args.no_check:
@@ -55,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
                                      "nnUNetv2_plan_and_preprocess, then nnugen_plan (or pass --no-check)")
         request = PlanRequest(dataset=args.dataset, configurations=tuple(args.configurations),
                               gpu_memory_gb=args.gpu_memory_gb, overwrite=args.overwrite, sets=tuple(args.sets),
-                              overrides_file=args.overrides, source_plans=args.plans_name)
+                              overrides_file=args.overrides, source_plans=args.source_plans)
         target = plan_dataset(request)
         print(f"nnugen_plan: wrote {target}")
         return 0

@@ -9,6 +9,7 @@ import argparse
 import os
 
 from nnugen.entrypoints.cli_errors import run_reporting_errors
+from nnugen.entrypoints.deprecated_flags import PLANS_HELP, add_old_spelling
 
 
 def _default(variable: str, default: int) -> int:
@@ -24,14 +25,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nnugen_predict",
         description="Segment the images of a folder with a trained diffusion segmentation model through nnU-Net's "
-                    "predictor: an ensemble of --seeds sampled segmentations per case, averaged; optionally the "
-                    "uncertainty maps CASE_entropy and CASE_variance in the image's geometry. With an anomaly model "
-                    "(-tr NnugenAnomalyTrainer): the lesion segmentation, CASE_anomaly, CASE_counterfactual and, "
-                    "with --seeds above 1, CASE_anomaly_variance.")
+                    "predictor: an ensemble of --ensemble-size sampled segmentations per case, averaged; optionally "
+                    "the uncertainty maps CASE_entropy and CASE_variance in the image's geometry. With an anomaly "
+                    "model (-tr NnugenAnomalyTrainer): the lesion segmentation, CASE_anomaly, CASE_counterfactual and, "
+                    "with --ensemble-size above 1, CASE_anomaly_variance.")
     parser.add_argument("-i", required=True, help="input folder of CASE_XXXX<file_ending> images (nnU-Net's layout)")
     parser.add_argument("-o", required=True, help="output folder (created if needed)")
     parser.add_argument("-d", default=None, help="dataset ID or name (with -tr / -p / -c)")
-    parser.add_argument("-p", default=PLANS_IDENTIFIER, help=f"plans identifier (default {PLANS_IDENTIFIER})")
+    parser.add_argument("-p", default=PLANS_IDENTIFIER, help=PLANS_HELP.format(default=PLANS_IDENTIFIER))
     parser.add_argument("-tr", default="NnugenDiffSegTrainer", help="trainer (default NnugenDiffSegTrainer)")
     parser.add_argument("-c", default=None, help="configuration: 2d, 3d_fullres (or 3d), 3d_lowres ...")
     parser.add_argument("-m", default=None, help="model folder (containing fold_X), instead of -d / -tr / -p / -c")
@@ -56,7 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--not_on_device", action="store_true", help="keep the sliding window's arrays in CPU memory")
     parser.add_argument("--sampler", default=None, help="ddpm, ddim or dpm_solver++ (default: the model's plans)")
     parser.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's plans)")
-    parser.add_argument("--seeds", type=int, default=None, help="ensemble size (default: the model's plans)")
+    parser.add_argument("--ensemble-size", dest="seeds", type=int, default=None, metavar="N",
+                        help="sampled segmentations per case, averaged; anomaly models: counterfactuals per strength "
+                             "(default: the model's plans, sampler.seeds)")
+    add_old_spelling(parser, "--seeds", "--ensemble-size", dest="seeds", type=int)
     parser.add_argument("--eta", type=float, default=None, help="DDIM eta in [0, 1] (default: the model's plans)")
     parser.add_argument("--seed", type=int, default=0,
                         help="base seed; each case samples with a seed derived from (seed, case name) (default 0)")

@@ -6,15 +6,17 @@ from __future__ import annotations
 import argparse
 
 from nnugen.entrypoints.cli_errors import run_reporting_errors
+from nnugen.entrypoints.deprecated_flags import add_plans_and_progress
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from nnugen import PLANS_IDENTIFIER
     from nnugen.config import SAMPLERS
-    from nnugen.run.tasks import CONFIGURATIONS
+    from nnugen.tasks import CONFIGURATIONS, SAMPLING_TASKS
 
     parser = argparse.ArgumentParser(
         prog="nnugen_sample",
-        description="Generate N cases with a trained generator (nnUNet_results/DatasetX/<Trainer>__nnugenPlans__"
+        description="Generate N cases with a trained generator (nnUNet_results/DatasetX/<Trainer>__<PLANS>__"
                     "<CONFIG>/fold_F) and write them to OUT_DIR as CASE_XXXX channel files (+ CASE label maps) with "
                     "the dataset's spacing, origin, direction and intensity units, previews/ and sampling.json.")
     parser.add_argument("dataset", help="dataset ID or name")
@@ -22,11 +24,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("num_cases", type=int, metavar="N", help="number of cases to generate")
     parser.add_argument("output_folder", metavar="OUT_DIR",
                         help="output folder (new or empty, unless --continue or --overwrite)")
-    parser.add_argument("--task", default="ddpm", choices=("ddpm", "adapter", "ldm"),
+    parser.add_argument("--task", default="ddpm", choices=SAMPLING_TASKS,
                         help="ddpm (NnugenDDPMTrainer, default), adapter (NnugenDDPMTrainer_labelAdapter: images for "
                              "--labels-from maps) or ldm (NnugenLDMTrainer)")
     parser.add_argument("-f", default="0", help="fold whose model to use (default 0; or 'all')")
     parser.add_argument("-chk", default="checkpoint_final.pth", help="checkpoint (default checkpoint_final.pth)")
+    add_plans_and_progress(parser, PLANS_IDENTIFIER, "show progress bars (cases and sampler steps)")
     parser.add_argument("--sampler", default=None, help=f"{', '.join(SAMPLERS)} (default: the model's plans)")
     parser.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's plans)")
     parser.add_argument("--eta", type=float, default=None, help="DDIM eta in [0, 1] (default: the model's plans)")
@@ -50,7 +53,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-part_id", type=int, default=0,
                         help="which part this run writes (0 ... num_parts-1): case k belongs to part k %% num_parts; "
                              "all parts may write into the same OUT_DIR")
-    parser.add_argument("-p", action="store_true", help="show progress bars (cases and sampler steps)")
     parser.add_argument("-device", default="cuda", help="cuda (default), cpu or mps")
     parser.add_argument("--overwrite", action="store_true", help="write into a non-empty OUT_DIR, replacing files")
     parser.add_argument("--continue", "--c", dest="continue_sampling", action="store_true",
@@ -70,16 +72,17 @@ def main(argv: list[str] | None = None) -> int:
         request = SampleRequest(
             dataset=args.dataset, configuration=args.configuration, num_cases=args.num_cases,
             output_folder=Path(args.output_folder), task=args.task, fold=args.f, checkpoint=args.chk,
+            plans=args.plans,
             sampler=args.sampler, steps=args.steps, eta=args.eta, guidance_scale=args.guidance_scale, seed=args.seed,
             labels_from=Path(args.labels_from) if args.labels_from else None, as_dataset=args.as_dataset,
-            size=args.size, device=args.device, progress=args.p, overwrite=args.overwrite,
+            size=args.size, device=args.device, progress=args.progress, overwrite=args.overwrite,
             continue_sampling=args.continue_sampling,
             num_parts=args.num_parts, part_id=args.part_id)
         written = sample(request)
         print(f"nnugen_sample: wrote {len(written)} file(s) to {args.output_folder}")
         return 0
 
-    from nnugen.trainers.checkpoint_files import CheckpointError
+    from nnugen.folders.checkpoint_files import CheckpointError
 
     return run_reporting_errors("nnugen_sample", body, (ValueError, OSError, CheckpointError))
 

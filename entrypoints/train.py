@@ -1,4 +1,4 @@
-"""``nnugen_train ID FOLD CONFIG [--task ...]``: nnU-Net's training run with nnugenPlans and the task's trainer.
+"""``nnugen_train ID FOLD CONFIG [--task ...]``: nnU-Net's training run with ``-p PLANS`` and the task's trainer.
 Under ``torchrun`` each process runs one rank (``torchrun ... $(which nnugen_train) ID FOLD CONFIG -device cpu``)."""
 
 from __future__ import annotations
@@ -6,25 +6,27 @@ from __future__ import annotations
 import argparse
 
 from nnugen.entrypoints.cli_errors import run_reporting_errors
+from nnugen.entrypoints.deprecated_flags import add_plans_and_progress
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from nnugen.run.tasks import CONFIGURATIONS, TRAIN_TASKS
+    from nnugen import PLANS_IDENTIFIER
+    from nnugen.tasks import CONFIGURATIONS, TASKS
 
     parser = argparse.ArgumentParser(
         prog="nnugen_train",
-        description="Train one fold with nnU-Net's own training run, -p nnugenPlans and the task's nnugen trainer "
-                    "(results in nnUNet_results/DatasetX/<Trainer>__nnugenPlans__<CONFIG>/fold_F).")
+        description="Train one fold with nnU-Net's own training run, -p PLANS (nnugenPlans) and the task's trainer "
+                    "(results in nnUNet_results/DatasetX/<Trainer>__<PLANS>__<CONFIG>/fold_F).")
     parser.add_argument("dataset", help="dataset ID or name")
     parser.add_argument("fold", help="fold of nnU-Net's 5-fold split (0-4) or 'all'")
     parser.add_argument("configuration", choices=CONFIGURATIONS, help="2d, 3d (= 3d_fullres), 3d_fullres, 3d_lowres")
-    parser.add_argument("--task", default="seg", choices=list(TRAIN_TASKS),
+    parser.add_argument("--task", default="seg", choices=list(TASKS),
                         help="seg (diffusion segmentation, default), ddpm, adapter (label adapter on a trained ddpm), "
                              "autoencoder, ldm, anomaly, anomaly_adapter (anatomy-mask adapter on a trained anomaly "
                              "model), baseline (nnU-Net's trainer with the same plan and budget)")
     parser.add_argument("-device", default="cuda", help="cuda (default), cpu or mps")
     parser.add_argument("--c", action="store_true", help="continue from the latest checkpoint")
-    parser.add_argument("-p", action="store_true", help="show progress bars")
+    add_plans_and_progress(parser, PLANS_IDENTIFIER, "show a progress bar per training epoch")
     parser.add_argument("-num_gpus", type=int, default=1, help="GPUs on this node (nnU-Net's DDP); under torchrun, "
                         "use --nproc_per_node instead")
     parser.add_argument("--seed", type=int, default=None, help="make the run repeatable (CPU) with this seed, "
@@ -42,10 +44,11 @@ def main(argv: list[str] | None = None) -> int:
 
         train(TrainRequest(dataset=args.dataset, fold=args.fold, configuration=args.configuration, task=args.task,
                            device=args.device, continue_training=args.c, num_gpus=args.num_gpus, seed=args.seed,
-                           progress=args.p, only_validation=args.val, save_probabilities=args.npz))
+                           progress=args.progress, plans=args.plans, only_validation=args.val,
+                           save_probabilities=args.npz))
         return 0
 
-    from nnugen.trainers.checkpoint_files import CheckpointError
+    from nnugen.folders.checkpoint_files import CheckpointError
     from nnugen.trainers.nonfinite_guard import NonFiniteLossError
 
     return run_reporting_errors("nnugen_train", body, (ValueError, OSError, CheckpointError, NonFiniteLossError))

@@ -24,7 +24,8 @@ from typing import Any
 from nnugen.typed_section import Section, check_choice, check_range, fail
 
 SECTION_VERSION = 1
-TASKS = ("segmentation", "ddpm", "autoencoder", "ldm", "anomaly", "baseline")
+TASK_SECTIONS = ("segmentation", "ddpm", "autoencoder", "ldm", "anomaly", "baseline")
+"""The settings sections under ``nnugen.tasks``; which command trains which section: nnugen/tasks.py."""
 SCHEDULES = ("linear", "cosine", "scaled_linear")
 MODEL_OUTPUTS = ("x0", "eps", "v")
 SAMPLERS = ("ddpm", "ddim", "dpm_solver++")
@@ -33,6 +34,11 @@ NORMS = ("instance", "group", "batch")
 GENERATION_MODES = ("image", "joint", "label_conditioned", "label_adapter")
 CONDITIONED_MODES = ("label_conditioned", "label_adapter")  # modes that generate images for given label maps
 CONFIGURATION_ALIASES = {"3d": "3d_fullres"}  # nnugen's CLIs accept 3d for nnU-Net's 3d_fullres
+
+
+def configuration_name(name: str) -> str:
+    """nnU-Net's name of a configuration a user typed: ``3d`` -> ``3d_fullres``, any other name unchanged."""
+    return CONFIGURATION_ALIASES.get(name, name)
 
 
 @dataclass(frozen=True)
@@ -365,16 +371,17 @@ class NnugenSection(Section):
         tasks = data.pop("tasks", {}) or {}
         if not isinstance(tasks, dict):
             fail(f"{where}.tasks", "expected a mapping of task name -> settings")
-        unknown = sorted(set(tasks) - set(TASKS))
+        unknown = sorted(set(tasks) - set(TASK_SECTIONS))
         if unknown:
-            fail(f"{where}.tasks", f"unknown task(s) {', '.join(unknown)}; valid: {', '.join(TASKS)}")
-        parsed = {name: TaskSettings.from_dict(tasks[name], f"{where}.tasks.{name}") for name in TASKS if name in tasks}
+            fail(f"{where}.tasks", f"unknown task(s) {', '.join(unknown)}; valid: {', '.join(TASK_SECTIONS)}")
+        parsed = {name: TaskSettings.from_dict(tasks[name], f"{where}.tasks.{name}")
+                  for name in TASK_SECTIONS if name in tasks}
         base = super().from_dict(data, where)
         return dataclasses.replace(base, tasks=parsed)
 
     def to_dict(self) -> dict[str, Any]:
         return {"version": self.version, "intensity": self.intensity.to_dict(),
-                "tasks": {name: self.tasks[name].to_dict() for name in TASKS if name in self.tasks}}
+                "tasks": {name: self.tasks[name].to_dict() for name in TASK_SECTIONS if name in self.tasks}}
 
     def task(self, name: str) -> TaskSettings:
         if name not in self.tasks:

@@ -1,23 +1,10 @@
 """Seeds: one integer makes a run repeatable. ``nnugen_train --seed S`` passes it to nnU-Net's trainer process
-through ``NNUGEN_SEED``; per-case seeds are derived from (seed, case) so split or resumed runs give the same files."""
+(run_flags.py); per-case seeds are derived from (seed, case) so split or resumed runs give the same files."""
 
 from __future__ import annotations
 
 import hashlib
-import os
 import random
-
-ENVIRONMENT_VARIABLE = "NNUGEN_SEED"
-
-
-def seed_from_environment() -> int | None:
-    value = os.environ.get(ENVIRONMENT_VARIABLE)
-    if value in (None, ""):
-        return None
-    try:
-        return int(value)
-    except ValueError:
-        raise ValueError(f"{ENVIRONMENT_VARIABLE}={value!r} is not an integer; set it to e.g. 0 or unset it") from None
 
 
 def seed_everything(seed: int) -> None:

@@ -24,7 +24,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from nnugen_planner.dataset_files import PlanningError, load_json
+from nnugen.folders.dataset_folders import InputError, load_json
 
 _CHUNK = 1 << 22  # bytes of voxel data scanned at a time (4 MiB)
 _PARALLEL_MIN_FILES = 8  # below this, starting worker processes costs more than it saves
@@ -62,14 +62,14 @@ def check_raw_dataset(dataset_folder: Path, num_processes: int = 2) -> list[Data
 
     Reads ``file_ending`` from dataset.json; datasets that list their files in dataset.json's ``dataset`` entry are
     checked file by file as listed. Files are checked in ``num_processes`` worker processes when there are many.
-    Returns the problems sorted by path; [] means nothing was found. Raises ``PlanningError`` (a ``ValueError``)
+    Returns the problems sorted by path; [] means nothing was found. Raises ``InputError`` (a ``ValueError``)
     when dataset.json is missing or unusable.
     """
     dataset_folder = Path(dataset_folder)
     json_file = dataset_folder / "dataset.json"
     dataset_json = load_json(json_file, "point to a raw dataset folder such as $nnUNet_raw/Dataset004_Hippocampus")
     if "file_ending" not in dataset_json:
-        raise PlanningError(f"{json_file} has no 'file_ending' entry; add it (e.g. \".nii.gz\")")
+        raise InputError(f"{json_file} has no 'file_ending' entry; add it (e.g. \".nii.gz\")")
     files, problems = _dataset_files(dataset_folder, dataset_json)
     if num_processes > 1 and len(files) >= _PARALLEL_MIN_FILES:
         # spawn, as nnU-Net does: forking a process that already runs threads (torch, SimpleITK) can deadlock.

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from nnugen.config import DenoiserSettings
-from nnugen_planner.dataset_files import PlanningError
+from nnugen.folders.dataset_folders import InputError
 
 MAX_ATTENTION_TOKENS = 4096  # self-attention costs tokens^2; only coarse stages get it
 
@@ -20,7 +20,7 @@ def _tuples(values: Sequence[Sequence[int]]) -> tuple[tuple[int, ...], ...]:
 def arch_kwargs_of(configuration: dict[str, Any], name: str) -> dict[str, Any]:
     architecture = configuration.get("architecture")
     if not isinstance(architecture, dict) or "arch_kwargs" not in architecture:
-        raise PlanningError(f"configuration '{name}' has no architecture.arch_kwargs; nnugen needs nnU-Net v2.4+ "
+        raise InputError(f"configuration '{name}' has no architecture.arch_kwargs; nnugen needs nnU-Net v2.4+ "
                             "plans, re-run nnUNetv2_plan_and_preprocess")
     return architecture["arch_kwargs"]
 
@@ -38,7 +38,7 @@ def denoiser_from_arch(arch: dict[str, Any], patch_size: Sequence[int],
     if drop_downsamplings:
         keep = [0] + list(range(drop_downsamplings + 1, len(features)))
         if len(keep) < 2:
-            raise PlanningError("the autoencoder downsamples as often as the plan's U-Net; "
+            raise InputError("the autoencoder downsamples as often as the plan's U-Net; "
                                 "use fewer autoencoder levels")
         features = [features[i] for i in keep]
         kernels = [kernels[i] for i in keep]

@@ -11,10 +11,10 @@ from typing import Any
 
 import yaml
 
-from nnugen.config import TASKS
-from nnugen_planner.dataset_files import PlanningError
+from nnugen.config import TASK_SECTIONS
+from nnugen.folders.dataset_folders import InputError
 
-SECTION_ROOTS = (*TASKS, "intensity")
+SECTION_ROOTS = (*TASK_SECTIONS, "intensity")
 
 
 class _YamlLoader(yaml.SafeLoader):
@@ -33,16 +33,16 @@ def _load_yaml(text: str) -> Any:
 def parse_set(assignment: str) -> dict[str, Any]:
     """``"segmentation.sampler.steps=10"`` -> ``{"tasks": {"segmentation": {"sampler": {"steps": 10}}}}``."""
     if "=" not in assignment:
-        raise PlanningError(f"--set {assignment!r}: expected KEY=VALUE, e.g. segmentation.sampler.steps=10")
+        raise InputError(f"--set {assignment!r}: expected KEY=VALUE, e.g. segmentation.sampler.steps=10")
     key, _, text = assignment.partition("=")
     parts = [p for p in key.strip().split(".") if p]
     if len(parts) < 2 or parts[0] not in SECTION_ROOTS:
-        raise PlanningError(f"--set {assignment!r}: the key must start with one of {', '.join(SECTION_ROOTS)} and "
+        raise InputError(f"--set {assignment!r}: the key must start with one of {', '.join(SECTION_ROOTS)} and "
                             "name a field, e.g. segmentation.sampler.steps=10")
     try:
         value = _load_yaml(text) if text.strip() else ""
     except yaml.YAMLError:
-        raise PlanningError(f"--set {assignment!r}: the value is not a valid YAML scalar or list") from None
+        raise InputError(f"--set {assignment!r}: the value is not a valid YAML scalar or list") from None
     nested: Any = value
     for part in reversed(parts):
         nested = {part: nested}
@@ -50,7 +50,7 @@ def parse_set(assignment: str) -> dict[str, Any]:
 
 
 def _to_section_layout(tree: dict[str, Any]) -> dict[str, Any]:
-    tasks = {k: v for k, v in tree.items() if k in TASKS}
+    tasks = {k: v for k, v in tree.items() if k in TASK_SECTIONS}
     result: dict[str, Any] = {"tasks": tasks} if tasks else {}
     if "intensity" in tree:
         result["intensity"] = tree["intensity"]
@@ -60,16 +60,16 @@ def _to_section_layout(tree: dict[str, Any]) -> dict[str, Any]:
 def load_overrides_file(path: Path) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     """Returns (overrides for every configuration, overrides per configuration name)."""
     if not path.is_file():
-        raise PlanningError(f"--overrides {path}: no such file")
+        raise InputError(f"--overrides {path}: no such file")
     try:
         tree = _load_yaml(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as error:
-        raise PlanningError(f"--overrides {path} is not valid YAML ({str(error).splitlines()[0]})") from None
+        raise InputError(f"--overrides {path} is not valid YAML ({str(error).splitlines()[0]})") from None
     if not isinstance(tree, dict):
-        raise PlanningError(f"--overrides {path}: expected a mapping of task names to settings")
+        raise InputError(f"--overrides {path}: expected a mapping of task names to settings")
     per_configuration = tree.pop("configurations", {}) or {}
     unknown = sorted(set(tree) - set(SECTION_ROOTS))
     if unknown:
-        raise PlanningError(f"--overrides {path}: unknown top-level key(s) {', '.join(unknown)}; "
+        raise InputError(f"--overrides {path}: unknown top-level key(s) {', '.join(unknown)}; "
                             f"use {', '.join(SECTION_ROOTS)} or configurations")
     return _to_section_layout(tree), {name: _to_section_layout(v or {}) for name, v in per_configuration.items()}

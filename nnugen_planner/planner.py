@@ -12,9 +12,9 @@ from typing import Any
 
 from nnugen import PLANS_IDENTIFIER
 from nnugen.atomic_files import atomic_write_json
-from nnugen.config import CONFIGURATION_ALIASES, NnugenSection
+from nnugen.config import NnugenSection, configuration_name
+from nnugen.folders.dataset_folders import InputError, load_json, preprocessed_folder
 from nnugen.typed_section import deep_merge
-from nnugen_planner.dataset_files import PlanningError, load_json, preprocessed_folder
 from nnugen_planner.denoiser_plan import arch_kwargs_of
 from nnugen_planner.intensity_plan import intensity_from_plans
 from nnugen_planner.overrides import load_overrides_file, parse_set
@@ -53,10 +53,10 @@ def resolve_configuration_names(requested: tuple[str, ...], plans: dict[str, Any
     available = [name for name, c in plans["configurations"].items() if "architecture" in c or "inherits_from" not in c]
     if not requested:
         return available
-    names = [CONFIGURATION_ALIASES.get(name, name) for name in requested]
+    names = [configuration_name(name) for name in requested]
     for name in names:
         if name not in available:
-            raise PlanningError(f"unknown configuration '{name}'; this plan has {', '.join(available)}")
+            raise InputError(f"unknown configuration '{name}'; this plan has {', '.join(available)}")
     return list(dict.fromkeys(names))
 
 
@@ -68,16 +68,16 @@ def num_segmentation_heads(dataset_json: dict[str, Any]) -> int:
 
 
 def plan_dataset(request: PlanRequest) -> Path:
-    """Write ``nnugenPlans.json`` and return its path. Raises PlanningError (nothing written) on bad input."""
+    """Write ``nnugenPlans.json`` and return its path. Raises InputError (nothing written) on bad input."""
     if request.gpu_memory_gb <= 0:
-        raise PlanningError(f"--gpu-memory-gb {request.gpu_memory_gb:g}: must be a positive number of GB")
+        raise InputError(f"--gpu-memory-gb {request.gpu_memory_gb:g}: must be a positive number of GB")
     folder = preprocessed_folder(request.dataset)
     hint = f"run nnUNetv2_plan_and_preprocess -d {request.dataset} first"
     plans = load_json(folder / f"{request.source_plans}.json", hint)
     dataset_json = load_json(folder / "dataset.json", hint)
     load_json(folder / "dataset_fingerprint.json", hint)  # present and readable; the plans carry what we use
     if "configurations" not in plans:
-        raise PlanningError(f"{folder / (request.source_plans + '.json')} has no 'configurations'; regenerate it")
+        raise InputError(f"{folder / (request.source_plans + '.json')} has no 'configurations'; regenerate it")
 
     names = resolve_configuration_names(request.configurations, plans)
     everywhere: dict[str, Any] = {}
@@ -86,12 +86,12 @@ def plan_dataset(request: PlanRequest) -> Path:
         everywhere, per_configuration = load_overrides_file(Path(request.overrides_file))
         by_name: dict[str, dict[str, Any]] = {}  # "3d" and "3d_fullres" may both be given: merge, drop neither
         for key, value in per_configuration.items():
-            name = CONFIGURATION_ALIASES.get(key, key)
+            name = configuration_name(key)
             by_name[name] = deep_merge(by_name.get(name, {}), value)
         per_configuration = by_name
         for name in per_configuration:
             if name not in plans["configurations"]:
-                raise PlanningError(f"--overrides: unknown configuration '{name}' under 'configurations'")
+                raise InputError(f"--overrides: unknown configuration '{name}' under 'configurations'")
     for assignment in request.sets:
         everywhere = deep_merge(everywhere, parse_set(assignment))
 

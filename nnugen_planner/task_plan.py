@@ -30,7 +30,7 @@ from nnugen.config import (
     TaskSettings,
     TrainingSettings,
 )
-from nnugen_planner.dataset_files import PlanningError
+from nnugen.folders.dataset_folders import InputError
 from nnugen_planner.denoiser_plan import denoiser_from_arch, downsampled_patch
 from nnugen_planner.memory import (
     NO_EXTRAS,
@@ -58,7 +58,7 @@ def _memory(shape: UNetShape, batch: int, budget_gb: float, task: str, configura
     try:
         plan = plan_memory(shape, batch, budget_gb, extras=extras)
     except MemoryBudgetError as error:
-        raise PlanningError(f"{configuration} / {task}: {error}") from None
+        raise InputError(f"{configuration} / {task}: {error}") from None
     return MemorySettings(budget_gb=budget_gb, batch_size=plan.batch_size, grad_accumulation=plan.grad_accumulation,
                           amp=plan.amp, activation_checkpointing=plan.activation_checkpointing,
                           estimated_gb=plan.estimated_gb)
@@ -123,7 +123,7 @@ def plan_tasks(arch: dict[str, Any], patch: Sequence[int], batch: int, n_channel
     latent_patch = downsampled_patch(patch, ae.strides)
     try:
         latent_denoiser = denoiser_from_arch(arch, latent_patch, drop_downsamplings=levels)
-    except PlanningError:
+    except InputError:
         latent_denoiser = None
     if latent_denoiser is not None:
         ldm_shape = _shape(latent_denoiser, ae.latent_channels, ae.latent_channels, latent_patch)

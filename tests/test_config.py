@@ -9,7 +9,7 @@ import pytest
 
 from nnugen.config import (
     SECTION_VERSION,
-    TASKS,
+    TASK_SECTIONS,
     AnomalySettings,
     AutoencoderSettings,
     ChannelIntensity,
@@ -77,7 +77,7 @@ def test_full_section_round_trips_through_json():
     assert NnugenSection.from_dict(data) == section
     assert NnugenSection.from_dict(data).to_dict() == data
     assert data["version"] == SECTION_VERSION
-    assert list(data["tasks"]) == [t for t in TASKS if t in section.tasks]  # fixed order: deterministic files
+    assert list(data["tasks"]) == [t for t in TASK_SECTIONS if t in section.tasks]  # fixed order: deterministic files
     assert "denoiser" not in data["tasks"]["baseline"]  # unused sections are left out, not written as null
     assert data["tasks"]["segmentation"]["denoiser"]["strides"][1] == [1, 2, 2]
 

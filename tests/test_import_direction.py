@@ -1,24 +1,35 @@
-"""DESIGN.md's import direction, checked on the source with ``ast``:
+"""The import direction of docs/architecture.md ("Layout and import direction"), checked on the source with ``ast``:
+imports point down these rows or sideways within a row, never up::
 
-    entrypoints -> planner / inference / run -> trainers -> models -> networks, diffusion, samplers, anomaly -> config
+    entrypoints/
+    demo/  bids/                                          demo/ may import anomaly/, never the reverse
+    run/  inference/  nnugen_planner/  nnunet_ext/        inference/ never imports trainers/ or the planner
+    trainers/
+    models/  evaluation/                                  evaluation/ imports models/, never trainers/
+    folders/  tasks.py                                    no torch at import, except where a checkpoint is read
+    diffusion/  samplers/  networks/  losses/  anomaly/   torch, never nnunetv2
+    config.py  typed_section.py  atomic_files.py  seeding.py
 
-The math packages import torch, never nnunetv2; the planner and the light modules the CLIs' ``--help`` load import no
-torch (a runtime check in a fresh interpreter confirms it for the transitive imports too)."""
+The planner and the light modules the CLIs' ``--help`` load import no torch (a runtime check in a fresh interpreter
+confirms it for the transitive imports too). Every rule is one row of ``RULES``; the real test and the self-test (a
+planted import of each forbidden module must be reported) run over the same rows."""
 
 from __future__ import annotations
 
 import ast
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 MATH_PACKAGES = ("nnugen/diffusion", "nnugen/samplers", "nnugen/networks", "nnugen/losses", "nnugen/anomaly")
-UPPER_LAYERS = ("nnugen.trainers", "nnugen.models", "nnugen.inference", "nnugen.run", "nnugen.entrypoints",
-                "entrypoints")
-TORCH_FREE_MODULES = ("nnugen/__init__.py", "nnugen/config.py", "nnugen/atomic_files.py", "nnugen/seeding.py")
+CLI = ("nnugen.entrypoints", "entrypoints")
+UPPER_LAYERS = ("nnugen.trainers", "nnugen.models", "nnugen.inference", "nnugen.run", *CLI)
+TORCH_FREE_MODULES = ("nnugen/__init__.py", "nnugen/config.py", "nnugen/atomic_files.py", "nnugen/seeding.py",
+                      "nnugen/tasks.py", "nnugen/folders")
 
 
 def _module_name(path: Path) -> str:
@@ -89,8 +100,48 @@ def _violations(files: list[Path], forbidden: tuple[str, ...], top_level_only: b
     return list(found.values())
 
 
-def _ids(files: list[Path]) -> list[str]:
-    return [str(p.relative_to(ROOT)) for p in files]
+@dataclass(frozen=True)
+class Rule:
+    """``files`` (folders or files under ROOT, minus ``exclude``) never import a module in ``forbidden`` (or below it);
+    with ``top_level_only`` only the imports that run when the module is imported count."""
+
+    id: str
+    files: tuple[str, ...]
+    forbidden: tuple[str, ...]
+    top_level_only: bool = False
+    exclude: tuple[str, ...] = ()
+
+    def checked_files(self) -> list[Path]:
+        return [path for path in _files(*self.files) if str(path.relative_to(ROOT)) not in self.exclude]
+
+    def violations(self) -> list[str]:
+        return _violations(self.checked_files(), self.forbidden, self.top_level_only)
+
+
+RULES = (
+    Rule("math-code-never-imports-nnunet-or-upper-layers", MATH_PACKAGES,
+         ("nnunetv2", *UPPER_LAYERS, "nnugen.folders", "nnugen.tasks", "nnugen.evaluation", "nnugen.demo",
+          "nnugen.bids", "nnugen_planner")),
+    Rule("anomaly-never-imports-demo", ("nnugen/anomaly",), ("nnugen.demo",)),
+    # the planner runs before any GPU work and in --help: nothing that pulls in torch, even lazily
+    Rule("planner-imports-no-torch-nnunet-or-training-code", ("nnugen_planner",),
+         ("torch", "nnunetv2", *UPPER_LAYERS, "nnugen.diffusion", "nnugen.samplers", "nnugen.networks",
+          "nnugen.anomaly")),
+    # checkpoint_files reads checkpoints: torch is its point
+    Rule("light-modules-import-no-torch-at-module-level", TORCH_FREE_MODULES, ("torch", "nnunetv2"),
+         top_level_only=True, exclude=("nnugen/folders/checkpoint_files.py",)),
+    Rule("folders-and-tasks-never-import-the-layers-above", ("nnugen/folders", "nnugen/tasks.py"), UPPER_LAYERS),
+    Rule("cli-modules-import-heavy-libraries-inside-main", ("entrypoints",),
+         ("torch", "nnunetv2", "nnugen.trainers", "nnugen.models", "nnugen.inference"), top_level_only=True),
+    Rule("trainers-never-import-the-layers-above", ("nnugen/trainers",), ("nnugen.run", "nnugen.inference", *CLI)),
+    Rule("models-never-import-trainers-or-the-layers-above", ("nnugen/models",),
+         ("nnugen.trainers", "nnugen.run", "nnugen.inference", "nnugen.evaluation", "nnugen.demo", *CLI)),
+    Rule("evaluation-imports-models-never-trainers", ("nnugen/evaluation",),
+         ("nnugen.trainers", "nnugen.run", "nnugen.inference", "nnugen.demo", *CLI)),
+    Rule("inference-never-imports-trainers", ("nnugen/inference",), ("nnugen.trainers",)),
+    Rule("inference-never-imports-the-planner", ("nnugen/inference",), ("nnugen_planner",)),
+    Rule("nothing-in-the-package-imports-the-cli-layer", ("nnugen", "nnugen_planner"), CLI),
+)
 
 
 # --- the checker itself ---------------------------------------------------------------------------------------------
@@ -120,56 +171,49 @@ def test_checker_sees_every_kind_of_import(tmp_path, monkeypatch):
     assert _violations([source], ("nnunetv2",)) == ["nnugen/samplers/example.py:6 imports nnunetv2.paths"]
 
 
+@pytest.mark.parametrize("rule", RULES, ids=[rule.id for rule in RULES])
+def test_each_rule_reports_a_planted_import_of_each_forbidden_module(rule, tmp_path, monkeypatch):
+    """Under a fake ROOT, one file of the rule imports every forbidden module three ways (``import``, ``from ...
+    import``, ``importlib.import_module``) at module level, and once lazily; each module-level line is reported, the
+    lazy one exactly when the rule counts lazy imports too."""
+    monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
+    target = next(entry for entry in rule.files if entry not in rule.exclude)
+    path = tmp_path / target if target.endswith(".py") else tmp_path / target / "planted.py"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    planted = path.relative_to(tmp_path)
+    lines, expected = ["import importlib"], []
+    for module in rule.forbidden:
+        for statement in (f"import {module}", f"from {module} import anything", f"importlib.import_module({module!r})"):
+            lines.append(statement)
+            expected.append(f"{planted}:{len(lines)} imports {module}")
+    lines += ["def lazy():", f"    import {rule.forbidden[0]}"]
+    if not rule.top_level_only:
+        expected.append(f"{planted}:{len(lines)} imports {rule.forbidden[0]}")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    assert rule.violations() == expected
+
+
 def test_the_checked_packages_exist():
     assert _files("nnugen/diffusion", "nnugen/samplers", "nnugen/networks"), "no math code found: wrong ROOT?"
     assert _files("nnugen_planner") and _files("entrypoints")
+    for rule in RULES:  # a typo in a row would check nothing
+        assert all((ROOT / entry).exists() for entry in rule.files + rule.exclude), rule.id
+        assert rule.checked_files(), rule.id
 
 
 # --- the rules ------------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("path", _files(*MATH_PACKAGES), ids=_ids(_files(*MATH_PACKAGES)))
-def test_math_code_never_imports_nnunet_or_upper_layers(path):
-    assert _violations([path], ("nnunetv2", *UPPER_LAYERS)) == []
-
-
-@pytest.mark.parametrize("path", _files("nnugen_planner"), ids=_ids(_files("nnugen_planner")))
-def test_planner_imports_no_torch_nnunet_or_training_code(path):
-    # the planner runs before any GPU work and in --help: nothing that pulls in torch, even lazily
-    forbidden = ("torch", "nnunetv2", "nnugen.trainers", "nnugen.models", "nnugen.run", "nnugen.inference",
-                 "nnugen.diffusion", "nnugen.samplers", "nnugen.networks", "nnugen.anomaly")
-    assert _violations([path], forbidden) == []
-
-
-@pytest.mark.parametrize("path", _files(*TORCH_FREE_MODULES), ids=_ids(_files(*TORCH_FREE_MODULES)))
-def test_light_modules_import_no_torch_at_module_level(path):
-    assert _violations([path], ("torch", "nnunetv2"), top_level_only=True) == []
-
-
-@pytest.mark.parametrize("path", _files("entrypoints"), ids=_ids(_files("entrypoints")))
-def test_cli_modules_import_heavy_libraries_inside_main(path):
-    assert _violations([path], ("torch", "nnunetv2", "nnugen.trainers", "nnugen.models", "nnugen.inference"),
-                       top_level_only=True) == []
-
-
-def test_trainers_never_import_the_layers_above_them():
-    assert _violations(_files("nnugen/trainers"), ("nnugen.run", "nnugen.inference", "nnugen.entrypoints",
-                                                   "entrypoints")) == []
-
-
-def test_models_never_import_trainers_or_the_layers_above():
-    assert _violations(_files("nnugen/models"), ("nnugen.trainers", "nnugen.run", "nnugen.inference",
-                                                 "nnugen.entrypoints", "entrypoints")) == []
-
-
-def test_nothing_in_the_package_imports_the_cli_layer():
-    assert _violations(_files("nnugen", "nnugen_planner"), ("nnugen.entrypoints", "entrypoints")) == []
+@pytest.mark.parametrize("rule", RULES, ids=[rule.id for rule in RULES])
+def test_import_direction(rule):
+    assert rule.violations() == []
 
 
 def test_planner_and_config_load_without_torch_at_runtime():
     code = (
         "import sys, pkgutil, importlib\n"
-        "import nnugen, nnugen.config, nnugen.atomic_files, nnugen.seeding, nnugen.run.tasks\n"
+        "import nnugen, nnugen.config, nnugen.atomic_files, nnugen.seeding, nnugen.tasks\n"
+        "import nnugen.folders.dataset_folders, nnugen.folders.model_folder\n"
         "import nnugen_planner, nnugen.entrypoints.plan, nnugen.entrypoints.train, nnugen.entrypoints.check\n"
         "for info in pkgutil.iter_modules(nnugen_planner.__path__):\n"
         "    importlib.import_module('nnugen_planner.' + info.name)\n"

@@ -15,6 +15,13 @@ from nnugen.anomaly.anomaly_map import (
 from nnugen.anomaly.case_scores import score_cases
 from nnugen.anomaly.counterfactual import NOISES, check_strength, counterfactual, multi_strength_counterfactuals
 from nnugen.anomaly.healthy_cases import HEALTHY_CASES_FILE, healthy_cases_file, read_case_list
+from nnugen.anomaly.map_postprocessing import (
+    LOGIT_SCALE,
+    OTHER_LABEL_LOGIT,
+    MapPostprocessing,
+    check_threshold,
+    map_to_logits,
+)
 from nnugen.anomaly.metrics import (
     average_precision,
     dice,
@@ -28,12 +35,10 @@ from nnugen.anomaly.metrics import (
 from nnugen.anomaly.simplex_noise import simplex_noise, simplex_noise_like
 from nnugen.anomaly.synthetic_lesions import (
     LESION_FAMILIES,
-    LESION_LABELS,
     TEST_FAMILIES,
     TUNING_FAMILIES,
     LesionFamily,
     insert_lesions,
-    write_lesion_dataset,
 )
 from nnugen.anomaly.threshold import (
     THRESHOLD_RULES,
@@ -47,19 +52,22 @@ from nnugen.anomaly.threshold import (
 __all__ = [
     "HEALTHY_CASES_FILE",
     "LESION_FAMILIES",
-    "LESION_LABELS",
+    "LOGIT_SCALE",
     "NOISES",
+    "OTHER_LABEL_LOGIT",
     "REDUCTIONS",
     "TEST_FAMILIES",
     "THRESHOLD_RULES",
     "TUNING_FAMILIES",
     "LesionFamily",
+    "MapPostprocessing",
     "ThresholdRecord",
     "anatomy_condition",
     "average_precision",
     "best_dice_threshold",
     "body_mask",
     "check_strength",
+    "check_threshold",
     "choose_threshold",
     "counterfactual",
     "dice",
@@ -69,6 +77,7 @@ __all__ = [
     "healthy_cases_file",
     "image_auroc",
     "insert_lesions",
+    "map_to_logits",
     "multi_strength_counterfactuals",
     "per_volume_auprc",
     "per_volume_dice",
@@ -85,5 +94,4 @@ __all__ = [
     "threshold_model_id",
     "uncertainty",
     "volume_score",
-    "write_lesion_dataset",
 ]

@@ -8,8 +8,9 @@ its border; it is read as ``channel > 0.5``. Layout: images (B, C, *spatial), ma
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
+
+from nnugen.diffusion import one_hot
 
 MASK_LEVEL = 0.5
 
@@ -27,5 +28,6 @@ def split_anatomy(image: Tensor, index: int) -> tuple[Tensor, Tensor]:
 def anatomy_condition(mask: Tensor) -> Tensor:
     """Anatomy mask (B, 1, *spatial) bool -> its one-hot in [-1, 1] (B, 2, *spatial): channel 0 outside the mask,
     channel 1 inside (how label maps condition a ``LabelAdapter``)."""
-    inside = mask.bool()
-    return torch.cat([~inside, inside], dim=1).float() * 2 - 1
+    # one_hot's result is channels-last in memory; the condition stays contiguous, so the adapter's convolutions run
+    # on the layout they always had
+    return one_hot(mask.bool(), 2, diffusion_space=True).contiguous()

@@ -12,9 +12,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from nnugen.folders.model_folder import ModelFolder
+from nnugen.tasks import TASKS
+
 DATASET_ID = 993
 DATASET_NAME = "nnugenLesions"
-TRAINER = "NnugenAnomalyTrainer"
+TRAINER = TASKS["anomaly"].trainer
 
 
 @dataclass(frozen=True)
@@ -56,9 +59,10 @@ def run_anomaly_demo(work_dir: Path, quick: bool, device: str, say: Callable[[st
     Returns {"pixel_auprc", "dice", "threshold", "cases"} on the held-out lesion cases."""
     import numpy as np
 
-    from nnugen.anomaly import dice, pixel_auprc, write_lesion_dataset
+    from nnugen.anomaly import dice, pixel_auprc
     from nnugen.atomic_files import atomic_write_json
     from nnugen.demo.commands import cli, run_logged, set_nnunet_folders
+    from nnugen.demo.lesion_dataset import write_lesion_dataset
     from nnugen.demo.phantom import PhantomSpec
 
     size = anomaly_demo_size(quick)
@@ -102,8 +106,8 @@ def run_anomaly_demo(work_dir: Path, quick: bool, device: str, say: Callable[[st
     labels = [_read(raw / "labelsTs" / f"{case}.nii.gz") > 0 for case in cases]
     predicted = [_read(segmentations / f"{case}.nii.gz") == 1 for case in cases]
     anomaly = [_read(maps / f"{case}_anomaly.nii.gz") for case in cases]
-    threshold = json.loads((Path(folders["nnUNet_results"]) / folder / f"{TRAINER}__nnugenPlans__3d_fullres" /
-                            "fold_0" / "threshold.json").read_text())["threshold"]
+    model = ModelFolder.of(folder, TRAINER, "3d_fullres", results=Path(folders["nnUNet_results"]))
+    threshold = json.loads((model.fold(0) / "threshold.json").read_text())["threshold"]
     pooled = np.concatenate([lab.ravel() for lab in labels])
     result = {"pixel_auprc": pixel_auprc(anomaly, labels),
               "dice": dice(np.concatenate([p.ravel() for p in predicted]), pooled),

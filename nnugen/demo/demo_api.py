@@ -19,6 +19,7 @@ from nnugen.demo.evaluation import dice_per_class, format_table
 from nnugen.demo.mni_dataset import LABELS as MNI_LABELS
 from nnugen.demo.mni_dataset import PROVENANCE, write_mni_dataset
 from nnugen.demo.phantom import LABELS, PhantomSpec, write_phantom_dataset
+from nnugen.tasks import TASKS
 
 DATASET_ID = 990
 DATASET_NAME = "nnugenPhantom"
@@ -126,8 +127,8 @@ def _segmentation_part(request: DemoRequest, dataset_id: int, configuration: str
     """nnU-Net's baseline and the diffusion segmenter, same plan and budget; prints both Dice tables."""
     short = "3d" if configuration == "3d_fullres" else configuration
     scores: dict[str, dict[str, float]] = {}
-    for task, trainer, title in (("baseline", "NnugenBaselineTrainer", "nnU-Net baseline"),
-                                 ("seg", "NnugenDiffSegTrainer", f"diffusion (5 steps x {ENSEMBLE} seeds)")):
+    for task, title in (("baseline", "nnU-Net baseline"), ("seg", f"diffusion (5 steps x {ENSEMBLE} seeds)")):
+        trainer = TASKS[task].trainer
         say(f"nnugen_train {dataset_id} 0 {short} --task {task} -device {request.device}")
         run_logged([cli("nnugen_train"), str(dataset_id), "0", short, "--task", task, "-device", request.device,
                     "--seed", "0"], log)
@@ -140,10 +141,12 @@ def _segmentation_part(request: DemoRequest, dataset_id: int, configuration: str
                         trainer, "-p", "nnugenPlans", "-i", str(raw / "imagesTs"), "-o", str(output), "-device",
                         request.device, "--disable_tta", "-npp", "0", "-nps", "0"], log)
         else:
-            say(f"nnugen_predict -tr {trainer} --seeds {ENSEMBLE} --save-uncertainty on {size.n_test} held-out cases")
+            say(f"nnugen_predict -tr {trainer} --ensemble-size {ENSEMBLE} --save-uncertainty on {size.n_test} "
+                "held-out cases")
             run_logged([cli("nnugen_predict"), "-d", str(dataset_id), "-c", configuration, "-f", "0", "-tr",
-                        trainer, "-i", str(raw / "imagesTs"), "-o", str(output), "-device", request.device, "--seeds",
-                        str(ENSEMBLE), "--seed", "0", "--save-uncertainty", "-npp", "0", "-nps", "0"], log)
+                        trainer, "-i", str(raw / "imagesTs"), "-o", str(output), "-device", request.device,
+                        "--ensemble-size", str(ENSEMBLE), "--seed", "0", "--save-uncertainty", "-npp", "0", "-nps",
+                        "0"], log)
             maps = sorted(output.glob("*_entropy.nii.gz"))
             say(f"uncertainty images (entropy of the {ENSEMBLE}-seed ensemble, variance across seeds): "
                 f"{len(maps)} cases, e.g. {maps[0] if maps else 'none'}")

@@ -174,8 +174,8 @@ def write_phantom_dataset(raw_root: Path, dataset_id: int, name: str, n_train: i
         images, label = make_phantom_case(spec, np.random.default_rng([seed, index]))
         case = f"{name}_{index:03d}"
         for channel, image in enumerate(images):
-            _write_image(image, spec, folder / images_dir / f"{case}_{channel:04d}.nii.gz")
-        _write_image(label, spec, folder / labels_dir / f"{case}.nii.gz")
+            write_phantom_image(image, spec, folder / images_dir / f"{case}_{channel:04d}.nii.gz")
+        write_phantom_image(label, spec, folder / labels_dir / f"{case}.nii.gz")
 
     dataset_json = {
         "channel_names": spec.channel_names,
@@ -191,6 +191,19 @@ def write_phantom_dataset(raw_root: Path, dataset_id: int, name: str, n_train: i
     }
     atomic_write_json(folder / "dataset.json", dataset_json)
     return folder
+
+
+def write_phantom_image(array: np.ndarray, spec: PhantomSpec, path: Path) -> None:
+    """Write ``array`` (array order: an image or a label map of ``spec.shape``) as a NIfTI file with the spec's
+    geometry, atomically; the parent folder is created."""
+    image = sitk.GetImageFromArray(array)
+    spacing, origin, direction = _geometry(spec)
+    image.SetSpacing(spacing)
+    image.SetOrigin(origin)
+    image.SetDirection(direction)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # SimpleITK picks the file format from the extension, so the temporary name keeps the ".nii.gz" ending.
+    atomic_write_with(path, lambda tmp: sitk.WriteImage(image, str(tmp), useCompression=True), suffix=".nii.gz")
 
 
 def _anatomy(grid: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -282,15 +295,3 @@ def _geometry(spec: PhantomSpec) -> tuple[tuple[float, ...], tuple[float, ...], 
         half_extent = np.asarray(spacing) * (np.asarray(spec.shape[::-1]) - 1) / 2
         origin = np.asarray(_DEFAULT_CENTRE_MM[:ndim]) - direction @ half_extent
     return spacing, tuple(float(o) for o in origin), tuple(float(d) for d in direction.ravel())
-
-
-def _write_image(array: np.ndarray, spec: PhantomSpec, path: Path) -> None:
-    """Write ``array`` (array order) with the spec's geometry, atomically."""
-    image = sitk.GetImageFromArray(array)
-    spacing, origin, direction = _geometry(spec)
-    image.SetSpacing(spacing)
-    image.SetOrigin(origin)
-    image.SetDirection(direction)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # SimpleITK picks the file format from the extension, so the temporary name keeps the ".nii.gz" ending.
-    atomic_write_with(path, lambda tmp: sitk.WriteImage(image, str(tmp), useCompression=True), suffix=".nii.gz")

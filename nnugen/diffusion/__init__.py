@@ -19,6 +19,7 @@ from nnugen.diffusion.segmentation_space import (
     diffusion_space_to_probs,
     logits_to_diffusion_space,
     mask_to_diffusion_space,
+    one_hot,
     segmentation_logits,
     segmentation_x0_denoiser,
 )
@@ -57,6 +58,7 @@ __all__ = [
     "make_betas",
     "mask_to_diffusion_space",
     "noisy_training_input",
+    "one_hot",
     "partial_start",
     "predict_eps",
     "predict_x0",

@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 import torch
 from torch import Tensor
+from torch.nn import functional
 
 from nnugen.diffusion.broadcast import schedule_at, working_dtype
 from nnugen.diffusion.parameterisation import Denoiser, check_parameterisation, predict_x0
@@ -25,6 +26,30 @@ def mask_to_diffusion_space(onehot: Tensor) -> Tensor:
     """One-hot {0, 1} (B, C, *spatial) -> {-1, 1} in the input's floating dtype (Chen et al. 2022)."""
     dtype = onehot.dtype if onehot.dtype.is_floating_point else torch.float32
     return onehot.to(dtype) * 2 - 1
+
+
+def one_hot(labels: Tensor, num_classes: int, *, diffusion_space: bool = False, clamp: bool = False) -> Tensor:
+    """Label map (B, 1, *spatial) of class indices -> one-hot (B, K, *spatial) float32, K = ``num_classes``; the one
+    conversion of label maps that trainers, models and conditions use.
+
+    Args:
+        labels: class indices 0 .. K - 1 (any dtype, read as integers: a bool mask gives 0 / 1).
+        num_classes: K, the number of channels of the result.
+        diffusion_space: give {-1, 1} (``mask_to_diffusion_space``: how labels are diffused and condition a network)
+            instead of {0, 1}.
+        clamp: map indices outside [0, K - 1] to the nearest class instead of raising (``functional.one_hot`` refuses
+            them).
+
+    Example::
+
+        >>> one_hot(torch.tensor([[[0, 2]]]), 3, diffusion_space=True)[0].T.tolist()
+        [[1.0, -1.0, -1.0], [-1.0, -1.0, 1.0]]
+    """
+    indices = labels[:, 0].long()
+    if clamp:
+        indices = indices.clamp(0, num_classes - 1)
+    onehot = functional.one_hot(indices, num_classes).movedim(-1, 1).float()
+    return mask_to_diffusion_space(onehot) if diffusion_space else onehot
 
 
 def diffusion_space_to_probs(x: Tensor) -> Tensor:

@@ -1,5 +1,5 @@
 """Offline feature vectors for the Fréchet distance and MMD: the encoder of the dataset's own trained nnU-Net (found
-and loaded as the autoencoder's perceptual loss finds it, ``nnugen.trainers.perceptual_network``), applied to images
+and loaded by ``nnugen.models.nnunet_encoder``, as for the autoencoder's perceptual loss), applied to images
 normalised as nnU-Net's preprocessing normalises them; each stage's output is averaged over space and the stage
 vectors are concatenated, ``(N, sum of the stage widths)``. Nothing is downloaded: without a trained segmentation
 model of the dataset there are no features, and the error says which model to train."""
@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from nnugen.trainers.perceptual_network import find_segmentation_model, nnunet_encoder
+from nnugen.models.nnunet_encoder import find_segmentation_model, nnunet_encoder
 
 
 class EncoderFeatures:

@@ -10,11 +10,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from time import sleep
 
-from nnugen.inference.anomaly_prediction import anomaly_export_job
+from nnugen.inference.anomaly_prediction import AnomalyPredictor
 from nnugen.inference.case_export import export_case
 from nnugen.inference.ensemble_prediction import predict_case
 from nnugen.inference.input_cases import InputCase
-from nnugen.models.anomaly_segmenter import AnomalySegmenter
 from nnugen.seeding import case_seed
 
 
@@ -51,10 +50,10 @@ def _prediction(predictor, segmenter, case: InputCase, item: dict, request) -> t
     ``export_anomaly_case`` for an anomaly model."""
     print(f"nnugen_predict: predicting {case.identifier}")
     seed = case_seed(request.seed, case.identifier)
-    if isinstance(segmenter, AnomalySegmenter):
-        return anomaly_export_job(predictor, segmenter, case, item, seed, request.save_probabilities)
+    if isinstance(segmenter, AnomalyPredictor):  # an anomaly model's packed pass (anomaly_prediction.py)
+        return segmenter.export_job(predictor, case, item, seed, request.save_probabilities)
     prediction = predict_case(predictor, segmenter, item["data"], case.identifier, seed,
-                              segmenter.request.sampler.seeds, request.save_uncertainty)
+                              segmenter.sampling_request.sampler.seeds, request.save_uncertainty)
     maps = prediction.maps.cpu().numpy() if prediction.maps is not None else None
     return export_case, (prediction.logits.cpu().numpy(), maps, item["data_properties"], predictor.plans_manager,
                          predictor.configuration_manager, predictor.dataset_json, item["ofile"],

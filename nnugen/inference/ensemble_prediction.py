@@ -7,7 +7,7 @@ inside the network (one sliding window, ``seeds=S``: faster) or predicted member
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
@@ -33,22 +33,19 @@ class CasePrediction:
 def predict_case(predictor, segmenter: DiffusionSegmenter, data: Tensor, case: str, seed: int, members: int,
                  with_uncertainty: bool) -> CasePrediction:
     """``data`` is nnU-Net's preprocessed case (C_in, *network grid); ``segmenter`` is ``predictor.network``
-    (unwrapped) with the sampler, steps and eta already set. Its seed and ensemble size are set here for each pass
-    and restored afterwards, so no case leaves settings behind for the next."""
-    settings = segmenter.request
-    try:
-        if not with_uncertainty:
-            segmenter.set_sampling(seed=seed, seeds=members)
+    (unwrapped), sampling inside the caller's ``segmenter.sampling(...)`` block (sampler, steps, eta); the seed and
+    ensemble size of each pass are said here, for that pass only."""
+    sampler = segmenter.sampling_request.sampler
+    if not with_uncertainty:
+        with segmenter.sampling(replace(sampler, seeds=members), seed=seed):
             logits = finite_logits(predictor.predict_logits_from_preprocessed_data(data), case)
-            return CasePrediction(logits, None)
-        moments = None
-        for k in range(members):
-            segmenter.set_sampling(seed=seed + k, seeds=1)
+        return CasePrediction(logits, None)
+    moments = None
+    for k in range(members):
+        with segmenter.sampling(replace(sampler, seeds=1), seed=seed + k):
             logits = finite_logits(predictor.predict_logits_from_preprocessed_data(data), case)
-            moments = add_member(moments, predictor.label_manager.apply_inference_nonlin(logits))
-        return CasePrediction(moments.mean.clamp_min(_LOG_FLOOR).log(), uncertainty_maps(moments))
-    finally:
-        segmenter.request = settings
+        moments = add_member(moments, predictor.label_manager.apply_inference_nonlin(logits))
+    return CasePrediction(moments.mean.clamp_min(_LOG_FLOOR).log(), uncertainty_maps(moments))
 
 
 def finite_logits(logits: Tensor, case: str) -> Tensor:

@@ -12,13 +12,14 @@ import pickle
 import warnings
 from pathlib import Path
 
-from nnugen.inference.generator_loading import torch_device
+from nnugen.devices import torch_device
 from nnugen.run.ext_trainer_path import ensure_ext_trainer_path
 
 
 def load_diffusion_predictor(model_folder: Path, folds: tuple, request):
-    """(nnUNetPredictor, its DiffusionSegmenter or AnomalySegmenter with the request's sampler settings applied) for
-    a ``PredictRequest``. ValueError for a model of another kind or a device that is not there."""
+    """(nnUNetPredictor, its DiffusionSegmenter or AnomalySegmenter) for a ``PredictRequest``; the request's sampler
+    settings are said around the prediction (``segmenter.sampling``). ValueError for a model of another kind, a
+    cascade stage without its previous predictions, more steps than trained, or a device that is not there."""
     ensure_ext_trainer_path()  # the checkpoint names an nnugen trainer; nnU-Net's lookup must find it
     import torch
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
@@ -61,6 +62,5 @@ def load_diffusion_predictor(model_folder: Path, folds: tuple, request):
         raise ValueError(f"--steps {request.steps}: this model was trained with {trained} timesteps, so it samples "
                          f"with at most {trained} steps; for more, train with more timesteps (e.g. "
                          "NnugenDiffSegTrainer_T1000)")
-    network.set_sampling(**request.sampler_changes())
     torch.set_num_threads(multiprocessing.cpu_count() if device.type == "cpu" else 1)
     return predictor, network

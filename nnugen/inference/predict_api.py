@@ -16,15 +16,17 @@ Example::
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from nnugen import PLANS_IDENTIFIER
-from nnugen.config import CONFIGURATION_ALIASES, SAMPLERS, AnomalySettings
+from nnugen.config import SAMPLERS, AnomalySettings
+from nnugen.devices import check_device_name
+from nnugen.folders.model_folder import ModelFolder
 from nnugen.inference.input_cases import InputCase, find_cases
+from nnugen.tasks import TASKS
 
-DIFFSEG_TRAINER = "NnugenDiffSegTrainer"
-DEVICES = ("cuda", "cpu", "mps")
+DIFFSEG_TRAINER = TASKS["seg"].trainer
 
 
 @dataclass(frozen=True)
@@ -78,7 +80,7 @@ class PredictRequest:
             raise ValueError(f"--threshold-file {self.threshold_file} does not exist; pass a fold's threshold.json")
         if self.sampler is not None and self.sampler not in SAMPLERS:
             raise ValueError(f"unknown sampler '{self.sampler}'; choose one of {', '.join(SAMPLERS)}")
-        for name, value in (("steps", self.steps), ("seeds", self.seeds)):
+        for name, value in (("steps", self.steps), ("ensemble-size", self.seeds)):
             if value is not None and value < 1:
                 raise ValueError(f"--{name} {value}: must be at least 1")
         if self.eta is not None and not 0.0 <= self.eta <= 1.0:
@@ -88,13 +90,12 @@ class PredictRequest:
         if self.num_parts < 1 or not 0 <= self.part_id < self.num_parts:
             raise ValueError(f"-part_id {self.part_id} / -num_parts {self.num_parts}: need num_parts >= 1 and "
                              "0 <= part_id < num_parts")
-        if self.device not in DEVICES:
-            raise ValueError(f"-device {self.device}: choose {', '.join(DEVICES)}")
+        check_device_name(self.device)
         if self.num_processes_preprocessing < 0 or self.num_processes_export < 0:
             raise ValueError("-npp and -nps must be >= 0")
 
     def sampler_changes(self) -> dict:
-        """The sampler settings this request overrides (``DiffusionSegmenter.set_sampling`` keywords)."""
+        """The sampler settings this request overrides (``SamplerSettings`` fields: name, steps, seeds, eta)."""
         changes = {"name": self.sampler, "steps": self.steps, "seeds": self.seeds, "eta": self.eta}
         return {k: v for k, v in changes.items() if v is not None}
 
@@ -112,53 +113,43 @@ class CheckedRequest:
 def check_request(request: PredictRequest) -> CheckedRequest:
     """The checks of the model folder and the input folder, before anything is loaded or written (no torch);
     ValueError saying what to change."""
-    from nnugen_planner.dataset_files import load_json
-
     previous = request.previous_stage_predictions
     if previous is not None and not Path(previous).is_dir():
         raise ValueError(f"-prev_stage_predictions {previous} does not exist; predict the previous stage first")
-    model_folder = resolve_model_folder(request)
-    dataset_json = load_json(model_folder / "dataset.json", "is this a model folder of nnU-Net's training?")
-    plans = load_json(model_folder / "plans.json", "is this a model folder of nnU-Net's training?")
+    folder = resolve_model_folder(request)
+    dataset_json, plans = folder.dataset_json(), folder.plans()
     if request.save_uncertainty and plans.get("image_reader_writer") != "SimpleITKIO":
         raise ValueError(f"--save-uncertainty writes SimpleITK images, but this model reads images with "
                          f"{plans.get('image_reader_writer')}; leave out --save-uncertainty")
-    folds = _checked_folds(model_folder, request.folds, request.checkpoint)
+    folds = _checked_folds(folder, request.folds, request.checkpoint)
     cases = find_cases(request.input_folder, dataset_json["file_ending"], dataset_json["channel_names"])
-    return CheckedRequest(model_folder, dataset_json, folds, tuple(cases[request.part_id::request.num_parts]))
+    return CheckedRequest(folder.path, dataset_json, folds, tuple(cases[request.part_id::request.num_parts]))
 
 
-def resolve_model_folder(request: PredictRequest) -> Path:
-    from nnugen_planner.dataset_files import dataset_name
-
+def resolve_model_folder(request: PredictRequest) -> ModelFolder:
+    """``-m`` as given, or ``nnUNet_results/<dataset>/<trainer>__<plans>__<configuration>``; it must exist."""
     if request.model_folder is not None:
         if request.dataset is not None:
             raise ValueError("pass either -m MODEL_FOLDER or -d DATASET (with -tr / -p / -c), not both")
-        folder = Path(request.model_folder)
+        folder = ModelFolder(Path(request.model_folder))
     else:
         if request.dataset is None or request.configuration is None:
             raise ValueError("pass -d DATASET and -c CONFIGURATION (or -m MODEL_FOLDER)")
-        results = os.environ.get("nnUNet_results")
-        if not results:
+        if not os.environ.get("nnUNet_results"):
             raise ValueError("nnUNet_results is not set; export it as for nnUNetv2_predict, or pass -m MODEL_FOLDER")
-        configuration = CONFIGURATION_ALIASES.get(request.configuration, request.configuration)
-        folder = Path(results) / dataset_name(request.dataset) / f"{request.trainer}__{request.plans}__{configuration}"
-    if not folder.is_dir():
-        raise ValueError(f"model folder {folder} does not exist; train it first (nnugen_train) or check -d / -tr / "
-                         "-p / -c")
-    return folder
+        folder = ModelFolder.of(request.dataset, request.trainer, request.configuration, request.plans)
+    return folder.require("train it first (nnugen_train) or check -d / -tr / -p / -c")
 
 
-def _checked_folds(model_folder: Path, folds: tuple[int | str, ...] | None, checkpoint: str) -> tuple:
+def _checked_folds(folder: ModelFolder, folds: tuple[int | str, ...] | None, checkpoint: str) -> tuple:
     if folds is None:
-        found = sorted(int(p.name[5:]) for p in model_folder.glob("fold_*")
-                       if p.name[5:].isdigit() and (p / checkpoint).is_file())
+        found = folder.folds_with(checkpoint)
         if not found:
-            raise ValueError(f"no fold_X/{checkpoint} in {model_folder}; train a fold first or pass -f / -chk")
-        return tuple(found)
-    missing = [f for f in folds if not (model_folder / f"fold_{f}" / checkpoint).is_file()]
+            raise ValueError(f"no fold_X/{checkpoint} in {folder.path}; train a fold first or pass -f / -chk")
+        return found
+    missing = [f for f in folds if not folder.checkpoint(f, checkpoint).is_file()]
     if missing:
-        raise ValueError(f"{model_folder} has no {checkpoint} for fold(s) {', '.join(map(str, missing))}; train them "
+        raise ValueError(f"{folder.path} has no {checkpoint} for fold(s) {', '.join(map(str, missing))}; train them "
                          "or pick other folds with -f")
     return tuple(folds)
 
@@ -166,23 +157,30 @@ def _checked_folds(model_folder: Path, folds: tuple[int | str, ...] | None, chec
 def predict(request: PredictRequest) -> list[Path]:
     """Predict this part's cases; returns the files written. Nothing is written if a check fails."""
     checked = check_request(request)
-    from nnugen.inference.anomaly_export import anomaly_output_files
-    from nnugen.inference.anomaly_prediction import anomaly_settings_used, prepare_anomaly_model
-    from nnugen.inference.case_export import output_files
-    from nnugen.inference.case_loop import run_cases
     from nnugen.inference.model_loading import load_diffusion_predictor
-    from nnugen.models.anomaly_segmenter import AnomalySegmenter
 
     predictor, segmenter = load_diffusion_predictor(checked.model_folder, checked.folds, request)
+    # the request's sampler settings over the plans', for this run only (sampling.py)
+    with segmenter.sampling(replace(segmenter.planned_sampler, **request.sampler_changes())):
+        return _predict_cases(predictor, segmenter, checked, request)
+
+
+def _predict_cases(predictor, segmenter, checked: CheckedRequest, request: PredictRequest) -> list[Path]:
+    from nnugen.inference.anomaly_prediction import prepare_anomaly_model
+    from nnugen.inference.case_export import output_files
+    from nnugen.inference.case_loop import run_cases
+    from nnugen.models.anomaly_segmenter import AnomalySegmenter
+
     anomaly = isinstance(segmenter, AnomalySegmenter)
+    model = segmenter  # what run_cases predicts with: the segmenter, or an anomaly model's AnomalyPredictor
     if anomaly:
-        prepare_anomaly_model(predictor, segmenter, checked.model_folder, checked.folds, request)
-        settings = anomaly_settings_used(segmenter)
+        model = prepare_anomaly_model(predictor, segmenter, checked.model_folder, checked.folds, request)
+        settings = model.settings_used()
     elif request.strengths is not None or request.threshold_file is not None:
         raise ValueError("--strengths and --threshold-file are for anomaly models (NnugenAnomalyTrainer); leave "
                          "them out for diffusion segmentation")
     else:
-        settings = asdict(segmenter.request.sampler)
+        settings = asdict(segmenter.sampling_request.sampler)
     output = Path(request.output_folder)
     output.mkdir(parents=True, exist_ok=True)
     _write_run_files(output, predictor, settings, request)
@@ -190,8 +188,7 @@ def predict(request: PredictRequest) -> list[Path]:
 
     def files_of(case) -> list[Path]:
         if anomaly:
-            return anomaly_output_files(output / case.identifier, ending, request.save_probabilities,
-                                        segmenter.image_channels, segmenter.generator.sampler.seeds > 1)
+            return model.output_files(output / case.identifier, ending, request.save_probabilities)
         return output_files(output / case.identifier, ending, request.save_probabilities, request.save_uncertainty)
 
     cases = checked.cases
@@ -199,7 +196,7 @@ def predict(request: PredictRequest) -> list[Path]:
         cases = tuple(case for case in cases if not all(path.is_file() for path in files_of(case)))
     part = f" (part {request.part_id} of parts 0-{request.num_parts - 1})" if request.num_parts > 1 else ""
     print(f"nnugen_predict: {len(cases)} case(s) to predict{part} with {settings}, seed {request.seed}")
-    return run_cases(predictor, segmenter, cases, output, request)
+    return run_cases(predictor, model, cases, output, request)
 
 
 def _write_run_files(output: Path, predictor, settings: dict, request: PredictRequest) -> None:

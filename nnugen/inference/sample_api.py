@@ -24,7 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from nnugen.inference.generator_loading import load_generator, torch_device
+from nnugen.devices import torch_device
+from nnugen.inference.generator_loading import load_generator
 from nnugen.inference.sample_request import SamplePlan, SampleRequest, case_index, check_request, metadata
 from nnugen.seeding import case_seed
 
@@ -92,12 +93,13 @@ def _sample_case(generator, plan: SamplePlan, label: np.ndarray | None, torch_ge
     import torch
     from tqdm import tqdm
 
-    from nnugen.trainers.nnugen_generative_trainer import one_hot_pm1
+    from nnugen.diffusion import one_hot
 
     condition = None
     if label is not None:
         indices = np.searchsorted(plan.label_values, _pad(label, plan.sampling_shape))
-        condition = one_hot_pm1(torch.from_numpy(indices)[None, None].to(device), len(plan.label_values))
+        condition = one_hot(torch.from_numpy(indices)[None, None].to(device), len(plan.label_values),
+                            diffusion_space=True, clamp=True)
     steps = min(plan.sampler.steps, plan.settings.diffusion.timesteps)
     with tqdm(total=steps, desc="steps", leave=False, disable=not progress, dynamic_ncols=True) as bar:
         guidance = {} if condition is None else {"guidance_scale": plan.guidance_scale}  # unconditional: none

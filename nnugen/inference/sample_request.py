@@ -13,8 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
+from nnugen import PLANS_IDENTIFIER
 from nnugen.config import CONDITIONED_MODES, SAMPLERS, IntensitySettings, SamplerSettings, TaskSettings, section_of
-from nnugen.inference.generator_loading import ModelFiles, find_model_files, task_settings
+from nnugen.inference.generator_loading import ModelFiles, find_model_files, generator_settings
 from nnugen.inference.sample_writing import SIMPLEITK_FILE_ENDINGS, SampleGeometry, output_layout, reference_geometry
 from nnugen.seeding import case_seed
 
@@ -34,6 +35,8 @@ class SampleRequest:
     task: str = "ddpm"
     fold: str = "0"
     checkpoint: str = "checkpoint_final.pth"
+    plans: str = PLANS_IDENTIFIER
+    """nnU-Net's plans identifier (``-p``): the model folder is ``<Trainer>__<plans>__<configuration>``."""
     sampler: str | None = None
     steps: int | None = None
     eta: float | None = None
@@ -106,14 +109,15 @@ def check_request(request: SampleRequest) -> SamplePlan:
                          "the two")
     if request.num_parts == 1:
         _check_output_folder(Path(request.output_folder), request.overwrite or request.continue_sampling)
-    files = find_model_files(request.dataset, request.configuration, request.task, request.fold, request.checkpoint)
+    files = find_model_files(request.dataset, request.configuration, request.task, request.fold, request.checkpoint,
+                             request.plans)
     file_ending = files.dataset_json["file_ending"]
     if file_ending not in SIMPLEITK_FILE_ENDINGS:
         raise ValueError(f"this dataset's file ending is {file_ending}; nnugen_sample writes "
                          f"{', '.join(SIMPLEITK_FILE_ENDINGS)} only")
     if request.num_parts > 1:
         _check_part_files(request, file_ending)
-    settings = task_settings(files)
+    settings = generator_settings(files)
     mode = settings.generation.mode
     _check_labels_and_mode(request, mode)
     changes = {"name": request.sampler, "steps": request.steps, "eta": request.eta}

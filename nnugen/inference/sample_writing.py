@@ -42,7 +42,7 @@ def _from_raw(dataset: str) -> ReferenceGeometry | None:
     import SimpleITK as sitk
     from nnunetv2.utilities.utils import get_filenames_of_train_images_and_targets
 
-    from nnugen_planner.dataset_files import raw_folder
+    from nnugen.folders.dataset_folders import raw_folder
 
     folder = raw_folder(dataset)
     if folder is None or not (folder / "dataset.json").is_file():
@@ -196,7 +196,7 @@ class SampleWriter:
     def write_case(self, case: str, sample, image_channels: int, label_values: tuple[int, ...]) -> list[Path]:
         """``sample`` (C_image (+ K label one-hot), *shape) in [-1, 1] -> the image channels in the dataset's
         original units, the label map (argmax of the one-hot channels) when there is one, and the preview."""
-        from nnugen.trainers.previews import write_preview
+        from nnugen.evaluation.previews import write_preview
 
         if not bool(sample.isfinite().all()):
             raise ValueError(f"{case}: the sample holds NaN or Inf values; nothing written for it (is the checkpoint "

@@ -25,12 +25,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from nnugen.folders.checkpoint_files import without_compile_prefix
+
 COMPILE_VARIABLE = "NNUGEN_COMPILE"
 BACKEND_VARIABLE = "NNUGEN_COMPILE_BACKEND"
 NNUNET_VARIABLE = "nnUNet_compile"
 BACKENDS = ("inductor", "aot_eager", "eager")
-COMPILE_PREFIX = "_orig_mod."
-DDP_COMPILE_PREFIX = "module._orig_mod."
 ENTRY_POINTS = ("forward_with_auxiliary",)
 """Methods other than ``__call__`` through which models run a compiled part (the denoiser's deep-supervision pass in
 diffusion segmentation training); ``nn.Module.compile`` covers ``__call__`` only, so these are compiled as well."""
@@ -121,19 +121,6 @@ def plain_state_dict(module: nn.Module) -> dict[str, torch.Tensor]:
     """The state dict of ``module`` as its uncompiled self names it, detached and on the CPU, ready to export."""
     state, _ = without_compile_prefix(uncompiled(module).state_dict())
     return {key: value.detach().cpu() for key, value in state.items()}
-
-
-def without_compile_prefix(state: Mapping[str, object]) -> tuple[dict, bool]:
-    """(``state`` with the compile wrapper's ``_orig_mod.`` removed from its keys, wherever it sits, and DDP's
-    ``module._orig_mod.`` at the start; whether any key had it)."""
-    stripped, found = {}, False
-    for key, value in state.items():
-        if COMPILE_PREFIX in key:
-            found = True
-            key = key[len("module."):] if key.startswith(DDP_COMPILE_PREFIX) else key
-            key = key.replace(COMPILE_PREFIX, "")
-        stripped[key] = value
-    return stripped, found
 
 
 @contextmanager

@@ -15,8 +15,10 @@ import torch
 from torch import nn
 
 from nnugen.atomic_files import atomic_torch_save, atomic_write_json
+from nnugen.folders.model_folder import ModelFolder, fold_name
 from nnugen.models.compile_policy import plain_state_dict, uncompiled
 from nnugen.models.weights_only import load_weights_only
+from nnugen.tasks import TASKS
 
 CONFIG_FILE = "denoiser.json"
 WEIGHTS_FILE = "denoiser_weights.pt"
@@ -40,7 +42,7 @@ class BaseModel:
     """What to do when the base model folder is the adapter's own output folder."""
 
 
-DDPM_BASE = BaseModel("DDPM", "NnugenDDPMTrainer", "nnugen_plan --set ddpm.generation.mode=image, then nnugen_train "
+DDPM_BASE = BaseModel("DDPM", TASKS["ddpm"].trainer, "nnugen_plan --set ddpm.generation.mode=image, then nnugen_train "
                       "ID FOLD CONFIG --task ddpm", "ddpm.generation.base_model",
                       "train the adapter as NnugenDDPMTrainer_labelAdapter (nnugen_train ... --task adapter)")
 
@@ -57,8 +59,8 @@ def base_model_folder(setting: str, results: Path, dataset_name: str, plans_name
     dataset's ``TRAINER__PLANS__CONFIGURATION/fold_F`` under ``results`` (the base DDPM by default)."""
     if setting:
         folder = Path(setting)
-        return folder if (folder / CONFIG_FILE).is_file() else folder / f"fold_{fold}"
-    return Path(results) / dataset_name / f"{trainer}__{plans_name}__{configuration}" / f"fold_{fold}"
+        return folder if (folder / CONFIG_FILE).is_file() else folder / fold_name(fold)
+    return ModelFolder.of(dataset_name, trainer, configuration, plans_name, results).fold(fold)
 
 
 def save_denoiser(denoiser: nn.Module, description: dict, folder: Path) -> None:
@@ -98,7 +100,7 @@ def read_base_denoiser(base: BaseModel, setting: str, expected: dict, results: P
     ``base_model_folder``), checked against ``expected``; a base folder that is the adapter's own output folder is
     refused. Called before nnU-Net creates that folder, so a missing or mismatched base writes nothing."""
     folder = base_model_folder(setting, results, dataset_name, plans_name, configuration, fold, base.trainer)
-    own = Path(results) / dataset_name / f"{own_trainer}__{plans_name}__{configuration}" / f"fold_{fold}"
+    own = ModelFolder.of(dataset_name, own_trainer, configuration, plans_name, results).fold(fold)
     if folder.resolve() == own.resolve():
         raise ValueError(f"the base model folder {folder} is this run's own output folder; {base.own_folder}")
     return folder, load_denoiser_weights(folder, expected, base=base)

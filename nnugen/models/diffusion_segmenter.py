@@ -4,12 +4,11 @@ nnU-Net's sliding-window predictor calls ``network(tile)`` with a tile (1, C_in,
 tensor (1, C_out, *patch). In eval mode ``forward`` therefore runs the whole sampler, conditioned on the image, once
 per ensemble member (seed), and returns the log of the mean class probability over the ensemble (Wolleb et al. 2022
 implicit ensembles; Fu et al. 2023). The sampler, its steps, the ensemble size and eta come from the plans in the
-model folder; ``nnugen_predict`` changes them on the instance before predicting.
+model folder; a caller that wants others (validation inside training, ``nnugen_predict``) says them for the duration
+of its call with ``with segmenter.sampling(settings, seed):`` (sampling.py).
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass, replace
 
 import torch
 import torch.distributed as dist
@@ -34,19 +33,12 @@ from nnugen.diffusion.noise import rand, randn_like
 from nnugen.diffusion.parameterisation import Denoiser
 from nnugen.diffusion.self_conditioning import self_conditioned_denoiser, self_conditioning_input
 from nnugen.models.precision import planned_autocast
+from nnugen.models.sampling import SampledModel
 from nnugen.samplers import get_sampler
 from nnugen.samplers.options import sampler_options
 
 
-@dataclass(frozen=True)
-class EnsembleRequest:
-    """How one prediction samples: ``seed`` fixes the noise of member k as ``seed + k`` (repeatable per case)."""
-
-    sampler: SamplerSettings
-    seed: int = 0
-
-
-class DiffusionSegmenter(nn.Module):
+class DiffusionSegmenter(SampledModel, nn.Module):
     def __init__(self, denoiser: nn.Module, num_classes: int, diffusion: DiffusionSettings, sampler: SamplerSettings,
                  amp: str = "fp32"):
         super().__init__()
@@ -55,7 +47,7 @@ class DiffusionSegmenter(nn.Module):
         """The planned precision (``memory.amp``) of sampling, whatever autocast the caller opened (precision.py)."""
         self.num_classes = num_classes
         self.diffusion = diffusion
-        self.request = EnsembleRequest(sampler)
+        self.init_sampling(sampler)
         self.last_loss_parts: dict[str, Tensor] = {}
         """The weighted parts of the last training loss (detached), for logging: ``dice_ce`` and / or ``mse``."""
         betas = make_betas(diffusion.schedule, diffusion.timesteps, diffusion.beta_start, diffusion.beta_end)
@@ -68,11 +60,6 @@ class DiffusionSegmenter(nn.Module):
     def compiled_parts(self) -> list[nn.Module]:
         """What ``torch.compile`` may compile (compile_policy.py): the denoiser; the sampler loop stays eager."""
         return [self.denoiser]
-
-    def set_sampling(self, seed: int | None = None, **sampler_changes) -> None:
-        """Change the sampler settings (name, steps, seeds, eta) and / or the base seed for the next predictions."""
-        sampler = replace(self.request.sampler, **sampler_changes) if sampler_changes else self.request.sampler
-        self.request = EnsembleRequest(sampler, self.request.seed if seed is None else seed)
 
     def model_output(self, image: Tensor, x_t: Tensor, t: Tensor, x0_condition: Tensor | None = None) -> Tensor:
         """The network's raw output (x0 logits, eps or v) for the image (B, C_in, ...) and noisy mask x_t."""
@@ -97,13 +84,14 @@ class DiffusionSegmenter(nn.Module):
             return self._sample_probabilities(image)
 
     def _sample_probabilities(self, image: Tensor) -> Tensor:
-        settings = self.request.sampler
+        request = self.sampling_request
+        settings = request.sampler
         sampler = get_sampler(settings.name)
         timesteps = sampling_timesteps(self.diffusion.timesteps, min(settings.steps, self.diffusion.timesteps))
         shape = (image.shape[0], self.num_classes, *image.shape[2:])
         members = []
         for k in range(settings.seeds):
-            generator = torch.Generator(device=image.device).manual_seed(self.request.seed + k)
+            generator = torch.Generator(device=image.device).manual_seed(request.seed + k)
             # the sampler state is float32 (float64 for a float64 image) whatever precision the network runs in
             noise = randn_like(torch.empty(shape, device=image.device, dtype=working_dtype(image)), generator)
             x0 = sampler(self.x0_denoiser(image), noise, self.host_alphas_cumprod, timesteps, generator=generator,

@@ -3,6 +3,9 @@ in, and on to the dataset's original units (the ``intensity`` section of the pla
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import replace
+
 import torch
 from torch import Tensor
 
@@ -20,6 +23,11 @@ class IntensityMap:
         self.high = torch.tensor([c.high for c in settings.channels], dtype=torch.float32)
         self.mean = torch.tensor([c.mean for c in settings.channels], dtype=torch.float32)
         self.std = torch.tensor([c.std for c in settings.channels], dtype=torch.float32)
+
+    @classmethod
+    def of_channels(cls, settings: IntensitySettings, indices: Sequence[int]) -> IntensityMap:
+        """The map of the input channels ``indices`` alone (e.g. the image channels beside an anatomy mask)."""
+        return cls(replace(settings, channels=tuple(settings.channels[k] for k in indices)))
 
     def _per_channel(self, values: Tensor, like: Tensor) -> Tensor:
         if like.shape[1] != values.numel():

@@ -14,6 +14,10 @@ from nnugen.models.image_generator import ImageGenerator
 from nnugen.networks.autoencoder import Autoencoder
 from nnugen.networks.chunked_decoding import decode_chunked
 
+LATENT_FILE = "latent.json"
+"""The latent model's side file next to its checkpoints: the autoencoder's folder and the latents' scale factor
+(written by NnugenLDMTrainer, read to sample)."""
+
 
 class LatentGenerator(nn.Module):
     def __init__(self, latent_model: ImageGenerator, autoencoder: Autoencoder, scale_factor: float,

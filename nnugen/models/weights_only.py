@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from nnugen.models.compile_policy import without_compile_prefix
+from nnugen.folders.checkpoint_files import without_compile_prefix
 
 
 def load_weights_only(path: Path, device: torch.device | str, remedy: str,

@@ -91,7 +91,7 @@ class Autoencoder(nn.Module):
     @property
     def downsampling(self) -> tuple[int, ...]:
         """Per axis, the product of the strides: input size / latent size."""
-        return tuple(math.prod(stride[a] for stride in self.strides) for a in range(self.dim))
+        return downsampling(self.strides)
 
     @property
     def latent_margin(self) -> tuple[int, ...]:
@@ -105,7 +105,7 @@ class Autoencoder(nn.Module):
                 f"spatial shape {tuple(spatial_shape)} must have {self.dim} sizes, each a multiple of "
                 f"{self.downsampling} (the product of the autoencoder's strides per axis)"
             )
-        return tuple(n // d for n, d in zip(spatial_shape, self.downsampling))
+        return latent_patch(spatial_shape, self.strides)
 
     def encode(self, x: Tensor) -> DiagonalGaussian | QuantizedLatent:
         """``x (B, C, *S)`` -> the posterior over latents ``(B, C_z, *S / downsampling)``.
@@ -179,3 +179,13 @@ def _check_arguments(
     downsamplings = sum(any(v > 1 for v in s) for s in strides)
     if downsamplings > 3:
         raise ValueError(f"{downsamplings} stages downsample; use at most 3 (details are lost beyond, medimgen)")
+
+
+def downsampling(strides: Sequence[Sequence[int]]) -> tuple[int, ...]:
+    """Per axis, the product of an autoencoder's strides: input size / latent size."""
+    return tuple(math.prod(stride[a] for stride in strides) for a in range(len(strides[0])))
+
+
+def latent_patch(spatial_shape: Sequence[int], strides: Sequence[Sequence[int]]) -> tuple[int, ...]:
+    """The latent size of an input of ``spatial_shape`` (rounded down: the latent patch of an image patch)."""
+    return tuple(size // factor for size, factor in zip(spatial_shape, downsampling(strides)))

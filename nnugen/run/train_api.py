@@ -1,6 +1,6 @@
 """``train``: the Python API behind ``nnugen_train``. It runs nnU-Net's own training run (``run_training``: the same
-folds, data loader, logging, checkpoints and final validation) with ``-p nnugenPlans`` and the task's trainer;
-``-num_gpus N`` is nnU-Net's single-node DDP. Under ``torchrun`` every process runs one rank instead
+folds, data loader, logging, checkpoints and final validation) with ``-p PLANS`` (default nnugenPlans) and the task's
+trainer; ``-num_gpus N`` is nnU-Net's single-node DDP. Under ``torchrun`` every process runs one rank instead
 (distributed.py). For several ranks the batch and accumulation are planned for the world size (world_batch.py), and
 more ranks than visible GPUs are refused before anything runs."""
 
@@ -11,7 +11,7 @@ import warnings
 from dataclasses import dataclass
 
 from nnugen import PLANS_IDENTIFIER
-from nnugen.config import CONFIGURATION_ALIASES, section_of
+from nnugen.config import configuration_name, section_of
 from nnugen.run.distributed import (
     TorchrunRank,
     check_torchrun_device,
@@ -20,10 +20,8 @@ from nnugen.run.distributed import (
     train_under_torchrun,
 )
 from nnugen.run.ext_trainer_path import ensure_ext_trainer_path
-from nnugen.run.tasks import TRAIN_TASKS, built_trainers
-from nnugen.seeding import ENVIRONMENT_VARIABLE as SEED_VARIABLE
-
-PROGRESS_VARIABLE = "NNUGEN_PROGRESS"
+from nnugen.run_flags import RunFlags
+from nnugen.tasks import task_named
 
 
 @dataclass(frozen=True)
@@ -37,21 +35,21 @@ class TrainRequest:
     num_gpus: int = 1
     seed: int | None = None
     progress: bool = False
+    plans: str = PLANS_IDENTIFIER
+    """nnU-Net's plans identifier (``-p``): the plans file in nnUNet_preprocessed and the model folder's middle part."""
     only_validation: bool = False
     save_probabilities: bool = False
 
 
 def check_request(request: TrainRequest) -> tuple[str, str]:
     """Validate before anything is written; returns (configuration name, trainer name)."""
-    from nnugen_planner.dataset_files import load_json, preprocessed_folder
+    from nnugen.devices import check_device_name
+    from nnugen.folders.dataset_folders import load_json, preprocessed_folder
 
-    task = TRAIN_TASKS.get(request.task)
-    if task is None:
-        raise ValueError(f"unknown task '{request.task}'; choose one of {', '.join(TRAIN_TASKS)}")
+    task = task_named(request.task)
     if request.fold != "all" and not request.fold.isdigit():
         raise ValueError(f"fold '{request.fold}' must be an integer (0-4 for nnU-Net's 5 folds) or 'all'")
-    if request.device not in ("cpu", "cuda", "mps"):
-        raise ValueError(f"-device {request.device}: choose cpu, cuda or mps")
+    check_device_name(request.device)
     if request.continue_training and request.only_validation:
         raise ValueError("--c and --val exclude each other: --c continues training, --val only validates")
     if request.num_gpus < 1:
@@ -67,11 +65,12 @@ def check_request(request: TrainRequest) -> tuple[str, str]:
                          f"several CPU processes run torchrun --nproc_per_node {request.num_gpus} "
                          "$(which nnugen_train) ... -device cpu")
     check_visible_gpus(request, rank)
-    configuration = CONFIGURATION_ALIASES.get(request.configuration, request.configuration)
-    plans = load_json(preprocessed_folder(request.dataset) / f"{PLANS_IDENTIFIER}.json",
-                      f"run nnugen_plan -d {request.dataset} first")
+    configuration = configuration_name(request.configuration)
+    hint = (f"run nnugen_plan -d {request.dataset} first" if request.plans == PLANS_IDENTIFIER else
+            f"check -p {request.plans} (nnugen_plan writes {PLANS_IDENTIFIER}.json)")
+    plans = load_json(preprocessed_folder(request.dataset) / f"{request.plans}.json", hint)
     if configuration not in plans.get("configurations", {}):
-        raise ValueError(f"configuration '{configuration}' is not in {PLANS_IDENTIFIER}.json; it has "
+        raise ValueError(f"configuration '{configuration}' is not in {request.plans}.json; it has "
                          f"{', '.join(plans.get('configurations', {}))}")
     settings = section_of(plans["configurations"][configuration], configuration).task(task.section)
     world_size = rank.world_size if rank is not None else request.num_gpus
@@ -79,11 +78,6 @@ def check_request(request: TrainRequest) -> tuple[str, str]:
         from nnugen.trainers.world_batch import plan_world_batch
 
         plan_world_batch(settings.memory.batch_size, settings.memory.grad_accumulation, world_size)
-    built = built_trainers()
-    if task.trainer not in built:
-        available = ", ".join(t.cli_name for t in TRAIN_TASKS.values() if t.trainer in built)
-        raise ValueError(f"task '{request.task}' ({task.trainer}) is not available in this nnugen version yet; "
-                         f"available: {available}")
     if request.continue_training:
         check_resume_checkpoint(request, configuration, task.trainer)
     if task.section == "anomaly" and not request.only_validation:
@@ -124,15 +118,13 @@ def _data_identifier(plans: dict, configuration: str) -> str:
 
 def check_resume_checkpoint(request: TrainRequest, configuration: str, trainer: str) -> None:
     """A broken checkpoint that ``--c`` would load is refused here, before nnU-Net's run writes its training log."""
-    from nnugen.trainers.checkpoint_files import check_checkpoint_file, resume_checkpoint
-    from nnugen_planner.dataset_files import dataset_name
+    from nnugen.folders.checkpoint_files import check_checkpoint_file, resume_checkpoint
+    from nnugen.folders.model_folder import ModelFolder
 
-    results = os.environ.get("nnUNet_results")
-    if not results:
+    if not os.environ.get("nnUNet_results"):
         return  # nnU-Net reports the missing variable itself
-    fold = f"fold_{'all' if request.fold == 'all' else int(request.fold)}"
-    checkpoint = resume_checkpoint(os.path.join(results, dataset_name(request.dataset),
-                                                f"{trainer}__{PLANS_IDENTIFIER}__{configuration}", fold))
+    folder = ModelFolder.of(request.dataset, trainer, configuration, request.plans)
+    checkpoint = resume_checkpoint(str(folder.fold("all" if request.fold == "all" else int(request.fold))))
     if checkpoint is not None:
         check_checkpoint_file(checkpoint)
 
@@ -140,9 +132,7 @@ def check_resume_checkpoint(request: TrainRequest, configuration: str, trainer: 
 def train(request: TrainRequest) -> None:
     configuration, trainer = check_request(request)
     ensure_ext_trainer_path()
-    if request.seed is not None:
-        os.environ[SEED_VARIABLE] = str(request.seed)
-    os.environ[PROGRESS_VARIABLE] = "1" if request.progress else "0"
+    os.environ.update(RunFlags(request.seed, request.progress).environment())  # the trainer's flags (run_flags.py)
 
     # nnU-Net's trainer lookup imports timm, whose hrnet module warns about torch.jit.interface on every run: noise
     # on stderr that is neither nnugen's nor the user's to fix
@@ -156,10 +146,10 @@ def train(request: TrainRequest) -> None:
         torch.set_num_threads(1)
         torch.set_num_interop_threads(1)
     if torchrun_rank() is not None:
-        train_under_torchrun(request.dataset, configuration, request.fold, trainer, PLANS_IDENTIFIER, request.device,
+        train_under_torchrun(request.dataset, configuration, request.fold, trainer, request.plans, request.device,
                              request.continue_training, request.only_validation, request.save_probabilities)
         return
-    run_training(request.dataset, configuration, request.fold, trainer, PLANS_IDENTIFIER,
+    run_training(request.dataset, configuration, request.fold, trainer, request.plans,
                  num_gpus=request.num_gpus, export_validation_probabilities=request.save_probabilities,
                  continue_training=request.continue_training, only_run_validation=request.only_validation,
                  device=torch.device(request.device))

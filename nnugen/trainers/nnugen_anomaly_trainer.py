@@ -4,6 +4,9 @@
   cases are narrowed to the healthy ones: those listed in ``anomaly.healthy_cases_file`` (relative paths are taken
   from the raw dataset folder) or else in ``$nnUNet_raw/DatasetX/healthy_cases.txt``, or else those whose label has
   no foreground. The network is an ``AnomalySegmenter`` (a diffusion model of healthy images, EMA kept inside).
+- The trainer trains through the segmenter's ``TrainingLoss`` view (forward = the loss of a preprocessed batch;
+  its state dict is the segmenter's, so checkpoints keep their keys); under DDP that view is the module DDP wraps,
+  so the loss passes through the wrapped module's forward as DDP needs. ``segmenter()`` is the model itself.
 - With ``anomaly.space: latent`` the diffusion model learns the latents of the trained autoencoder of the same
   configuration and fold (found and loaded weights-only as the latent diffusion trainer does); the frozen autoencoder
   is part of the network, so its weights travel in the checkpoint. Latents are scaled by 1 / std, estimated at the
@@ -26,44 +29,38 @@
 from __future__ import annotations
 
 import os
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.distributed as dist
 from nnunetv2.paths import nnUNet_results
-from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
-from torch import nn
+from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
 from nnugen.anomaly import (
     ThresholdRecord,
-    anatomy_condition,
     choose_threshold,
     healthy_cases_file,
-    remove_small_components,
+    map_to_logits,
     score_cases,
     threshold_model_id,
 )
 from nnugen.atomic_files import atomic_write_json
-from nnugen.config import GenerationSettings, section_of
+from nnugen.folders.checkpoint_files import unwrapped_network
 from nnugen.models.anomaly_segmenter import AnomalySegmenter
+from nnugen.models.anomaly_views import TrainingLoss
 from nnugen.models.autoencoder_files import load_autoencoder
 from nnugen.models.compile_policy import predictor_compile_off
 from nnugen.models.denoiser_files import BaseModel, denoiser_description, export_denoiser, read_base_denoiser
-from nnugen.models.image_generator import ImageGenerator
-from nnugen.networks.autoencoder import Autoencoder
-from nnugen.trainers.checkpoint_files import unwrapped_network
-from nnugen.trainers.ddp import from_rank_zero, gather_on_rank_zero, rank_share
+from nnugen.tasks import TASKS
+from nnugen.trainers.ddp import from_rank_zero, gather_on_rank_zero, rank_share, wrap_ddp
 from nnugen.trainers.healthy_split import has_foreground, healthy_training_cases
-from nnugen.trainers.nnugen_autoencoder_trainer import autoencoder_arguments
 from nnugen.trainers.nnugen_generative_trainer import NnugenGenerativeTrainer
-from nnugen.trainers.nnugen_ldm_trainer import NnugenLDMTrainer, estimated_scale_factor, latent_patch
+from nnugen.trainers.nnugen_ldm_trainer import NnugenLDMTrainer, estimated_scale_factor
 
 THRESHOLD_FILE = "threshold.json"
 SUMMARY_FILE = "anomaly_summary.json"
-ANATOMY_CLASSES = 2  # the anatomy adapter's condition: the one-hot of the mask (outside, inside)
-ANOMALY_BASE = BaseModel("anomaly model", "NnugenAnomalyTrainer", "nnugen_train ID FOLD CONFIG --task anomaly",
+ANOMALY_BASE = BaseModel("anomaly model", TASKS["anomaly"].trainer, "nnugen_train ID FOLD CONFIG --task anomaly",
                          "anomaly.generation.base_model", "train the adapter as NnugenAnomalyTrainer_anatomyAdapter "
                          "(nnugen_train ... --task anomaly_adapter)")
 
@@ -103,28 +100,6 @@ class NnugenAnomalyTrainer(NnugenGenerativeTrainer):
                                          Path(nnUNet_results.get()), manager.dataset_name, manager.plans_name,
                                          configuration, fold, cls.__name__)
 
-    @classmethod
-    def build_network_architecture(cls, plans_manager: PlansManager, configuration_manager: ConfigurationManager,
-                                   num_input_channels: int, num_output_channels: int,
-                                   enable_deep_supervision: bool = True) -> nn.Module:
-        settings = cls.task_settings(configuration_manager.configuration)
-        section = section_of(configuration_manager.configuration)
-        # the anatomy mask is an input channel, but never modelled
-        channels = num_input_channels - (1 if settings.anomaly.condition_channel else 0)
-        patch, autoencoder = configuration_manager.patch_size, None
-        if settings.anomaly.space == "latent":  # the denoiser learns the latents of the trained autoencoder
-            autoencoder_settings = section.task("autoencoder")
-            autoencoder = Autoencoder(**autoencoder_arguments(autoencoder_settings, num_input_channels))
-            channels = autoencoder.latent_channels
-            patch = latent_patch(patch, autoencoder_settings.autoencoder.strides)
-            settings = replace(settings, denoiser=settings.anomaly.latent_denoiser)
-        settings = replace(settings, generation=settings.generation or GenerationSettings(mode="image"))
-        # the anatomy adapter's condition is the one-hot of the mask
-        classes = ANATOMY_CLASSES if settings.generation.mode == "label_adapter" else num_output_channels
-        generator = ImageGenerator.from_settings(settings, channels, classes, patch)
-        return AnomalySegmenter(generator, settings.anomaly, section.intensity, num_output_channels,
-                                autoencoder=autoencoder, amp=settings.memory.amp)
-
     def initialize(self):
         super().initialize()
         segmenter = self.segmenter()
@@ -142,9 +117,15 @@ class NnugenAnomalyTrainer(NnugenGenerativeTrainer):
                 raise ValueError(f"the autoencoder in {folder} does not match the plans' autoencoder settings; retrain "
                                  "it (nnugen_train ... --task autoencoder) after changing them") from None
             self.print_to_log_file(f"latent anomaly model on the frozen autoencoder in {folder}")
+        # training goes through the segmenter's TrainingLoss view, whose forward is the loss: under DDP that view is
+        # the module DDP wraps, so the loss passes through the wrapped module's forward and its gradients are reduced
+        # (the first wrap, around the segmenter whose forward is the logits, is dropped before any forward reached it)
+        training = segmenter.training_loss()
+        self.network = wrap_ddp(training, self.device, self.ddp_find_unused_parameters) if self.is_ddp else training
 
     def segmenter(self) -> AnomalySegmenter:
-        return unwrapped_network(self)
+        network = unwrapped_network(self)
+        return network.segmenter if isinstance(network, TrainingLoss) else network
 
     def configure_rotation_dummyDA_mirroring_and_inital_patch_size(self):
         rotation, dummy_2d, patch, mirror_axes = super().configure_rotation_dummyDA_mirroring_and_inital_patch_size()
@@ -161,17 +142,11 @@ class NnugenAnomalyTrainer(NnugenGenerativeTrainer):
 
     def estimate_latent_scale(self) -> float:
         segmenter = self.segmenter()
-        return estimated_scale_factor(lambda data: segmenter.autoencoder.encode(segmenter.model_image(data)).mode(),
+        return estimated_scale_factor(lambda data: segmenter.autoencoder.encode(segmenter.split(data)[0]).mode(),
                                       self.dataloader_train, self.device)
 
     def compute_loss(self, data: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        segmenter = self.segmenter()
-        x, anatomy = segmenter.split(data)  # labels ignored: healthy images only
-        if segmenter.autoencoder is not None:
-            with torch.no_grad():
-                x = segmenter.encode(x)
-        condition = anatomy_condition(anatomy) if segmenter.generator.adapter is not None else None
-        return self.network(x, loss=True, condition=condition)
+        return self.network(data)  # the TrainingLoss view (DDP-wrapped under DDP); labels ignored: healthy cases only
 
     def after_optimizer_step(self) -> None:
         self.segmenter().generator.update_ema()
@@ -211,7 +186,7 @@ class NnugenAnomalyTrainer(NnugenGenerativeTrainer):
 
     def validation_maps(self, keys: list[str]) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, dict]]:
         """{case: (map, label, healthy-voxel mask, properties)} in the preprocessed geometry, maps from nnU-Net's
-        sliding window over the raw-map output of the model (what nnUNetv2_predict thresholds later)."""
+        sliding window over the segmenter's ``map_view`` (the raw map that nnUNetv2_predict thresholds later)."""
         from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
         segmenter = self.segmenter()
@@ -220,23 +195,22 @@ class NnugenAnomalyTrainer(NnugenGenerativeTrainer):
                                     perform_everything_on_device=self.device.type == "cuda", device=self.device,
                                     verbose=False, verbose_preprocessing=False, allow_tqdm=False)
         with predictor_compile_off():  # the denoiser is compiled in place already (compile_policy.py)
-            predictor.manual_initialization(segmenter, self.plans_manager, self.configuration_manager, None,
+            predictor.manual_initialization(segmenter.map_view(), self.plans_manager, self.configuration_manager, None,
                                             self.dataset_json, self.__class__.__name__,
                                             self.inference_allowed_mirroring_axes)
         dataset = self.dataset_class(self.preprocessed_dataset_folder, keys)
         cases = {}
-        with segmenter.map_output():
-            for key in dataset.identifiers:
-                self.print_to_log_file(f"anomaly map of {key}")
-                data, seg, _, properties = dataset.load_case(key)
-                data = torch.from_numpy(np.ascontiguousarray(data[:]))
-                anomaly = predictor.predict_sliding_window_return_logits(data)[1].float().cpu().numpy()
-                label = np.asarray(seg[:])[0]
-                body = segmenter.body(data[None].to(self.device))
-                healthy = label == 0  # -1 marks voxels outside nnU-Net's nonzero crop region
-                if body is not None:
-                    healthy &= body[0, 0].cpu().numpy()
-                cases[key] = (anomaly, label > 0, healthy, properties)
+        for key in dataset.identifiers:
+            self.print_to_log_file(f"anomaly map of {key}")
+            data, seg, _, properties = dataset.load_case(key)
+            data = torch.from_numpy(np.ascontiguousarray(data[:]))
+            anomaly = predictor.predict_sliding_window_return_logits(data)[1].float().cpu().numpy()
+            label = np.asarray(seg[:])[0]
+            body = segmenter.body(data[None].to(self.device))
+            healthy = label == 0  # -1 marks voxels outside nnU-Net's nonzero crop region
+            if body is not None:
+                healthy &= body[0, 0].cpu().numpy()
+            cases[key] = (anomaly, label > 0, healthy, properties)
         return cases
 
     def choose_threshold(self, cases: dict) -> ThresholdRecord:
@@ -261,11 +235,10 @@ class NnugenAnomalyTrainer(NnugenGenerativeTrainer):
         """Segmentations at the threshold in the original geometry."""
         from nnunetv2.inference.export_prediction import export_prediction_from_logits
 
-        segmenter, components = self.segmenter(), self.settings.anomaly.min_component_voxels
+        segmenter = self.segmenter()
         for key, (anomaly, _, _, properties) in cases.items():
-            above = remove_small_components(anomaly[None, None] > threshold, components)
-            kept = torch.from_numpy(np.where(above | (anomaly[None, None] <= threshold), anomaly[None, None], 0.0))
-            logits = segmenter.map_to_logits(kept, threshold, segmenter.logit_scale)[0]
+            kept = segmenter.postprocessing.without_small_components(torch.from_numpy(anomaly)[None, None], threshold)
+            logits = map_to_logits(kept, threshold, segmenter.logit_scale, segmenter.num_classes)[0]
             export_prediction_from_logits(logits, properties, self.configuration_manager, self.plans_manager,
                                           self.dataset_json, str(folder / key), save_probabilities)
 

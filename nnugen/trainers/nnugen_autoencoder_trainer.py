@@ -12,37 +12,20 @@ from pathlib import Path
 
 import torch
 from nnunetv2.paths import nnUNet_results
-from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
-from torch import nn
 
+from nnugen.evaluation.previews import write_preview
+from nnugen.folders.checkpoint_files import unwrapped_network
 from nnugen.losses.adversarial import AdversarialLoss, adversarial_weight_schedule
 from nnugen.models.autoencoder_files import save_autoencoder
-from nnugen.networks.autoencoder import Autoencoder
+from nnugen.models.model_builders import autoencoder_arguments
 from nnugen.networks.patch_discriminator import make_patch_discriminator
-from nnugen.trainers.checkpoint_files import unwrapped_network
 from nnugen.trainers.ddp import all_ranks_agree, average_gradients, broadcast_buffers, broadcast_module
 from nnugen.trainers.nnugen_generative_trainer import NnugenGenerativeTrainer
 from nnugen.trainers.perceptual_network import perceptual_loss
-from nnugen.trainers.previews import write_preview
-
-
-def autoencoder_arguments(settings, in_channels: int) -> dict:
-    ae = settings.autoencoder
-    return {"in_channels": in_channels, "features_per_stage": list(ae.features_per_stage),
-            "strides": [list(s) for s in ae.strides], "latent_channels": ae.latent_channels, "kind": ae.kind,
-            "codebook_size": ae.codebook_size}
 
 
 class NnugenAutoencoderTrainer(NnugenGenerativeTrainer):
     nnugen_task = "autoencoder"
-
-    @classmethod
-    def build_network_architecture(cls, plans_manager: PlansManager, configuration_manager: ConfigurationManager,
-                                   num_input_channels: int, num_output_channels: int,
-                                   enable_deep_supervision: bool = True) -> nn.Module:
-        settings = cls.task_settings(configuration_manager.configuration)
-        return Autoencoder(**autoencoder_arguments(settings, num_input_channels),
-                           activation_checkpointing=settings.memory.activation_checkpointing)
 
     def initialize(self):
         super().initialize()

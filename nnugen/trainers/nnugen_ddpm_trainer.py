@@ -12,26 +12,18 @@ from pathlib import Path
 
 import torch
 from nnunetv2.paths import nnUNet_results
-from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
-from torch import nn
+from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
 from nnugen.config import CONDITIONED_MODES, SamplerSettings
+from nnugen.diffusion import one_hot
+from nnugen.evaluation.previews import write_preview
 from nnugen.models.denoiser_files import DDPM_BASE, denoiser_description, export_denoiser, read_base_denoiser
 from nnugen.models.image_generator import ImageGenerator
-from nnugen.trainers.nnugen_generative_trainer import NnugenGenerativeTrainer, one_hot_pm1
-from nnugen.trainers.previews import write_preview
+from nnugen.trainers.nnugen_generative_trainer import NnugenGenerativeTrainer
 
 
 class NnugenDDPMTrainer(NnugenGenerativeTrainer):
     nnugen_task = "ddpm"
-
-    @classmethod
-    def build_network_architecture(cls, plans_manager: PlansManager, configuration_manager: ConfigurationManager,
-                                   num_input_channels: int, num_output_channels: int,
-                                   enable_deep_supervision: bool = True) -> nn.Module:
-        settings = cls.task_settings(configuration_manager.configuration)
-        return ImageGenerator.from_settings(settings, num_input_channels, num_output_channels,
-                                            configuration_manager.patch_size)
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
@@ -62,7 +54,7 @@ class NnugenDDPMTrainer(NnugenGenerativeTrainer):
 
     def compute_loss(self, data: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         image = self.intensity.to_model(data)
-        label = one_hot_pm1(target, self.label_manager.num_segmentation_heads)
+        label = one_hot(target, self.label_manager.num_segmentation_heads, diffusion_space=True, clamp=True)
         mode = self.settings.generation.mode
         if mode == "joint":
             return self.network(torch.cat([image, label], dim=1))
@@ -82,7 +74,8 @@ class NnugenDDPMTrainer(NnugenGenerativeTrainer):
         condition = None
         if self.settings.generation.mode in CONDITIONED_MODES:
             batch = next(self.dataloader_val)
-            condition = one_hot_pm1(batch["target"][:1].to(self.device), self.label_manager.num_segmentation_heads)
+            condition = one_hot(batch["target"][:1].to(self.device), self.label_manager.num_segmentation_heads,
+                                diffusion_space=True, clamp=True)
         sampler = SamplerSettings(name="dpm_solver++", steps=self.settings.generation.preview_steps)
         torch_generator = torch.Generator(device=self.device).manual_seed(epoch)
         generator.eval()

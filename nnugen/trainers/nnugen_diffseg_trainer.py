@@ -8,21 +8,16 @@ Validation inside training samples with ``training.val_sampling_steps`` steps an
 
 from __future__ import annotations
 
+from contextlib import ExitStack
+from dataclasses import replace
+
 import torch
-from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 from torch import nn
 
-from nnugen.diffusion import dice_ce_loss
+from nnugen.diffusion import dice_ce_loss, one_hot
 from nnugen.models.compile_policy import predictor_compile_off
-from nnugen.models.denoiser_from_settings import denoiser_network
 from nnugen.models.diffusion_segmenter import DiffusionSegmenter
-from nnugen.networks.zero_init import zero_input_channels, zero_time_modulation
 from nnugen.trainers.nnugen_trainer import NnugenTrainer
-
-
-def one_hot(target: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """Label map (B, 1, *spatial) -> one-hot (B, C, *spatial) float."""
-    return torch.nn.functional.one_hot(target[:, 0].long(), num_classes).movedim(-1, 1).float()
 
 
 class SampledSegmentationLoss(nn.Module):
@@ -44,20 +39,7 @@ class NnugenDiffSegTrainer(NnugenTrainer):
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.require_plain_labels("diffusion segmentation (use NnugenBaselineTrainer for this dataset)")
         self.enable_deep_supervision = False
-
-    @classmethod
-    def build_network_architecture(cls, plans_manager: PlansManager, configuration_manager: ConfigurationManager,
-                                   num_input_channels: int, num_output_channels: int,
-                                   enable_deep_supervision: bool = True) -> nn.Module:
-        settings = cls.task_settings(configuration_manager.configuration)
-        diffusion = settings.diffusion
-        extra = num_output_channels if diffusion.self_conditioning else 0
-        network = denoiser_network(settings, num_input_channels + num_output_channels + extra, num_output_channels,
-                                   deep_supervision=diffusion.deep_supervision)
-        if settings.denoiser.zero_init_conditioning:
-            zero_input_channels(network, num_input_channels)
-            zero_time_modulation(network)
-        return DiffusionSegmenter(network, num_output_channels, diffusion, settings.sampler, amp=settings.memory.amp)
+        self._validation_sampling = ExitStack()
 
     def _build_loss(self):
         return SampledSegmentationLoss(self.label_manager.num_segmentation_heads)
@@ -86,8 +68,10 @@ class NnugenDiffSegTrainer(NnugenTrainer):
 
     def on_validation_epoch_start(self):
         super().on_validation_epoch_start()
-        self.segmenter().set_sampling(steps=self.settings.training.val_sampling_steps, seeds=1)
+        # one seed and the validation steps, for this validation epoch only (left in on_validation_epoch_end)
+        sampler = replace(self.settings.sampler, steps=self.settings.training.val_sampling_steps, seeds=1)
+        self._validation_sampling.enter_context(self.segmenter().sampling(sampler))
 
     def on_validation_epoch_end(self, val_outputs: list[dict]):
+        self._validation_sampling.close()
         super().on_validation_epoch_end(val_outputs)
-        self.segmenter().set_sampling(steps=self.settings.sampler.steps, seeds=self.settings.sampler.seeds)

@@ -15,12 +15,6 @@ from nnugen.trainers.ddp import mean_over_ranks
 from nnugen.trainers.nnugen_trainer import NnugenTrainer
 
 
-def one_hot_pm1(target: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """Label map (B, 1, *spatial) -> one-hot in [-1, 1] (B, K, *spatial), the way labels are diffused."""
-    onehot = torch.nn.functional.one_hot(target[:, 0].long().clamp(0, num_classes - 1), num_classes)
-    return onehot.movedim(-1, 1).float() * 2 - 1
-
-
 class NnugenGenerativeTrainer(NnugenTrainer):
     ddp_find_unused_parameters = True  # conditioning dropout and adapters leave branches unused in some steps
 

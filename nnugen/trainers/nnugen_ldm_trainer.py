@@ -7,49 +7,33 @@ estimates it and every rank uses rank 0's value."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
 from nnunetv2.paths import nnUNet_results
-from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
-from torch import nn
+from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 
 from nnugen.atomic_files import atomic_write_json
+from nnugen.folders.checkpoint_files import unwrapped_network
+from nnugen.folders.model_folder import ModelFolder
 from nnugen.models.autoencoder_files import load_autoencoder
-from nnugen.models.denoiser_from_settings import denoiser_network
-from nnugen.models.image_generator import ImageGenerator
-from nnugen.networks.autoencoder import latent_scale_factor
-from nnugen.trainers.checkpoint_files import unwrapped_network
+from nnugen.models.latent_generator import LATENT_FILE
+from nnugen.networks.autoencoder import latent_patch, latent_scale_factor
+from nnugen.tasks import TASKS
 from nnugen.trainers.ddp import from_rank_zero
 from nnugen.trainers.nnugen_generative_trainer import NnugenGenerativeTrainer
 
 SCALE_BATCHES = 4  # training batches whose latents estimate the scale factor
-LATENT_FILE = "latent.json"
-
-
-def latent_patch(patch_size, strides) -> tuple[int, ...]:
-    return tuple(p // math.prod(s[a] for s in strides) for a, p in enumerate(patch_size))
 
 
 class NnugenLDMTrainer(NnugenGenerativeTrainer):
     nnugen_task = "ldm"
 
-    @classmethod
-    def build_network_architecture(cls, plans_manager: PlansManager, configuration_manager: ConfigurationManager,
-                                   num_input_channels: int, num_output_channels: int,
-                                   enable_deep_supervision: bool = True) -> nn.Module:
-        settings = cls.task_settings(configuration_manager.configuration)
-        ae = section_autoencoder(configuration_manager)
-        channels = ae.latent_channels
-        return ImageGenerator(denoiser_network(settings, channels, channels), channels, 0,
-                              latent_patch(configuration_manager.patch_size, ae.strides), settings.diffusion,
-                              settings.sampler, settings.generation, settings.training.ema_decay)
-
     def autoencoder_folder(self) -> Path:
-        trainer = f"NnugenAutoencoderTrainer__{self.plans_manager.plans_name}__{self.configuration_name}"
-        return Path(nnUNet_results.get()) / self.plans_manager.dataset_name / trainer / f"fold_{self.fold}"
+        folder = ModelFolder.of(self.plans_manager.dataset_name, TASKS["autoencoder"].trainer,
+                                self.configuration_name, self.plans_manager.plans_name, Path(nnUNet_results.get()))
+        return folder.fold(self.fold)
 
     def initialize(self):
         super().initialize()

@@ -27,12 +27,11 @@ import torch.distributed as dist
 from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.helpers import dummy_context
+from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 
 from nnugen.atomic_files import atomic_torch_save
 from nnugen.config import TaskSettings, section_of
-from nnugen.models.compile_policy import apply_compile_policy
-from nnugen.seeding import seed_everything, seed_from_environment
-from nnugen.trainers.checkpoint_files import (
+from nnugen.folders.checkpoint_files import (
     CheckpointError,
     load_nnunet_checkpoint,
     remove_torn_writes,
@@ -40,13 +39,17 @@ from nnugen.trainers.checkpoint_files import (
     save_nnunet_checkpoint,
     unwrapped_network,
 )
+from nnugen.models.compile_policy import apply_compile_policy
+from nnugen.models.model_builders import MODEL_BUILDERS, ModelSpec, build_model
+from nnugen.run_flags import RunFlags
+from nnugen.seeding import seed_everything
+from nnugen.tasks import task_settings
 from nnugen.trainers.ddp import all_ranks_agree, rank_device, wrap_ddp
 from nnugen.trainers.epoch_metrics import EpochMetrics
 from nnugen.trainers.nonfinite_guard import NonFiniteGuard
 from nnugen.trainers.peak_memory import peak_memory_gb, peak_memory_note
 from nnugen.trainers.seeded_augmenter import seeded_augmenter
 from nnugen.trainers.world_batch import plan_world_batch
-from nnugen.typed_section import deep_merge
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 RANK_WEIGHTS_VARIABLE = "NNUGEN_RANK_WEIGHTS_DIR"
@@ -64,10 +67,21 @@ class NnugenTrainer(nnUNetTrainer):
     @classmethod
     def task_settings(cls, configuration: dict, name: str = "") -> TaskSettings:
         """The task's settings from a configuration of the plans, with the variant's changes applied."""
-        settings = section_of(configuration, name).task(cls.nnugen_task)
-        if not cls.settings_changes:
-            return settings
-        return TaskSettings.from_dict(deep_merge(settings.to_dict(), cls.settings_changes), f"{cls.__name__} changes")
+        return task_settings(configuration, cls.nnugen_task, cls.settings_changes, cls.__name__, name)
+
+    @classmethod
+    def build_network_architecture(cls, plans_manager: PlansManager, configuration_manager: ConfigurationManager,
+                                   num_input_channels: int, num_output_channels: int,
+                                   enable_deep_supervision: bool = True) -> torch.nn.Module:
+        """What nnU-Net's predictor calls on the class (it never creates the trainer): the task's model, built from
+        the plans alone by nnugen/models/model_builders.py; nnU-Net's own network for a task without one."""
+        if cls.nnugen_task not in MODEL_BUILDERS:
+            return super().build_network_architecture(plans_manager, configuration_manager, num_input_channels,
+                                                      num_output_channels, enable_deep_supervision)
+        configuration = configuration_manager.configuration
+        spec = ModelSpec(cls.task_settings(configuration), section_of(configuration), num_input_channels,
+                         num_output_channels, tuple(configuration_manager.patch_size))
+        return build_model(cls.nnugen_task, spec)
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
@@ -95,7 +109,8 @@ class NnugenTrainer(nnUNetTrainer):
         self._metrics = EpochMetrics()
         self._nonfinite_before_epoch = 0
         self._peak_reported = False
-        self.seed = seed_from_environment()
+        flags = RunFlags.from_environment()  # nnugen_train's --seed and --progress (run_flags.py)
+        self.seed, self.show_progress = flags.seed, flags.progress
         if self.seed is not None:
             seed_everything(self.seed + self.local_rank)
 
@@ -191,7 +206,7 @@ class NnugenTrainer(nnUNetTrainer):
     def on_train_epoch_start(self):
         super().on_train_epoch_start()
         self._nonfinite_before_epoch = self.nonfinite.total
-        if os.environ.get("NNUGEN_PROGRESS") == "1" and self.local_rank == 0:  # nnugen_train -p
+        if self.show_progress and self.local_rank == 0:
             from tqdm import tqdm
 
             self._progress = tqdm(total=self.num_iterations_per_epoch, desc=f"epoch {self.current_epoch}",

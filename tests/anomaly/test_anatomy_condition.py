@@ -70,7 +70,7 @@ def _case(mask_index: int = 1, seed: int = 0) -> tuple[torch.Tensor, torch.Tenso
 def test_the_segmenter_models_the_image_channels_and_bounds_the_map_by_the_mask(mask_index):
     model = _segmenter(mask_index)
     x, inside = _case(mask_index)
-    assert model.generator.image_channels == 1 and model.image_channels == 1 and model.packed_channels == 5
+    assert model.generator.image_channels == 1 and model.image_channels == 1 and model.packed_view().channels == 5
     assert model.image_channel_indices() == [1 - mask_index]
     image, mask = model.split(x)
     assert torch.equal(mask, inside)
@@ -90,13 +90,13 @@ def test_the_segmenter_models_the_image_channels_and_bounds_the_map_by_the_mask(
     assert torch.equal(model.body(x), inside)
 
 
-def test_split_and_condition_follow_one_hot_pm1_and_refuse_a_lone_mask():
-    from nnugen.trainers.nnugen_generative_trainer import one_hot_pm1
+def test_split_and_condition_follow_one_hot_in_diffusion_space_and_refuse_a_lone_mask():
+    from nnugen.diffusion import one_hot
 
     x, inside = _case()
     image, mask = split_anatomy(x, 1)
     assert torch.equal(image, x[:, :1]) and torch.equal(mask, inside)
-    assert torch.equal(anatomy_condition(mask), one_hot_pm1(mask.long(), 2))
+    assert torch.equal(anatomy_condition(mask), one_hot(mask.long(), 2, diffusion_space=True))
     with pytest.raises(ValueError, match="at least one image channel"):
         split_anatomy(x[:, 1:], 0)
 
@@ -114,8 +114,8 @@ def test_a_new_adapter_gives_the_base_models_counterfactual_and_a_trained_one_fo
     assert not any(p.requires_grad for p in model.generator.denoiser.parameters())
     x, inside = _case()
     for seed in (0, 5):  # every seed and strength: zero-initialised residuals leave the base model as it is
-        base.seed = model.seed = seed
-        assert torch.equal(model.run(x).counterfactuals, base.run(x).counterfactuals)
+        with model.sampling(seed=seed), base.sampling(seed=seed):
+            assert torch.equal(model.run(x).counterfactuals, base.run(x).counterfactuals)
 
     with torch.no_grad():  # a trained adapter: its last convs are no longer zero
         for stage in model.generator.adapter.stages:
@@ -130,7 +130,7 @@ def test_a_new_adapter_gives_the_base_models_counterfactual_and_a_trained_one_fo
 def test_the_adapter_trains_against_the_mask_condition_and_only_the_adapter_learns():
     model = _adapter_from(_segmenter()).train()
     x, inside = _case()
-    loss = model(model.split(x)[0], loss=True, condition=anatomy_condition(inside))
+    loss = model.training_loss()(x)  # the image channel, conditioned on the mask's one-hot
     loss.backward()
     assert torch.isfinite(loss)
     assert all(p.grad is None for p in model.generator.denoiser.parameters())
@@ -221,8 +221,8 @@ def test_the_mask_channel_travels_in_the_state_dict_as_the_predictor_loads_it():
 
 
 def test_the_lesion_dataset_can_add_the_body_mask_as_a_nonorm_channel_and_leaves_the_default_alone(tmp_path):
-    from nnugen.anomaly import body_mask, write_lesion_dataset
-    from nnugen.anomaly.synthetic_lesions import ANATOMY_CHANNEL
+    from nnugen.anomaly import body_mask
+    from nnugen.demo.lesion_dataset import ANATOMY_CHANNEL, write_lesion_dataset
     from nnugen.demo.phantom import PhantomSpec, make_phantom_case
 
     spec = PhantomSpec(shape=(40, 40), spacing=(1.0, 1.0))

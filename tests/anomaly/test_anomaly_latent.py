@@ -45,8 +45,9 @@ def test_a_perfect_latent_counterfactual_gives_a_zero_map_although_the_autoencod
     model = _latent_segmenter()
     model.set_latent_scale(0.7)
     image = torch.randn(1, 1, 16, 16, generator=torch.Generator().manual_seed(1))
-    x = model.model_image(image)
-    clean = model.encode(x)
+    x, _ = model.split(image)
+    codec = model.codec()
+    clean = codec.encode(x)
     abar = model.generator.alphas_cumprod
 
     def oracle(x_t, t, condition, use_ema=False):  # the eps that makes the x0 estimate the clean latent exactly
@@ -55,7 +56,7 @@ def test_a_perfect_latent_counterfactual_gives_a_zero_map_although_the_autoencod
 
     model.generator.model_output = oracle
     result = model.run(image)
-    autoencoded = model.decode(clean, (16, 16))
+    autoencoded = codec.decode(clean, (16, 16))
     assert (x - autoencoded).abs().mean() > 0.05  # an untrained autoencoder: large reconstruction error
     assert result.map.abs().max() < 1e-4  # measured against the autoencoded input, none of it shows
     assert torch.allclose(result.counterfactuals, model.intensity.to_preprocessed(autoencoded).expand_as(
@@ -68,7 +69,7 @@ def test_latent_mode_handles_images_the_downsampling_does_not_divide():
     image = torch.randn(1, 1, 15, 13, generator=torch.Generator().manual_seed(2))
     result = model.run(image)
     assert result.map.shape == (1, 1, 15, 13) and result.counterfactuals.shape == (1, 1, 1, 15, 13)
-    assert torch.isfinite(result.map).all() and model.image_channels == 1 and model.packed_channels == 5
+    assert torch.isfinite(result.map).all() and model.image_channels == 1 and model.packed_view().channels == 5
     model.train()
     assert model.generator.training and not model.autoencoder.training  # frozen: always encodes as at inference
 

@@ -4,6 +4,7 @@ counterfactual back in the input's units; the file names."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -42,10 +43,10 @@ def _segmenter(channels: int, seeds: int) -> AnomalySegmenter:
 def test_the_packed_output_holds_the_logits_map_and_counterfactual_of_the_ordinary_calls(channels):
     model = _segmenter(channels, seeds=2)
     image = torch.randn(1, channels, 16, 16, generator=torch.Generator().manual_seed(1))
-    with model.packed_output():
-        packed = model(image)
-    assert packed.shape == (1, model.packed_channels, 16, 16) and model.packed_channels == 4 + channels
-    parts = model.unpack(packed[0])
+    view = model.packed_view()
+    packed = view(image)
+    assert packed.shape == (1, view.channels, 16, 16) and view.channels == 4 + channels
+    parts = view.unpack(packed[0])
     result = model.run(image)
     assert torch.equal(parts.logits, model(image)[0])  # what nnUNetv2_predict averages
     assert torch.equal(parts.map, result.map[0])  # the continuous map, small components kept
@@ -55,18 +56,42 @@ def test_the_packed_output_holds_the_logits_map_and_counterfactual_of_the_ordina
     assert parts.variance.max() > 0
 
 
-def test_one_seed_has_zero_variance_and_the_settings_can_be_overridden():
+def test_one_seed_has_zero_variance_and_the_settings_are_an_argument_of_the_call():
     model = _segmenter(1, seeds=1)
     image = torch.randn(1, 1, 16, 16, generator=torch.Generator().manual_seed(2))
-    with model.packed_output():
-        assert model.unpack(model(image)[0]).variance.abs().max() == 0
-    model.set_sampling(steps=3, seeds=2, strengths=(0.3,))
-    assert model.generator.sampler.steps == 3 and model.generator.sampler.seeds == 2
-    assert model.anomaly.strengths == (0.3,)
+    view = model.packed_view()
+    assert view.unpack(view(image)[0]).variance.abs().max() == 0
+    sampler = replace(model.planned_sampler, steps=3, seeds=2)
+    with model.sampling(sampler, seed=4, strengths=(0.3,)) as request:
+        assert model.sampling_request is request and request.sampler.seeds == 2 and request.seed == 4
+        assert model.strengths == (0.3,) and model.run(image).counterfactuals.shape[0] == 2
+        with model.sampling(seed=5):  # blocks nest: the inner one keeps the outer settings it does not say
+            assert model.sampling_request.sampler.steps == 3 and model.strengths == (0.3,)
+    assert model.sampling_request.sampler == model.planned_sampler and model.strengths == (0.25, 0.5)
     with pytest.raises(ValueError, match=r"strength must be a number in \(0, 1\]"):
-        model.set_sampling(strengths=(0.5, 1.5))
-    with pytest.raises(ValueError, match="deterministic DDIM"):
-        model.set_sampling(name="ddpm")
+        model.sampling(strengths=(0.5, 1.5)).__enter__()
+    for other in (replace(sampler, name="ddpm"), replace(sampler, eta=0.5)):
+        with pytest.raises(ValueError, match="deterministic DDIM"):
+            model.sampling(other).__enter__()
+    assert model.sampling_request.sampler == model.planned_sampler and model.strengths == (0.25, 0.5)
+
+
+def test_the_sampling_block_restores_the_settings_after_an_exception_inside():
+    model = _segmenter(1, seeds=1)
+    image = torch.randn(1, 1, 16, 16, generator=torch.Generator().manual_seed(2))
+    before = model.sampling_request
+    with pytest.raises(RuntimeError, match="inside"), model.sampling(replace(model.planned_sampler, seeds=3), seed=9,
+                                                                      strengths=(0.75,)):
+        raise RuntimeError("inside")
+    assert model.sampling_request is before and model.sampling_request.seed == 0 and model.strengths == (0.25, 0.5)
+    with model.sampling(seed=9), pytest.raises(ValueError, match="expected"):  # the outer block survives an inner one
+        with model.sampling(strengths=(0.5,)):
+            model.packed_view().unpack(torch.zeros(1, 16, 16))
+    assert model.sampling_request is before
+    seeded = model.anomaly_map(image)
+    with model.sampling(seed=9):
+        assert not torch.equal(model.anomaly_map(image), seeded)  # the seed is the noise
+    assert torch.equal(model.anomaly_map(image), seeded)
 
 
 def test_a_model_without_threshold_refuses_to_segment_and_the_chosen_one_thresholds_the_map():
@@ -75,15 +100,36 @@ def test_a_model_without_threshold_refuses_to_segment_and_the_chosen_one_thresho
     image = torch.randn(1, 1, 16, 16, generator=torch.Generator().manual_seed(0))
     with pytest.raises(ValueError, match="no threshold yet"):
         model(image)
-    with model.packed_output(), pytest.raises(ValueError, match="no threshold yet"):
-        model(image)
-    with model.map_output():
-        raw = model(image)[:, 1:2]
-        assert torch.equal(raw, model(image)[:, 1:2])  # seeded: the same map every call
-    model.set_threshold(float(raw.median()))
+    with pytest.raises(ValueError, match="no threshold yet"):
+        model.packed_view()(image)
+    raw = model.map_view()(image)[:, 1:2]
+    assert torch.equal(raw, model.map_view()(image)[:, 1:2])  # seeded: the same map every call
+    threshold = float(raw.median())
+    overridden = model.packed_view(threshold)  # a threshold given to the view needs none stored
+    assert torch.equal(overridden.unpack(overridden(image)[0]).map, raw[0])
+    model.set_threshold(threshold)
     logits = model(image)
-    expected = model.anomaly_map(image, float(raw.median())) > float(raw.median())
+    expected = model.anomaly_map(image, threshold) > threshold
     assert torch.equal(logits.argmax(1, keepdim=True) == 1, expected)
+    assert torch.equal(overridden(image)[:, :2], model.packed_view()(image)[:, :2])
+
+
+def test_the_views_share_the_segmenters_state_dict_and_mode():
+    model, other = _segmenter(1, seeds=1), _segmenter(1, seeds=1)
+    other.set_threshold(0.5)
+    with torch.no_grad():
+        next(other.generator.parameters()).add_(1.0)
+    for view in (model.map_view(), model.packed_view(), model.training_loss()):
+        assert list(view.state_dict()) == list(model.state_dict())  # the segmenter's keys, as checkpoints hold them
+    view = model.packed_view(0.1)
+    view.load_state_dict(other.state_dict())  # what nnU-Net's predictor does for each fold
+    assert float(model.threshold) == 0.5 and view.threshold == 0.1
+    assert torch.equal(next(model.generator.parameters()), next(other.generator.parameters()))
+    loss = model.training_loss().train()
+    assert model.training and model.generator.training
+    assert list(loss.parameters()) == list(model.parameters())
+    value = loss(torch.randn(2, 1, 16, 16, generator=torch.Generator().manual_seed(3)))
+    assert value.ndim == 0 and torch.isfinite(value)
 
 
 def test_the_counterfactual_goes_back_to_the_input_units_of_a_linear_normalisation():

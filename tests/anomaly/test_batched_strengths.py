@@ -1,7 +1,7 @@
 """Anomaly strengths and seeds denoised together: stacked on the batch axis, one sampler loop per group, they give the
 one-at-a-time results for fixed seeds (the same noise draws exactly, the same updates up to the denoiser's round-off
 across batch sizes), and the denoiser really is called with a batch above 1. The anomaly path samples with DDIM eta 0
-only (set_sampling refuses other samplers); its randomness is the partial-noising draw, Gaussian or simplex."""
+only (check_sampler refuses other samplers); its randomness is the partial-noising draw, Gaussian or simplex."""
 
 from __future__ import annotations
 

@@ -14,8 +14,8 @@ from nnugen.anomaly import (
     LesionFamily,
     body_mask,
     insert_lesions,
-    write_lesion_dataset,
 )
+from nnugen.demo.lesion_dataset import write_lesion_dataset
 from nnugen.demo.phantom import PhantomSpec, make_phantom_case
 
 SPECS = {"3d": PhantomSpec(shape=(24, 32, 32), n_channels=2), "2d": PhantomSpec(shape=(48, 48), spacing=(1.0, 1.0))}

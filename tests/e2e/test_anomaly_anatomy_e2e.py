@@ -33,7 +33,7 @@ def _sets(settings: tuple[str, ...]) -> list[str]:
 
 @pytest.fixture(scope="module")
 def anatomy_run(tmp_path_factory) -> tuple[Path, dict[str, str]]:
-    from nnugen.anomaly import write_lesion_dataset
+    from nnugen.demo.lesion_dataset import write_lesion_dataset
     from nnugen.demo.phantom import PhantomSpec
 
     root = tmp_path_factory.mktemp("anatomy")

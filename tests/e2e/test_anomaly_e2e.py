@@ -34,7 +34,7 @@ def _split(root: Path, train: list[str], val: list[str]) -> None:
 
 @pytest.fixture(scope="module")
 def anomaly_run(tmp_path_factory) -> tuple[Path, dict[str, str], dict]:
-    from nnugen.anomaly import write_lesion_dataset
+    from nnugen.demo.lesion_dataset import write_lesion_dataset
     from nnugen.demo.phantom import PhantomSpec
 
     root = tmp_path_factory.mktemp("anomaly")
@@ -124,8 +124,8 @@ def test_nnugen_predict_writes_anomaly_maps_and_counterfactuals_with_the_case_ge
     record = ThresholdRecord.load(fold / "threshold.json", threshold_model_id(TRAINER, "nnugenPlans", "3d_fullres", 0))
     out = tmp_path / "maps"
     run([cli("nnugen_predict"), "-d", str(DATASET_ID), "-c", "3d", "-f", "0", "-tr", TRAINER, "-i", str(images), "-o",
-         str(out), "-device", "cpu", "--seeds", "2", "--seed", "3", "--strengths", "0.25", "0.5", "--threshold-file",
-         str(fold / "threshold.json"), "-npp", "0", "-nps", "0"], env)
+         str(out), "-device", "cpu", "--ensemble-size", "2", "--seed", "3", "--strengths", "0.25", "0.5",
+         "--threshold-file", str(fold / "threshold.json"), "-npp", "0", "-nps", "0"], env)
     used = json.loads((out / "nnugen_predict_args.json").read_text())["sampler_used"]
     assert used["anomaly"]["strengths"] == [0.25, 0.5] and used["sampler"]["seeds"] == 2
     for source_file in sorted(images.glob("*_0000.nii.gz")):

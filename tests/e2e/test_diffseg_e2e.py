@@ -19,7 +19,7 @@ from e2e_helpers import cli, nnunet_environment, run
 
 pytestmark = pytest.mark.slow
 
-UNCERTAINTY_FLAGS = ["--save-uncertainty", "--seeds", "2", "--steps", "2", "--sampler", "ddim"]
+UNCERTAINTY_FLAGS = ["--save-uncertainty", "--ensemble-size", "2", "--steps", "2", "--sampler", "ddim"]
 FAST = ["-device", "cpu", "-npp", "0", "-nps", "0", "--disable_progress_bar"]
 DICE_MARGIN = 0.25
 """Trained minus untrained mean foreground Dice must exceed this. Observed with conftest.py's runs: 3D (40 iterations,
@@ -178,7 +178,7 @@ def test_nnugen_predict_is_repeatable_across_parts_resumes_and_copied_model_fold
 
 BAD_INPUTS = {
     "zero steps": (["--steps", "0"], "--steps 0: must be at least 1"),
-    "zero seeds": (["--seeds", "0"], "--seeds 0: must be at least 1"),
+    "zero ensemble size": (["--ensemble-size", "0"], "--ensemble-size 0: must be at least 1"),
     "more steps than trained timesteps": (["--steps", "6"], "--steps 6: this model was trained with 5 timesteps"),
     "unknown sampler": (["--sampler", "euler"], "unknown sampler 'euler'"),
     "two channels for a one-channel model": ([], "has 2 channel file(s) (_0000, _0001) but the model expects 1"),

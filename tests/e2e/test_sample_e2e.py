@@ -57,7 +57,7 @@ def _plans(root: Path) -> dict:
 
 def test_sample_writes_cases_in_the_datasets_units_and_geometry(ddpm_root, tmp_path, monkeypatch):
     out = tmp_path / "samples"
-    run([cli("nnugen_sample"), "901", "3d", "2", str(out), "--size", "patch", "-p", *SAMPLE_ARGS],
+    run([cli("nnugen_sample"), "901", "3d", "2", str(out), "--size", "patch", "--progress", *SAMPLE_ARGS],
         nnunet_environment(ddpm_root))
     plans = _plans(ddpm_root)
     configuration = plans["configurations"]["3d_fullres"]

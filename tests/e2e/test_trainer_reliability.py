@@ -97,7 +97,7 @@ def test_nonfinite_weights_are_never_saved_and_checkpoints_are_atomic(trainer_fa
 
 
 def test_broken_checkpoint_gives_one_line_error(trainer_factory, tmp_path):
-    from nnugen.trainers.checkpoint_files import CheckpointError
+    from nnugen.folders.checkpoint_files import CheckpointError
 
     trainer = trainer_factory()
     broken = tmp_path / "checkpoint_final.pth"

@@ -6,6 +6,7 @@ nnU-Net's predictor (whose sliding window is nnU-Net's business)."""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -34,7 +35,7 @@ class OneTilePredictor:
 
     @torch.inference_mode()
     def predict_logits_from_preprocessed_data(self, data: torch.Tensor) -> torch.Tensor:
-        request = self.network.request
+        request = self.network.sampling_request
         self.calls.append((request.seed, request.sampler.seeds))
         return self.network(data[None])[0] if self.output is None else self.output.clone()
 
@@ -70,13 +71,27 @@ def test_members_use_the_same_seeds_in_both_modes(dim):
 def test_a_case_leaves_no_sampling_settings_behind_for_the_next():
     # found end to end: the second case of a run was sampled with one member after the first reset seeds=1
     network = segmenter("2d")
-    network.set_sampling(seeds=2)  # as nnugen_predict --seeds 2 does; each case reads its ensemble size from here
     predictor = OneTilePredictor(network)
-    before = network.request
-    for seed in (7, 20):
-        predict_case(predictor, network, image("2d"), "case", seed, network.request.sampler.seeds, True)
-        assert network.request == before
+    # as nnugen_predict --ensemble-size 2 does; each case reads its ensemble size from here
+    with network.sampling(replace(network.planned_sampler, seeds=2)):
+        before = network.sampling_request
+        for seed in (7, 20):
+            predict_case(predictor, network, image("2d"), "case", seed, network.sampling_request.sampler.seeds, True)
+            assert network.sampling_request == before
     assert predictor.calls == [(7, 1), (8, 1), (20, 1), (21, 1)]
+    assert network.sampling_request.sampler == network.planned_sampler
+
+
+def test_the_sampling_block_restores_the_settings_after_an_exception():
+    network = segmenter("2d")
+    before = network.sampling_request
+    with pytest.raises(RuntimeError, match="inside"):
+        with network.sampling(replace(network.planned_sampler, steps=1, seeds=3), seed=9):
+            assert network.sampling_request.seed == 9 and network.sampling_request.sampler.seeds == 3
+            with network.sampling(seed=4):  # nested: keeps the outer settings, changes the seed only
+                assert network.sampling_request.sampler.steps == 1 and network.sampling_request.seed == 4
+                raise RuntimeError("inside")
+    assert network.sampling_request == before
 
 
 @pytest.mark.parametrize("dim", SPATIAL)

@@ -72,7 +72,7 @@ def test_a_vector_image_is_more_than_one_channel(tmp_path):
 
 @pytest.mark.parametrize(("changes", "message"), [
     ({"steps": 0}, "--steps 0: must be at least 1"),
-    ({"seeds": 0}, "--seeds 0: must be at least 1"),
+    ({"seeds": 0}, "--ensemble-size 0: must be at least 1"),
     ({"sampler": "euler"}, "unknown sampler 'euler'; choose one of ddpm, ddim, dpm_solver\\+\\+"),
     ({"eta": 1.5}, "--eta 1.5"),
     ({"num_parts": 2, "part_id": 2}, "-part_id 2 / -num_parts 2"),

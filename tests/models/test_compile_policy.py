@@ -6,6 +6,7 @@ instead of nnU-Net's whole-model wrap."""
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from types import SimpleNamespace
 
 import pytest
@@ -107,8 +108,8 @@ def test_sampling_compiles_the_denoiser_once_and_not_the_loop():
     # 5 sampler steps (with self-conditioning): one graph, the denoiser's, compiled once and reused every step
     assert counter.frame_count == 1
     torch.testing.assert_close(compiled, eager)
-    model.set_sampling(steps=8, seed=3)  # another run of the loop, other timesteps and noise: no recompilation
-    with torch.no_grad():
+    # another run of the loop, other timesteps and noise: no recompilation
+    with torch.no_grad(), model.sampling(replace(model.planned_sampler, steps=8), seed=3):
         model(_image())
     assert counter.frame_count == 1
     assert model._compiled_call_impl is None  # the model's forward, the sampler loop, stays eager
@@ -184,7 +185,7 @@ def test_nnugen_trainers_compile_by_nnugen_policy_not_nnunets(monkeypatch):
 
 
 def test_a_checkpoint_with_compiled_keys_is_restored():
-    from nnugen.trainers.checkpoint_files import restore_nnunet_checkpoint
+    from nnugen.folders.checkpoint_files import restore_nnunet_checkpoint
 
     source, target = _segmenter(), _segmenter()
     torch.nn.init.constant_(source.denoiser.head.weight, 0.5)

@@ -9,8 +9,8 @@ import pytest
 import SimpleITK as sitk
 
 from nnugen.demo.phantom import PhantomSpec, write_phantom_dataset
+from nnugen.folders.dataset_folders import InputError
 from nnugen_planner.dataset_check import DatasetProblem, check_image_file, check_raw_dataset
-from nnugen_planner.dataset_files import PlanningError
 
 
 def _volume(shape=(20, 24, 28)) -> np.ndarray:
@@ -128,5 +128,5 @@ def test_raw_dataset_with_one_corrupted_file(tmp_path, num_processes):
 
 
 def test_raw_dataset_without_dataset_json(tmp_path):
-    with pytest.raises(PlanningError, match="dataset.json"):
+    with pytest.raises(InputError, match="dataset.json"):
         check_raw_dataset(tmp_path)

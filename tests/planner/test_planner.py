@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from nnugen.config import TASKS, NnugenSection, section_of
-from nnugen_planner.dataset_files import PlanningError
+from nnugen.config import TASK_SECTIONS, NnugenSection, section_of
+from nnugen.folders.dataset_folders import InputError
 from nnugen_planner.memory import UNetShape, estimate_gb, plan_memory
 from nnugen_planner.overrides import load_overrides_file, parse_set
 from nnugen_planner.planner import PLANNED_KEY, PlanRequest, num_segmentation_heads, plan_dataset
@@ -72,7 +72,7 @@ def test_anisotropic_plan_keeps_strides_and_kernels_in_every_denoiser(fake_prepr
     # every written section reads back through nnugen.config
     for name in PLANNED_CONFIGURATIONS:
         section = section_of(plans["configurations"][name], name)
-        assert set(section.tasks) == set(TASKS)
+        assert set(section.tasks) == set(TASK_SECTIONS)
         for task in DENOISING_TASKS:
             assert section.task(task).denoiser.dimension == len(plans["configurations"][name]["patch_size"])
 
@@ -139,7 +139,7 @@ def test_plans_without_arch_kwargs_are_rejected(fake_preprocessed):
         plans["configurations"]["3d_fullres"]["architecture"] = {"network_class_name": "PlainConvUNet"}
 
     folder = fake_preprocessed("isotropic", edit=old_plans)
-    with pytest.raises(PlanningError, match="arch_kwargs.*nnUNetv2_plan_and_preprocess"):
+    with pytest.raises(InputError, match="arch_kwargs.*nnUNetv2_plan_and_preprocess"):
         plan_dataset(PlanRequest(dataset="901"))
     assert not (folder / "nnugenPlans.json").exists()
 
@@ -149,7 +149,7 @@ def test_plans_without_arch_kwargs_are_rejected(fake_preprocessed):
 
 def _memory(budget: float) -> dict:
     plans = _plan(configurations=("3d_fullres",), gpu_memory_gb=budget, overwrite=True)
-    return {task: _task(plans, task)["memory"] for task in TASKS}
+    return {task: _task(plans, task)["memory"] for task in TASK_SECTIONS}
 
 
 def test_smaller_budget_lowers_batch_or_checkpoints(fake_preprocessed):
@@ -166,7 +166,7 @@ def test_smaller_budget_lowers_batch_or_checkpoints(fake_preprocessed):
             assert memory["budget_gb"] == budget
             assert memory["estimated_gb"] <= budget, (budget, task)
             assert memory["batch_size"] * memory["grad_accumulation"] >= nnunet_batch, (budget, task)
-    for task in TASKS:  # a smaller budget never gives a bigger batch or drops checkpointing
+    for task in TASK_SECTIONS:  # a smaller budget never gives a bigger batch or drops checkpointing
         batches = [plan[task]["batch_size"] for plan in (roomy, default, tight)]
         accumulation = [plan[task]["grad_accumulation"] for plan in (roomy, default, tight)]
         checkpointing = [plan[task]["activation_checkpointing"] for plan in (roomy, default, tight)]
@@ -178,7 +178,7 @@ def test_smaller_budget_lowers_batch_or_checkpoints(fake_preprocessed):
 @pytest.mark.parametrize("variant, budget", [("anisotropic", 3.0), ("isotropic", 0.9)])
 def test_budget_too_small_for_batch_one_names_the_flag_and_writes_nothing(fake_preprocessed, variant, budget):
     folder = fake_preprocessed(variant)
-    with pytest.raises(PlanningError, match="--gpu-memory-gb"):
+    with pytest.raises(InputError, match="--gpu-memory-gb"):
         plan_dataset(PlanRequest(dataset="901", gpu_memory_gb=budget))
     assert not (folder / "nnugenPlans.json").exists()
     assert [p.name for p in folder.iterdir() if p.name.startswith(".")] == []
@@ -187,9 +187,9 @@ def test_budget_too_small_for_batch_one_names_the_flag_and_writes_nothing(fake_p
 def test_failed_replan_leaves_the_existing_file_untouched(fake_preprocessed):
     folder = fake_preprocessed("anisotropic")
     before = plan_dataset(PlanRequest(dataset="901")).read_bytes()
-    with pytest.raises(PlanningError, match="--gpu-memory-gb"):
+    with pytest.raises(InputError, match="--gpu-memory-gb"):
         plan_dataset(PlanRequest(dataset="901", gpu_memory_gb=3.0, overwrite=True))
-    with pytest.raises(PlanningError, match="--gpu-memory-gb"):
+    with pytest.raises(InputError, match="--gpu-memory-gb"):
         plan_dataset(PlanRequest(dataset="901", gpu_memory_gb=0))
     assert (folder / "nnugenPlans.json").read_bytes() == before
 
@@ -298,7 +298,7 @@ def test_invalid_hand_edit_is_reported_on_replan(fake_preprocessed):
 def test_malformed_existing_nnugen_plans_is_named_unless_overwrite(fake_preprocessed):
     folder = fake_preprocessed("isotropic")
     (folder / "nnugenPlans.json").write_text('{"configurations": ', encoding="utf-8")
-    with pytest.raises(PlanningError, match="nnugenPlans.json is not valid JSON"):
+    with pytest.raises(InputError, match="nnugenPlans.json is not valid JSON"):
         plan_dataset(PlanRequest(dataset="901"))
     assert _plan(overwrite=True)["plans_name"] == "nnugenPlans"
 
@@ -389,7 +389,7 @@ def test_bad_overrides_file_is_reported_and_nothing_is_written(fake_preprocessed
     overrides.write_text(text, encoding="utf-8")
     with pytest.raises(ValueError, match=message):
         plan_dataset(PlanRequest(dataset="901", overrides_file=overrides))
-    with pytest.raises(PlanningError, match="no such file"):
+    with pytest.raises(InputError, match="no such file"):
         plan_dataset(PlanRequest(dataset="901", overrides_file=tmp_path / "missing.yaml"))
     assert not (folder / "nnugenPlans.json").exists()
 
@@ -463,7 +463,7 @@ def test_configuration_alias_and_subset(fake_preprocessed):
 @pytest.mark.parametrize("name", ["3d_highres", "4d"])
 def test_unknown_configuration_lists_the_available_ones(fake_preprocessed, name):
     folder = fake_preprocessed("isotropic")
-    with pytest.raises(PlanningError, match=f"unknown configuration '{name}'; this plan has 2d, 3d_lowres, 3d_fullres"):
+    with pytest.raises(InputError, match=f"unknown configuration '{name}'; this plan has 2d, 3d_lowres, 3d_fullres"):
         plan_dataset(PlanRequest(dataset="901", configurations=(name,)))
     assert not (folder / "nnugenPlans.json").exists()
 
@@ -472,7 +472,7 @@ def test_unknown_configuration_lists_the_available_ones(fake_preprocessed, name)
 def test_missing_input_file_says_to_run_nnunet_planning(fake_preprocessed, missing):
     folder = fake_preprocessed("isotropic")
     (folder / missing).unlink()
-    with pytest.raises(PlanningError, match=f"{missing} is missing; run nnUNetv2_plan_and_preprocess -d 901 first"):
+    with pytest.raises(InputError, match=f"{missing} is missing; run nnUNetv2_plan_and_preprocess -d 901 first"):
         plan_dataset(PlanRequest(dataset="901"))
     assert not (folder / "nnugenPlans.json").exists()
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from nnugen.trainers.checkpoint_files import CheckpointError, load_nnunet_checkpoint, restore_rng_states, rng_states
+from nnugen.folders.checkpoint_files import CheckpointError, load_nnunet_checkpoint, restore_rng_states, rng_states
 
 
 def _checkpoint(path, states: dict) -> None:

@@ -11,7 +11,7 @@ import pytest
 from nnunetv2.training.logging.nnunet_logger import MetaLogger
 
 from nnugen.atomic_files import atomic_write_text, torn_writes
-from nnugen.trainers.checkpoint_files import remove_torn_writes
+from nnugen.folders.checkpoint_files import remove_torn_writes
 from nnugen.trainers.epoch_metrics import EpochMetrics
 from nnugen.trainers.nnugen_trainer import NnugenTrainer
 
@@ -75,7 +75,7 @@ def test_only_the_temporaries_of_interrupted_checkpoint_writes_are_removed(tmp_p
 def test_resume_checkpoint_is_picked_as_nnunet_picks_it_and_a_broken_one_is_refused_without_unpickling(tmp_path):
     import torch
 
-    from nnugen.trainers.checkpoint_files import CheckpointError, check_checkpoint_file, resume_checkpoint
+    from nnugen.folders.checkpoint_files import CheckpointError, check_checkpoint_file, resume_checkpoint
 
     assert resume_checkpoint(str(tmp_path)) is None
     for name in ("checkpoint_best.pth", "checkpoint_latest.pth"):

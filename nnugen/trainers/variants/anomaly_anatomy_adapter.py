@@ -3,8 +3,9 @@ T2I-Adapter (Mou et al. 2023) on the one-hot of the anatomy mask (``anomaly.cond
 denoiser that ``anomaly.generation.base_model`` names (by default this dataset's NnugenAnomalyTrainer of the same
 configuration and fold). Image space only; no conditioning dropout or guidance: counterfactuals always see the mask."""
 
+from nnugen.tasks import TASKS
 from nnugen.trainers.nnugen_anomaly_trainer import NnugenAnomalyTrainer
 
 
 class NnugenAnomalyTrainer_anatomyAdapter(NnugenAnomalyTrainer):
-    settings_changes = {"generation": {"mode": "label_adapter", "condition_dropout": 0.0}}
+    settings_changes = TASKS["anomaly_adapter"].settings_changes  # the task table's row (nnugen/tasks.py)

@@ -2,8 +2,9 @@
 ``label_adapter`` (Mou et al. 2023), on the frozen image-only DDPM that ``ddpm.generation.base_model`` names (by
 default this dataset's NnugenDDPMTrainer of the same configuration and fold)."""
 
+from nnugen.tasks import TASKS
 from nnugen.trainers.nnugen_ddpm_trainer import NnugenDDPMTrainer
 
 
 class NnugenDDPMTrainer_labelAdapter(NnugenDDPMTrainer):
-    settings_changes = {"generation": {"mode": "label_adapter"}}
+    settings_changes = TASKS["adapter"].settings_changes  # the task table's row (nnugen/tasks.py)

@@ -1,5 +1,6 @@
-"""Finding a dataset's folders and reading / writing its JSON files, torch-free, with one-line errors that say
-what to do. nnU-Net's own lookup (``maybe_convert_to_dataset_name``) would pull in its heavier modules."""
+"""Finding a dataset's folders under nnUNet_raw / nnUNet_preprocessed / nnUNet_results and reading JSON files,
+torch-free (the planner and the CLIs' checks use it), with one-line errors that say what to do. nnU-Net's own lookup
+(``maybe_convert_to_dataset_name``) would pull in its heavier modules."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 
-class PlanningError(ValueError):
-    """A problem with the user's input that a one-line message explains."""
+class InputError(ValueError):
+    """A problem with the user's input (a dataset, a folder, a file) that a one-line message explains."""
 
 
 def _env_folder(name: str) -> Path | None:
@@ -27,7 +28,7 @@ def dataset_name(dataset: str | int) -> str:
     try:
         number = int(text)
     except ValueError:
-        raise PlanningError(f"dataset '{text}' is neither an ID nor a name like Dataset004_Name") from None
+        raise InputError(f"dataset '{text}' is neither an ID nor a name like Dataset004_Name") from None
     prefix = f"Dataset{number:03d}_"
     found = set()
     for variable in ("nnUNet_preprocessed", "nnUNet_raw", "nnUNet_results"):
@@ -36,20 +37,20 @@ def dataset_name(dataset: str | int) -> str:
             found.update(p.name for p in root.iterdir() if p.is_dir() and p.name.startswith(prefix))
     if not found:
         searched = ", ".join(f"{v}={os.environ.get(v, '<unset>')}" for v in ("nnUNet_preprocessed", "nnUNet_raw"))
-        raise PlanningError(f"no dataset with ID {number} ({prefix}*) found ({searched}); check the ID and the "
+        raise InputError(f"no dataset with ID {number} ({prefix}*) found ({searched}); check the ID and the "
                             "nnUNet_* environment variables")
     if len(found) > 1:
-        raise PlanningError(f"dataset ID {number} is ambiguous: {', '.join(sorted(found))}; pass the full name")
+        raise InputError(f"dataset ID {number} is ambiguous: {', '.join(sorted(found))}; pass the full name")
     return found.pop()
 
 
 def preprocessed_folder(dataset: str | int) -> Path:
     root = _env_folder("nnUNet_preprocessed")
     if root is None:
-        raise PlanningError("nnUNet_preprocessed is not set; export it as for nnUNetv2_plan_and_preprocess")
+        raise InputError("nnUNet_preprocessed is not set; export it as for nnUNetv2_plan_and_preprocess")
     folder = root / dataset_name(dataset)
     if not folder.is_dir():
-        raise PlanningError(f"{folder} does not exist; run nnUNetv2_plan_and_preprocess -d {dataset} first")
+        raise InputError(f"{folder} does not exist; run nnUNetv2_plan_and_preprocess -d {dataset} first")
     return folder
 
 
@@ -61,13 +62,13 @@ def raw_folder(dataset: str | int) -> Path | None:
 
 def load_json(path: Path, missing_hint: str = "") -> dict[str, Any]:
     if not path.is_file():
-        raise PlanningError(f"{path} is missing" + (f"; {missing_hint}" if missing_hint else ""))
+        raise InputError(f"{path} is missing" + (f"; {missing_hint}" if missing_hint else ""))
     try:
         with open(path, encoding="utf-8") as handle:
             data = json.load(handle)
     except json.JSONDecodeError as error:
-        raise PlanningError(f"{path} is not valid JSON (line {error.lineno}, column {error.colno}: {error.msg}); "
+        raise InputError(f"{path} is not valid JSON (line {error.lineno}, column {error.colno}: {error.msg}); "
                             "fix or regenerate that file") from None
     if not isinstance(data, dict):
-        raise PlanningError(f"{path} does not hold a JSON object; fix or regenerate that file")
+        raise InputError(f"{path} does not hold a JSON object; fix or regenerate that file")
     return data

@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import os
 import zipfile
+from collections.abc import Mapping
 
 import numpy as np
 import torch
 from torch._dynamo import OptimizedModule
 
 from nnugen.atomic_files import atomic_torch_save, torn_writes
-from nnugen.models.compile_policy import without_compile_prefix
 
+COMPILE_PREFIX = "_orig_mod."
+"""What ``torch.compile``'s wrapper puts before the keys of a compiled module's state dict."""
+DDP_COMPILE_PREFIX = "module._orig_mod."
 CHECKPOINT_NAMES = ("checkpoint_latest.pth", "checkpoint_best.pth", "checkpoint_final.pth")
 
 
@@ -158,3 +161,16 @@ def _cpu_bytes(state: torch.Tensor) -> torch.Tensor:
         raise CheckpointError("the checkpoint's random state holds no data (loaded onto the meta device); load it "
                               "with map_location='cpu'")
     return state.detach().to("cpu", torch.uint8)
+
+
+def without_compile_prefix(state: Mapping[str, object]) -> tuple[dict, bool]:
+    """(``state`` with the compile wrapper's ``_orig_mod.`` removed from its keys, wherever it sits, and DDP's
+    ``module._orig_mod.`` at the start; whether any key had it)."""
+    stripped, found = {}, False
+    for key, value in state.items():
+        if COMPILE_PREFIX in key:
+            found = True
+            key = key[len("module."):] if key.startswith(DDP_COMPILE_PREFIX) else key
+            key = key.replace(COMPILE_PREFIX, "")
+        stripped[key] = value
+    return stripped, found

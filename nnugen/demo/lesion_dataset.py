@@ -1,0 +1,118 @@
+"""An nnU-Net v2 raw dataset of phantom cases (``nnugen.demo.phantom``) with synthetic lesions
+(``nnugen.anomaly.synthetic_lesions``), for counterfactual anomaly segmentation.
+
+Healthy training cases have all-zero labels (listed in ``healthy_cases.txt``), validation cases tuning-family lesions
+in imagesTr / labelsTr, and test cases test-family lesions in imagesTs / labelsTs; labels {background 0, lesion 1}.
+The phantom's own "organ" and "lesion" structures are part of every case, so they are normal anatomy here; only the
+inserted lesions are labelled. nnU-Net 2.8.1's fingerprint extraction crashes on a dataset whose labels are all
+background; the validation lesion cases in imagesTr carry foreground, so the dataset as a whole has some (hence at
+least one validation case is required).
+
+With ``anatomy_channel=True`` every case gets one more input channel, last: the body mask in which lesions are placed
+(1 inside, 0 outside; the same mask for healthy cases), for ``anomaly.condition_channel``. nnU-Net picks a channel's
+normalisation from its name, so the channel is named ``noNorm`` (``ANATOMY_CHANNEL``): preprocessing then resamples
+it but leaves its values alone.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from nnugen.anomaly.anomaly_map import body_mask
+from nnugen.anomaly.healthy_cases import HEALTHY_CASES_FILE
+from nnugen.anomaly.synthetic_lesions import TEST_FAMILIES, TUNING_FAMILIES, insert_lesions
+from nnugen.atomic_files import atomic_write_json, atomic_write_text
+from nnugen.demo.phantom import PhantomSpec, make_phantom_case, write_phantom_image
+
+LESION_LABELS = {"background": 0, "lesion": 1}
+ANATOMY_CHANNEL = "noNorm"
+
+
+def write_lesion_dataset(raw_root: str | os.PathLike, dataset_id: int, name: str, n_healthy_train: int,
+                         n_val_lesion: int, n_test_lesion: int, seed: int = 0, spec: PhantomSpec | None = None,
+                         *, overwrite: bool = False, anatomy_channel: bool = False) -> Path:
+    """Write ``Dataset{dataset_id:03d}_{name}`` (see the module docstring) under ``raw_root``; returns the folder.
+
+    Cases are numbered healthy, then validation, then test; case i's anatomy depends only on (seed, i) and
+    ``spec`` (as in write_phantom_dataset), its lesions on (seed, i, 1). Validation cases cycle through
+    TUNING_FAMILIES, test cases through TEST_FAMILIES; dataset.json's ``nnugen_lesions`` records which case got
+    which family. The dataset is built in a hidden temporary folder and renamed into place, files atomically.
+    ``anatomy_channel``: also write the body mask the lesions are placed in, as a last channel (see the module
+    docstring).
+    """
+    spec = PhantomSpec() if spec is None else spec
+    raw_root = Path(raw_root)
+    if not 1 <= dataset_id <= 999:
+        raise ValueError(f"dataset_id must be between 1 and 999 (nnU-Net's three digits), got {dataset_id}")
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", name):
+        raise ValueError(f"name must be letters, digits, '-' or '_' (e.g. 'Lesions'), got {name!r}")
+    if n_healthy_train < 1 or n_val_lesion < 1 or n_test_lesion < 0:
+        raise ValueError(f"need n_healthy_train >= 1, n_val_lesion >= 1 (nnU-Net needs some foreground in imagesTr) "
+                         f"and n_test_lesion >= 0; got {n_healthy_train}, {n_val_lesion}, {n_test_lesion}")
+    folder = raw_root / f"Dataset{dataset_id:03d}_{name}"
+    clashes = [p.name for p in raw_root.glob(f"Dataset{dataset_id:03d}_*") if p != folder] if raw_root.is_dir() else []
+    if clashes:
+        raise ValueError(f"{raw_root} already holds {clashes} with dataset ID {dataset_id}; nnU-Net needs unique IDs, "
+                         "so pick another dataset_id or remove that folder")
+    if folder.exists() and not overwrite:
+        raise FileExistsError(f"{folder} exists; pass overwrite=True to rewrite it or delete it first")
+
+    raw_root.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_hex(4)
+    temporary = raw_root / f".{folder.name}.tmp-{token}"
+    temporary.mkdir()
+    n_train = n_healthy_train + n_val_lesion
+    healthy, families = [], {}
+    try:
+        for index in range(n_train + n_test_lesion):
+            case = f"{name}_{index:03d}"
+            images, _anatomy = make_phantom_case(spec, np.random.default_rng([seed, index]))
+            image = np.stack(images)
+            body = body_mask(image[None])[0, 0]
+            if index < n_healthy_train:
+                label = np.zeros(spec.shape, np.uint8)
+                healthy.append(case)
+            else:
+                k = index - (n_healthy_train if index < n_train else n_train)
+                families[case] = (TUNING_FAMILIES if index < n_train else TEST_FAMILIES)[k % 2]
+                image, label = insert_lesions(image, body, np.random.default_rng([seed, index, 1]), families[case])
+            if anatomy_channel:
+                image = np.concatenate([image, body[None].astype(image.dtype)])
+            images_dir, labels_dir = ("imagesTr", "labelsTr") if index < n_train else ("imagesTs", "labelsTs")
+            for channel, array in enumerate(image):
+                write_phantom_image(array, spec, temporary / images_dir / f"{case}_{channel:04d}.nii.gz")
+            write_phantom_image(label, spec, temporary / labels_dir / f"{case}.nii.gz")
+        atomic_write_text(temporary / HEALTHY_CASES_FILE, "".join(f"{case}\n" for case in healthy))
+        channel_names = dict(spec.channel_names)
+        if anatomy_channel:
+            channel_names[str(len(channel_names))] = ANATOMY_CHANNEL
+        atomic_write_json(temporary / "dataset.json", {
+            "channel_names": channel_names,
+            "labels": dict(LESION_LABELS),
+            "numTraining": n_train,
+            "file_ending": ".nii.gz",
+            "overwrite_image_reader_writer": "SimpleITKIO",
+            "name": name,
+            "description": "Phantom MRI with synthetic lesions (nnugen.demo.lesion_dataset): healthy training "
+                           "cases (healthy_cases.txt), validation and test cases with lesions of different families",
+            "reference": "nnugen.demo.lesion_dataset.write_lesion_dataset",
+            "licence": "CC0",
+            "nnugen_lesions": {"seed": seed, "numTest": n_test_lesion, "healthy_cases": healthy,
+                               "lesion_families": families, "tuning_families": list(TUNING_FAMILIES),
+                               "test_families": list(TEST_FAMILIES), "spec": asdict(spec)},
+        })
+        previous = raw_root / f".{folder.name}.old-{token}"
+        if folder.exists():
+            os.replace(folder, previous)
+        os.replace(temporary, folder)
+        shutil.rmtree(previous, ignore_errors=True)
+    finally:
+        shutil.rmtree(temporary, ignore_errors=True)
+    return folder

@@ -1,0 +1,42 @@
+"""The runtime flags of one training run, and their one channel to nnU-Net's trainer.
+
+``nnugen_train --seed S --progress`` cannot hand these to the trainer as arguments: nnU-Net's ``run_training`` creates
+the trainer itself, from the plans, configuration, fold and dataset.json only (in spawned processes under
+``-num_gpus``, on every rank under torchrun). They travel as environment variables, which every one of those
+processes inherits, and only here are they named, written and read. Settings that change the model never travel
+this way: they belong in the plans (docs/extending.md, "Where settings must live"). With ``nnUNetv2_train``, set the
+variables yourself (``NNUGEN_SEED=0 nnUNetv2_train ...``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+SEED_VARIABLE = "NNUGEN_SEED"
+PROGRESS_VARIABLE = "NNUGEN_PROGRESS"
+
+
+@dataclass(frozen=True)
+class RunFlags:
+    seed: int | None = None
+    """Seeds Python, NumPy and torch with ``seed + local rank``, and the augmentation workers; None: unseeded."""
+    progress: bool = False
+    """A progress bar per epoch on rank 0."""
+
+    def environment(self) -> dict[str, str]:
+        """The variables that carry these flags (an empty seed clears one an earlier run of this process set)."""
+        return {SEED_VARIABLE: "" if self.seed is None else str(self.seed),
+                PROGRESS_VARIABLE: "1" if self.progress else "0"}
+
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str] | None = None) -> RunFlags:
+        """The flags the trainer's process was started with; ValueError for a seed that is not an integer."""
+        environ = os.environ if environ is None else environ
+        value = environ.get(SEED_VARIABLE, "")
+        try:
+            seed = int(value) if value != "" else None
+        except ValueError:
+            raise ValueError(f"{SEED_VARIABLE}={value!r} is not an integer; set it to e.g. 0 or unset it") from None
+        return cls(seed, environ.get(PROGRESS_VARIABLE) == "1")
