@@ -34,6 +34,7 @@ import subprocess
 import sys
 import time
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 BIN = Path(sys.executable).parent
@@ -246,8 +247,8 @@ def host_syncs_per_step(runner: Runner) -> dict:
     tile = torch.randn(1, 1, *predictor.configuration_manager.patch_size, device="cuda")
 
     def syncs(steps: int) -> int:
-        network.set_sampling(name="ddim", steps=steps, seeds=1)
-        with torch.inference_mode(), warnings.catch_warnings(record=True) as caught:
+        sampler = replace(network.planned_sampler, name="ddim", steps=steps, seeds=1)
+        with network.sampling(sampler), torch.inference_mode(), warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             torch.cuda.set_sync_debug_mode("warn")
             try:

@@ -21,6 +21,7 @@ def _default(variable: str, default: int) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from nnugen import PLANS_IDENTIFIER
+    from nnugen.tasks import TASKS
 
     parser = argparse.ArgumentParser(
         prog="nnugen_predict",
@@ -33,7 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-o", required=True, help="output folder (created if needed)")
     parser.add_argument("-d", default=None, help="dataset ID or name (with -tr / -p / -c)")
     parser.add_argument("-p", default=PLANS_IDENTIFIER, help=PLANS_HELP.format(default=PLANS_IDENTIFIER))
-    parser.add_argument("-tr", default="NnugenDiffSegTrainer", help="trainer (default NnugenDiffSegTrainer)")
+    trainer = TASKS["seg"].trainer
+    parser.add_argument("-tr", default=trainer, help=f"trainer (default {trainer})")
     parser.add_argument("-c", default=None, help="configuration: 2d, 3d_fullres (or 3d), 3d_lowres ...")
     parser.add_argument("-m", default=None, help="model folder (containing fold_X), instead of -d / -tr / -p / -c")
     parser.add_argument("-f", nargs="+", default=None,

@@ -16,6 +16,8 @@ Layout of the section (one per configuration)::
 from __future__ import annotations
 
 import dataclasses
+import functools
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -390,8 +392,16 @@ class NnugenSection(Section):
 
 
 def section_of(configuration: dict[str, Any], configuration_name: str = "") -> NnugenSection:
-    """Parse and validate the ``nnugen`` section of one (inheritance-resolved) configuration dict of the plans."""
+    """Parse and validate the ``nnugen`` section of one (inheritance-resolved) configuration dict of the plans.
+
+    Parsed once per process: the trainer, the network builder nnU-Net calls and the run's checks all ask for the same
+    section, and get the same frozen object back as long as its content is the same."""
     if "nnugen" not in configuration:
         raise ValueError(f"configuration '{configuration_name}' has no nnugen section: these are not nnugenPlans; "
                          "run nnugen_plan -d ID and train with -p nnugenPlans")
-    return NnugenSection.from_dict(configuration["nnugen"], f"{configuration_name or 'configuration'}.nnugen")
+    return _parsed_section(json.dumps(configuration["nnugen"], sort_keys=True), configuration_name or "configuration")
+
+
+@functools.lru_cache(maxsize=64)
+def _parsed_section(text: str, where: str) -> NnugenSection:
+    return NnugenSection.from_dict(json.loads(text), f"{where}.nnugen")

@@ -46,7 +46,6 @@ from nnugen.anomaly.threshold import (
     best_dice_threshold,
     choose_threshold,
     fpr_threshold,
-    threshold_model_id,
 )
 
 __all__ = [
@@ -91,7 +90,6 @@ __all__ = [
     "simplex_noise",
     "simplex_noise_like",
     "split_anatomy",
-    "threshold_model_id",
     "uncertainty",
     "volume_score",
 ]

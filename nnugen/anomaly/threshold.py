@@ -131,12 +131,6 @@ def choose_threshold(maps: Sequence[np.ndarray], labels: Sequence[np.ndarray], h
     return ThresholdRecord(threshold=threshold, rule=rule, value=value, model=model)
 
 
-def threshold_model_id(trainer_name: str, plans_identifier: str, configuration: str, fold: int | str) -> str:
-    """The model a threshold belongs to: ``Trainer__Plans__configuration/fold_F`` (ThresholdRecord.model), i.e. the
-    fold's folder as nnU-Net names it under nnUNet_results."""
-    return f"{trainer_name}__{plans_identifier}__{configuration}/fold_{fold}"
-
-
 def _default_created_with() -> str:
     from nnugen import __version__
 

@@ -31,6 +31,12 @@ def fold_name(fold: int | str) -> str:
     return f"fold_{fold}"
 
 
+def model_id(trainer: str, plans: str, configuration: str, fold: int | str) -> str:
+    """``<Trainer>__<Plans>__<configuration>/fold_<F>``: which model and fold a side file (threshold.json) belongs to,
+    wherever the folder was copied."""
+    return f"{folder_name(trainer, plans, configuration)}/{fold_name(fold)}"
+
+
 def results_root() -> Path:
     """``$nnUNet_results``; InputError when it is not set."""
     results = os.environ.get("nnUNet_results")
@@ -82,8 +88,7 @@ class ModelFolder:
         return self.fold(fold) / checkpoint
 
     def identifier(self, fold: int | str) -> str:
-        """``<Trainer>__<Plans>__<configuration>/fold_<F>``: which model and fold a side file (threshold.json)
-        belongs to, wherever the folder was copied."""
+        """``model_id`` of one of this folder's folds."""
         return f"{self.path.name}/{fold_name(fold)}"
 
     def folds_with(self, checkpoint: str) -> tuple[int, ...]:

@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nnugen.anomaly import ThresholdRecord, threshold_model_id
+from nnugen.anomaly import ThresholdRecord
+from nnugen.folders.model_folder import model_id
 from nnugen.inference.anomaly_export import anomaly_output_files, export_anomaly_case
 from nnugen.inference.ensemble_prediction import finite_logits
 from nnugen.models.anomaly_sampling import checked_strengths
@@ -100,7 +101,7 @@ def prepare_anomaly_model(predictor, segmenter: AnomalySegmenter, model_folder: 
         if len(folds) != 1:
             raise ValueError(f"--threshold-file holds the threshold of one fold, but {len(folds)} folds were "
                              "selected; pass that fold alone with -f F")
-        model = threshold_model_id(predictor.trainer_name, predictor.plans_manager.plans_name,
+        model = model_id(predictor.trainer_name, predictor.plans_manager.plans_name,
                                    Path(model_folder).name.rsplit("__", 1)[-1], folds[0])
         threshold = ThresholdRecord.load(request.threshold_file, model).threshold
     else:  # each fold's own threshold, as its parameters hold it

@@ -28,7 +28,7 @@ class AnomalyResult:
 
 @dataclass(frozen=True)
 class PackedOutputs:
-    """``AnomalySegmenter.unpack`` of a packed tensor (K, *spatial): logits (num_classes, ...), map (1, ...),
+    """``PackedView.unpack`` of a packed tensor (K, *spatial): logits (num_classes, ...), map (1, ...),
     variance (1, ...), counterfactual (C, ...) in preprocessed intensities (the mean over strengths and seeds)."""
 
     logits: Tensor

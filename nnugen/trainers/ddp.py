@@ -9,6 +9,7 @@ split instead (``rank_share`` / ``gather_on_rank_zero``): NCCL's watchdog ends a
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Sequence
 from typing import TypeVar
@@ -17,7 +18,20 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
+from nnugen.atomic_files import atomic_torch_save
+from nnugen.trainers.world_batch import world_settings
+
 T = TypeVar("T")
+RANK_WEIGHTS_VARIABLE = "NNUGEN_RANK_WEIGHTS_DIR"
+"""Tests and debugging: every DDP rank writes ``{"network": weights, "extra": extra_checkpoint_state()}`` at the end
+of training to ``$NNUGEN_RANK_WEIGHTS_DIR/rank_R.pt``."""
+
+
+def wandb_from_rank_zero() -> None:
+    """Switch nnU-Net's W&B logging off on every rank but 0 (the rank that writes files): one W&B run per training.
+    Call it before nnU-Net's trainer reads ``nnUNet_wandb_enabled``."""
+    if dist.is_available() and dist.is_initialized() and dist.get_rank() != 0:
+        os.environ["nnUNet_wandb_enabled"] = "0"
 
 
 def local_rank() -> int:
@@ -38,6 +52,33 @@ def wrap_ddp(network: torch.nn.Module, device: torch.device, find_unused_paramet
         network = torch.nn.SyncBatchNorm.convert_sync_batchnorm(network)  # SyncBatchNorm is CUDA only
     return DistributedDataParallel(network, device_ids=[device.index] if device.type == "cuda" else None,
                                    find_unused_parameters=find_unused_parameters)
+
+
+def split_over_ranks(trainer) -> None:
+    """An nnugen trainer's DDP set-up after nnU-Net's initialize ran as one process: nnU-Net asserts a global batch of
+    at least one sample per rank, so the batch and accumulation are planned for the world size (world_batch.py) and
+    nnU-Net splits the global batch with its own method; then the loss is rebuilt for DDP and the network wrapped."""
+    trainer.settings, plan = world_settings(trainer.settings, dist.get_world_size())
+    trainer.configuration_manager.configuration["batch_size"] = plan.global_batch
+    trainer.num_iterations_per_epoch = trainer.settings.training.iterations_per_epoch * plan.grad_accumulation
+    trainer.print_to_log_file(f"DDP over {plan.describe()}")
+    trainer._set_batch_size_and_oversample()
+    trainer.loss = trainer._build_loss()
+    trainer.network = wrap_ddp(trainer.network, trainer.device, trainer.ddp_find_unused_parameters)
+
+
+def gradient_sync(network: torch.nn.Module, is_ddp: bool, sync: bool) -> contextlib.AbstractContextManager:
+    """DDP's ``no_sync`` on the micro-steps that only accumulate (nothing outside DDP or on the last one, ``sync``)."""
+    if is_ddp and not sync:
+        return network.no_sync()
+    return contextlib.nullcontext()
+
+
+def save_rank_weights(rank: int, state: Callable[[], dict]) -> None:
+    """``state()`` (this rank's final weights) to ``$NNUGEN_RANK_WEIGHTS_DIR/rank_{rank}.pt`` when that is set."""
+    folder = os.environ.get(RANK_WEIGHTS_VARIABLE)
+    if folder:
+        atomic_torch_save(state(), os.path.join(folder, f"rank_{rank}.pt"))
 
 
 def all_ranks_agree(flag: bool, device: torch.device) -> bool:

@@ -8,6 +8,7 @@ each epoch their means go to the training log and to nnU-Net's other loggers (W&
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable
 
 from nnugen.trainers.ddp import mean_over_ranks
 
@@ -29,3 +30,14 @@ class EpochMetrics:
         means = mean_over_ranks(self.sums, self.counts)
         self.sums, self.counts = {}, {}
         return means
+
+    def write(self, epoch: int, print_to_log_file: Callable[[str], None], loggers: Iterable, writes: bool) -> None:
+        """``collect`` (every rank must call it); where ``writes`` (rank 0), the means go to the training log and, as
+        values of ``epoch``, to nnU-Net's non-local ``loggers`` (W&B)."""
+        means = self.collect()
+        if not means or not writes:
+            return
+        print_to_log_file("nnugen metrics: " + ", ".join(f"{key} {value:.5g}" for key, value in means.items()))
+        for logger in loggers:
+            for key, value in means.items():
+                logger.log(key, value, epoch)

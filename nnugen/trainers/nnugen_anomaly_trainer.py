@@ -43,10 +43,10 @@ from nnugen.anomaly import (
     healthy_cases_file,
     map_to_logits,
     score_cases,
-    threshold_model_id,
 )
 from nnugen.atomic_files import atomic_write_json
 from nnugen.folders.checkpoint_files import unwrapped_network
+from nnugen.folders.model_folder import model_id as fold_model_id
 from nnugen.models.anomaly_segmenter import AnomalySegmenter
 from nnugen.models.anomaly_views import TrainingLoss
 from nnugen.models.autoencoder_files import load_autoencoder
@@ -181,8 +181,9 @@ class NnugenAnomalyTrainer(NnugenGenerativeTrainer):
     # --- threshold from the fold's validation cases ----------------------------------------------------------------
 
     def model_id(self) -> str:
-        return threshold_model_id(self.__class__.__name__, self.plans_manager.plans_name, self.configuration_name,
-                                  self.fold)
+        """Which model and fold ``threshold.json`` belongs to (folders/model_folder.py)."""
+        return fold_model_id(self.__class__.__name__, self.plans_manager.plans_name, self.configuration_name,
+                             self.fold)
 
     def validation_maps(self, keys: list[str]) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, dict]]:
         """{case: (map, label, healthy-voxel mask, properties)} in the preprocessed geometry, maps from nnU-Net's

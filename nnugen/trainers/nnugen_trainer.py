@@ -1,13 +1,13 @@
 """``NnugenTrainer``: what every nnugen trainer shares, as overrides of nnU-Net's hooks.
 
-- run length, optimiser, batch size, gradient accumulation, AMP dtype and checkpoint interval come from the task's
-  settings in the plans' ``nnugen`` section (``nnugen_task`` names the task);
-- ``train_step`` runs ``compute_loss`` (the one method subclasses implement) under AMP, skips non-finite losses
-  (NonFiniteGuard), and accumulates gradients over ``memory.grad_accumulation`` micro-batches;
+- run length, optimiser, batch size, gradient accumulation, AMP dtype (training_precision.py) and checkpoint interval
+  come from the task's settings in the plans' ``nnugen`` section (``nnugen_task`` names the task);
+- ``train_step`` runs ``compute_loss`` (the one method subclasses implement) under AMP, skips non-finite losses and
+  gradients (nonfinite_guard.py, optimizer_step.py), and accumulates gradients over ``memory.grad_accumulation``;
 - checkpoints are written atomically, never with non-finite weights, every ``training.save_every`` epochs and
-  before the log announces the epoch; the start of a run deletes the temporaries of writes a kill tore;
+  before the log announces the epoch (epoch_end.py); the start of a run deletes the temporaries of writes a kill tore;
 - a checkpoint that does not load is reported in one line naming the file;
-- DDP on any backend and node count (ddp.py): the rank's device follows ``LOCAL_RANK``, rank 0 writes;
+- DDP on any backend and node count (ddp.py, world_batch.py): the rank's device follows ``LOCAL_RANK``, rank 0 writes;
 - ``torch.compile`` follows nnugen's policy (compile_policy.py): only the model's networks, in place, never nnU-Net's
   whole-model wrap around the sampler loop;
 - with a seed, the augmentation workers are seeded and read in order (seeded_augmenter.py);
@@ -17,19 +17,15 @@
 from __future__ import annotations
 
 import os
-from dataclasses import replace
 from time import time
 from typing import ClassVar
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
-from nnunetv2.utilities.helpers import dummy_context
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 
-from nnugen.atomic_files import atomic_torch_save
 from nnugen.config import TaskSettings, section_of
 from nnugen.folders.checkpoint_files import (
     CheckpointError,
@@ -44,17 +40,22 @@ from nnugen.models.model_builders import MODEL_BUILDERS, ModelSpec, build_model
 from nnugen.run_flags import RunFlags
 from nnugen.seeding import seed_everything
 from nnugen.tasks import task_settings
-from nnugen.trainers.ddp import all_ranks_agree, rank_device, wrap_ddp
+from nnugen.trainers.ddp import (
+    all_ranks_agree,
+    gradient_sync,
+    rank_device,
+    save_rank_weights,
+    split_over_ranks,
+    wandb_from_rank_zero,
+)
+from nnugen.trainers.epoch_end import epoch_checkpoints, finite_ema, print_epoch_summary
 from nnugen.trainers.epoch_metrics import EpochMetrics
+from nnugen.trainers.epoch_progress import epoch_progress_bar
 from nnugen.trainers.nonfinite_guard import NonFiniteGuard
+from nnugen.trainers.optimizer_step import clip_and_step, scaled_backward
 from nnugen.trainers.peak_memory import peak_memory_gb, peak_memory_note
 from nnugen.trainers.seeded_augmenter import seeded_augmenter
-from nnugen.trainers.world_batch import plan_world_batch
-
-AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-RANK_WEIGHTS_VARIABLE = "NNUGEN_RANK_WEIGHTS_DIR"
-"""Tests and debugging: every DDP rank writes ``{"network": weights, "extra": extra_checkpoint_state()}`` at the end
-of training to ``$NNUGEN_RANK_WEIGHTS_DIR/rank_R.pt``."""
+from nnugen.trainers.training_precision import training_amp_dtype, training_autocast
 
 
 class NnugenTrainer(nnUNetTrainer):
@@ -85,30 +86,24 @@ class NnugenTrainer(nnUNetTrainer):
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
-        if dist.is_available() and dist.is_initialized() and dist.get_rank() != 0:
-            os.environ["nnUNet_wandb_enabled"] = "0"  # one W&B run, from rank 0 (the rank that writes files)
+        wandb_from_rank_zero()
         super().__init__(plans, configuration, fold, dataset_json, device)
         if self.is_ddp:
             self.device = rank_device(device)  # nnU-Net 2.8.1 puts rank R on cuda:R, whatever the device and node
         self.settings = self.task_settings(self.configuration_manager.configuration, configuration)
         training, memory = self.settings.training, self.settings.memory
-        self.num_epochs = training.epochs
+        self.num_epochs, self.save_every = training.epochs, training.save_every
         self.num_iterations_per_epoch = training.iterations_per_epoch * memory.grad_accumulation
         self.num_val_iterations_per_epoch = training.val_iterations_per_epoch
-        self.initial_lr = training.initial_lr
-        self.weight_decay = training.weight_decay
-        self.save_every = training.save_every
+        self.initial_lr, self.weight_decay = training.initial_lr, training.weight_decay
         # nnU-Net reads the batch size from the configuration; the memory plan decides it for nnugen's tasks
         self.configuration_manager.configuration["batch_size"] = memory.batch_size
-        self.amp_dtype = self._amp_dtype(memory.amp)
+        self.amp_dtype = training_amp_dtype(self.device, memory.amp, self.print_to_log_file)
         if self.amp_dtype != torch.float16:
             self.grad_scaler = None  # scaling is for fp16 only
         self.nonfinite = NonFiniteGuard(training.max_nonfinite_steps)
-        self._micro_step = 0
-        self._progress = None
-        self._metrics = EpochMetrics()
-        self._nonfinite_before_epoch = 0
-        self._peak_reported = False
+        self._micro_step, self._progress, self._metrics = 0, None, EpochMetrics()
+        self._nonfinite_before_epoch, self._peak_reported = 0, False
         flags = RunFlags.from_environment()  # nnugen_train's --seed and --progress (run_flags.py)
         self.seed, self.show_progress = flags.seed, flags.progress
         if self.seed is not None:
@@ -119,18 +114,9 @@ class NnugenTrainer(nnUNetTrainer):
         if self.label_manager.has_regions or self.label_manager.has_ignore_label:
             raise ValueError(f"{what}: region-based labels and ignore labels are not supported yet")
 
-    def _amp_dtype(self, amp: str) -> torch.dtype | None:
-        if self.device.type != "cuda" or amp == "fp32":
-            return None  # autocast on the CPU is slow and buys no memory here
-        if amp == "bf16" and not torch.cuda.is_bf16_supported():
-            self.print_to_log_file("This GPU has no bf16: using fp16 AMP with gradient scaling instead")
-            return torch.float16
-        return AMP_DTYPES[amp]
-
     def autocast(self):
-        if self.amp_dtype is None:
-            return dummy_context()
-        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+        """The training precision's autocast (training_precision.py), for ``compute_loss`` and the like."""
+        return training_autocast(self.device, self.amp_dtype)
 
     def _do_i_compile(self) -> bool:
         return False  # nnU-Net would wrap the whole model, sampler loop included; compile_networks decides instead
@@ -140,29 +126,16 @@ class NnugenTrainer(nnUNetTrainer):
         apply_compile_policy(self.network, self.device, self.print_to_log_file)
 
     def initialize(self):
-        if not self.is_ddp:
-            super().initialize()
-            self.compile_networks()
-            return
-        # nnU-Net wraps the network with device_ids=[global rank] (CUDA, one node only): build everything as one
-        # process, then split the batch across ranks with nnU-Net's own method, rebuild the loss and wrap here
-        self.is_ddp = False
+        # under DDP nnU-Net wraps the network with device_ids=[global rank] (CUDA, one node only): build everything
+        # as one process, then split the batch across ranks, rebuild the loss and wrap here (ddp.py)
+        is_ddp, self.is_ddp = self.is_ddp, False
         try:
             super().initialize()
         finally:
-            self.is_ddp = True
+            self.is_ddp = is_ddp
         self.compile_networks()
-        # nnU-Net asserts a global batch of at least one sample per rank: plan the batch and accumulation for the
-        # world size (world_batch.py), then let nnU-Net split the global batch
-        memory = self.settings.memory
-        plan = plan_world_batch(memory.batch_size, memory.grad_accumulation, dist.get_world_size())
-        self.settings = replace(self.settings, memory=replace(memory, grad_accumulation=plan.grad_accumulation))
-        self.configuration_manager.configuration["batch_size"] = plan.global_batch
-        self.num_iterations_per_epoch = self.settings.training.iterations_per_epoch * plan.grad_accumulation
-        self.print_to_log_file(f"DDP over {plan.describe()}")
-        self._set_batch_size_and_oversample()
-        self.loss = self._build_loss()
-        self.network = wrap_ddp(self.network, self.device, self.ddp_find_unused_parameters)
+        if self.is_ddp:
+            split_over_ranks(self)
 
     def get_dataloaders(self):
         train, val = super().get_dataloaders()
@@ -176,16 +149,6 @@ class NnugenTrainer(nnUNetTrainer):
         training log and to W&B as ``train/NAME`` (network in training mode) or ``val/NAME``."""
         phase = "train" if self.network.training else "val"
         self._metrics.add(f"{phase}/{name}", value.detach().float().item() if torch.is_tensor(value) else value)
-
-    def write_epoch_metrics(self) -> None:
-        """The epoch's extra metrics to the training log and nnU-Net's non-local loggers (W&B); all ranks call it."""
-        means = self._metrics.collect()
-        if not means or self.local_rank != 0:
-            return
-        self.print_to_log_file("nnugen metrics: " + ", ".join(f"{key} {value:.5g}" for key, value in means.items()))
-        for logger in self.logger.loggers:
-            for key, value in means.items():
-                logger.log(key, value, self.current_epoch)
 
     def configure_optimizers(self):
         if self.settings.training.optimizer == "adamw":
@@ -207,10 +170,7 @@ class NnugenTrainer(nnUNetTrainer):
         super().on_train_epoch_start()
         self._nonfinite_before_epoch = self.nonfinite.total
         if self.show_progress and self.local_rank == 0:
-            from tqdm import tqdm
-
-            self._progress = tqdm(total=self.num_iterations_per_epoch, desc=f"epoch {self.current_epoch}",
-                                  leave=False, dynamic_ncols=True)
+            self._progress = epoch_progress_bar(self.num_iterations_per_epoch, self.current_epoch)
 
     def train_step(self, batch: dict) -> dict:
         if self._progress is not None:
@@ -224,45 +184,25 @@ class NnugenTrainer(nnUNetTrainer):
             self.optimizer.zero_grad(set_to_none=True)
         last_micro_step = (self._micro_step + 1) % accumulation == 0
         # DDP all-reduces gradients in backward: only the last micro-step of an accumulation needs it
-        with self.autocast(), self.gradient_sync(last_micro_step):
+        with self.autocast(), gradient_sync(self.network, self.is_ddp, last_micro_step):
             loss = self.compute_loss(data, target)
             # all ranks skip together, else the next gradient all-reduce would wait forever
             finite = all_ranks_agree(bool(torch.isfinite(loss.detach()).all()), self.device)
             if not finite:  # a finite step is recorded once its optimiser step had a finite gradient too
-                self.nonfinite.record(False, self.settings.memory.amp)
-                self.print_to_log_file(f"non-finite loss skipped ({self.nonfinite.total} so far)")
+                self.nonfinite.skip("non-finite loss skipped", self.settings.memory.amp, self.print_to_log_file)
                 self.optimizer.zero_grad(set_to_none=True)
                 self._micro_step = 0
                 return {"loss": np.array(np.nan)}
-            scaled = loss / accumulation
-            (self.grad_scaler.scale(scaled) if self.grad_scaler is not None else scaled).backward()
+            scaled_backward(loss / accumulation, self.grad_scaler)
         self._micro_step += 1
         if last_micro_step:
             self.optimizer_step()
         return {"loss": loss.detach().float().cpu().numpy()}
 
-    def gradient_sync(self, sync: bool):
-        """DDP's ``no_sync`` on the micro-steps that only accumulate (nothing outside DDP or on the last one)."""
-        if self.is_ddp and not sync:
-            return self.network.no_sync()
-        return dummy_context()
-
     def optimizer_step(self) -> None:
-        """Clip and step. fp16 leaves an inf / NaN gradient to the GradScaler, which skips the step and lowers its
-        scale; under bf16 and fp32 there is no scaler, so a non-finite gradient norm skips the step here (it would
-        otherwise pass through clipping into the weights). The norm is of the all-reduced gradients, equal on all
-        ranks, so every rank decides alike."""
-        if self.grad_scaler is not None:
-            self.grad_scaler.unscale_(self.optimizer)
-        norm = torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12)
-        if self.grad_scaler is not None:
-            self.grad_scaler.step(self.optimizer)
-            self.grad_scaler.update()
-        elif bool(torch.isfinite(norm)):
-            self.optimizer.step()
-        else:
-            self.nonfinite.record(False, self.settings.memory.amp)
-            self.print_to_log_file(f"non-finite gradient: step skipped ({self.nonfinite.total} so far)")
+        """Clip and step; without fp16's GradScaler a non-finite gradient skips the step (optimizer_step.py)."""
+        if not clip_and_step(self.network.parameters(), self.optimizer, self.grad_scaler):
+            self.nonfinite.skip("non-finite gradient: step skipped", self.settings.memory.amp, self.print_to_log_file)
             self.optimizer.zero_grad(set_to_none=True)
             return
         self.nonfinite.record(True, self.settings.memory.amp)
@@ -290,47 +230,31 @@ class NnugenTrainer(nnUNetTrainer):
         self.repair_nan_ema()
 
     def on_epoch_end(self):
-        """nnU-Net's epoch end with the checkpoints written before the log announces the epoch ("Epoch time").
-        nnU-Net prints first and saves afterwards, so a kill in between lost an epoch the log called finished.
-        checkpoint_latest is also written after the last epoch (nnU-Net skips it there), which covers the moment
-        before checkpoint_final. checkpoint_best goes first: a kill between the two resumes from the older latest."""
-        self.write_epoch_metrics()
-        epoch = self.current_epoch
-        self.logger.log("epoch_end_timestamps", time(), epoch)
+        """nnU-Net's epoch end with the epoch's checkpoints written before the log announces it (epoch_end.py)."""
+        self._metrics.write(self.current_epoch, self.print_to_log_file, self.logger.loggers, self.local_rank == 0)
+        self.logger.log("epoch_end_timestamps", time(), self.current_epoch)
         ema = self.logger.get_value("ema_fg_dice", step=-1)
         new_best = self._best_ema is None or ema > self._best_ema
         if new_best:
             self._best_ema = ema
-            self.save_checkpoint(os.path.join(self.output_folder, "checkpoint_best.pth"))
-        if (epoch + 1) % self.save_every == 0 or epoch == self.num_epochs - 1:
-            self.save_checkpoint(os.path.join(self.output_folder, "checkpoint_latest.pth"))
-        log = self.logger.get_value
-        self.print_to_log_file("train_loss", np.round(log("train_losses", step=-1), decimals=4))
-        self.print_to_log_file("val_loss", np.round(log("val_losses", step=-1), decimals=4))
-        self.print_to_log_file("Pseudo dice", [np.round(i, decimals=4) for i in log("dice_per_class_or_region", -1)])
-        seconds = log("epoch_end_timestamps", step=-1) - log("epoch_start_timestamps", step=-1)
-        self.print_to_log_file(f"Epoch time: {np.round(seconds, decimals=2)} s")
-        if new_best:
-            self.print_to_log_file(f"Yayy! New best EMA pseudo Dice: {np.round(self._best_ema, decimals=4)}")
+        for name in epoch_checkpoints(self.current_epoch, self.save_every, self.num_epochs, new_best):
+            self.save_checkpoint(os.path.join(self.output_folder, name))
+        print_epoch_summary(self.print_to_log_file, self.logger.get_value, self._best_ema if new_best else None)
         if self.local_rank == 0:
             self.logger.plot_progress_png(self.output_folder)
         self.current_epoch += 1
 
     def on_train_end(self):
         super().on_train_end()
-        folder = os.environ.get(RANK_WEIGHTS_VARIABLE)
-        if folder and self.is_ddp:
-            atomic_torch_save({"network": unwrapped_network(self).state_dict(), "extra": self.extra_checkpoint_state()},
-                              os.path.join(folder, f"rank_{self.local_rank}.pt"))
+        if self.is_ddp:  # tests and debugging: $NNUGEN_RANK_WEIGHTS_DIR (ddp.py)
+            save_rank_weights(self.local_rank, lambda: {"network": unwrapped_network(self).state_dict(),
+                                                        "extra": self.extra_checkpoint_state()})
 
     def repair_nan_ema(self) -> None:
-        """Keep the moving-average pseudo Dice finite."""
-        # nnU-Net's logger computes the EMA pseudo Dice from the previous EMA: one NaN (a validation epoch without
-        # foreground) would make it NaN forever and checkpoint_best would never be written again
+        """Keep the moving-average pseudo Dice finite (epoch_end.py says why)."""
         ema = self.logger.get_value("ema_fg_dice", step=None)
-        if ema and not np.isfinite(ema[-1]):
-            finite = [value for value in ema[:-1] if np.isfinite(value)]
-            ema[-1] = finite[-1] if finite else 0.0
+        if ema:
+            ema[-1] = finite_ema(ema)
         if self._best_ema is not None and not np.isfinite(self._best_ema):
             self._best_ema = None
 

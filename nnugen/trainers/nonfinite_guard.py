@@ -3,6 +3,7 @@ the run with the likely causes."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 
@@ -30,3 +31,8 @@ class NonFiniteGuard:
                 f"{self.consecutive} consecutive non-finite losses or gradients ({self.total} in all): the run "
                 f"stops and the last good checkpoint is kept. Likely causes: {hint}a learning rate too high "
                 "(training.initial_lr), or NaN / Inf voxels in the data (run nnugen_check -d ID)")
+
+    def skip(self, what: str, amp: str, log: Callable[[str], None]) -> None:
+        """Record a skipped non-finite step (``record``, which may raise), then ``log`` it as "WHAT (N so far)"."""
+        self.record(False, amp)
+        log(f"{what} ({self.total} so far)")

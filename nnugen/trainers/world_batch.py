@@ -13,7 +13,11 @@ even one step of one sample per rank exceeds it, the effective batch grows and t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from nnugen.config import TaskSettings
 
 
 @dataclass(frozen=True)
@@ -64,3 +68,11 @@ def plan_world_batch(batch_size: int, grad_accumulation: int, world_size: int) -
     # one sample per rank; the accumulation whose effective batch is nearest the planned one, the larger on a tie
     accumulation = max(1, (2 * batch_size * grad_accumulation + world_size) // (2 * world_size))
     return WorldBatch(world_size, world_size, accumulation, batch_size, grad_accumulation)
+
+
+def world_settings(settings: TaskSettings, world_size: int) -> tuple[TaskSettings, WorldBatch]:
+    """The task's ``settings`` with the gradient accumulation planned for ``world_size`` ranks, and that plan (whose
+    ``global_batch`` nnU-Net splits over the ranks)."""
+    memory = settings.memory
+    plan = plan_world_batch(memory.batch_size, memory.grad_accumulation, world_size)
+    return replace(settings, memory=replace(memory, grad_accumulation=plan.grad_accumulation)), plan

@@ -58,13 +58,14 @@ def _fold(root: Path) -> Path:
 
 
 def test_trains_on_healthy_cases_and_chooses_the_threshold_on_validation(anomaly_run):
-    from nnugen.anomaly import ThresholdRecord, threshold_model_id
+    from nnugen.anomaly import ThresholdRecord
+    from nnugen.folders.model_folder import model_id
 
     root, _, cases = anomaly_run
     fold = _fold(root)
     log = next(fold.glob("training_log_*.txt")).read_text()
     assert "anomaly training on healthy cases only: 5 of the fold's 6 training cases" in log
-    model = threshold_model_id(TRAINER, "nnugenPlans", "3d_fullres", 0)
+    model = model_id(TRAINER, "nnugenPlans", "3d_fullres", 0)
     record = ThresholdRecord.load(fold / "threshold.json", model)
     assert record.rule == "best_dice" and np.isfinite(record.threshold)
 
@@ -83,7 +84,7 @@ def test_trains_on_healthy_cases_and_chooses_the_threshold_on_validation(anomaly
 
     # a threshold chosen for another model is refused
     with pytest.raises(ValueError, match="threshold file from another model"):
-        ThresholdRecord.load(fold / "threshold.json", threshold_model_id(TRAINER, "nnugenPlans", "3d_fullres", 1))
+        ThresholdRecord.load(fold / "threshold.json", model_id(TRAINER, "nnugenPlans", "3d_fullres", 1))
 
 
 def test_nnunet_predict_writes_lesion_segmentations_with_the_input_geometry(anomaly_run, tmp_path):
@@ -117,11 +118,12 @@ def _same_geometry(image, source) -> None:
 def test_nnugen_predict_writes_anomaly_maps_and_counterfactuals_with_the_case_geometry(anomaly_run, tmp_path):
     import SimpleITK as sitk
 
-    from nnugen.anomaly import ThresholdRecord, threshold_model_id
+    from nnugen.anomaly import ThresholdRecord
+    from nnugen.folders.model_folder import model_id
 
     root, env, _ = anomaly_run
     images, fold = root / "raw" / FOLDER / "imagesTs", _fold(root)
-    record = ThresholdRecord.load(fold / "threshold.json", threshold_model_id(TRAINER, "nnugenPlans", "3d_fullres", 0))
+    record = ThresholdRecord.load(fold / "threshold.json", model_id(TRAINER, "nnugenPlans", "3d_fullres", 0))
     out = tmp_path / "maps"
     run([cli("nnugen_predict"), "-d", str(DATASET_ID), "-c", "3d", "-f", "0", "-tr", TRAINER, "-i", str(images), "-o",
          str(out), "-device", "cpu", "--ensemble-size", "2", "--seed", "3", "--strengths", "0.25", "0.5",
@@ -203,7 +205,8 @@ def test_latent_mode_trains_on_the_autoencoder_latents_and_segments(anomaly_run,
 
 
 def test_val_chooses_the_threshold_again_with_the_fpr_rule(anomaly_run, tmp_path):
-    from nnugen.anomaly import ThresholdRecord, threshold_model_id
+    from nnugen.anomaly import ThresholdRecord
+    from nnugen.folders.model_folder import model_id
 
     root, _, _ = anomaly_run
     copy = tmp_path / "fpr"
@@ -216,7 +219,7 @@ def test_val_chooses_the_threshold_again_with_the_fpr_rule(anomaly_run, tmp_path
     plans_file.write_text(json.dumps(plans))
     run([cli("nnugen_train"), str(DATASET_ID), "0", "3d", "--task", "anomaly", "-device", "cpu", "--val"], env)
     fold = _fold(copy)
-    record = ThresholdRecord.load(fold / "threshold.json", threshold_model_id(TRAINER, "nnugenPlans", "3d_fullres", 0))
+    record = ThresholdRecord.load(fold / "threshold.json", model_id(TRAINER, "nnugenPlans", "3d_fullres", 0))
     assert record.rule == "fpr" and record.value == pytest.approx(0.05)
     weights = torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=False)["network_weights"]
     assert float(weights["threshold"]) == pytest.approx(record.threshold)
