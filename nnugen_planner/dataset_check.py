@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -113,60 +113,16 @@ def _check_nifti(path: Path, gzipped: bool) -> list[str]:
 
 
 def _check_nifti_stream(stream: "_ByteStream") -> list[str]:
-    from nibabel.nifti1 import Nifti1Header
-    from nibabel.nifti2 import Nifti2Header
-    from nibabel.spatialimages import HeaderDataError
-
+    """The problems of a NIfTI file read from ``stream`` (header, scaling, NaN / Inf voxels); EOFError if cut off."""
     block = stream.read(544)  # the larger (NIfTI-2) header and its 4 extension bytes
-    if len(block) < 4:
-        raise EOFError
-    sizes = {int.from_bytes(block[:4], order): order for order in ("little", "big")}
-    header_size = 348 if 348 in sizes else 540 if 540 in sizes else None
-    if header_size is None:
-        return ["not a NIfTI file (the first 4 bytes are not a NIfTI-1 or NIfTI-2 header size); re-export it"]
-    if len(block) < header_size:
-        raise EOFError
-    header_class = Nifti1Header if header_size == 348 else Nifti2Header
-    endianness = "<" if sizes[header_size] == "little" else ">"
-    try:
-        header = header_class(binaryblock=block[:header_size], endianness=endianness, check=False)
-        dtype = header.get_data_dtype()
-        n_voxels = int(np.prod(header.get_data_shape(), dtype=np.int64))
-    except (HeaderDataError, KeyError, ValueError) as error:
-        return [f"invalid NIfTI header ({error}); re-export it"]
-    magic = header["magic"].item()[:3]
-    if magic not in (b"n+1", b"n+2"):
-        return [f"header magic {magic!r} says the voxel data live in a separate .img file; "
-                f"convert the pair to a single .nii.gz"]
+    parsed = _nifti_header(block)
+    if isinstance(parsed, str):
+        return [parsed]
+    header, header_size, dtype, n_voxels = parsed
     stream.data_offset = max(int(header["vox_offset"]), header_size + 4)
     stream.expected_data = n_voxels * dtype.itemsize
-
-    problems = []
-    slope, inter = float(header["scl_slope"]), float(header["scl_inter"])
-    slope_ok, inter_ok = np.isfinite(slope) and slope != 0, np.isfinite(inter)
-    if (not np.isfinite(slope) and inter_ok and inter != 0) or (slope_ok and not inter_ok):
-        # SimpleITK then applies a slope of 1 (or an intercept of 0), nibabel ignores or rejects the scaling.
-        problems.append(f"header scaling scl_slope={slope}, scl_inter={inter} is read differently by SimpleITK and "
-                        f"nibabel; set scl_slope=1, scl_inter=0 (or re-save the image)")
-    # Scale as SimpleITK does: an unusable slope counts as 1, an unusable intercept as 0.
-    slope, inter = (slope if slope_ok else 1.0), (inter if inter_ok else 0.0)
-    scaled = slope != 1 or inter != 0
-    check_values = dtype.kind in "fc" or (scaled and dtype.kind in "iu")
-
-    if stream.data_offset > len(block):  # skip the header extensions
-        if len(stream.read(stream.data_offset - len(block))) < stream.data_offset - len(block):
-            raise EOFError
-    counts = np.zeros(3, np.int64)  # NaN, +Inf, -Inf
-    found, carry = 0, b""
-    for piece in _voxel_pieces(stream, block[stream.data_offset:], stream.expected_data, dtype.itemsize):
-        found += len(piece)
-        if check_values:
-            data = carry + piece
-            usable = len(data) - len(data) % dtype.itemsize
-            counts += _count_non_finite(np.frombuffer(data[:usable], dtype), slope, inter, scaled)
-            carry = data[usable:]
-    if found < stream.expected_data:
-        raise EOFError  # a plain .nii file that is cut off; _check_nifti words the message
+    problems, slope, inter = _scaling(header)
+    counts = _non_finite_voxels(stream, block, dtype, slope, inter)
     if counts.any():
         found_text = ", ".join(f"{n} {kind}" for n, kind in zip(counts, ("NaN", "+Inf", "-Inf")) if n)
         problems.append(f"{found_text} voxel(s) out of {n_voxels} (SimpleITK reads them as 0, so nnU-Net does not "
@@ -176,15 +132,76 @@ def _check_nifti_stream(stream: "_ByteStream") -> list[str]:
     return problems
 
 
+def _nifti_header(block: bytes) -> tuple[Any, int, np.dtype, int] | str:
+    """The header at the start of a NIfTI file (``block``, its first bytes) as (nibabel header, header size in bytes,
+    voxel dtype, number of voxels), or the problem that ends the check; EOFError when ``block`` ends inside it."""
+    from nibabel import Nifti1Header, Nifti2Header
+    from nibabel.spatialimages import HeaderDataError
+
+    if len(block) < 4:
+        raise EOFError
+    sizes = {int.from_bytes(block[:4], order): order for order in ("little", "big")}
+    header_size = 348 if 348 in sizes else 540 if 540 in sizes else None
+    if header_size is None:
+        return "not a NIfTI file (the first 4 bytes are not a NIfTI-1 or NIfTI-2 header size); re-export it"
+    if len(block) < header_size:
+        raise EOFError
+    header_class = Nifti1Header if header_size == 348 else Nifti2Header
+    endianness = "<" if sizes[header_size] == "little" else ">"
+    try:
+        header = header_class(binaryblock=block[:header_size], endianness=endianness, check=False)
+        dtype = header.get_data_dtype()
+        n_voxels = int(np.prod(header.get_data_shape(), dtype=np.int64))
+    except (HeaderDataError, KeyError, ValueError) as error:
+        return f"invalid NIfTI header ({error}); re-export it"
+    magic = header["magic"].item()[:3]
+    if magic not in (b"n+1", b"n+2"):
+        return (f"header magic {magic!r} says the voxel data live in a separate .img file; "
+                f"convert the pair to a single .nii.gz")
+    return header, header_size, dtype, n_voxels
+
+
+def _scaling(header: Any) -> tuple[list[str], float, float]:
+    """The problem of a scaling that SimpleITK and nibabel read differently (if any), then the header's voxel scaling
+    (slope, intercept) as SimpleITK applies it: an unusable slope counts as 1, an unusable intercept as 0."""
+    problems = []
+    slope, inter = float(header["scl_slope"]), float(header["scl_inter"])
+    slope_ok, inter_ok = np.isfinite(slope) and slope != 0, np.isfinite(inter)
+    if (not np.isfinite(slope) and inter_ok and inter != 0) or (slope_ok and not inter_ok):
+        # SimpleITK then applies a slope of 1 (or an intercept of 0), nibabel ignores or rejects the scaling.
+        problems.append(f"header scaling scl_slope={slope}, scl_inter={inter} is read differently by SimpleITK and "
+                        f"nibabel; set scl_slope=1, scl_inter=0 (or re-save the image)")
+    return problems, (slope if slope_ok else 1.0), (inter if inter_ok else 0.0)
+
+
+def _non_finite_voxels(stream: "_ByteStream", block: bytes, dtype: np.dtype, slope: float, inter: float) -> np.ndarray:
+    """Counts of (NaN, +Inf, -Inf) among the scaled voxel values, read past the header extensions (``block``: the
+    bytes read so far); zeros for unscaled integers, whose data are read all the same. EOFError where they end early."""
+    scaled = slope != 1 or inter != 0
+    check_values = dtype.kind in "fc" or (scaled and dtype.kind in "iu")
+    if stream.data_offset > len(block):  # skip the header extensions
+        if len(stream.read(stream.data_offset - len(block))) < stream.data_offset - len(block):
+            raise EOFError
+    counts, carry = np.zeros(3, np.int64), b""
+    for piece in _voxel_pieces(stream, block[stream.data_offset:], stream.expected_data, dtype.itemsize):
+        if check_values:
+            data = carry + piece
+            usable = len(data) - len(data) % dtype.itemsize
+            counts += _count_non_finite(np.frombuffer(data[:usable], dtype), slope, inter, scaled)
+            carry = data[usable:]
+    return counts
+
+
 def _voxel_pieces(stream: "_ByteStream", first: bytes, size: int, itemsize: int) -> Iterator[bytes]:
-    """The ``size`` bytes of voxel data in pieces of whole voxels (but the last), starting with ``first``."""
+    """The ``size`` bytes of voxel data in pieces of whole voxels (but the last), starting with ``first``; EOFError
+    when the stream ends before them."""
     first = first[:size]
     yield first
     remaining = size - len(first)
     while remaining > 0:
         piece = stream.read(min(_CHUNK - _CHUNK % itemsize, remaining))
         if not piece:
-            return
+            raise EOFError  # a plain .nii file that is cut off; _check_nifti words the message
         remaining -= len(piece)
         yield piece
 

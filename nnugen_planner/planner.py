@@ -72,14 +72,46 @@ def plan_dataset(request: PlanRequest) -> Path:
     if request.gpu_memory_gb <= 0:
         raise InputError(f"--gpu-memory-gb {request.gpu_memory_gb:g}: must be a positive number of GB")
     folder = preprocessed_folder(request.dataset)
+    plans, dataset_json = _read_inputs(folder, request)
+    names = resolve_configuration_names(request.configurations, plans)
+    everywhere, per_configuration = _requested_changes(request, plans)
+    target = folder / f"{PLANS_IDENTIFIER}.json"
+    existing = None if request.overwrite or not target.is_file() else load_json(target)
+    result = _kept_from_before(plans, existing)
+    planned_before = existing.get(PLANNED_KEY, {}) if existing is not None else {}
+    planned_record = dict(planned_before)
+    channel_names = dataset_json.get("channel_names", dataset_json.get("modality", {}))
+    n_classes = num_segmentation_heads(dataset_json)
+    for name in names:
+        configuration = plans["configurations"][name]
+        planned = _planned(plans, name, len(channel_names), n_classes, request.gpu_memory_gb)
+        edits = {}
+        if existing is not None:
+            edits = user_edits(existing.get("configurations", {}).get(name, {}).get("nnugen", {}),
+                               planned_before.get(name, {}))
+        section = deep_merge(deep_merge(planned, edits), deep_merge(everywhere, per_configuration.get(name, {})))
+        validated = _validated(section, name, configuration, channel_names)
+        result["configurations"][name] = {**result["configurations"][name], "nnugen": validated}
+        planned_record[name] = planned
+    result[PLANNED_KEY] = planned_record
+    atomic_write_json(target, result)
+    return target
+
+
+def _read_inputs(folder: Path, request: PlanRequest) -> tuple[dict[str, Any], dict[str, Any]]:
+    """nnU-Net's plans and dataset.json from the preprocessed ``folder``; the fingerprint must be readable too."""
     hint = f"run nnUNetv2_plan_and_preprocess -d {request.dataset} first"
     plans = load_json(folder / f"{request.source_plans}.json", hint)
     dataset_json = load_json(folder / "dataset.json", hint)
     load_json(folder / "dataset_fingerprint.json", hint)  # present and readable; the plans carry what we use
     if "configurations" not in plans:
         raise InputError(f"{folder / (request.source_plans + '.json')} has no 'configurations'; regenerate it")
+    return plans, dataset_json
 
-    names = resolve_configuration_names(request.configurations, plans)
+
+def _requested_changes(request: PlanRequest, plans: dict[str, Any]) -> tuple[dict[str, Any], dict[str, dict]]:
+    """The changes requested on top of the plan: for every configuration (``--set`` over the overrides file's own),
+    and per configuration by full name (the overrides file's ``configurations``)."""
     everywhere: dict[str, Any] = {}
     per_configuration: dict[str, dict[str, Any]] = {}
     if request.overrides_file is not None:
@@ -94,40 +126,36 @@ def plan_dataset(request: PlanRequest) -> Path:
                 raise InputError(f"--overrides: unknown configuration '{name}' under 'configurations'")
     for assignment in request.sets:
         everywhere = deep_merge(everywhere, parse_set(assignment))
+    return everywhere, per_configuration
 
-    target = folder / f"{PLANS_IDENTIFIER}.json"
-    existing = None if request.overwrite or not target.is_file() else load_json(target)
-    # nnU-Net's part always comes from nnUNetPlans.json (re-planned nnU-Net -> re-planned nnugen); configurations
-    # only the user added to nnugenPlans.json, and the user's edits of the nnugen sections, are kept
+
+def _kept_from_before(plans: dict[str, Any], existing: dict[str, Any] | None) -> dict[str, Any]:
+    """nnugenPlans.json before this run's sections: nnU-Net's part always comes from nnUNetPlans.json (re-planned
+    nnU-Net -> re-planned nnugen); configurations only the user added to an ``existing`` nnugenPlans.json, and the
+    nnugen sections planned earlier (for the configurations this run does not plan), are kept."""
     old_configurations = existing.get("configurations", {}) if existing is not None else {}
     result = {**dict(plans), "plans_name": PLANS_IDENTIFIER}
     result["configurations"] = {**old_configurations, **plans["configurations"]}
-    for name, old in old_configurations.items():  # configurations planned earlier but not in this run keep theirs
+    for name, old in old_configurations.items():
         if name in plans["configurations"] and "nnugen" in old:
             result["configurations"][name] = {**plans["configurations"][name], "nnugen": old["nnugen"]}
+    return result
 
-    planned_record = dict(existing.get(PLANNED_KEY, {})) if existing is not None else {}
-    channel_names = dataset_json.get("channel_names", dataset_json.get("modality", {}))
-    n_channels = len(channel_names)
-    n_classes = num_segmentation_heads(dataset_json)
-    for name in names:
-        configuration = plans["configurations"][name]
-        planned = NnugenSection(
-            intensity=intensity_from_plans(plans, configuration),
-            tasks=plan_tasks(arch_kwargs_of(configuration, name), configuration["patch_size"],
-                             int(configuration["batch_size"]), n_channels, n_classes, request.gpu_memory_gb, name),
-        ).to_dict()
-        edits = {}
-        if existing is not None:
-            edits = user_edits(old_configurations.get(name, {}).get("nnugen", {}),
-                               existing.get(PLANNED_KEY, {}).get(name, {}))
-        section = deep_merge(deep_merge(planned, edits), deep_merge(everywhere, per_configuration.get(name, {})))
-        validated = NnugenSection.from_dict(section, f"{name}.nnugen")  # ValueError names the bad key
-        if "anomaly" in validated.tasks:  # the anatomy channel must be one of the dataset's, and not its only one
-            validated.tasks["anomaly"].anomaly.condition_index(channel_names,
-                                                               tuple(configuration.get("normalization_schemes", ())))
-        result["configurations"][name] = {**result["configurations"][name], "nnugen": validated.to_dict()}
-        planned_record[name] = planned
-    result[PLANNED_KEY] = planned_record
-    atomic_write_json(target, result)
-    return target
+
+def _planned(plans: dict[str, Any], name: str, n_channels: int, n_classes: int, gpu_memory_gb: float) -> dict:
+    """The ``nnugen`` section the planner gives configuration ``name`` (before edits and overrides), as written."""
+    configuration = plans["configurations"][name]
+    return NnugenSection(
+        intensity=intensity_from_plans(plans, configuration),
+        tasks=plan_tasks(arch_kwargs_of(configuration, name), configuration["patch_size"],
+                         int(configuration["batch_size"]), n_channels, n_classes, gpu_memory_gb, name),
+    ).to_dict()
+
+
+def _validated(section: dict[str, Any], name: str, configuration: dict[str, Any], channel_names: dict) -> dict:
+    """``section`` read back through nnugen.config (ValueError names the bad key), as written."""
+    validated = NnugenSection.from_dict(section, f"{name}.nnugen")
+    if "anomaly" in validated.tasks:  # the anatomy channel must be one of the dataset's, and not its only one
+        validated.tasks["anomaly"].anomaly.condition_index(channel_names,
+                                                           tuple(configuration.get("normalization_schemes", ())))
+    return validated.to_dict()

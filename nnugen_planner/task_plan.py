@@ -16,7 +16,7 @@ denoiser from the plan, and a memory plan for each task's own network. The choic
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from nnugen.config import (
@@ -46,6 +46,8 @@ from nnugen_planner.memory import (
 )
 
 GENERATIVE_TRAINING = TrainingSettings(optimizer="adamw", initial_lr=1e-4, weight_decay=0.0, ema_decay=0.999)
+GENERATIVE_DIFFUSION = DiffusionSettings(timesteps=1000, model_output="eps", dice_weight=0.0, ce_weight=0.0)
+GENERATIVE_SAMPLER = SamplerSettings(name="dpm_solver++", steps=20)
 
 
 def _shape(denoiser: DenoiserSettings, in_channels: int, out_channels: int, patch: Sequence[int]) -> UNetShape:
@@ -53,15 +55,24 @@ def _shape(denoiser: DenoiserSettings, in_channels: int, out_channels: int, patc
                      denoiser.strides, denoiser.n_conv_per_stage, denoiser.n_conv_per_stage_decoder)
 
 
-def _memory(shape: UNetShape, batch: int, budget_gb: float, task: str, configuration: str,
-            extras: TrainingExtras = NO_EXTRAS) -> MemorySettings:
-    try:
-        plan = plan_memory(shape, batch, budget_gb, extras=extras)
-    except MemoryBudgetError as error:
-        raise InputError(f"{configuration} / {task}: {error}") from None
-    return MemorySettings(budget_gb=budget_gb, batch_size=plan.batch_size, grad_accumulation=plan.grad_accumulation,
-                          amp=plan.amp, activation_checkpointing=plan.activation_checkpointing,
-                          estimated_gb=plan.estimated_gb)
+@dataclass(frozen=True)
+class _Budget:
+    """What the memory plans of one configuration's tasks share: nnU-Net's batch, the GPU budget in GB, and the
+    configuration's name for error messages."""
+
+    batch: int
+    budget_gb: float
+    configuration: str
+
+    def memory(self, shape: UNetShape, task: str, extras: TrainingExtras = NO_EXTRAS) -> MemorySettings:
+        """The memory plan of ``task``'s network ``shape``; InputError naming the configuration and task."""
+        try:
+            plan = plan_memory(shape, self.batch, self.budget_gb, extras=extras)
+        except MemoryBudgetError as error:
+            raise InputError(f"{self.configuration} / {task}: {error}") from None
+        return MemorySettings(budget_gb=self.budget_gb, batch_size=plan.batch_size,
+                              grad_accumulation=plan.grad_accumulation, amp=plan.amp,
+                              activation_checkpointing=plan.activation_checkpointing, estimated_gb=plan.estimated_gb)
 
 
 def _ema(shape: UNetShape) -> TrainingExtras:
@@ -79,69 +90,88 @@ def plan_tasks(arch: dict[str, Any], patch: Sequence[int], batch: int, n_channel
                budget_gb: float, configuration: str) -> dict[str, TaskSettings]:
     """All tasks' settings for one configuration with ``n_channels`` image channels and ``n_classes`` output
     channels (segmentation heads, background included)."""
-    tasks: dict[str, TaskSettings] = {}
+    budget = _Budget(batch, budget_gb, configuration)
     denoiser = denoiser_from_arch(arch, patch)
-
     plain = _shape(denoiser, n_channels, n_classes, patch)
-    tasks["baseline"] = TaskSettings(memory=_memory(plain, batch, budget_gb, "baseline", configuration))
+    tasks = {"baseline": TaskSettings(memory=budget.memory(plain, "baseline"))}
+    tasks["segmentation"] = _segmentation(denoiser, n_channels, n_classes, patch, budget)
+    tasks["ddpm"] = _ddpm(denoiser, n_channels + n_classes, patch, budget)  # image + one-hot label generated together
+    ae = AutoencoderSettings(strides=autoencoder_strides(arch["strides"]))
+    tasks["autoencoder"] = _autoencoder(ae, plain, n_channels, patch, budget)
+    latent_patch = downsampled_patch(patch, ae.strides)
+    latent_denoiser = _latent_denoiser(arch, latent_patch, levels=len(ae.strides) - 1)
+    if latent_denoiser is not None:
+        tasks["ldm"] = _ldm(latent_denoiser, ae.latent_channels, latent_patch, budget)
+    tasks["anomaly"] = _anomaly(denoiser, latent_denoiser, n_channels, patch, budget)
+    return tasks
 
-    seg_in = n_channels + n_classes
-    tasks["segmentation"] = TaskSettings(
-        memory=_memory(_shape(denoiser, seg_in, n_classes, patch), batch, budget_gb, "segmentation", configuration),
+
+def _segmentation(denoiser: DenoiserSettings, n_channels: int, n_classes: int, patch: Sequence[int],
+                  budget: _Budget) -> TaskSettings:
+    """ImgX-DiffSeg: the denoiser sees the image and the noisy mask, and predicts the mask."""
+    return TaskSettings(
+        memory=budget.memory(_shape(denoiser, n_channels + n_classes, n_classes, patch), "segmentation"),
         denoiser=replace(denoiser, residual_stages=False, zero_init_conditioning=True),
         diffusion=DiffusionSettings(timesteps=5, model_output="x0", recycling=True, mse_weight=0.0),
         sampler=SamplerSettings(name="ddpm", steps=5, seeds=1),
     )
 
-    generative = DiffusionSettings(timesteps=1000, model_output="eps", dice_weight=0.0, ce_weight=0.0)
-    gen_sampler = SamplerSettings(name="dpm_solver++", steps=20)
-    joint = n_channels + n_classes  # image + one-hot label generated together
-    ddpm_shape = _shape(denoiser, joint, joint, patch)
-    tasks["ddpm"] = TaskSettings(
-        training=GENERATIVE_TRAINING,
-        memory=_memory(ddpm_shape, batch, budget_gb, "ddpm", configuration, _ema(ddpm_shape)),
-        denoiser=denoiser, diffusion=generative, sampler=gen_sampler, generation=GenerationSettings())
 
-    ae = AutoencoderSettings(strides=autoencoder_strides(arch["strides"]))
+def _ddpm(denoiser: DenoiserSettings, joint: int, patch: Sequence[int], budget: _Budget) -> TaskSettings:
+    """The image and one-hot label generated together: ``joint`` channels in and out."""
+    shape = _shape(denoiser, joint, joint, patch)
+    return TaskSettings(
+        training=GENERATIVE_TRAINING, memory=budget.memory(shape, "ddpm", _ema(shape)),
+        denoiser=denoiser, diffusion=GENERATIVE_DIFFUSION, sampler=GENERATIVE_SAMPLER, generation=GenerationSettings())
+
+
+def _autoencoder(ae: AutoencoderSettings, plain: UNetShape, n_channels: int, patch: Sequence[int],
+                 budget: _Budget) -> TaskSettings:
+    """The autoencoder, its memory counted with what trains beside it (``plain``: the nnU-Net network's shape)."""
     ae_denoiser = DenoiserSettings(features_per_stage=ae.features_per_stage,
                                    kernel_sizes=tuple(tuple(3 for _ in patch) for _ in ae.strides),
                                    strides=ae.strides, n_conv_per_stage=(2,) * len(ae.strides),
                                    n_conv_per_stage_decoder=(2,) * (len(ae.strides) - 1))
     # besides the autoencoder: its PatchGAN discriminator, and the frozen encoder of the dataset's nnU-Net that gives
     # the perceptual features (counted although "auto" finds none until the baseline is trained: it errs high)
-    autoencoder_extras = combined(
+    extras = combined(
         discriminator_extras(n_channels, patch, AutoencoderSettings.discriminator_layers(patch)),
         TrainingExtras(frozen_parameters=encoder_parameter_count(plain),
                        activation_elements=encoder_activation_elements(plain)))
-    tasks["autoencoder"] = TaskSettings(
+    return TaskSettings(
         training=replace(GENERATIVE_TRAINING, ema_decay=0.0),
-        memory=_memory(_shape(ae_denoiser, n_channels, n_channels, patch), batch, budget_gb, "autoencoder",
-                       configuration, autoencoder_extras),
+        memory=budget.memory(_shape(ae_denoiser, n_channels, n_channels, patch), "autoencoder", extras),
         autoencoder=ae)
 
-    levels = len(ae.strides) - 1
-    latent_patch = downsampled_patch(patch, ae.strides)
-    try:
-        latent_denoiser = denoiser_from_arch(arch, latent_patch, drop_downsamplings=levels)
-    except InputError:
-        latent_denoiser = None
-    if latent_denoiser is not None:
-        ldm_shape = _shape(latent_denoiser, ae.latent_channels, ae.latent_channels, latent_patch)
-        tasks["ldm"] = TaskSettings(
-            training=GENERATIVE_TRAINING,
-            memory=_memory(ldm_shape, batch, budget_gb, "ldm", configuration, _ema(ldm_shape)),
-            denoiser=latent_denoiser, diffusion=generative, sampler=gen_sampler,
-            generation=GenerationSettings(mode="image"))
 
-    anomaly_shape = _shape(denoiser, n_channels, n_channels, patch)
-    tasks["anomaly"] = TaskSettings(
+def _latent_denoiser(arch: dict[str, Any], latent_patch: Sequence[int], levels: int) -> DenoiserSettings | None:
+    """The denoiser of the autoencoder's latents (``levels`` downsamplings below the image): the plan's remaining
+    stages; None when the plan has none left for ``latent_patch``."""
+    try:
+        return denoiser_from_arch(arch, latent_patch, drop_downsamplings=levels)
+    except InputError:
+        return None
+
+
+def _ldm(latent_denoiser: DenoiserSettings, latent_channels: int, latent_patch: Sequence[int],
+         budget: _Budget) -> TaskSettings:
+    shape = _shape(latent_denoiser, latent_channels, latent_channels, latent_patch)
+    return TaskSettings(
+        training=GENERATIVE_TRAINING, memory=budget.memory(shape, "ldm", _ema(shape)),
+        denoiser=latent_denoiser, diffusion=GENERATIVE_DIFFUSION, sampler=GENERATIVE_SAMPLER,
+        generation=GenerationSettings(mode="image"))
+
+
+def _anomaly(denoiser: DenoiserSettings, latent_denoiser: DenoiserSettings | None, n_channels: int,
+             patch: Sequence[int], budget: _Budget) -> TaskSettings:
+    shape = _shape(denoiser, n_channels, n_channels, patch)
+    return TaskSettings(
         training=GENERATIVE_TRAINING,
-        memory=_memory(anomaly_shape, batch, budget_gb, "anomaly", configuration, _ema(anomaly_shape)),
+        memory=budget.memory(shape, "anomaly", _ema(shape)),
         # cosine: with the linear schedule strengths 0.5 and 0.75 leave almost the same signal (abar 0.08 vs 0.004)
-        denoiser=denoiser, diffusion=replace(generative, schedule="cosine"),
+        denoiser=denoiser, diffusion=replace(GENERATIVE_DIFFUSION, schedule="cosine"),
         # latent mode (off by default) reuses the latent diffusion model's denoiser on the autoencoder's latents
         # 8 seeds: each strength's map is the residual of the seeds' mean counterfactual (anomaly.seed_average),
         # whose sampling noise in healthy tissue shrinks with the seeds (docs/benchmarks.md)
         sampler=SamplerSettings(name="ddim", steps=20, seeds=8),
         anomaly=AnomalySettings(latent_denoiser=latent_denoiser))
-    return tasks

@@ -49,6 +49,39 @@ def write_lesion_dataset(raw_root: str | os.PathLike, dataset_id: int, name: str
     """
     spec = PhantomSpec() if spec is None else spec
     raw_root = Path(raw_root)
+    folder = _dataset_folder(raw_root, dataset_id, name, n_healthy_train, n_val_lesion, n_test_lesion, overwrite)
+    raw_root.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_hex(4)
+    temporary = raw_root / f".{folder.name}.tmp-{token}"
+    temporary.mkdir()
+    n_train = n_healthy_train + n_val_lesion
+    healthy, families = [], {}
+    try:
+        for index in range(n_train + n_test_lesion):
+            case = f"{name}_{index:03d}"
+            family = _lesion_family(index, n_healthy_train, n_train)
+            if family is None:
+                healthy.append(case)
+            else:
+                families[case] = family
+            _write_case(temporary, case, spec, (seed, index), family, index < n_train, anatomy_channel)
+        atomic_write_text(temporary / HEALTHY_CASES_FILE, "".join(f"{case}\n" for case in healthy))
+        atomic_write_json(temporary / "dataset.json",
+                          _dataset_json(name, spec, seed, n_train, n_test_lesion, healthy, families, anatomy_channel))
+        previous = raw_root / f".{folder.name}.old-{token}"
+        if folder.exists():
+            os.replace(folder, previous)
+        os.replace(temporary, folder)
+        shutil.rmtree(previous, ignore_errors=True)
+    finally:
+        shutil.rmtree(temporary, ignore_errors=True)
+    return folder
+
+
+def _dataset_folder(raw_root: Path, dataset_id: int, name: str, n_healthy_train: int, n_val_lesion: int,
+                    n_test_lesion: int, overwrite: bool) -> Path:
+    """The dataset's folder under ``raw_root``. ValueError for a bad argument or a dataset ID another folder uses,
+    FileExistsError for an existing folder without ``overwrite``."""
     if not 1 <= dataset_id <= 999:
         raise ValueError(f"dataset_id must be between 1 and 999 (nnU-Net's three digits), got {dataset_id}")
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", name):
@@ -63,56 +96,56 @@ def write_lesion_dataset(raw_root: str | os.PathLike, dataset_id: int, name: str
                          "so pick another dataset_id or remove that folder")
     if folder.exists() and not overwrite:
         raise FileExistsError(f"{folder} exists; pass overwrite=True to rewrite it or delete it first")
-
-    raw_root.mkdir(parents=True, exist_ok=True)
-    token = secrets.token_hex(4)
-    temporary = raw_root / f".{folder.name}.tmp-{token}"
-    temporary.mkdir()
-    n_train = n_healthy_train + n_val_lesion
-    healthy, families = [], {}
-    try:
-        for index in range(n_train + n_test_lesion):
-            case = f"{name}_{index:03d}"
-            images, _anatomy = make_phantom_case(spec, np.random.default_rng([seed, index]))
-            image = np.stack(images)
-            body = body_mask(image[None])[0, 0]
-            if index < n_healthy_train:
-                label = np.zeros(spec.shape, np.uint8)
-                healthy.append(case)
-            else:
-                k = index - (n_healthy_train if index < n_train else n_train)
-                families[case] = (TUNING_FAMILIES if index < n_train else TEST_FAMILIES)[k % 2]
-                image, label = insert_lesions(image, body, np.random.default_rng([seed, index, 1]), families[case])
-            if anatomy_channel:
-                image = np.concatenate([image, body[None].astype(image.dtype)])
-            images_dir, labels_dir = ("imagesTr", "labelsTr") if index < n_train else ("imagesTs", "labelsTs")
-            for channel, array in enumerate(image):
-                write_phantom_image(array, spec, temporary / images_dir / f"{case}_{channel:04d}.nii.gz")
-            write_phantom_image(label, spec, temporary / labels_dir / f"{case}.nii.gz")
-        atomic_write_text(temporary / HEALTHY_CASES_FILE, "".join(f"{case}\n" for case in healthy))
-        channel_names = dict(spec.channel_names)
-        if anatomy_channel:
-            channel_names[str(len(channel_names))] = ANATOMY_CHANNEL
-        atomic_write_json(temporary / "dataset.json", {
-            "channel_names": channel_names,
-            "labels": dict(LESION_LABELS),
-            "numTraining": n_train,
-            "file_ending": ".nii.gz",
-            "overwrite_image_reader_writer": "SimpleITKIO",
-            "name": name,
-            "description": "Phantom MRI with synthetic lesions (nnugen.demo.lesion_dataset): healthy training "
-                           "cases (healthy_cases.txt), validation and test cases with lesions of different families",
-            "reference": "nnugen.demo.lesion_dataset.write_lesion_dataset",
-            "licence": "CC0",
-            "nnugen_lesions": {"seed": seed, "numTest": n_test_lesion, "healthy_cases": healthy,
-                               "lesion_families": families, "tuning_families": list(TUNING_FAMILIES),
-                               "test_families": list(TEST_FAMILIES), "spec": asdict(spec)},
-        })
-        previous = raw_root / f".{folder.name}.old-{token}"
-        if folder.exists():
-            os.replace(folder, previous)
-        os.replace(temporary, folder)
-        shutil.rmtree(previous, ignore_errors=True)
-    finally:
-        shutil.rmtree(temporary, ignore_errors=True)
     return folder
+
+
+def _lesion_family(index: int, n_healthy_train: int, n_train: int) -> str | None:
+    """The lesion family of case ``index``: None for the healthy training cases (the first ``n_healthy_train``), then
+    validation cases (up to ``n_train``) cycle through TUNING_FAMILIES and test cases through TEST_FAMILIES."""
+    if index < n_healthy_train:
+        return None
+    k = index - (n_healthy_train if index < n_train else n_train)
+    return (TUNING_FAMILIES if index < n_train else TEST_FAMILIES)[k % 2]
+
+
+def _write_case(folder: Path, case: str, spec: PhantomSpec, case_seed: tuple[int, int], family: str | None,
+                training: bool, anatomy_channel: bool) -> None:
+    """One case's image files (one per channel) and label file under ``folder``, in imagesTr / labelsTr when
+    ``training``, else imagesTs / labelsTs. The anatomy comes from ``case_seed`` (dataset seed, case index), the lesions
+    of ``family`` from (seed, case index, 1); no family: a healthy case with an all-zero label."""
+    images, _anatomy = make_phantom_case(spec, np.random.default_rng(list(case_seed)))
+    image = np.stack(images)
+    body = body_mask(image[None])[0, 0]
+    if family is None:
+        label = np.zeros(spec.shape, np.uint8)
+    else:
+        image, label = insert_lesions(image, body, np.random.default_rng([*case_seed, 1]), family)
+    if anatomy_channel:
+        image = np.concatenate([image, body[None].astype(image.dtype)])
+    images_dir, labels_dir = ("imagesTr", "labelsTr") if training else ("imagesTs", "labelsTs")
+    for channel, array in enumerate(image):
+        write_phantom_image(array, spec, folder / images_dir / f"{case}_{channel:04d}.nii.gz")
+    write_phantom_image(label, spec, folder / labels_dir / f"{case}.nii.gz")
+
+
+def _dataset_json(name: str, spec: PhantomSpec, seed: int, n_train: int, n_test_lesion: int, healthy: list[str],
+                  families: dict[str, str], anatomy_channel: bool) -> dict:
+    """dataset.json, with ``nnugen_lesions`` recording the healthy cases and which case got which lesion family."""
+    channel_names = dict(spec.channel_names)
+    if anatomy_channel:
+        channel_names[str(len(channel_names))] = ANATOMY_CHANNEL
+    return {
+        "channel_names": channel_names,
+        "labels": dict(LESION_LABELS),
+        "numTraining": n_train,
+        "file_ending": ".nii.gz",
+        "overwrite_image_reader_writer": "SimpleITKIO",
+        "name": name,
+        "description": "Phantom MRI with synthetic lesions (nnugen.demo.lesion_dataset): healthy training "
+                       "cases (healthy_cases.txt), validation and test cases with lesions of different families",
+        "reference": "nnugen.demo.lesion_dataset.write_lesion_dataset",
+        "licence": "CC0",
+        "nnugen_lesions": {"seed": seed, "numTest": n_test_lesion, "healthy_cases": healthy,
+                           "lesion_families": families, "tuning_families": list(TUNING_FAMILIES),
+                           "test_families": list(TEST_FAMILIES), "spec": asdict(spec)},
+    }

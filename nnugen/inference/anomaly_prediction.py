@@ -90,7 +90,7 @@ def prepare_anomaly_model(predictor, segmenter: AnomalySegmenter, model_folder: 
     strengths. ``predictor``: the model folder's ``nnUNetPredictor`` (``initialize_from_trained_model_folder``)."""
     if request.save_uncertainty:
         raise ValueError("--save-uncertainty is for diffusion segmentation; an anomaly model always writes "
-                         "CASE_anomaly and, with --seeds above 1, CASE_anomaly_variance")
+                         "CASE_anomaly and, with --ensemble-size above 1, CASE_anomaly_variance")
     if predictor.plans_manager.plans.get("image_reader_writer") != "SimpleITKIO":
         raise ValueError(f"anomaly maps and counterfactuals are written with SimpleITK, but this model reads images "
                          f"with {predictor.plans_manager.plans.get('image_reader_writer')}; use nnUNetv2_predict for "
@@ -102,7 +102,7 @@ def prepare_anomaly_model(predictor, segmenter: AnomalySegmenter, model_folder: 
             raise ValueError(f"--threshold-file holds the threshold of one fold, but {len(folds)} folds were "
                              "selected; pass that fold alone with -f F")
         model = model_id(predictor.trainer_name, predictor.plans_manager.plans_name,
-                                   Path(model_folder).name.rsplit("__", 1)[-1], folds[0])
+                         Path(model_folder).name.rsplit("__", 1)[-1], folds[0])
         threshold = ThresholdRecord.load(request.threshold_file, model).threshold
     else:  # each fold's own threshold, as its parameters hold it
         missing = [fold for fold, state in zip(folds, predictor.list_of_parameters)

@@ -27,13 +27,6 @@ RANK_WEIGHTS_VARIABLE = "NNUGEN_RANK_WEIGHTS_DIR"
 of training to ``$NNUGEN_RANK_WEIGHTS_DIR/rank_R.pt``."""
 
 
-def wandb_from_rank_zero() -> None:
-    """Switch nnU-Net's W&B logging off on every rank but 0 (the rank that writes files): one W&B run per training.
-    Call it before nnU-Net's trainer reads ``nnUNet_wandb_enabled``."""
-    if dist.is_available() and dist.is_initialized() and dist.get_rank() != 0:
-        os.environ["nnUNet_wandb_enabled"] = "0"
-
-
 def local_rank() -> int:
     """The rank within this node: torchrun's ``LOCAL_RANK``, else the global rank (nnU-Net's ``mp.spawn``, one node)."""
     value = os.environ.get("LOCAL_RANK")

@@ -53,7 +53,7 @@ from nnugen.models.autoencoder_files import load_autoencoder
 from nnugen.models.compile_policy import predictor_compile_off
 from nnugen.models.denoiser_files import BaseModel, denoiser_description, export_denoiser, read_base_denoiser
 from nnugen.tasks import TASKS
-from nnugen.trainers.ddp import from_rank_zero, gather_on_rank_zero, rank_share, wrap_ddp
+from nnugen.trainers.ddp import from_rank_zero, gather_on_rank_zero, rank_share
 from nnugen.trainers.healthy_split import has_foreground, healthy_training_cases
 from nnugen.trainers.nnugen_generative_trainer import NnugenGenerativeTrainer
 from nnugen.trainers.nnugen_ldm_trainer import NnugenLDMTrainer, estimated_scale_factor
@@ -117,11 +117,11 @@ class NnugenAnomalyTrainer(NnugenGenerativeTrainer):
                 raise ValueError(f"the autoencoder in {folder} does not match the plans' autoencoder settings; retrain "
                                  "it (nnugen_train ... --task autoencoder) after changing them") from None
             self.print_to_log_file(f"latent anomaly model on the frozen autoencoder in {folder}")
-        # training goes through the segmenter's TrainingLoss view, whose forward is the loss: under DDP that view is
-        # the module DDP wraps, so the loss passes through the wrapped module's forward and its gradients are reduced
-        # (the first wrap, around the segmenter whose forward is the logits, is dropped before any forward reached it)
-        training = segmenter.training_loss()
-        self.network = wrap_ddp(training, self.device, self.ddp_find_unused_parameters) if self.is_ddp else training
+
+    def training_network(self, network: AnomalySegmenter) -> TrainingLoss:
+        # the segmenter's forward is the logits; training goes through its TrainingLoss view, whose forward is the
+        # loss, so under DDP the loss passes through the wrapped module's forward and its gradients are reduced
+        return network.training_loss()
 
     def segmenter(self) -> AnomalySegmenter:
         network = unwrapped_network(self)

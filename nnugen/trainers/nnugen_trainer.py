@@ -22,6 +22,7 @@ from typing import ClassVar
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
@@ -40,18 +41,11 @@ from nnugen.models.model_builders import MODEL_BUILDERS, ModelSpec, build_model
 from nnugen.run_flags import RunFlags
 from nnugen.seeding import seed_everything
 from nnugen.tasks import task_settings
-from nnugen.trainers.ddp import (
-    all_ranks_agree,
-    gradient_sync,
-    rank_device,
-    save_rank_weights,
-    split_over_ranks,
-    wandb_from_rank_zero,
-)
+from nnugen.trainers.ddp import all_ranks_agree, gradient_sync, rank_device, save_rank_weights, split_over_ranks
 from nnugen.trainers.epoch_end import epoch_checkpoints, finite_ema, print_epoch_summary
 from nnugen.trainers.epoch_metrics import EpochMetrics
 from nnugen.trainers.epoch_progress import epoch_progress_bar
-from nnugen.trainers.nonfinite_guard import NonFiniteGuard
+from nnugen.trainers.nonfinite_guard import NonFiniteGuard, finite_outputs
 from nnugen.trainers.optimizer_step import clip_and_step, scaled_backward
 from nnugen.trainers.peak_memory import peak_memory_gb, peak_memory_note
 from nnugen.trainers.seeded_augmenter import seeded_augmenter
@@ -86,7 +80,8 @@ class NnugenTrainer(nnUNetTrainer):
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
-        wandb_from_rank_zero()
+        if dist.is_available() and dist.is_initialized() and dist.get_rank() != 0:
+            os.environ["nnUNet_wandb_enabled"] = "0"  # one W&B run, from rank 0 (the rank that writes files)
         super().__init__(plans, configuration, fold, dataset_json, device)
         if self.is_ddp:
             self.device = rank_device(device)  # nnU-Net 2.8.1 puts rank R on cuda:R, whatever the device and node
@@ -99,8 +94,7 @@ class NnugenTrainer(nnUNetTrainer):
         # nnU-Net reads the batch size from the configuration; the memory plan decides it for nnugen's tasks
         self.configuration_manager.configuration["batch_size"] = memory.batch_size
         self.amp_dtype = training_amp_dtype(self.device, memory.amp, self.print_to_log_file)
-        if self.amp_dtype != torch.float16:
-            self.grad_scaler = None  # scaling is for fp16 only
+        self.grad_scaler = self.grad_scaler if self.amp_dtype == torch.float16 else None  # scaling is for fp16 only
         self.nonfinite = NonFiniteGuard(training.max_nonfinite_steps)
         self._micro_step, self._progress, self._metrics = 0, None, EpochMetrics()
         self._nonfinite_before_epoch, self._peak_reported = 0, False
@@ -134,8 +128,13 @@ class NnugenTrainer(nnUNetTrainer):
         finally:
             self.is_ddp = is_ddp
         self.compile_networks()
+        self.network = self.training_network(self.network)
         if self.is_ddp:
             split_over_ranks(self)
+
+    def training_network(self, network: torch.nn.Module) -> torch.nn.Module:
+        """The module training calls, and DDP wraps: the model itself, unless its forward is not the loss."""
+        return network
 
     def get_dataloaders(self):
         train, val = super().get_dataloaders()
@@ -215,8 +214,7 @@ class NnugenTrainer(nnUNetTrainer):
         if self._progress is not None:
             self._progress.close()
             self._progress = None
-        finite = [o for o in train_outputs if np.isfinite(o["loss"]).all()]
-        super().on_train_epoch_end(finite or train_outputs)
+        super().on_train_epoch_end(finite_outputs(train_outputs))
         self.log_metric("nonfinite_steps", self.nonfinite.total - self._nonfinite_before_epoch)
         peak = peak_memory_gb(self.device)
         if peak is not None:
@@ -259,12 +257,10 @@ class NnugenTrainer(nnUNetTrainer):
             self._best_ema = None
 
     def save_checkpoint(self, filename: str) -> None:
-        if self.local_rank != 0:
-            return
-        if self.disable_checkpointing:
+        if self.local_rank == 0 and self.disable_checkpointing:
             self.print_to_log_file("No checkpoint written, checkpointing is disabled")
-            return
-        save_nnunet_checkpoint(self, filename)
+        elif self.local_rank == 0:
+            save_nnunet_checkpoint(self, filename)
 
     def extra_checkpoint_state(self) -> dict:
         """Further entries for the checkpoint (EMA weights, a discriminator ...); restored in ``load_checkpoint``."""

@@ -1,14 +1,22 @@
 """Counting non-finite steps (a NaN / Inf loss, or gradient without fp16's scaler): each is skipped; K in a row stop
-the run with the likely causes."""
+the run with the likely causes. A skipped step's NaN loss stays out of the epoch's mean train loss."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
+
 
 class NonFiniteLossError(RuntimeError):
     """Raised after too many consecutive non-finite steps; the last good checkpoint is left untouched."""
+
+
+def finite_outputs(outputs: list[dict]) -> list[dict]:
+    """The step outputs (nnU-Net's ``train_step`` dicts) whose ``loss`` is finite; all of them when none is."""
+    finite = [output for output in outputs if np.isfinite(output["loss"]).all()]
+    return finite or outputs
 
 
 @dataclass
