@@ -82,10 +82,8 @@ class SamplePlan:
     label_files: tuple[Path, ...]
 
 
-def check_request(request: SampleRequest) -> SamplePlan:
-    """Every check that needs no network, before anything is loaded or written; ValueError saying what to change."""
-    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
-
+def _check_values(request: SampleRequest) -> None:
+    """The checks of the request's own values (no file read); ValueError naming the flag."""
     if request.num_cases < 1:
         raise ValueError(f"N = {request.num_cases}: generate at least 1 case")
     if request.size not in SIZES:
@@ -107,6 +105,13 @@ def check_request(request: SampleRequest) -> SamplePlan:
     if request.continue_sampling and request.overwrite:
         raise ValueError("--continue keeps the cases already written and --overwrite replaces them: pass one of "
                          "the two")
+
+
+def check_request(request: SampleRequest) -> SamplePlan:
+    """Every check that needs no network, before anything is loaded or written; ValueError saying what to change."""
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    _check_values(request)
     if request.num_parts == 1:
         _check_output_folder(Path(request.output_folder), request.overwrite or request.continue_sampling)
     files = find_model_files(request.dataset, request.configuration, request.task, request.fold, request.checkpoint,

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from torch import Tensor
 
+from nnugen.folders.model_folder import fold_name
 from nnugen.losses.perceptual import FeaturePerceptualLoss
 from nnugen.models.nnunet_encoder import find_segmentation_model, nnunet_encoder, trained_fold
 
@@ -40,7 +41,7 @@ def perceptual_loss(setting: str, results: Path | None, dataset_name: str, confi
         fold_folder = trained_fold(path, fold)
         if fold_folder is None:
             raise ValueError(f"autoencoder.perceptual_network {path} is not an nnU-Net model folder with "
-                             f"fold_{fold}/checkpoint_final.pth; train it or point to another folder")
+                             f"{fold_name(fold)}/checkpoint_final.pth; train it or point to another folder")
         log(f"perceptual loss: features of the nnU-Net encoder in {fold_folder}")
         return FeaturePerceptualLoss(nnunet_encoder(fold_folder), preprocess=preprocess)
     log(f"perceptual loss: TorchScript feature extractor {path}")
