@@ -1,14 +1,22 @@
-"""Typed, frozen settings sections read from JSON: ``Section.from_dict`` rejects unknown keys and wrong types with
-a ValueError naming the key, and the small validation helpers every section's ``__post_init__`` uses. Pure Python
-(no torch): the planner and the CLIs' ``--help`` import it."""
+"""Typed, frozen settings sections read from JSON: ``Section.from_dict`` rejects unknown keys, wrong types, null
+where a value is needed and non-finite numbers (NaN, Infinity) with a ValueError naming the key, and the small
+validation helpers every section's ``__post_init__`` uses. ``read_json_object`` checks a side file (denoiser.json,
+latent.json, ...) against the same types, with errors ``FILE: field: what is wrong; what to do``. Pure Python (no
+torch): the planner and the CLIs' ``--help`` import it."""
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import json
+import math
 import types
 import typing
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
+
+FINITE = "write a finite number (NaN and Infinity are not settings)"
 
 
 def fail(where: str, message: str) -> None:
@@ -23,6 +31,8 @@ def check_choice(where: str, value: Any, choices: tuple[str, ...]) -> None:
 def check_range(where: str, value: float, low: float | None = None, high: float | None = None) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         fail(where, f"expected a number, got {value!r}")
+    if isinstance(value, float) and not math.isfinite(value):
+        fail(where, f"{value!r} is not a finite number; {FINITE}")
     if (low is not None and value < low) or (high is not None and value > high):
         bounds = f"in [{low}, {high}]" if high is not None else f">= {low}"
         fail(where, f"{value!r} must be {bounds}")
@@ -42,14 +52,19 @@ class Section:
         unknown = sorted(set(data) - names)
         if unknown:
             fail(where, f"unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(names))}")
-        kwargs = {name: _convert(hints[name], value, f"{where}.{name}") for name, value in data.items()}
+        kwargs = {name: _convert(hints[name], value, _field(where, name)) for name, value in data.items()}
         try:
             return cls(**kwargs)
-        except (TypeError, ValueError) as error:  # a nested value of the wrong kind, or a range check: say where
+        except (TypeError, ValueError, ArithmeticError) as error:  # a range check, or a value no check foresaw
             raise ValueError(f"{where}: {error}") from None
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+
+def _field(where: str, name: str) -> str:
+    """Where a field is: ``section.field``, or ``FILE: field`` at the top of a JSON file."""
+    return f"{where}: {name}" if where.endswith(".json") else f"{where}.{name}"
 
 
 def _convert(hint: Any, value: Any, where: str) -> Any:
@@ -60,19 +75,64 @@ def _convert(hint: Any, value: Any, where: str) -> Any:
             return None
         hint = next(a for a in args if a is not type(None))
         origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if value is None and hint is not Any:  # null is a value only where the field may be left out (None)
+        kind = "a mapping" if isinstance(hint, type) and issubclass(hint, Section) else _kind(hint, origin)
+        fail(where, f"expected {kind}, got null; write a value, or drop the key for the default")
     if isinstance(hint, type) and issubclass(hint, Section):
         return hint.from_dict(value, where)
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
-            fail(where, f"expected a list, got {value!r}")
+            fail(where, f"expected a list, got {_short(value)}")
         inner = args[0] if args else Any
         return tuple(_convert(inner, v, f"{where}[{i}]") for i, v in enumerate(value))
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        if abs(value) > 1e300:  # float() of a longer integer overflows
+            fail(where, f"{_short(value)} is too large; {FINITE}")
         return float(value)
     wrong_bool = hint in (int, float) and isinstance(value, bool)
     if hint in (int, float, str, bool) and (not isinstance(value, hint) or wrong_bool):
-        fail(where, f"expected {hint.__name__}, got {value!r}")
+        fail(where, f"expected {hint.__name__}, got {_short(value)}")
+    if hint is float and not math.isfinite(value):  # JSON's NaN / Infinity, YAML's .nan / .inf, 1e400
+        fail(where, f"{value!r} is not a finite number; {FINITE}")
     return value
+
+
+def _kind(hint: Any, origin: Any) -> str:
+    return "a list" if origin is tuple else getattr(hint, "__name__", str(hint))
+
+
+def _short(value: Any) -> str:
+    """``repr`` cut to one short line, so that a huge or nested wrong value keeps the message to one line."""
+    text = " ".join(repr(value).split())
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def read_json_object(path: Path, fields: Mapping[str, Any], fix: str) -> dict[str, Any]:
+    """The JSON object in side file ``path``, checked against ``fields`` (key -> type, as a section's fields are
+    typed: ``int``, ``float``, ``str``, ``tuple[int, ...]``, a ``Section``; ``X | None`` = may be left out); returned
+    as read. Any other key, a missing key, a wrong type, NaN or Infinity: ValueError ``FILE: field: what is wrong;
+    FIX`` (``fix``: what the user does about it, e.g. "train the autoencoder again")."""
+    path = Path(path)
+    where = str(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
+        reason = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+        raise ValueError(f"{where}: cannot be read as JSON ({reason}); {fix}") from None
+    try:
+        if not isinstance(data, dict):
+            fail(where, f"expected a JSON object, got {type(data).__name__}")
+        unknown = sorted(set(data) - set(fields))
+        if unknown:
+            fail(where, f"unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(fields))}")
+        for name, hint in fields.items():
+            if name in data:
+                _convert(hint, data[name], _field(where, name))
+            elif type(None) not in typing.get_args(hint):
+                fail(_field(where, name), "missing")
+    except ValueError as error:
+        raise ValueError(f"{error}; {fix}") from None
+    return data
 
 
 def _plain(value: Any) -> Any:

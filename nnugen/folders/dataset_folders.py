@@ -19,12 +19,22 @@ def _env_folder(name: str) -> Path | None:
     return Path(value) if value else None
 
 
+def check_path_name(name: str, what: str) -> str:
+    """``name`` if it can be one file or folder name inside its parent folder; InputError when it would leave it
+    (``..``, a path separator, an absolute path) or is empty. ``what`` says where it came from (``dataset name``)."""
+    if not name or name in (".", "..") or "/" in name or "\\" in name or os.sep in name or "\0" in name \
+            or Path(name).is_absolute():
+        raise InputError(f"{what} {name!r} is not a plain file name (no '..', '/', '\\' or absolute path); "
+                         "rename it to letters, digits, '-' and '_'")
+    return name
+
+
 def dataset_name(dataset: str | int) -> str:
     """``4`` / ``"004"`` / ``"Dataset004_Hippocampus"`` -> ``"Dataset004_Hippocampus"``, searched as nnU-Net does
-    in nnUNet_preprocessed, nnUNet_raw and nnUNet_results."""
+    in nnUNet_preprocessed, nnUNet_raw and nnUNet_results. A name that would leave those folders is refused."""
     text = str(dataset)
     if text.startswith("Dataset"):
-        return text
+        return check_path_name(text, "dataset name")
     try:
         number = int(text)
     except ValueError:

@@ -22,9 +22,11 @@ from pathlib import Path
 from nnugen import PLANS_IDENTIFIER
 from nnugen.config import SAMPLERS, AnomalySettings
 from nnugen.devices import check_device_name
+from nnugen.folders.dataset_folders import InputError
+from nnugen.folders.image_check import check_image_files
 from nnugen.folders.model_folder import ModelFolder
 from nnugen.inference.input_cases import InputCase, find_cases
-from nnugen.tasks import TASKS
+from nnugen.tasks import TASKS, task_of_trainer
 
 DIFFSEG_TRAINER = TASKS["seg"].trainer
 
@@ -68,6 +70,9 @@ class PredictRequest:
     """Anomaly models: the noise strengths of the counterfactuals (default: the plans' ``anomaly.strengths``)."""
     threshold_file: Path | None = None
     """Anomaly models: a ``threshold.json`` of this very model and fold, used instead of the stored threshold."""
+    check_inputs: bool = True
+    """Read every input image of this part for NaN / Inf voxels and cut-off files first (``--skip-input-check``:
+    off)."""
 
     def __post_init__(self) -> None:
         """The values that need no file to check; ValueError with the flag's name and the allowed values."""
@@ -122,8 +127,80 @@ def check_request(request: PredictRequest) -> CheckedRequest:
         raise ValueError(f"--save-uncertainty writes SimpleITK images, but this model reads images with "
                          f"{plans.get('image_reader_writer')}; leave out --save-uncertainty")
     folds = _checked_folds(folder, request.folds, request.checkpoint)
+    _check_folders(request, folder.path)
     cases = find_cases(request.input_folder, dataset_json["file_ending"], dataset_json["channel_names"])
-    return CheckedRequest(folder.path, dataset_json, folds, tuple(cases[request.part_id::request.num_parts]))
+    _check_output_names(cases, request, folder, dataset_json)
+    part = tuple(cases[request.part_id::request.num_parts])
+    if request.check_inputs:
+        check_input_images([path for case in part for path in case.files])
+    return CheckedRequest(folder.path, dataset_json, folds, part)
+
+
+def _check_folders(request: PredictRequest, model_folder: Path) -> None:
+    """The output folder must not be, or lie inside, a folder the run reads (the input, the model, the previous
+    stage's predictions), nor hold the input folder: predictions would overwrite or mix with what is read.
+    Compared resolved, so symbolic links count as the folders they point to."""
+    output = Path(request.output_folder).resolve()
+    read = [("-i", Path(request.input_folder)), ("the model folder", model_folder)]
+    if request.previous_stage_predictions is not None:
+        read.append(("-prev_stage_predictions", Path(request.previous_stage_predictions)))
+    for flag, folder in read:
+        folder = folder.resolve()
+        if output == folder or folder in output.parents:
+            raise ValueError(f"-o {request.output_folder} is {'' if output == folder else 'inside '}{flag} "
+                             f"{folder}; predictions would overwrite or mix with what is read: choose an output "
+                             "folder outside it")
+        if flag == "-i" and output in folder.parents:
+            raise ValueError(f"-i {request.input_folder} lies inside -o {request.output_folder}; choose an output "
+                             "folder that does not hold the input")
+
+
+def _check_output_names(cases: list[InputCase], request: PredictRequest, folder: ModelFolder,
+                        dataset_json: dict) -> None:
+    """No two cases may write the same file: with uncertainty maps a case ``a`` writes ``a_entropy``, so a case named
+    ``a_entropy`` would be overwritten (anomaly models likewise with ``_anomaly``, ``_counterfactual`` ...). Checked
+    over all cases, whatever part this run is, since parts share the output folder."""
+    try:
+        trainer = folder.trainer
+    except InputError:
+        trainer = None  # a -m folder not named as nnU-Net names them: predicted as diffusion segmentation
+    task = task_of_trainer(trainer) if trainer else None
+    anomaly = task is not None and task.section == "anomaly"
+    if not (anomaly or request.save_uncertainty):
+        return  # one file per case (and .npz / .pkl): case names are unique already
+    ending = dataset_json["file_ending"]
+    if anomaly:
+        from nnugen.inference.anomaly_export import anomaly_output_files
+
+        # every file an anomaly model may write (the variance map with an ensemble), so any ensemble size is safe
+        def names(case: str) -> list[str]:
+            return [p.name for p in anomaly_output_files(Path(case), ending, request.save_probabilities,
+                                                         len(dataset_json["channel_names"]), True)]
+    else:
+        from nnugen.inference.case_export import output_files
+
+        def names(case: str) -> list[str]:
+            return [p.name for p in output_files(Path(case), ending, request.save_probabilities, True)]
+
+    writer: dict[str, str] = {}
+    for case in cases:
+        for name in names(case.identifier):
+            other = writer.setdefault(name, case.identifier)
+            if other != case.identifier:
+                raise ValueError(f"cases {other} and {case.identifier} in {request.input_folder} would both write "
+                                 f"{name} in -o{' (with --save-uncertainty)' if not anomaly else ''}; rename one of "
+                                 "them or predict them into separate output folders")
+
+
+def check_input_images(files: list[Path]) -> None:
+    """The check ``nnugen_check`` runs on a raw dataset (NaN / Inf voxels, cut-off or corrupt files), on the images a
+    run reads; one ValueError naming every bad file, so nothing is predicted from them."""
+    problems = check_image_files(files)
+    if problems:
+        bad = sorted({str(problem.path) for problem in problems})
+        raise ValueError(f"{len(bad)} input image(s) cannot be used, nothing was written: "
+                         f"{'; '.join(map(str, problems))} (fix or remove them, or pass --skip-input-check to "
+                         "predict anyway)")
 
 
 def resolve_model_folder(request: PredictRequest) -> ModelFolder:

@@ -45,7 +45,7 @@ from nnugen.trainers.ddp import all_ranks_agree, gradient_sync, rank_device, sav
 from nnugen.trainers.epoch_end import epoch_checkpoints, finite_ema, print_epoch_summary
 from nnugen.trainers.epoch_metrics import EpochMetrics
 from nnugen.trainers.epoch_progress import epoch_progress_bar
-from nnugen.trainers.nonfinite_guard import NonFiniteGuard, finite_outputs
+from nnugen.trainers.nonfinite_guard import NonFiniteGuard, check_final_weights, finite_outputs
 from nnugen.trainers.optimizer_step import clip_and_step, scaled_backward
 from nnugen.trainers.peak_memory import peak_memory_gb, peak_memory_note
 from nnugen.trainers.seeded_augmenter import seeded_augmenter
@@ -97,7 +97,7 @@ class NnugenTrainer(nnUNetTrainer):
         self.grad_scaler = self.grad_scaler if self.amp_dtype == torch.float16 else None  # scaling is for fp16 only
         self.nonfinite = NonFiniteGuard(training.max_nonfinite_steps)
         self._micro_step, self._progress, self._metrics = 0, None, EpochMetrics()
-        self._nonfinite_before_epoch, self._peak_reported = 0, False
+        self._nonfinite_before_epoch, self._applied_before_epoch, self._peak_reported = 0, 0, False
         flags = RunFlags.from_environment()  # nnugen_train's --seed and --progress (run_flags.py)
         self.seed, self.show_progress = flags.seed, flags.progress
         if self.seed is not None:
@@ -167,7 +167,7 @@ class NnugenTrainer(nnUNetTrainer):
 
     def on_train_epoch_start(self):
         super().on_train_epoch_start()
-        self._nonfinite_before_epoch = self.nonfinite.total
+        self._nonfinite_before_epoch, self._applied_before_epoch = self.nonfinite.total, self.nonfinite.applied
         if self.show_progress and self.local_rank == 0:
             self._progress = epoch_progress_bar(self.num_iterations_per_epoch, self.current_epoch)
 
@@ -216,6 +216,7 @@ class NnugenTrainer(nnUNetTrainer):
             self._progress = None
         super().on_train_epoch_end(finite_outputs(train_outputs))
         self.log_metric("nonfinite_steps", self.nonfinite.total - self._nonfinite_before_epoch)
+        self.nonfinite.check_epoch(self._applied_before_epoch, self.current_epoch)
         peak = peak_memory_gb(self.device)
         if peak is not None:
             self.log_metric("peak_memory_gb", peak)
@@ -243,6 +244,7 @@ class NnugenTrainer(nnUNetTrainer):
         self.current_epoch += 1
 
     def on_train_end(self):
+        check_final_weights(unwrapped_network(self))  # before nnU-Net writes the final checkpoint, then deletes latest
         super().on_train_end()
         if self.is_ddp:  # tests and debugging: $NNUGEN_RANK_WEIGHTS_DIR (ddp.py)
             save_rank_weights(self.local_rank, lambda: {"network": unwrapped_network(self).state_dict(),

@@ -96,6 +96,23 @@ def test_nonfinite_weights_are_never_saved_and_checkpoints_are_atomic(trainer_fa
     assert good.read_bytes() == content, "a checkpoint with NaN weights replaced the good one"
 
 
+def test_training_that_ends_with_nan_weights_fails_and_keeps_the_latest_checkpoint(trainer_factory):
+    # before: nnU-Net's on_train_end failed to write checkpoint_final (non-finite weights), deleted
+    # checkpoint_latest, and the run went on to validate and exit 0
+    from pathlib import Path
+
+    from nnugen.trainers.nonfinite_guard import NonFiniteLossError
+
+    trainer = trainer_factory()
+    latest = Path(trainer.output_folder) / "checkpoint_latest.pth"
+    trainer.save_checkpoint(str(latest))
+    with torch.no_grad():
+        next(trainer.network.parameters()).view(-1)[0] = float("nan")
+    with pytest.raises(NonFiniteLossError, match="no checkpoint_final.pth is written"):
+        trainer.on_train_end()
+    assert latest.is_file() and not (Path(trainer.output_folder) / "checkpoint_final.pth").exists()
+
+
 def test_broken_checkpoint_gives_one_line_error(trainer_factory, tmp_path):
     from nnugen.folders.checkpoint_files import CheckpointError
 

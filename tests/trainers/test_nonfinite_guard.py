@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from nnugen.trainers.nonfinite_guard import NonFiniteGuard, NonFiniteLossError, finite_outputs
+from nnugen.trainers.nonfinite_guard import NonFiniteGuard, NonFiniteLossError, check_final_weights, finite_outputs
 
 
 def test_skipped_steps_are_logged_with_the_count_and_k_in_a_row_stop_the_run():
@@ -37,3 +37,27 @@ def test_the_mean_train_loss_leaves_out_skipped_steps_unless_all_were_skipped():
     both_nan = [nan, {"loss": np.array(np.inf)}]
     assert finite_outputs(both_nan) is both_nan
     assert finite_outputs([]) == []
+
+
+def test_an_epoch_without_one_optimiser_step_stops_the_run():
+    guard = NonFiniteGuard(max_consecutive=100)  # far more than an epoch's steps: the consecutive rule never fires
+    before = guard.applied
+    guard.record(True, "fp32")
+    guard.check_epoch(before, epoch=0)  # one step taken: the epoch learned something
+    before = guard.applied
+    for _ in range(5):
+        guard.skip("non-finite loss skipped", "fp32", lambda line: None)
+    with pytest.raises(NonFiniteLossError, match="^epoch 1: every step was skipped"):
+        guard.check_epoch(before, epoch=1)
+
+
+def test_final_weights_with_a_nan_stop_before_anything_is_written():
+    import torch
+
+    network = torch.nn.Linear(2, 2)
+    check_final_weights(network)
+    with torch.no_grad():
+        network.bias[1] = float("inf")
+    with pytest.raises(NonFiniteLossError, match="^the trained weights are not finite \\(bias\\): no "
+                                                 "checkpoint_final.pth"):
+        check_final_weights(network)
