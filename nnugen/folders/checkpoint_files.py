@@ -1,12 +1,15 @@
 """nnU-Net's checkpoint format, written crash-safely. nnU-Net writes checkpoints in place, so a kill mid-write
 leaves a file that no longer loads; here the file is written to a temporary name, fsynced and renamed (the previous
 checkpoint stays valid until the swap), never with non-finite weights, and with the RNG states so a resumed seeded
-run continues its random stream. Loading keeps nnU-Net's ``weights_only=False`` because its format pickles the
-plans and the logger (DESIGN.md); a file that does not load gets a one-line error."""
+run continues its random stream. Loading is weights only, with NumPy's scalar and array types allowed (nnU-Net's
+format stores logged values as NumPy scalars); a file that needs anything else, or does not load, gets a one-line
+error."""
 
 from __future__ import annotations
 
 import os
+import pickle
+import re
 import zipfile
 from collections.abc import Mapping
 
@@ -94,10 +97,19 @@ def load_nnunet_checkpoint(filename: str, device: torch.device) -> dict:
         raise CheckpointError(f"{filename} does not exist; train first (nnugen_train) or check the fold and "
                               "configuration")
     try:
-        # nnU-Net's own format pickles plans and logger values, so it loads as nnU-Net loads it (DESIGN.md). Onto the
-        # CPU, whatever the training device: the RNG states must be CPU ByteTensors (torch.set_rng_state refuses a
-        # CUDA tensor), and load_state_dict copies weights and optimiser moments to their parameters' devices anyway
-        checkpoint = torch.load(filename, map_location="cpu", weights_only=False)
+        # weights only: besides tensors and plain Python values, nnU-Net's format holds NumPy scalars and arrays (the
+        # logged values, _best_ema, older nnugen RNG states), the only other types allowed to be built. Onto the CPU,
+        # whatever the training device: the RNG states must be CPU ByteTensors (torch.set_rng_state refuses a CUDA
+        # tensor), and load_state_dict copies weights and optimiser moments to their parameters' devices anyway
+        with torch.serialization.safe_globals(_numpy_globals()):
+            checkpoint = torch.load(filename, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        refused = re.search(r"but got <class '([^']+)'>|GLOBAL ([\w.]+)", str(error))
+        if "Weights only load failed" not in str(error) or refused is None:
+            raise _does_not_load(filename, error) from None
+        what = next(name for name in refused.groups() if name)
+        raise CheckpointError(f"{filename} holds {what}, which nnugen does not unpickle (checkpoints load weights "
+                              "only); it was not written by nnU-Net or nnugen: train again") from None
     except Exception as error:  # noqa: BLE001 - torch raises many kinds for a broken file
         raise _does_not_load(filename, error) from None
     if not isinstance(checkpoint, dict) or "network_weights" not in checkpoint:
@@ -130,10 +142,27 @@ def restore_nnunet_checkpoint(trainer, checkpoint: dict) -> None:
         restore_rng_states(rng, trainer.print_to_log_file)
 
 
+def _numpy_globals() -> list:
+    """The NumPy types a weights-only load of an nnU-Net checkpoint may build: arrays, scalars and their dtypes (as
+    NumPy 2 pickles them, and as NumPy 1 did, under ``numpy.core``)."""
+    try:
+        from numpy._core import multiarray
+    except ImportError:  # NumPy 1
+        from numpy.core import multiarray
+    dtypes = [type(np.dtype(code)) for code in "?bBhHiIlLqQefdgFD"]
+    numpy1 = [(multiarray._reconstruct, "numpy.core.multiarray._reconstruct"),
+              (multiarray.scalar, "numpy.core.multiarray.scalar")]
+    return [np.ndarray, np.dtype, multiarray._reconstruct, multiarray.scalar, *dtypes, *numpy1]
+
+
 def rng_states() -> dict:
-    """The random streams a seeded run continues after ``--c``: torch's CPU generator, NumPy's, and the CUDA
-    generators of this process's visible GPUs (the noise of diffusion training is drawn there on a GPU)."""
-    states = {"torch": torch.get_rng_state(), "numpy": np.random.get_state()}
+    """The random streams a seeded run continues after ``--c``: torch's CPU generator, NumPy's (as tensors and plain
+    numbers, so the checkpoint entry loads weights only), and the CUDA generators of this process's visible GPUs
+    (the noise of diffusion training is drawn there on a GPU)."""
+    name, key, position, has_gauss, gauss = np.random.get_state()
+    states = {"torch": torch.get_rng_state(),
+              "numpy": {"bit_generator": str(name), "key": torch.from_numpy(key.astype(np.int64)),
+                        "pos": int(position), "has_gauss": int(has_gauss), "cached_gaussian": float(gauss)}}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         states["cuda"] = torch.cuda.get_rng_state_all()
     return states
@@ -144,7 +173,11 @@ def restore_rng_states(states: dict, log=print) -> None:
     older nnugen, or by nnU-Net's own loader) restores too. CUDA states are restored when this process sees as many
     GPUs as the run that saved them, else the CUDA streams start afresh (logged)."""
     torch.set_rng_state(_cpu_bytes(states["torch"]))
-    np.random.set_state(states["numpy"])
+    numpy = states["numpy"]
+    if isinstance(numpy, dict):  # older checkpoints hold NumPy's own tuple
+        numpy = (numpy["bit_generator"], numpy["key"].numpy().astype(np.uint32), numpy["pos"], numpy["has_gauss"],
+                 numpy["cached_gaussian"])
+    np.random.set_state(numpy)
     cuda = states.get("cuda")
     if not cuda:
         return

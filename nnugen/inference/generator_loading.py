@@ -5,7 +5,6 @@ itself is not used: generation has no input images to preprocess, tile or export
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,8 +85,7 @@ def load_generator(files: ModelFiles, device):
     from nnugen.folders.checkpoint_files import load_nnunet_checkpoint
     from nnugen.models.model_builders import ModelSpec, build_model
 
-    # nnU-Net's checkpoint format pickles the plans and the logger's values, so it only loads with
-    # weights_only=False (as nnU-Net's own predictor loads it); load_nnunet_checkpoint does that, on the CPU
+    # nnU-Net's checkpoint format, loaded weights only (NumPy scalars allowed) onto the CPU
     checkpoint = load_nnunet_checkpoint(str(files.checkpoint), device=torch.device("cpu"))
     found = checkpoint.get("trainer_name")
     if found != files.trainer_name:
@@ -119,10 +117,14 @@ def _latent_generator(latent_model, files: ModelFiles, decode_chunks):
     """Wrap the latent denoiser with the frozen autoencoder (weights only) and the scale found in training."""
     from nnugen.models.autoencoder_files import load_autoencoder
     from nnugen.models.latent_generator import LATENT_FILE, LatentGenerator
+    from nnugen.typed_section import read_json_object
 
     latent_file = files.fold_folder / LATENT_FILE
     if not latent_file.is_file():
         raise ValueError(f"{latent_file} is missing: the latent model's training did not finish its start; train again")
-    latent = json.loads(latent_file.read_text())
+    again = "train the latent model again (nnugen_train ID FOLD CONFIG --task ldm)"
+    latent = read_json_object(latent_file, {"autoencoder_folder": str, "scale_factor": float}, again)
+    if not latent["scale_factor"] > 0:
+        raise ValueError(f"{latent_file}: scale_factor: {latent['scale_factor']} must be > 0; {again}")
     autoencoder, _ = load_autoencoder(Path(latent["autoencoder_folder"]))
     return LatentGenerator(latent_model, autoencoder, float(latent["scale_factor"]), decode_chunks)
