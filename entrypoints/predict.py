@@ -75,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--threshold-file", dest="threshold_file", default=None,
                         help="anomaly models: a threshold.json of this model and fold (one -f) to use instead of the "
                              "threshold stored in the checkpoint")
+    parser.add_argument("--skip-input-check", dest="skip_input_check", action="store_true",
+                        help="do not read the input images for NaN / Inf voxels and cut-off files before predicting "
+                             "(the check nnugen_check runs; on by default)")
     return parser
 
 
@@ -102,7 +105,8 @@ def main(argv: list[str] | None = None) -> int:
             progress_bar=not args.disable_progress_bar, on_device=not args.not_on_device, sampler=args.sampler,
             steps=args.steps, seeds=args.seeds, eta=args.eta, seed=args.seed, save_uncertainty=args.save_uncertainty,
             strengths=tuple(args.strengths) if args.strengths else None,
-            threshold_file=Path(args.threshold_file) if args.threshold_file else None)
+            threshold_file=Path(args.threshold_file) if args.threshold_file else None,
+            check_inputs=not args.skip_input_check)
         written = predict(request)
         print(f"nnugen_predict: wrote {len(written)} file(s) to {args.o}")
         return 0

@@ -35,6 +35,10 @@ AMP_DTYPES = ("bf16", "fp16", "fp32")
 NORMS = ("instance", "group", "batch")
 GENERATION_MODES = ("image", "joint", "label_conditioned", "label_adapter")
 CONDITIONED_MODES = ("label_conditioned", "label_adapter")  # modes that generate images for given label maps
+_DENOISING = ("denoiser", "diffusion", "sampler")
+TASK_NEEDS = {"segmentation": _DENOISING, "ddpm": (*_DENOISING, "generation"), "autoencoder": ("autoencoder",),
+              "ldm": (*_DENOISING, "generation"), "anomaly": (*_DENOISING, "anomaly"), "baseline": ()}
+"""The settings sections each task's trainer and predictor read (the planner writes them all)."""
 CONFIGURATION_ALIASES = {"3d": "3d_fullres"}  # nnugen's CLIs accept 3d for nnU-Net's 3d_fullres
 
 
@@ -369,15 +373,26 @@ class NnugenSection(Section):
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None, where: str = "nnugen") -> NnugenSection:
+        if data is not None and not isinstance(data, dict):
+            fail(where, f"expected a mapping (the section nnugen_plan writes), got {_json_kind(data)}; re-run "
+                        "nnugen_plan")
         data = dict(data or {})
-        tasks = data.pop("tasks", {}) or {}
+        tasks = data.pop("tasks", {})
         if not isinstance(tasks, dict):
             fail(f"{where}.tasks", "expected a mapping of task name -> settings")
-        unknown = sorted(set(tasks) - set(TASK_SECTIONS))
+        unknown = sorted(map(str, set(tasks) - set(TASK_SECTIONS)))
         if unknown:
             fail(f"{where}.tasks", f"unknown task(s) {', '.join(unknown)}; valid: {', '.join(TASK_SECTIONS)}")
+        for name, settings in tasks.items():
+            if not isinstance(settings, dict):
+                fail(f"{where}.tasks.{name}", f"expected a mapping of settings sections, got {_json_kind(settings)}")
         parsed = {name: TaskSettings.from_dict(tasks[name], f"{where}.tasks.{name}")
                   for name in TASK_SECTIONS if name in tasks}
+        for name, settings in parsed.items():
+            missing = [part for part in TASK_NEEDS[name] if getattr(settings, part) is None]
+            if missing:
+                fail(f"{where}.tasks.{name}", f"missing {', '.join(missing)}, which task {name} needs; write it back "
+                                              "or re-run nnugen_plan --overwrite")
         base = super().from_dict(data, where)
         return dataclasses.replace(base, tasks=parsed)
 
@@ -391,15 +406,26 @@ class NnugenSection(Section):
         return self.tasks[name]
 
 
+def _json_kind(value: Any) -> str:
+    """How a wrong value reads in JSON: null, a list, a string, ..."""
+    names = {type(None): "null", list: "a list", str: "a string", bool: "a boolean", int: "a number", float: "a number"}
+    return names.get(type(value), type(value).__name__)
+
+
 def section_of(configuration: dict[str, Any], configuration_name: str = "") -> NnugenSection:
     """Parse and validate the ``nnugen`` section of one (inheritance-resolved) configuration dict of the plans.
 
     Parsed once per process: the trainer, the network builder nnU-Net calls and the run's checks all ask for the same
     section, and get the same frozen object back as long as its content is the same."""
-    if "nnugen" not in configuration:
+    if not isinstance(configuration, dict) or "nnugen" not in configuration:
         raise ValueError(f"configuration '{configuration_name}' has no nnugen section: these are not nnugenPlans; "
                          "run nnugen_plan -d ID and train with -p nnugenPlans")
-    return _parsed_section(json.dumps(configuration["nnugen"], sort_keys=True), configuration_name or "configuration")
+    where = configuration_name or "configuration"
+    if not isinstance(configuration["nnugen"], dict):  # null, a list, ...: the parsed default would hide it
+        fail(f"{where}.nnugen", f"expected a mapping (the section nnugen_plan writes), got "
+                                f"{_json_kind(configuration['nnugen'])}; re-run nnugen_plan")
+    # the cache key keeps NaN / Infinity (json.dumps writes them as NaN / Infinity): the parse refuses them
+    return _parsed_section(json.dumps(configuration["nnugen"], sort_keys=True), where)
 
 
 @functools.lru_cache(maxsize=64)

@@ -49,7 +49,7 @@ class Section:
             fail(where, f"expected a mapping, got {type(data).__name__}")
         hints = typing.get_type_hints(cls)
         names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
+        unknown = sorted(map(str, set(data) - names))
         if unknown:
             fail(where, f"unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(names))}")
         kwargs = {name: _convert(hints[name], value, _field(where, name)) for name, value in data.items()}
@@ -75,10 +75,9 @@ def _convert(hint: Any, value: Any, where: str) -> Any:
             return None
         hint = next(a for a in args if a is not type(None))
         origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if value is None and hint is not Any:  # null is a value only where the field may be left out (None)
-        kind = "a mapping" if isinstance(hint, type) and issubclass(hint, Section) else _kind(hint, origin)
-        fail(where, f"expected {kind}, got null; write a value, or drop the key for the default")
     if isinstance(hint, type) and issubclass(hint, Section):
+        if value is None:  # from_dict would read null as the defaults, hiding a broken file
+            fail(where, "expected a mapping, got None (null); write the section, or drop the key for the default")
         return hint.from_dict(value, where)
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
@@ -97,10 +96,6 @@ def _convert(hint: Any, value: Any, where: str) -> Any:
     return value
 
 
-def _kind(hint: Any, origin: Any) -> str:
-    return "a list" if origin is tuple else getattr(hint, "__name__", str(hint))
-
-
 def _short(value: Any) -> str:
     """``repr`` cut to one short line, so that a huge or nested wrong value keeps the message to one line."""
     text = " ".join(repr(value).split())
@@ -116,13 +111,15 @@ def read_json_object(path: Path, fields: Mapping[str, Any], fix: str) -> dict[st
     where = str(path)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
-        reason = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
-        raise ValueError(f"{where}: cannot be read as JSON ({reason}); {fix}") from None
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{where}: not valid JSON (line {error.lineno}, column {error.colno}: {error.msg}); "
+                         f"{fix}") from None
+    except (OSError, UnicodeDecodeError, RecursionError) as error:
+        raise ValueError(f"{where}: cannot be read ({type(error).__name__}); {fix}") from None
     try:
         if not isinstance(data, dict):
             fail(where, f"expected a JSON object, got {type(data).__name__}")
-        unknown = sorted(set(data) - set(fields))
+        unknown = sorted(map(str, set(data) - set(fields)))
         if unknown:
             fail(where, f"unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(fields))}")
         for name, hint in fields.items():

@@ -63,12 +63,16 @@ def load_overrides_file(path: Path) -> tuple[dict[str, Any], dict[str, dict[str,
         raise InputError(f"--overrides {path}: no such file")
     try:
         tree = _load_yaml(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as error:
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
         raise InputError(f"--overrides {path} is not valid YAML ({str(error).splitlines()[0]})") from None
     if not isinstance(tree, dict):
         raise InputError(f"--overrides {path}: expected a mapping of task names to settings")
     per_configuration = tree.pop("configurations", {}) or {}
-    unknown = sorted(set(tree) - set(SECTION_ROOTS))
+    if not isinstance(per_configuration, dict) or not all(isinstance(v, dict | None) for v in
+                                                          per_configuration.values()):
+        raise InputError(f"--overrides {path}: configurations: expected a mapping of configuration names to "
+                         "{task: settings} mappings")
+    unknown = sorted(map(str, set(tree) - set(SECTION_ROOTS)))
     if unknown:
         raise InputError(f"--overrides {path}: unknown top-level key(s) {', '.join(unknown)}; "
                             f"use {', '.join(SECTION_ROOTS)} or configurations")

@@ -6,6 +6,8 @@ unless ``overwrite``; ``--set`` / ``--overrides`` apply on top (and, being edits
 
 from __future__ import annotations
 
+import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,14 +71,15 @@ def num_segmentation_heads(dataset_json: dict[str, Any]) -> int:
 
 def plan_dataset(request: PlanRequest) -> Path:
     """Write ``nnugenPlans.json`` and return its path. Raises InputError (nothing written) on bad input."""
-    if request.gpu_memory_gb <= 0:
-        raise InputError(f"--gpu-memory-gb {request.gpu_memory_gb:g}: must be a positive number of GB")
+    budget = request.gpu_memory_gb
+    if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not math.isfinite(budget) or budget <= 0:
+        raise InputError(f"--gpu-memory-gb {budget}: must be a positive, finite number of GB, e.g. 8 or 24")
     folder = preprocessed_folder(request.dataset)
     plans, dataset_json = _read_inputs(folder, request)
     names = resolve_configuration_names(request.configurations, plans)
     everywhere, per_configuration = _requested_changes(request, plans)
     target = folder / f"{PLANS_IDENTIFIER}.json"
-    existing = None if request.overwrite or not target.is_file() else load_json(target)
+    existing = None if request.overwrite or not target.is_file() else _checked_existing(load_json(target), target)
     result = _kept_from_before(plans, existing)
     planned_before = existing.get(PLANNED_KEY, {}) if existing is not None else {}
     planned_record = dict(planned_before)
@@ -96,6 +99,25 @@ def plan_dataset(request: PlanRequest) -> Path:
     result[PLANNED_KEY] = planned_record
     atomic_write_json(target, result)
     return target
+
+
+def _checked_existing(existing: dict[str, Any], target: Path) -> dict[str, Any]:
+    """An existing nnugenPlans.json whose parts this run reads (configurations, their nnugen sections, the planner's
+    record) are mappings; InputError naming the first that is not (a hand edit gone wrong)."""
+    configurations = existing.get("configurations", {})
+    planned = existing.get(PLANNED_KEY, {})
+    parts = [("configurations", configurations), (PLANNED_KEY, planned)]
+    if isinstance(configurations, dict):
+        parts += [(f"configurations.{name}", c) for name, c in configurations.items()]
+        parts += [(f"configurations.{name}.nnugen", c["nnugen"]) for name, c in configurations.items()
+                  if isinstance(c, dict) and "nnugen" in c]
+    if isinstance(planned, dict):
+        parts += [(f"{PLANNED_KEY}.{name}", p) for name, p in planned.items()]
+    for where, value in parts:
+        if not isinstance(value, dict):
+            raise InputError(f"{target}: {where}: expected a mapping, got {json.dumps(value)[:40]}; fix it, or "
+                             "re-plan with --overwrite (drops your edits)")
+    return existing
 
 
 def _read_inputs(folder: Path, request: PlanRequest) -> tuple[dict[str, Any], dict[str, Any]]:

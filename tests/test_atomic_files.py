@@ -134,3 +134,157 @@ def test_kill_during_a_slow_write_leaves_the_old_file_intact(tmp_path):
     # the next write succeeds next to the stale temporary and replaces the target
     atomic_write_json(target, {"epoch": 50})
     assert json.loads(target.read_text(encoding="utf-8")) == {"epoch": 50}
+
+
+# ---- checked writes: a failed or silent-failing write raises one line naming the file and leaves nothing ----------
+
+def _assert_nothing_left(folder: Path) -> None:
+    assert [p.name for p in folder.iterdir()] == []
+
+
+def test_a_full_disk_is_one_line_naming_the_file_and_leaves_nothing(tmp_path):
+    import errno
+
+    from nnugen.atomic_files import WriteError
+
+    target = tmp_path / "case_000.npz"
+    with pytest.raises(WriteError) as raised:
+        with atomic_path(target):
+            raise OSError(errno.ENOSPC, "No space left on device")
+    message = str(raised.value)
+    assert "\n" not in message and str(target) in message and "disk is full" in message
+    assert raised.value.errno == errno.ENOSPC and isinstance(raised.value, OSError)
+    _assert_nothing_left(tmp_path)
+    # an export worker (-nps) sends it back pickled: it must arrive as the same one line
+    import pickle
+
+    assert str(pickle.loads(pickle.dumps(raised.value))) == message
+
+
+def test_a_writer_that_fails_silently_is_caught_by_the_check(tmp_path):
+    """What SimpleITK's NIfTI writer does on ENOSPC: no error, a 0-byte file. It must not get the final name."""
+    from nnugen.atomic_files import WriteError
+
+    target = tmp_path / "case_000.nii.gz"
+    with pytest.raises(WriteError, match=r"could not write .*case_000\.nii\.gz: the written file is empty"):
+        atomic_write_with(target, lambda temporary: None, suffix=".nii.gz")
+    _assert_nothing_left(tmp_path)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_a_read_only_folder_is_one_line_naming_the_file(tmp_path):
+    from nnugen.atomic_files import WriteError
+
+    tmp_path.chmod(0o555)
+    try:
+        with pytest.raises(WriteError, match=r"could not write .*plans\.json: Permission denied"):
+            atomic_write_json(tmp_path / "plans.json", OLD)
+    finally:
+        tmp_path.chmod(0o755)
+    _assert_nothing_left(tmp_path)
+
+
+FILE_SIZE_LIMITED = textwrap.dedent("""
+    import resource, signal, sys
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # so a write past the limit fails with EFBIG, as on a full disk
+    resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[2]), int(sys.argv[2])))
+    from nnugen.atomic_files import atomic_write_json
+    try:
+        atomic_write_json(sys.argv[1], {"values": list(range(5000))})
+    except OSError as error:
+        print(error)
+        sys.exit(3)
+""")
+
+
+@pytest.mark.parametrize("limit", [0, 4096])
+def test_a_real_file_size_limit_fails_the_json_write_with_nothing_left(tmp_path, limit):
+    target = tmp_path / "nnugenPlans.json"
+    done = subprocess.run([sys.executable, "-c", FILE_SIZE_LIMITED, str(target), str(limit)], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 3, done.stderr
+    lines = done.stdout.strip().splitlines()
+    assert len(lines) == 1 and str(target) in lines[0] and "EFBIG" in lines[0]
+    _assert_nothing_left(tmp_path)
+
+
+def test_nan_in_json_is_an_error_naming_the_file_and_the_key(tmp_path):
+    target = tmp_path / "nnugenPlans.json"
+    atomic_write_json(target, OLD)
+    before = target.read_bytes()
+    bad = {"configurations": {"3d_fullres": {"nnugen": {"initial_lr": float("nan")}, "b": [1.0, float("inf")]}}}
+    with pytest.raises(ValueError, match=r"nnugenPlans\.json: configurations\.3d_fullres\.nnugen\.initial_lr = nan is "
+                                         "not a finite number"):
+        atomic_write_json(target, bad)
+    with pytest.raises(ValueError, match=r"b\[1\] = inf"):
+        atomic_write_json(target, {"b": [1.0, float("inf")]})
+    assert target.read_bytes() == before
+    assert _others(tmp_path, target) == []
+
+
+def test_check_file_sees_cut_containers(tmp_path):
+    """A cut gzip stream (a .nii.gz whose header still reads), zip archive (.npz, torch.save), PNG or pickle."""
+    import gzip
+    import pickle
+
+    import numpy as np
+
+    from nnugen.atomic_files import check_file
+
+    files = {"a.gz": gzip.compress(os.urandom(20000)), "a.pkl": pickle.dumps({"spacing": [1.0, 2.0]})}
+    np.savez_compressed(tmp_path / "a.npz", probabilities=np.random.default_rng(0).random((2, 30, 30)))
+    files["a.npz"] = (tmp_path / "a.npz").read_bytes()
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+        check_file(tmp_path / name)
+        (tmp_path / name).write_bytes(data[: len(data) - 7])
+        with pytest.raises(ValueError, match="cut short"):
+            check_file(tmp_path / name)
+    (tmp_path / "empty").write_bytes(b"")
+    with pytest.raises(ValueError, match="empty"):
+        check_file(tmp_path / "empty")
+    atomic_write_text(tmp_path / "empty.txt", "")  # text is checked by its exact length, so empty text is fine
+    assert (tmp_path / "empty.txt").read_text() == ""
+
+
+def _dead_pid() -> int:
+    finished = subprocess.Popen([sys.executable, "-c", "pass"])
+    finished.wait()
+    return finished.pid
+
+
+def test_stale_temporaries_are_removed_and_live_ones_kept(tmp_path):
+    """A killed writer's temporary goes; one of a process still writing (another part) or a foreign dotfile stays."""
+    from nnugen.atomic_files import _HOST, remove_stale_temporaries
+
+    dead = tmp_path / f".case_0000_0000.nii.gz.{_HOST}-{_dead_pid()}-0a1b2c3d.tmp.nii.gz"
+    mine = tmp_path / f".case_0001.nii.gz.{_HOST}-{os.getpid()}-0a1b2c3d.tmp.nii.gz"
+    old_format_old = tmp_path / ".dataset.json.12345678.tmp"
+    old_format_new = tmp_path / ".plans.json.87654321.tmp"
+    other_host_new = tmp_path / ".case_0002.nii.gz.ffffff-1-0a1b2c3d.tmp.nii.gz"
+    foreign = tmp_path / ".gitignore"
+    for path in (dead, mine, old_format_old, old_format_new, other_host_new, foreign):
+        path.write_bytes(b"")
+    os.utime(old_format_old, (0, 0))
+    assert remove_stale_temporaries(tmp_path, tmp_path / "missing") == sorted([dead, old_format_old])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        p.name for p in (mine, old_format_new, other_host_new, foreign))
+
+
+def test_a_kill_leftover_is_found_as_stale(tmp_path):
+    from nnugen.atomic_files import remove_stale_temporaries
+
+    target = tmp_path / "case_0000.nii.gz"
+    writer = subprocess.Popen([sys.executable, "-c", SLOW_WRITER, str(target)], stdout=subprocess.PIPE, text=True)
+    try:
+        temporary = Path(writer.stdout.readline().strip())
+        assert remove_stale_temporaries(tmp_path) == []  # its writer still runs
+        os.kill(writer.pid, signal.SIGKILL)
+        writer.wait(timeout=30)
+    finally:
+        if writer.poll() is None:
+            writer.kill()
+            writer.wait()
+        writer.stdout.close()
+    assert remove_stale_temporaries(tmp_path) == [temporary]
+    _assert_nothing_left(tmp_path)

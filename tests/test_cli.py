@@ -137,7 +137,7 @@ PLAN_ERRORS = {
                               r"unknown configuration '3d_highres'; this plan has 2d, 3d_lowres, 3d_fullres"),
     "budget too small": (["-d", "901", "--gpu-memory-gb", "2"], None, r"more than the budget of 2 GB: raise "
                                                                       r"--gpu-memory-gb"),
-    "negative budget": (["-d", "901", "--gpu-memory-gb", "-1"], None, r"--gpu-memory-gb -1: must be a positive"),
+    "negative budget": (["-d", "901", "--gpu-memory-gb", "-1"], None, r"--gpu-memory-gb -1(\.0)?: must be a positive"),
     "bad --set key": (["-d", "901", "--set", "segmentation.sampler.stepz=3"], None,
                       r"segmentation\.sampler: unknown key\(s\) stepz; valid keys:"),
     "bad --set value": (["-d", "901", "--set", "segmentation.sampler.steps=many"], None,

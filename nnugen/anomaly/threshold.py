@@ -16,7 +16,6 @@ Both take lists of per-case numpy maps (any shape) and, optionally, masks of the
 
 from __future__ import annotations
 
-import json
 import math
 import numbers
 import os
@@ -27,7 +26,11 @@ from typing import Any
 
 import numpy as np
 
+from nnugen.typed_section import read_json_object
+
 THRESHOLD_RULES = ("best_dice", "fpr")
+RECORD_FIELDS = {"threshold": float, "rule": str, "value": float, "model": str, "created_with": str | None}
+"""The fields of a saved ``ThresholdRecord`` and their JSON types (``read_json_object``)."""
 
 JsonWriter = Callable[[Path, dict[str, Any]], None]
 """``writer(path, data)``: writes a JSON-serialisable dict to path (default: nnugen.atomic_files.atomic_write_json)."""
@@ -188,11 +191,12 @@ class ThresholdRecord:
     @classmethod
     def load(cls, path: str | os.PathLike, model: str) -> ThresholdRecord:
         """Read a record and check it belongs to ``model``; ValueError if it was chosen for another model."""
+        fix = "choose the threshold again on this model's validation cases"
+        data = read_json_object(Path(path), RECORD_FIELDS, fix)
         try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{path} is not valid JSON ({error}); choose the threshold again") from None
-        record = cls.from_dict(data)
+            record = cls.from_dict(data)
+        except ValueError as error:  # a rule that is not one of THRESHOLD_RULES, an empty model
+            raise ValueError(f"{path}: {error}; {fix}") from None
         if record.model != model:
             raise ValueError(f"threshold file from another model: {path} was chosen for {record.model!r}, not "
                              f"{model!r}; choose the threshold again on this model's validation cases")

@@ -37,7 +37,8 @@ class LabelSource:
     @classmethod
     def parse(cls, text: str) -> LabelSource:
         pipeline, colon, suffix = text.partition(":")
-        if not colon or not pipeline or not suffix or "/" in pipeline or suffix.endswith((".nii", ".nii.gz")):
+        leaves_folder = pipeline in (".", "..") or any(s in pipeline + suffix for s in ("/", "\\", "\0"))
+        if not colon or not pipeline or not suffix or leaves_folder or suffix.endswith((".nii", ".nii.gz")):
             raise BidsConversionError(f"--labels {text!r}: expected PIPELINE:SUFFIX, e.g. labels:seg-manual for "
                                       "derivatives/labels/sub-01/anat/sub-01_T2w_seg-manual.nii.gz")
         return cls(pipeline, suffix)

@@ -79,6 +79,8 @@ def load_json(path: Path, missing_hint: str = "") -> dict[str, Any]:
     except json.JSONDecodeError as error:
         raise InputError(f"{path} is not valid JSON (line {error.lineno}, column {error.colno}: {error.msg}); "
                             "fix or regenerate that file") from None
+    except UnicodeDecodeError:
+        raise InputError(f"{path} is not UTF-8 text; fix or regenerate that file") from None
     if not isinstance(data, dict):
         raise InputError(f"{path} does not hold a JSON object; fix or regenerate that file")
     return data

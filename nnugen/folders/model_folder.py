@@ -55,8 +55,7 @@ class ModelFolder:
         """The folder nnU-Net trains ``trainer`` into (it need not exist): under ``results`` (default
         ``$nnUNet_results``), the dataset's name looked up from an ID as nnU-Net does, ``3d`` read as 3d_fullres."""
         root = results_root() if results is None else Path(results)
-        name = dataset if str(dataset).startswith("Dataset") else dataset_name(dataset)
-        return cls(root / str(name) / folder_name(trainer, plans, configuration_name(configuration)))
+        return cls(root / dataset_name(dataset) / folder_name(trainer, plans, configuration_name(configuration)))
 
     def _parts(self) -> list[str]:
         parts = self.path.name.split("__")

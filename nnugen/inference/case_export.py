@@ -12,15 +12,16 @@ import numpy as np
 
 def output_files(output_truncated: Path, file_ending: str, save_probabilities: bool,
                  save_uncertainty: bool) -> list[Path]:
-    """The files one case writes; ``--continue_prediction`` skips a case only when all of them exist."""
-    from nnugen.inference.uncertainty import MAP_NAMES
-
+    """The files one case writes; ``--continue_prediction`` skips a case only when all of them read back
+    (``image_writing.output_complete``)."""
     output_truncated = Path(output_truncated)
     folder, case = output_truncated.parent, output_truncated.name
     files = [folder / f"{case}{file_ending}"]
     if save_probabilities:
         files += [folder / f"{case}.npz", folder / f"{case}.pkl"]
     if save_uncertainty:
+        from nnugen.inference.uncertainty import MAP_NAMES  # torch: only when there are maps
+
         files += [folder / f"{case}_{name}{file_ending}" for name in MAP_NAMES]
     return files
 

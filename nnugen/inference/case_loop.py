@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from time import sleep
 
+from nnugen.atomic_files import remove_stale_temporaries
 from nnugen.inference.anomaly_prediction import AnomalyPredictor
 from nnugen.inference.case_export import export_case
 from nnugen.inference.ensemble_prediction import predict_case
@@ -19,7 +20,12 @@ from nnugen.seeding import case_seed
 
 def run_cases(predictor, segmenter, cases: tuple[InputCase, ...], output: Path, request) -> list[Path]:
     """Predict and export ``cases`` into ``output`` for a ``PredictRequest``; returns the files written. Case c
-    samples its ensemble from ``case_seed(request.seed, c)``, whatever else this run predicts."""
+    samples its ensemble from ``case_seed(request.seed, c)``, whatever else this run predicts. First removes the
+    temporaries a killed run left in ``output`` (a part still writing there keeps its own)."""
+    removed = remove_stale_temporaries(output)
+    if removed:
+        print(f"nnugen_predict: removed {len(removed)} temporary file(s) an interrupted run left: "
+              f"{', '.join(p.name for p in removed)}")
     if not cases:
         return []
     items = _preprocessed(predictor, cases, output, request)

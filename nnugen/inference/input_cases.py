@@ -9,6 +9,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from nnugen.folders.dataset_folders import check_path_name
+
 _CHANNEL_SUFFIX = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
 
 
@@ -35,7 +37,8 @@ def find_cases(folder: Path, file_ending: str, channel_names: dict[str, str]) ->
         if match is None:
             raise ValueError(f"{path.name} in {folder} has no channel number; nnU-Net names images "
                              f"CASE_XXXX{file_ending} (e.g. {stem}_0000{file_ending})")
-        channels.setdefault(match["case"], set()).add(int(match["channel"]))
+        channels.setdefault(check_path_name(match["case"], f"case identifier of {path.name}"), set()).add(
+            int(match["channel"]))
     if not channels:
         raise ValueError(f"no images ending in {file_ending} in {folder}; the model reads CASE_0000{file_ending} "
                          "files")

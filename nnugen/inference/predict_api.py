@@ -22,7 +22,7 @@ from pathlib import Path
 from nnugen import PLANS_IDENTIFIER
 from nnugen.config import SAMPLERS, AnomalySettings
 from nnugen.devices import check_device_name
-from nnugen.folders.dataset_folders import InputError
+from nnugen.folders.dataset_folders import InputError, dataset_name
 from nnugen.folders.image_check import check_image_files
 from nnugen.folders.model_folder import ModelFolder
 from nnugen.inference.input_cases import InputCase, find_cases
@@ -116,8 +116,8 @@ class CheckedRequest:
 
 
 def check_request(request: PredictRequest) -> CheckedRequest:
-    """The checks of the model folder and the input folder, before anything is loaded or written (no torch);
-    ValueError saying what to change."""
+    """The checks of the model folder, the input folder and its images, and the output folder, before any model is
+    loaded or anything written; ValueError saying what to change."""
     previous = request.previous_stage_predictions
     if previous is not None and not Path(previous).is_dir():
         raise ValueError(f"-prev_stage_predictions {previous} does not exist; predict the previous stage first")
@@ -197,10 +197,9 @@ def check_input_images(files: list[Path]) -> None:
     run reads; one ValueError naming every bad file, so nothing is predicted from them."""
     problems = check_image_files(files)
     if problems:
-        bad = sorted({str(problem.path) for problem in problems})
-        raise ValueError(f"{len(bad)} input image(s) cannot be used, nothing was written: "
-                         f"{'; '.join(map(str, problems))} (fix or remove them, or pass --skip-input-check to "
-                         "predict anyway)")
+        raise ValueError(f"{len({problem.path for problem in problems})} input image(s) cannot be used, nothing "
+                         f"was written: {'; '.join(map(str, problems))} (fix or remove them, or pass "
+                         "--skip-input-check to predict anyway)")
 
 
 def resolve_model_folder(request: PredictRequest) -> ModelFolder:
@@ -214,7 +213,8 @@ def resolve_model_folder(request: PredictRequest) -> ModelFolder:
             raise ValueError("pass -d DATASET and -c CONFIGURATION (or -m MODEL_FOLDER)")
         if not os.environ.get("nnUNet_results"):
             raise ValueError("nnUNet_results is not set; export it as for nnUNetv2_predict, or pass -m MODEL_FOLDER")
-        folder = ModelFolder.of(request.dataset, request.trainer, request.configuration, request.plans)
+        # dataset_name refuses a name that would leave nnUNet_results ('..', separators)
+        folder = ModelFolder.of(dataset_name(request.dataset), request.trainer, request.configuration, request.plans)
     return folder.require("train it first (nnugen_train) or check -d / -tr / -p / -c")
 
 
@@ -270,7 +270,9 @@ def _predict_cases(predictor, segmenter, checked: CheckedRequest, request: Predi
 
     cases = checked.cases
     if request.continue_prediction:
-        cases = tuple(case for case in cases if not all(path.is_file() for path in files_of(case)))
+        from nnugen.inference.image_writing import output_complete  # one test of "done", shared with sampling
+
+        cases = tuple(case for case in cases if not all(output_complete(path) for path in files_of(case)))
     part = f" (part {request.part_id} of parts 0-{request.num_parts - 1})" if request.num_parts > 1 else ""
     print(f"nnugen_predict: {len(cases)} case(s) to predict{part} with {settings}, seed {request.seed}")
     return run_cases(predictor, model, cases, output, request)

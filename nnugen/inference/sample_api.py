@@ -26,7 +26,15 @@ import numpy as np
 
 from nnugen.devices import torch_device
 from nnugen.inference.generator_loading import load_generator
-from nnugen.inference.sample_request import SamplePlan, SampleRequest, case_index, check_request, metadata
+from nnugen.inference.sample_output_folder import claim_dataset_folder
+from nnugen.inference.sample_request import (
+    SamplePlan,
+    SampleRequest,
+    case_index,
+    check_request,
+    metadata,
+    run_identity,
+)
 from nnugen.seeding import case_seed
 
 __all__ = ["SampleRequest", "sample"]
@@ -48,6 +56,7 @@ def sample(request: SampleRequest) -> list[Path]:
     generator = load_generator(plan.files, device)
     writer = SampleWriter(Path(request.output_folder), plan.files.dataset_json, plan.geometry,
                           IntensityMap(plan.intensity), request.as_dataset)
+    _say_removed(writer.remove_stale_temporaries())
     cases = request.cases
     if request.continue_sampling:
         cases = [case for case in cases if not writer.case_complete(case, generator.image_channels)]
@@ -57,6 +66,7 @@ def sample(request: SampleRequest) -> list[Path]:
     _log(request, plan)
     from tqdm import tqdm
 
+    claim_dataset_folder(request, run_identity(request, plan))  # the marker first: --as-dataset's folder is this run's
     written = [writer.write_metadata(metadata(request, plan), request.metadata_name)]
     for case, seed in tqdm(list(zip(cases, seeds)), desc="cases", disable=not request.progress, dynamic_ncols=True):
         label = plan.geometry.read_label(plan.label_files[case_index(case)]) if plan.label_files else None
@@ -67,6 +77,12 @@ def sample(request: SampleRequest) -> list[Path]:
     if request.as_dataset and not finished:
         print(f"nnugen_sample: part {request.part_id} done; dataset.json is written by the part that ends last")
     return written + finished
+
+
+def _say_removed(removed: list[Path]) -> None:
+    if removed:
+        print(f"nnugen_sample: removed {len(removed)} temporary file(s) an interrupted run left: "
+              f"{', '.join(p.name for p in removed)}")
 
 
 def _log(request: SampleRequest, plan: SamplePlan) -> None:

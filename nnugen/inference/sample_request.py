@@ -15,7 +15,13 @@ import numpy as np
 
 from nnugen import PLANS_IDENTIFIER
 from nnugen.config import CONDITIONED_MODES, SAMPLERS, IntensitySettings, SamplerSettings, TaskSettings, section_of
+from nnugen.folders.image_check import check_image_files
 from nnugen.inference.generator_loading import ModelFiles, find_model_files, generator_settings
+from nnugen.inference.sample_output_folder import (
+    check_dataset_folder,
+    check_run_folder,
+    identity_of_record,
+)
 from nnugen.inference.sample_writing import SIMPLEITK_FILE_ENDINGS, SampleGeometry, output_layout, reference_geometry
 from nnugen.seeding import case_seed
 
@@ -108,20 +114,20 @@ def _check_values(request: SampleRequest) -> None:
 
 
 def check_request(request: SampleRequest) -> SamplePlan:
-    """Every check that needs no network, before anything is loaded or written; ValueError saying what to change."""
+    """Every check that needs no network, before anything is loaded or written; ValueError saying what to change.
+    Its last step marks an ``--as-dataset`` folder as this run's (``sample_output_folder.RUN_MARKER``)."""
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
     _check_values(request)
-    if request.num_parts == 1:
-        _check_output_folder(Path(request.output_folder), request.overwrite or request.continue_sampling)
+    _check_output_folder(Path(request.output_folder), request.overwrite or request.continue_sampling
+                         or request.num_parts > 1)  # parts: check_run_folder below, once the run is known
     files = find_model_files(request.dataset, request.configuration, request.task, request.fold, request.checkpoint,
                              request.plans)
+    _check_folders(request, files.model_folder)
     file_ending = files.dataset_json["file_ending"]
     if file_ending not in SIMPLEITK_FILE_ENDINGS:
         raise ValueError(f"this dataset's file ending is {file_ending}; nnugen_sample writes "
                          f"{', '.join(SIMPLEITK_FILE_ENDINGS)} only")
-    if request.num_parts > 1:
-        _check_part_files(request, file_ending)
     settings = generator_settings(files)
     mode = settings.generation.mode
     _check_labels_and_mode(request, mode)
@@ -136,6 +142,7 @@ def check_request(request: SampleRequest) -> SamplePlan:
     label_values = _label_values(files.dataset_json)
     label_files = () if request.labels_from is None else _label_files(Path(request.labels_from), request.num_cases,
                                                                        file_ending)
+    _check_label_images(label_files)
     for path in label_files:
         _check_label_values(path, geometry.read_label(path), label_values)
     intensity = section_of(configuration.configuration, files.configuration).intensity
@@ -145,6 +152,11 @@ def check_request(request: SampleRequest) -> SamplePlan:
     guidance = settings.generation.guidance_scale if request.guidance_scale is None else request.guidance_scale
     plan = SamplePlan(files, settings, intensity, sampler, guidance, geometry,
                       tuple(max(s, p) for s, p in zip(shape, patch)), patch, label_values, label_files)
+    identity = run_identity(request, plan)
+    if request.num_parts > 1:
+        check_run_folder(request, identity)
+        _check_part_files(request, file_ending)
+    check_dataset_folder(request, identity)
     if request.continue_sampling:
         _check_same_run(request, plan)
     return plan
@@ -158,12 +170,36 @@ def _check_output_folder(folder: Path, overwrite: bool) -> None:
                          "in it, or --overwrite to replace files in it")
 
 
+def _check_folders(request: SampleRequest, model_folder: Path) -> None:
+    """The output folder must not be, or lie inside, a folder the run reads (``--labels-from``, the model), nor hold
+    the label maps' folder; compared resolved, so symbolic links count as the folders they point to."""
+    output = Path(request.output_folder).resolve()
+    read = [("the model folder", Path(model_folder))]
+    if request.labels_from is not None:
+        read.append(("--labels-from", Path(request.labels_from)))
+    for name, folder in read:
+        folder = folder.resolve()
+        if output == folder or folder in output.parents or (name == "--labels-from" and output in folder.parents):
+            raise ValueError(f"the output folder {request.output_folder} overlaps {name} {folder}; samples would "
+                             "overwrite or mix with what is read: choose an output folder outside it")
+
+
+def run_identity(request: SampleRequest, plan: SamplePlan) -> dict:
+    """What makes parts one run: ``IDENTITY`` of ``metadata`` and ``--as-dataset``, as JSON reads them back."""
+    return identity_of_record(json.loads(json.dumps(metadata(request, plan))))
+
+
+def _check_label_images(files: tuple[Path, ...]) -> None:
+    """``--labels-from``: the check ``nnugen_check`` runs (NaN / Inf, cut-off or corrupt files), every bad map named."""
+    problems = check_image_files(files)
+    if problems:
+        raise ValueError(f"{len({p.path for p in problems})} label map(s) in --labels-from cannot be used, nothing "
+                         f"was written: {'; '.join(map(str, problems))}")
+
+
 def _check_part_files(request: SampleRequest, file_ending: str) -> None:
-    """Parts share the output folder: each may write into it, but never over files already there (its own from an
-    earlier run) unless --overwrite."""
+    """Each part writes only its own files, and never over its own files from an earlier run unless --overwrite."""
     folder = Path(request.output_folder)
-    if folder.exists() and not folder.is_dir():
-        raise ValueError(f"{folder} is a file; give a folder for the samples")
     _, images, _ = output_layout(folder, request.as_dataset)
     own = [folder / request.metadata_name, *(images / f"{case}_0000{file_ending}" for case in request.cases)]
     existing = [path for path in own if path.exists()]

@@ -12,6 +12,7 @@ as 2D images, as nnU-Net writes their predictions. Reading a written file with n
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -185,6 +186,14 @@ class SampleWriter:
         self.dataset_folder, self.images, self.labels = output_layout(folder, as_dataset)
         self.file_ending = dataset_json["file_ending"]
 
+    def remove_stale_temporaries(self) -> list[Path]:
+        """Delete what killed runs left half-written in the output folders (``atomic_files.stale_temporaries``):
+        nnU-Net's ``verify_dataset_integrity`` fails on a leftover file in imagesTr. Returns the files removed."""
+        from nnugen.atomic_files import remove_stale_temporaries
+
+        folders = {self.folder, self.folder / "previews", self.images, self.labels}
+        return remove_stale_temporaries(*sorted(folders | ({self.dataset_folder} if self.dataset_folder else set())))
+
     def write_metadata(self, metadata: dict, name: str = "sampling.json") -> Path:
         from nnugen.atomic_files import atomic_write_json
 
@@ -217,20 +226,25 @@ class SampleWriter:
         return written + write_preview(sample, image_channels, self.folder / "previews" / f"{case}.png")
 
     def case_complete(self, case: str, image_channels: int) -> bool:
-        """Whether all of a case's files are there: its image channels and its preview, which ``write_case`` writes
-        last (after the label map), each atomically."""
+        """Whether all of a case's files are there and read back (``output_complete``, as nnugen_predict's
+        ``--continue_prediction`` asks): its image channels and its preview, which ``write_case`` writes last (after
+        the label map), each atomically."""
+        from nnugen.inference.image_writing import output_complete
+
         previews = [self.folder / "previews" / f"{case}.png"]
         if len(self.geometry.shape) == 3:
             previews.append(previews[0].with_suffix(".gif"))
         images = [self.images / f"{case}_{c:04d}{self.file_ending}" for c in range(image_channels)]
-        return all(path.is_file() for path in [*images, *previews])
+        return all(output_complete(path) for path in [*images, *previews])
 
     def finish(self, cases: list[str]) -> list[Path]:
         """dataset.json of the raw dataset (channel names and labels of the model's dataset), when writing one, once
         the label maps of all ``cases`` are there: a run split into parts writes it in the part that ends last."""
         if self.dataset_folder is None:
             return []
-        if not all((self.labels / f"{case}{self.file_ending}").is_file() for case in cases):
+        from nnugen.inference.image_writing import output_complete
+
+        if not all(output_complete(self.labels / f"{case}{self.file_ending}") for case in cases):
             return []
         num_cases = len(cases)
         from nnugen.atomic_files import atomic_write_json
@@ -239,5 +253,11 @@ class SampleWriter:
                         "numTraining": num_cases, "file_ending": self.file_ending,
                         "name": self.dataset_folder.name.split("_", 1)[1],
                         "description": "synthetic cases written by nnugen_sample (see ../sampling*.json)"}
-        atomic_write_json(self.dataset_folder / "dataset.json", dataset_json)
-        return [self.dataset_folder / "dataset.json"]
+        target = self.dataset_folder / "dataset.json"
+        try:
+            if json.loads(target.read_text(encoding="utf-8")) == dataset_json:
+                return [target]  # another part of this run wrote it already, identically
+        except (OSError, ValueError):
+            pass
+        atomic_write_json(target, dataset_json)
+        return [target]

@@ -6,7 +6,6 @@ weights are those of the plain autoencoder, also when it trained compiled; a fil
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,9 +15,14 @@ from nnugen.atomic_files import atomic_torch_save, atomic_write_json
 from nnugen.models.compile_policy import plain_state_dict
 from nnugen.models.weights_only import load_weights_only
 from nnugen.networks.autoencoder import Autoencoder
+from nnugen.typed_section import read_json_object
 
 CONFIG_FILE = "autoencoder.json"
 WEIGHTS_FILE = "autoencoder_weights.pt"
+ARGUMENT_FIELDS = {"in_channels": int, "features_per_stage": tuple[int, ...], "strides": tuple[tuple[int, ...], ...],
+                   "latent_channels": int, "kind": str, "codebook_size": int, "scale_factor": float | None}
+"""``autoencoder.json``'s fields and their types (``model_builders.autoencoder_arguments``; ``scale_factor`` only in
+files of older versions), checked when it is read."""
 
 
 def save_autoencoder(autoencoder: Autoencoder, arguments: dict, folder: Path) -> None:
@@ -36,7 +40,7 @@ def load_autoencoder(folder: Path, device: torch.device | str = "cpu",
     if not config.is_file() or not weights.is_file():
         raise ValueError(f"{folder} holds no trained autoencoder ({CONFIG_FILE} + {WEIGHTS_FILE}); train one with "
                          "nnugen_train ID FOLD CONFIG --task autoencoder first")
-    arguments = json.loads(config.read_text())
+    arguments = read_json_object(config, ARGUMENT_FIELDS, "train the autoencoder again")
     state = load_weights_only(weights, device, "train the autoencoder again", note)
     model_arguments = {k: v for k, v in arguments.items() if k not in ("scale_factor",)}
     try:

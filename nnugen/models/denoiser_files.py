@@ -15,15 +15,19 @@ import torch
 from torch import nn
 
 from nnugen.atomic_files import atomic_torch_save, atomic_write_json
+from nnugen.config import DenoiserSettings, DiffusionSettings
 from nnugen.folders.model_folder import ModelFolder, fold_name
 from nnugen.models.compile_policy import plain_state_dict, uncompiled
 from nnugen.models.weights_only import load_weights_only
 from nnugen.tasks import TASKS
+from nnugen.typed_section import read_json_object
 
 CONFIG_FILE = "denoiser.json"
 WEIGHTS_FILE = "denoiser_weights.pt"
 CHECKED_KEYS = ("mode", "image_channels", "denoiser", "diffusion")
 """What a base model must share with the plans of the model built on it."""
+DESCRIPTION_FIELDS = {"mode": str, "image_channels": int, "denoiser": DenoiserSettings, "diffusion": DiffusionSettings}
+"""``denoiser.json``'s fields and their types (``denoiser_description``), checked when it is read."""
 
 
 @dataclass(frozen=True)
@@ -85,7 +89,7 @@ def load_denoiser_weights(folder: Path, expected: dict, device: torch.device | s
     if not config.is_file() or not weights.is_file():
         raise ValueError(f"{folder} holds no exported {base.name} ({CONFIG_FILE} + {WEIGHTS_FILE}); train the base "
                          f"model first: {base.train} (or set {base.setting} to a trained one)")
-    found = json.loads(config.read_text())
+    found = read_json_object(config, DESCRIPTION_FIELDS, f"export the base again: {base.train}")
     wanted = json.loads(json.dumps(expected))  # tuples -> lists, as they were written
     for key, there, here in _differences(found, wanted, CHECKED_KEYS)[:1]:
         raise ValueError(f"the base model in {folder} does not match these plans ({key}: {_short(there)} there, "

@@ -80,6 +80,8 @@ def check_request(request: TrainRequest) -> tuple[str, str]:
         plan_world_batch(settings.memory.batch_size, settings.memory.grad_accumulation, world_size)
     if request.continue_training:
         check_resume_checkpoint(request, configuration, task.trainer)
+    if request.only_validation:
+        check_final_checkpoint(request, configuration, task.trainer)
     if task.section == "anomaly" and not request.only_validation:
         from nnugen.trainers.healthy_split import check_healthy_training_cases
 
@@ -127,6 +129,23 @@ def check_resume_checkpoint(request: TrainRequest, configuration: str, trainer: 
     checkpoint = resume_checkpoint(str(folder.fold("all" if request.fold == "all" else int(request.fold))))
     if checkpoint is not None:
         check_checkpoint_file(checkpoint)
+
+
+def check_final_checkpoint(request: TrainRequest, configuration: str, trainer: str) -> None:
+    """``--val`` validates the fold's checkpoint_final.pth: a fold that never finished training is refused here,
+    before nnU-Net's run creates the fold folder (and fails with a traceback)."""
+    from nnugen.folders.checkpoint_files import check_checkpoint_file
+    from nnugen.folders.model_folder import ModelFolder
+
+    if not os.environ.get("nnUNet_results"):
+        return  # nnU-Net reports the missing variable itself
+    folder = ModelFolder.of(request.dataset, trainer, configuration, request.plans)
+    checkpoint = folder.checkpoint("all" if request.fold == "all" else int(request.fold))
+    if not checkpoint.is_file():
+        raise ValueError(f"--val: {checkpoint} does not exist: fold {request.fold} has not finished training; train "
+                         f"it first (nnugen_train {request.dataset} {request.fold} {request.configuration} --task "
+                         f"{request.task}), or resume it with --c")
+    check_checkpoint_file(str(checkpoint))
 
 
 def train(request: TrainRequest) -> None:

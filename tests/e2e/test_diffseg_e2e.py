@@ -7,6 +7,7 @@ from its initialisation and that every file lands where, and as, it should."""
 from __future__ import annotations
 
 import math
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -168,10 +169,14 @@ def test_nnugen_predict_is_repeatable_across_parts_resumes_and_copied_model_fold
     parts.mkdir()
     for name in outputs[cases[0]]:
         shutil.copy2(single / name, parts / name)
+    torn = parts / f".{cases[1]}.nii.gz.12345678.tmp.nii.gz"  # a killed run's temporary (old name, an hour old)
+    torn.write_bytes(b"")
+    os.utime(torn, (0, 0))
     before = {name: (parts / name).stat().st_mtime_ns for name in outputs[cases[0]]}
     results = run_all([[*predict, "-d", "902", "-c", "2d", "-o", str(parts), "-num_parts", "2", "-part_id", str(k),
                         "--continue_prediction"] for k in (0, 1)], nnunet_environment(root))
     assert "0 case(s) to predict" in results[0].stdout and "1 case(s) to predict" in results[1].stdout
+    assert not torn.exists()  # removed at the start, by whichever part came first
     assert {name: (parts / name).stat().st_mtime_ns for name in outputs[cases[0]]} == before
     assert_same_outputs(parts, single)
 

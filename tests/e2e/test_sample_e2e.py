@@ -6,6 +6,7 @@ one-line errors that leave nothing written."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 from pathlib import Path
@@ -143,9 +144,11 @@ def test_parts_together_write_exactly_the_files_of_one_unsplit_run(ddpm_root, tm
 
 
 def test_continue_finishes_an_interrupted_run_as_if_it_never_stopped(ddpm_root, tmp_path, monkeypatch, capsys):
-    """A run stopped after case_0000, in the middle of case_0001 (its images written, not its label map and preview),
-    before case_0002: ``--continue`` keeps case_0000's files untouched, samples the other two, and the folder then
-    equals an uninterrupted run's. A different seed is refused, with nothing changed."""
+    """A run stopped after case_0000, in the middle of case_0001 (its label map and previews written, its image a
+    0-byte file, as an older nnugen left it on a full disk), and killed while writing case_0002 (a temporary left):
+    ``--continue`` keeps case_0000's files untouched, removes the temporary, samples the other two (a file that does
+    not read back is not done), and the folder then equals an uninterrupted run's. A different seed is refused, with
+    nothing changed."""
     from nnugen.entrypoints.sample import main as sample_main
 
     _use_environment(monkeypatch, ddpm_root)
@@ -153,10 +156,12 @@ def test_continue_finishes_an_interrupted_run_as_if_it_never_stopped(ddpm_root, 
     whole, resumed = tmp_path / "whole", tmp_path / "resumed"
     assert sample_main(["901", "3d", "3", str(whole), *args]) == 0
     shutil.copytree(whole, resumed)
-    for name in ("case_0001.nii.gz", "previews/case_0001.png", "previews/case_0001.gif", "case_0002_0000.nii.gz",
-                 "case_0002.nii.gz", "previews/case_0002.png", "previews/case_0002.gif"):
+    for name in ("case_0002_0000.nii.gz", "case_0002.nii.gz", "previews/case_0002.png", "previews/case_0002.gif"):
         (resumed / name).unlink()
     (resumed / "case_0001_0000.nii.gz").write_bytes(b"")  # whatever is there of an unfinished case is redone
+    torn = resumed / ".case_0002_0000.nii.gz.12345678.tmp.nii.gz"  # an older nnugen's name: stale once an hour old
+    torn.write_bytes(b"")
+    os.utime(torn, (0, 0))
     kept = {p: p.stat().st_mtime_ns for p in resumed.glob("case_0000*")}
     capsys.readouterr()
 

@@ -1,0 +1,306 @@
+"""Faults that lose or corrupt data (issue 15), run for real against the CLIs, as a Markdown table.
+
+Uses the small trained 2D phantom models of ``bad_input_table.py`` (same work folder; it prepares them if needed).
+Every fault is run, not mocked: a full disk is a tmpfs mounted as the output folder with room for the run's JSON
+files only (so the first image gets ENOSPC; mounting needs root), an interrupted run is a ``kill -9``. For each row:
+the exit code, the number of stderr lines (and the last one), whether a Python traceback was printed, and the data
+lost or corrupted: input files changed, files that do not read back (0-byte or unreadable images under their final
+names), foreign files overwritten, temporary files left behind.
+
+    python benchmarks/fault_table.py --work-dir /tmp/badinput [--output faults.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shlex
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import SimpleITK as sitk
+from bad_input_table import DATASET, NAME, _copy_case, _nan_voxel, _truncate, cli, environment, prepare
+
+
+@dataclass
+class Fault:
+    what: str
+    command: list[str]
+    damage: Callable[[], list[str]]
+    """Run after the command: what was lost or corrupted (empty: nothing)."""
+    setup: Callable[[], object] | None = None
+    kill_after: Callable[[], bool] | None = None
+    """``kill -9`` the command as soon as this returns True."""
+    records: dict = field(default_factory=dict)
+
+
+def _digest(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _unreadable(folder: Path) -> list[str]:
+    """Images under final names that do not read back (0 bytes, cut off, unreadable)."""
+    bad = []
+    for path in sorted(folder.rglob("*.nii.gz")):
+        if path.name.startswith("."):
+            continue
+        try:
+            sitk.ReadImage(str(path))
+        except RuntimeError:
+            bad.append(f"{path.name} unreadable ({path.stat().st_size} bytes)")
+    return bad
+
+
+def _temporaries(folder: Path) -> list[str]:
+    return [f"temporary {p.name} left" for p in sorted(folder.rglob("*"))
+            if p.is_file() and (p.name.startswith(".") or ".tmp" in p.name or p.name.endswith("~"))]
+
+
+def _unchanged(folder: Path, before: dict[str, str], what: str) -> list[str]:
+    after = _digest(folder) if folder.exists() else {}
+    changed = [name for name in before if after.get(name) != before[name]]
+    return [f"{what} {name} changed or removed" for name in changed]
+
+
+def _input_folder(root: Path, name: str, cases: dict[str, Callable[[Path], None] | None]) -> Path:
+    """A folder of one-channel cases copied from the held-out images, each damaged by its function (or not)."""
+    folder = root / "faults" / name
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    source = next((root / "raw" / f"Dataset{DATASET}_{NAME}" / "imagesTs").glob("*_0000.nii.gz"))
+    for case, damage in cases.items():
+        target = folder / f"{case}_0000.nii.gz"
+        shutil.copy(source, target)
+        if damage is not None:
+            damage(target)
+    return folder
+
+
+def faults(root: Path) -> list[Fault]:
+    d = str(DATASET)
+    predict = [cli("nnugen_predict"), "-d", d, "-c", "2d", "-f", "0", "-device", "cpu", "-npp", "0", "-nps", "0"]
+    sample = [cli("nnugen_sample"), d, "2d"]
+    work = root / "faults"
+    rows: list[Fault] = []
+
+    full, kept = work / "full_disk_out", work / "full_disk_kept"
+    # after the clash row below, whose output folder holds the same run files: a disk with room for those only
+    full_disk = [Fault("nnugen_predict, output disk full (a tmpfs with room for the run's JSON files only)",
+                       [*predict, "-i", str(work / "full_disk_in"), "-o", str(full)],
+                       lambda: _unmount_keeping(full, kept),
+                       setup=lambda: (_input_folder(root, "full_disk_in", {"p": None}),
+                                      _small_disk(full, work / "clash_out"))),
+                 Fault("nnugen_predict --continue_prediction on what the full disk left",
+                       [*predict, "-i", str(work / "full_disk_in"), "-o", str(kept), "--continue_prediction"],
+                       lambda: _unreadable(kept) + _temporaries(kept)
+                       + ([] if (kept / "p.nii.gz").is_file() else ["p.nii.gz never written"]))]
+
+    same = work / "same_folder"
+    state: dict[str, dict[str, str]] = {}
+    # case P_0000's segmentation would be P_0000.nii.gz, which is case P's image
+    rows.append(Fault("nnugen_predict -i X -o X (cases P and P_0000)", [*predict, "-i", str(same), "-o", str(same)],
+                      lambda: _unchanged(same, state["same"], "input"),
+                      setup=lambda: state.update(same=_digest(_input_folder(root, "same_folder",
+                                                                            {"P": None, "P_0000": None})))))
+
+    clash = work / "clash_in"
+    clash_out = work / "clash_out"
+    rows.append(Fault("nnugen_predict --save-uncertainty, cases a and a_entropy",
+                      [*predict, "-i", str(clash), "-o", str(clash_out), "--save-uncertainty"],
+                      lambda: ["a_entropy.nii.gz is both a case and a's entropy map"]
+                      if (clash_out / "a_entropy.nii.gz").is_file() and (clash_out / "a.nii.gz").is_file() else [],
+                      setup=lambda: (_input_folder(root, "clash_in", {"a": None, "a_entropy": None}),
+                                     shutil.rmtree(clash_out, ignore_errors=True))))
+
+    rows += full_disk
+
+    broken = work / "broken_in"
+    broken_out = work / "broken_out"
+    rows.append(Fault("nnugen_predict, a truncated .nii.gz and a NaN image in -i",
+                      [*predict, "-i", str(broken), "-o", str(broken_out)],
+                      lambda: [f"{p.name} predicted from a broken image" for p in sorted(broken_out.glob("*.nii.gz"))],
+                      setup=lambda: (_input_folder(root, "broken_in", {"cut": _truncate, "nan": _nan_voxel}),
+                                     shutil.rmtree(broken_out, ignore_errors=True))))
+
+    parts = work / "parts_out"
+    rows.append(Fault("nnugen_sample -num_parts 2 -part_id 0 into a folder with someone's files",
+                      [*sample, "2", str(parts), "-num_parts", "2", "-part_id", "0", "-device", "cpu"],
+                      lambda: _unchanged(parts, state["parts"], "foreign file") + _added(parts, state["parts"]),
+                      setup=lambda: state.update(parts=_foreign_folder(parts))))
+
+    foreign, foreign_out = f"Dataset{DATASET + 10}_Foreign", work / "as_dataset_out"
+    parts_of = [[*sample, "2", str(foreign_out), "--as-dataset", foreign, "-num_parts", "2", "-part_id", str(k),
+                 "-device", "cpu"] for k in (0, 1)]
+    rows.append(Fault("nnugen_sample --as-dataset onto an existing dataset, parts 0 and 1 one after the other",
+                      ["bash", "-c", " && ".join(shlex.join(part) for part in parts_of)],
+                      lambda: _unchanged(foreign_out / foreign, state["foreign"], "foreign dataset file"),
+                      setup=lambda: state.update(foreign=_foreign_dataset(foreign_out / foreign))))
+
+    killed, killed_out = f"Dataset{DATASET + 11}_Killed", work / "killed_out"
+    rows.append(Fault("nnugen_sample --as-dataset killed (kill -9) while writing",
+                      [*sample, "4", str(killed_out), "--as-dataset", killed, "-device", "cpu"],
+                      lambda: [], setup=lambda: _clear(killed_out),
+                      kill_after=lambda: any((killed_out / killed).rglob("*.nii.gz"))))
+    rows.append(Fault("nnugen_sample --continue after the kill, then nnU-Net's dataset check",
+                      [*sample, "4", str(killed_out), "--as-dataset", killed, "-device", "cpu", "--continue"],
+                      lambda: _temporaries(killed_out) + _nnunet_verify(root, killed_out / killed)))
+
+    plans = root / "preprocessed" / f"Dataset{DATASET}_{NAME}" / "nnugenPlans.json"
+    backup = work / "nnugenPlans.json.kept"
+
+    def keep_plans() -> None:
+        work.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(plans, backup)
+        state.update(plans=_digest(plans.parent))
+
+    def plans_damage() -> list[str]:
+        found = _unchanged(plans.parent, state["plans"], "planned file") + _nonstandard(plans)
+        shutil.copy2(backup, plans)  # the next rows need the trained models' plans
+        return found
+
+    for setting in ("segmentation.training.initial_lr=.nan", "segmentation.sampler.eta=.NaN",
+                    "anomaly.anomaly.target_fpr=.nan", "segmentation.memory.budget_gb=.inf"):
+        rows.append(Fault(f"nnugen_plan --set {setting}", [cli("nnugen_plan"), "-d", d, "-c", "2d", "--set", setting],
+                          plans_damage, setup=keep_plans))
+    rows.append(Fault("nnugen_plan --gpu-memory-gb inf", [cli("nnugen_plan"), "-d", d, "-c", "2d", "--gpu-memory-gb",
+                                                          "inf"], plans_damage, setup=keep_plans))
+
+    model = root / "results" / f"Dataset{DATASET}_{NAME}" / "NnugenDDPMTrainer__nnugenPlans__2d"
+    rows.append(Fault("nnugen_train --val on a fold never trained",
+                      [cli("nnugen_train"), d, "3", "2d", "--task", "ddpm", "-device", "cpu", "--val"],
+                      lambda: ["empty fold_3 left behind"] if (model / "fold_3").exists() else []))
+    rows.append(Fault("nnugen_sample --continue with a sampling.json of the wrong type",
+                      [*sample, "2", str(work / "bad_json_out"), "--continue", "-device", "cpu"],
+                      lambda: [], setup=lambda: _bad_sampling_json(work / "bad_json_out")))
+    return rows
+
+
+def _small_disk(folder: Path, like: Path) -> None:
+    """A tmpfs at ``folder`` exactly as large as the JSON files in ``like`` take (whole 4 kB pages): the run files of
+    nnugen_predict fit, the first image does not (ENOSPC). Needs root."""
+    _unmount(folder)
+    _clear(folder)
+    folder.mkdir(parents=True)
+    size = sum(-(-p.stat().st_size // 4096) * 4096 for p in like.glob("*.json"))
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], check=True)
+
+
+def _unmount(folder: Path) -> None:
+    subprocess.run(["umount", str(folder)], capture_output=True)
+
+
+def _unmount_keeping(folder: Path, kept: Path) -> list[str]:
+    """What the full disk left, judged, then copied to ``kept`` (for --continue) and the tmpfs removed."""
+    damage = _unreadable(folder) + _temporaries(folder)
+    _clear(kept)
+    shutil.copytree(folder, kept)
+    _unmount(folder)
+    return damage
+
+
+def _clear(*folders: Path) -> None:
+    for folder in folders:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _foreign_folder(folder: Path) -> dict[str, str]:
+    """Someone's folder: a file named like part 1's first case (part 0 would not write it) and notes."""
+    _clear(folder)
+    folder.mkdir(parents=True)
+    (folder / "case_0001_0000.nii.gz").write_bytes(b"someone else's file")
+    (folder / "notes.txt").write_text("keep me")
+    return _digest(folder)
+
+
+def _added(folder: Path, before: dict[str, str]) -> list[str]:
+    added = sorted(set(_digest(folder)) - set(before))
+    return [f"{len(added)} file(s) written among someone's files"] if added else []
+
+
+def _foreign_dataset(folder: Path) -> dict[str, str]:
+    _clear(folder.parent)
+    (folder / "imagesTr").mkdir(parents=True)
+    (folder / "dataset.json").write_text(json.dumps({"name": "someone else's", "numTraining": 0}))
+    return _digest(folder)
+
+
+def _bad_sampling_json(folder: Path) -> None:
+    _clear(folder)
+    folder.mkdir(parents=True)
+    (folder / "sampling.json").write_text(json.dumps({"seed": "zero", "cases": 7}))
+
+
+def _nonstandard(path: Path) -> list[str]:
+    text = path.read_text() if path.is_file() else ""
+    return [f"{path.name} holds NaN / Infinity (not standard JSON)"] if "NaN" in text or "Infinity" in text else []
+
+
+def _nnunet_verify(root: Path, dataset: Path) -> list[str]:
+    """nnU-Net's own ``verify_dataset_integrity`` on a dataset nnugen_sample wrote (as nnUNetv2_plan_and_preprocess
+    --verify_dataset_integrity runs it)."""
+    if not (dataset / "dataset.json").is_file():
+        return ["no dataset.json"]
+    code = ("import sys\nfrom nnunetv2.experiment_planning.verify_dataset_integrity import verify_dataset_integrity\n"
+            "verify_dataset_integrity(sys.argv[1], num_processes=1)\n")
+    result = subprocess.run([str(Path(cli("python"))), "-c", code, str(dataset)], env=environment(root),
+                            capture_output=True, text=True)
+    last = (result.stderr.strip().splitlines() or ["?"])[-1][:120]
+    return [] if result.returncode == 0 else [f"nnU-Net's verify_dataset_integrity fails: {last}"]
+
+
+def run_fault(fault: Fault, env: dict[str, str]) -> dict:
+    if fault.setup is not None:
+        fault.setup()
+
+    process = subprocess.Popen(fault.command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    killed = False
+    if fault.kill_after is not None:
+        while process.poll() is None and not fault.kill_after():
+            time.sleep(0.05)
+        if process.poll() is None:
+            process.send_signal(signal.SIGKILL)
+            killed = True
+    stdout, stderr = process.communicate()
+    lines = stderr.strip().splitlines()
+    return {"fault": fault.what, "exit": "killed" if killed else process.returncode, "stderr_lines": len(lines),
+            "message": lines[-1] if lines else "", "traceback": "Traceback (most recent call last)" in stderr,
+            "damage": fault.damage()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work-dir", type=Path, required=True)
+    parser.add_argument("--output", type=Path, default=None)
+    args = parser.parse_args()
+    root = args.work_dir.resolve()
+    prepare(root)
+    _copy_case(root, "one_case")
+    env = environment(root)
+    rows = ["| fault | exit | stderr (last line) | traceback | data lost or corrupted |", "|---|---|---|---|---|"]
+    records = []
+    for fault in faults(root):
+        record = run_fault(fault, env)
+        records.append(record)
+        message = record["message"].replace("|", "/")[:160] or "(nothing)"
+        lines = "" if record["stderr_lines"] <= 1 else f" ({record['stderr_lines']} lines)"
+        damage = "; ".join(record["damage"]) or "none"
+        rows.append(f"| {fault.what} | {record['exit']} | {message}{lines} | {'yes' if record['traceback'] else 'no'} "
+                    f"| {damage} |")
+        print(rows[-1], flush=True)
+    (root / "fault_table.json").write_text(json.dumps(records, indent=2))
+    table = "\n".join(rows)
+    if args.output is not None:
+        args.output.write_text(table + "\n")
+    print("\n" + table)
+
+
+if __name__ == "__main__":
+    main()
