@@ -58,9 +58,13 @@ def _unreadable(folder: Path) -> list[str]:
     return bad
 
 
+MARKERS = (".nnugen_sampling_run.json",)
+"""Dot files nnugen writes on purpose (nnugen_sample's run marker in an --as-dataset folder)."""
+
+
 def _temporaries(folder: Path) -> list[str]:
-    return [f"temporary {p.name} left" for p in sorted(folder.rglob("*"))
-            if p.is_file() and (p.name.startswith(".") or ".tmp" in p.name or p.name.endswith("~"))]
+    return [f"temporary {p.name} left" for p in sorted(folder.rglob("*")) if p.is_file() and p.name not in MARKERS
+            and (p.name.startswith(".") or ".tmp" in p.name or p.name.endswith("~"))]
 
 
 def _unchanged(folder: Path, before: dict[str, str], what: str) -> list[str]:
@@ -92,12 +96,12 @@ def faults(root: Path) -> list[Fault]:
     rows: list[Fault] = []
 
     full, kept = work / "full_disk_out", work / "full_disk_kept"
-    # after the clash row below, whose output folder holds the same run files: a disk with room for those only
+    probe = [*predict, "-i", str(work / "full_disk_in"), "-o", str(work / "full_disk_probe")]
     full_disk = [Fault("nnugen_predict, output disk full (a tmpfs with room for the run's JSON files only)",
                        [*predict, "-i", str(work / "full_disk_in"), "-o", str(full)],
                        lambda: _unmount_keeping(full, kept),
                        setup=lambda: (_input_folder(root, "full_disk_in", {"p": None}),
-                                      _small_disk(full, work / "clash_out"))),
+                                      _small_disk(full, probe, environment(root)))),
                  Fault("nnugen_predict --continue_prediction on what the full disk left",
                        [*predict, "-i", str(work / "full_disk_in"), "-o", str(kept), "--continue_prediction"],
                        lambda: _unreadable(kept) + _temporaries(kept)
@@ -183,12 +187,16 @@ def faults(root: Path) -> list[Fault]:
     return rows
 
 
-def _small_disk(folder: Path, like: Path) -> None:
-    """A tmpfs at ``folder`` exactly as large as the JSON files in ``like`` take (whole 4 kB pages): the run files of
-    nnugen_predict fit, the first image does not (ENOSPC). Needs root."""
+def _small_disk(folder: Path, probe: list[str], env: dict[str, str]) -> None:
+    """A tmpfs at ``folder`` exactly as large as the JSON files of the same prediction (``probe``, run first into a
+    folder of its own) take in whole 4 kB pages: the run files of nnugen_predict fit, the first image does not
+    (ENOSPC). Needs root."""
     _unmount(folder)
     _clear(folder)
     folder.mkdir(parents=True)
+    like = Path(probe[probe.index("-o") + 1])
+    _clear(like)
+    subprocess.run(probe, env=env, capture_output=True, check=True)
     size = sum(-(-p.stat().st_size // 4096) * 4096 for p in like.glob("*.json"))
     subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], check=True)
 
