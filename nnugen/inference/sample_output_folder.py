@@ -1,5 +1,5 @@
 """Which folders ``nnugen_sample`` may write into, so that it never writes over data it did not create. One run (no
-``-num_parts``) needs a new or empty folder (``sample_request._check_output_folder``); parts of one run start at the
+``-num_parts``) needs a new or empty folder (``check_output_folder``); parts of one run start at the
 same time into one folder, so each part accepts a folder that holds this same run (its ``sampling*.json`` records
 agree on ``IDENTITY``). ``--as-dataset DatasetNNN_Name`` writes only into a dataset folder that carries this run's
 ``RUN_MARKER``, written before any case; an existing dataset without it is refused, whatever the flags.
@@ -106,3 +106,37 @@ def _holds_files(path: Path) -> bool:
     if not path.is_dir():
         return not path.name.startswith(".")
     return any(_holds_files(child) for child in path.iterdir())
+
+
+def check_output_folder(folder: Path, overwrite: bool) -> None:
+    """One run (no parts): a new or empty folder, unless --overwrite / --continue."""
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"{folder} is a file; give a folder for the samples")
+    if folder.is_dir() and any(folder.iterdir()) and not overwrite:
+        raise ValueError(f"{folder} is not empty; choose a new folder, pass --continue to finish an interrupted run "
+                         "in it, or --overwrite to replace files in it")
+
+
+def check_folders(request: SampleRequest, model_folder: Path) -> None:
+    """The output folder must not be, or lie inside, a folder the run reads (``--labels-from``, the model), nor hold
+    the label maps' folder; compared resolved, so symbolic links count as the folders they point to."""
+    output = Path(request.output_folder).resolve()
+    read = [("the model folder", Path(model_folder))]
+    if request.labels_from is not None:
+        read.append(("--labels-from", Path(request.labels_from)))
+    for name, folder in read:
+        folder = folder.resolve()
+        if output == folder or folder in output.parents or (name == "--labels-from" and output in folder.parents):
+            raise ValueError(f"the output folder {request.output_folder} overlaps {name} {folder}; samples would "
+                             "overwrite or mix with what is read: choose an output folder outside it")
+
+
+def check_part_files(request: SampleRequest, file_ending: str) -> None:
+    """Each part writes only its own files, and never over its own files from an earlier run unless --overwrite."""
+    folder = Path(request.output_folder)
+    _, images, _ = output_layout(folder, request.as_dataset)
+    own = [folder / request.metadata_name, *(images / f"{case}_0000{file_ending}" for case in request.cases)]
+    existing = [path for path in own if path.exists()]
+    if existing and not (request.overwrite or request.continue_sampling):
+        raise ValueError(f"{existing[0]} already exists (part {request.part_id} of {request.num_parts}); choose a new "
+                         "folder or pass --overwrite to replace this part's files")

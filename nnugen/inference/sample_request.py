@@ -19,6 +19,9 @@ from nnugen.folders.image_check import check_image_files
 from nnugen.inference.generator_loading import ModelFiles, find_model_files, generator_settings
 from nnugen.inference.sample_output_folder import (
     check_dataset_folder,
+    check_folders,
+    check_output_folder,
+    check_part_files,
     check_run_folder,
     identity_of_record,
 )
@@ -119,11 +122,11 @@ def check_request(request: SampleRequest) -> SamplePlan:
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
     _check_values(request)
-    _check_output_folder(Path(request.output_folder), request.overwrite or request.continue_sampling
+    check_output_folder(Path(request.output_folder), request.overwrite or request.continue_sampling
                          or request.num_parts > 1)  # parts: check_run_folder below, once the run is known
     files = find_model_files(request.dataset, request.configuration, request.task, request.fold, request.checkpoint,
                              request.plans)
-    _check_folders(request, files.model_folder)
+    check_folders(request, files.model_folder)
     file_ending = files.dataset_json["file_ending"]
     if file_ending not in SIMPLEITK_FILE_ENDINGS:
         raise ValueError(f"this dataset's file ending is {file_ending}; nnugen_sample writes "
@@ -155,33 +158,13 @@ def check_request(request: SampleRequest) -> SamplePlan:
     identity = run_identity(request, plan)
     if request.num_parts > 1:
         check_run_folder(request, identity)
-        _check_part_files(request, file_ending)
+        check_part_files(request, file_ending)
     check_dataset_folder(request, identity)
     if request.continue_sampling:
         _check_same_run(request, plan)
     return plan
 
 
-def _check_output_folder(folder: Path, overwrite: bool) -> None:
-    if folder.exists() and not folder.is_dir():
-        raise ValueError(f"{folder} is a file; give a folder for the samples")
-    if folder.is_dir() and any(folder.iterdir()) and not overwrite:
-        raise ValueError(f"{folder} is not empty; choose a new folder, pass --continue to finish an interrupted run "
-                         "in it, or --overwrite to replace files in it")
-
-
-def _check_folders(request: SampleRequest, model_folder: Path) -> None:
-    """The output folder must not be, or lie inside, a folder the run reads (``--labels-from``, the model), nor hold
-    the label maps' folder; compared resolved, so symbolic links count as the folders they point to."""
-    output = Path(request.output_folder).resolve()
-    read = [("the model folder", Path(model_folder))]
-    if request.labels_from is not None:
-        read.append(("--labels-from", Path(request.labels_from)))
-    for name, folder in read:
-        folder = folder.resolve()
-        if output == folder or folder in output.parents or (name == "--labels-from" and output in folder.parents):
-            raise ValueError(f"the output folder {request.output_folder} overlaps {name} {folder}; samples would "
-                             "overwrite or mix with what is read: choose an output folder outside it")
 
 
 def run_identity(request: SampleRequest, plan: SamplePlan) -> dict:
@@ -196,16 +179,6 @@ def _check_label_images(files: tuple[Path, ...]) -> None:
         raise ValueError(f"{len({p.path for p in problems})} label map(s) in --labels-from cannot be used, nothing "
                          f"was written: {'; '.join(map(str, problems))}")
 
-
-def _check_part_files(request: SampleRequest, file_ending: str) -> None:
-    """Each part writes only its own files, and never over its own files from an earlier run unless --overwrite."""
-    folder = Path(request.output_folder)
-    _, images, _ = output_layout(folder, request.as_dataset)
-    own = [folder / request.metadata_name, *(images / f"{case}_0000{file_ending}" for case in request.cases)]
-    existing = [path for path in own if path.exists()]
-    if existing and not (request.overwrite or request.continue_sampling):
-        raise ValueError(f"{existing[0]} already exists (part {request.part_id} of {request.num_parts}); choose a new "
-                         "folder or pass --overwrite to replace this part's files")
 
 
 def _check_labels_and_mode(request: SampleRequest, mode: str) -> None:

@@ -127,13 +127,13 @@ def test_label_maps_are_checked_like_the_inputs_of_nnugen_predict(tmp_path):
 
 @pytest.mark.parametrize("output", ["labels", "labels/out", ".", "model/samples"])
 def test_samples_never_go_into_the_label_maps_or_the_model(tmp_path, output):
-    from nnugen.inference.sample_request import _check_folders
+    from nnugen.inference.sample_output_folder import check_folders
 
     (tmp_path / "labels").mkdir()
     (tmp_path / "model").mkdir()
     request = SampleRequest(dataset="901", configuration="3d", num_cases=1, output_folder=tmp_path / output,
                             labels_from=tmp_path / "labels", overwrite=True)
     with pytest.raises(ValueError, match="overlaps (--labels-from|the model folder) .*choose an output folder outside"):
-        _check_folders(request, tmp_path / "model")
-    _check_folders(SampleRequest(dataset="901", configuration="3d", num_cases=1, output_folder=tmp_path / "out",
+        check_folders(request, tmp_path / "model")
+    check_folders(SampleRequest(dataset="901", configuration="3d", num_cases=1, output_folder=tmp_path / "out",
                                  labels_from=tmp_path / "labels"), tmp_path / "model")
