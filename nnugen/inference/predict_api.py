@@ -25,6 +25,7 @@ from nnugen.devices import check_device_name
 from nnugen.folders.dataset_folders import InputError, dataset_name
 from nnugen.folders.image_check import check_image_files
 from nnugen.folders.model_folder import ModelFolder
+from nnugen.folders.overlap import overlap
 from nnugen.inference.input_cases import InputCase, find_cases
 from nnugen.tasks import TASKS, task_of_trainer
 
@@ -140,17 +141,16 @@ def _check_folders(request: PredictRequest, model_folder: Path) -> None:
     """The output folder must not be, or lie inside, a folder the run reads (the input, the model, the previous
     stage's predictions), nor hold the input folder: predictions would overwrite or mix with what is read.
     Compared resolved, so symbolic links count as the folders they point to."""
-    output = Path(request.output_folder).resolve()
     read = [("-i", Path(request.input_folder)), ("the model folder", model_folder)]
     if request.previous_stage_predictions is not None:
         read.append(("-prev_stage_predictions", Path(request.previous_stage_predictions)))
     for flag, folder in read:
-        folder = folder.resolve()
-        if output == folder or folder in output.parents:
-            raise ValueError(f"-o {request.output_folder} is {'' if output == folder else 'inside '}{flag} "
-                             f"{folder}; predictions would overwrite or mix with what is read: choose an output "
-                             "folder outside it")
-        if flag == "-i" and output in folder.parents:
+        kind = overlap(request.output_folder, folder)
+        if kind in ("same", "inside"):
+            raise ValueError(f"-o {request.output_folder} is {'' if kind == 'same' else 'inside '}{flag} "
+                             f"{folder.resolve()}; predictions would overwrite or mix with what is read: choose an "
+                             "output folder outside it")
+        if flag == "-i" and kind == "holds":
             raise ValueError(f"-i {request.input_folder} lies inside -o {request.output_folder}; choose an output "
                              "folder that does not hold the input")
 

@@ -12,6 +12,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from nnugen.folders.overlap import overlap
 from nnugen.inference.sample_writing import output_layout
 
 if TYPE_CHECKING:
@@ -120,15 +121,14 @@ def check_output_folder(folder: Path, overwrite: bool) -> None:
 def check_folders(request: SampleRequest, model_folder: Path) -> None:
     """The output folder must not be, or lie inside, a folder the run reads (``--labels-from``, the model), nor hold
     the label maps' folder; compared resolved, so symbolic links count as the folders they point to."""
-    output = Path(request.output_folder).resolve()
     read = [("the model folder", Path(model_folder))]
     if request.labels_from is not None:
         read.append(("--labels-from", Path(request.labels_from)))
     for name, folder in read:
-        folder = folder.resolve()
-        if output == folder or folder in output.parents or (name == "--labels-from" and output in folder.parents):
-            raise ValueError(f"the output folder {request.output_folder} overlaps {name} {folder}; samples would "
-                             "overwrite or mix with what is read: choose an output folder outside it")
+        kind = overlap(request.output_folder, folder)
+        if kind in ("same", "inside") or (name == "--labels-from" and kind == "holds"):
+            raise ValueError(f"the output folder {request.output_folder} overlaps {name} {folder.resolve()}; samples "
+                             "would overwrite or mix with what is read: choose an output folder outside it")
 
 
 def check_part_files(request: SampleRequest, file_ending: str) -> None:
