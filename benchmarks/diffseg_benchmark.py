@@ -7,11 +7,17 @@ over the training seeds. Each trained model folder is moved to WORK/models/seed_
 side by side, and predicted from there with ``nnUNetv2_predict_from_modelfolder`` (baseline) and
 ``nnugen_predict -m`` (diffusion).
 
+With ``--warm-start N [N ...]`` the diffusion segmenter is also fine-tuned from each seed's trained baseline
+(``nnugen_train --task seg -pretrained_weights .../checkpoint_final.pth``) for N iterations each (the plan's
+iterations per epoch times N / iterations epochs), predicted as the diffusion model trained from scratch: the
+fine-tuning curve of issue 16, next to the baseline's Dice. At 0 iterations the warm-started model's segmentation is
+the baseline's exactly (tests/networks/test_plain_unet_weights.py, tests/e2e/test_warm_start_e2e.py).
+
 Time is not measured here (process start-up swamps it on a small test set): ``predict_time.py`` times prediction
 per case in one process, ``sampler_comparison.py`` the samplers. Results go to WORK/diffseg_benchmark.json.
 
     python benchmarks/diffseg_benchmark.py --work-dir /tmp/bench [--2d] [--epochs 6] [--iterations 25]
-        [--train-seeds 0 1 2] [--ablations]
+        [--train-seeds 0 1 2] [--ablations] [--warm-start 25 50 100 200]
 """
 
 from __future__ import annotations
@@ -81,9 +87,11 @@ def prepare(work: Path, dataset: int, configuration: str, shape: tuple[int, ...]
     return raw
 
 
-def train(dataset: int, configuration: str, trainer: str, seed: int, destination: Path) -> float:
-    """Train fold 0 with NNUGEN_SEED=seed, then move the model folder to ``destination`` (kept from an earlier,
-    interrupted run of this script if it holds a final checkpoint: 0 seconds)."""
+def train(dataset: int, configuration: str, trainer: str, seed: int, destination: Path,
+          pretrained: Path | None = None) -> float:
+    """Train fold 0 with NNUGEN_SEED=seed (and NNUGEN_PRETRAINED_WEIGHTS=pretrained: nnugen_train's
+    -pretrained_weights), then move the model folder to ``destination`` (kept from an earlier, interrupted run of
+    this script if it holds a final checkpoint: 0 seconds)."""
     if (destination / "fold_0" / "checkpoint_final.pth").is_file():
         return 0.0
     seconds = run(
@@ -99,7 +107,7 @@ def train(dataset: int, configuration: str, trainer: str, seed: int, destination
             "-device",
             "cpu",
         ],
-        env={**os.environ, "NNUGEN_SEED": str(seed)},
+        env={**os.environ, "NNUGEN_SEED": str(seed), "NNUGEN_PRETRAINED_WEIGHTS": str(pretrained or "")},
     )
     results = Path(os.environ["nnUNet_results"])
     trained = next(results.glob(f"Dataset{dataset}_*")) / f"{trainer}__nnugenPlans__{configuration}"
@@ -107,6 +115,15 @@ def train(dataset: int, configuration: str, trainer: str, seed: int, destination
     destination.parent.mkdir(parents=True, exist_ok=True)
     shutil.move(trained, destination)
     return seconds
+
+
+def replan(dataset: int, configuration: str, epochs: int, iterations: int) -> None:
+    """Set the diffusion segmentation budget of the plans (the other tasks' settings and edits stay)."""
+    if epochs < 1:
+        raise SystemExit(f"--warm-start needs multiples of --iterations ({iterations})")
+    run([str(BIN / "nnugen_plan"), "-d", str(dataset), "-c", configuration, "--no-check",
+         "--set", f"segmentation.training.epochs={epochs}",
+         "--set", f"segmentation.training.iterations_per_epoch={iterations}"])
 
 
 def predict(command: list[str], raw: Path, output: Path) -> dict[str, float]:
@@ -145,6 +162,9 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=25)
     parser.add_argument("--train-seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--ablations", action="store_true")
+    parser.add_argument("--warm-start", type=int, nargs="+", default=[], metavar="N",
+                        help="also fine-tune diffusion from each seed's baseline for N iterations (multiples of "
+                             "--iterations)")
     parser.add_argument(
         "--variants",
         nargs="+",
@@ -208,6 +228,22 @@ def main() -> None:
                 dice = predict(command, raw, out / label.replace(" ", "_").replace(",", ""))
                 results["dice"].setdefault(label, []).append(dice)
                 print(f"seed {seed} {label}: {dice}", flush=True)
+            (work / "diffseg_benchmark.json").write_text(json.dumps(results, indent=2))
+        for iterations in args.warm_start:
+            label = f"diffusion from the baseline, {iterations} iterations"
+            model = work / "models" / f"seed_{seed}" / f"warm_{iterations}"
+            if not (model / "fold_0" / "checkpoint_final.pth").is_file():
+                replan(dataset, configuration, iterations // args.iterations, args.iterations)
+                baseline = work / "models" / f"seed_{seed}" / "NnugenBaselineTrainer" / "fold_0"
+                seconds = train(dataset, configuration, "NnugenDiffSegTrainer", seed, model,
+                                pretrained=baseline / "checkpoint_final.pth")
+                results["training_seconds"][f"{label} seed {seed}"] = round(seconds, 1)
+                replan(dataset, configuration, args.epochs, args.iterations)
+            command = [str(BIN / "nnugen_predict"), "-m", str(model), "--seed", "0", "--steps", "5"]
+            for name, extra in ((f"{label}, 5 steps", []), (f"{label}, 5 steps x 5 seeds", ["--ensemble-size", "5"])):
+                dice = predict([*command, *extra], raw, work / "predictions" / f"seed_{seed}" / name.replace(" ", "_"))
+                results["dice"].setdefault(name, []).append(dice)
+                print(f"seed {seed} {name}: {dice}", flush=True)
             (work / "diffseg_benchmark.json").write_text(json.dumps(results, indent=2))
 
     classes = [name for name, value in LABELS.items() if value]

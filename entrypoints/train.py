@@ -33,6 +33,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "augmentation workers included")
     parser.add_argument("--val", action="store_true", help="only run the final validation of a finished training")
     parser.add_argument("--npz", action="store_true", help="save softmax probabilities of the final validation")
+    parser.add_argument("-pretrained_weights", default=None, metavar="CHECKPOINT",
+                        help="start from a trained nnU-Net (nnU-Net's flag): e.g. .../nnUNetTrainer__nnUNetPlans__"
+                             "3d_fullres/fold_0/checkpoint_final.pth of the same architecture; --task seg maps it into "
+                             "the denoiser (new inputs and time modulation start at zero), --task baseline loads it")
     return parser
 
 
@@ -45,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         train(TrainRequest(dataset=args.dataset, fold=args.fold, configuration=args.configuration, task=args.task,
                            device=args.device, continue_training=args.c, num_gpus=args.num_gpus, seed=args.seed,
                            progress=args.progress, plans=args.plans, only_validation=args.val,
-                           save_probabilities=args.npz))
+                           save_probabilities=args.npz, pretrained_weights=args.pretrained_weights))
         return 0
 
     from nnugen.folders.checkpoint_files import CheckpointError

@@ -1,11 +1,13 @@
 """The runtime flags of one training run, and their one channel to nnU-Net's trainer.
 
-``nnugen_train --seed S --progress`` cannot hand these to the trainer as arguments: nnU-Net's ``run_training`` creates
-the trainer itself, from the plans, configuration, fold and dataset.json only (in spawned processes under
-``-num_gpus``, on every rank under torchrun). They travel as environment variables, which every one of those
-processes inherits, and only here are they named, written and read. Settings that change the model never travel
-this way: they belong in the plans (docs/extending.md, "Where settings must live"). With ``nnUNetv2_train``, set the
-variables yourself (``NNUGEN_SEED=0 nnUNetv2_train ...``).
+``nnugen_train --seed S --progress -pretrained_weights FILE`` cannot hand these to the trainer as arguments:
+nnU-Net's ``run_training`` creates the trainer itself, from the plans, configuration, fold and dataset.json only (in
+spawned processes under ``-num_gpus``, on every rank under torchrun). They travel as environment variables, which
+every one of those processes inherits, and only here are they named, written and read. Settings that change the
+model never travel this way: they belong in the plans (docs/extending.md, "Where settings must live"). With
+``nnUNetv2_train``, set the variables yourself (``NNUGEN_SEED=0 nnUNetv2_train ...``;
+``NNUGEN_PRETRAINED_WEIGHTS=FILE`` in place of nnU-Net's own ``-pretrained_weights``, whose loader knows nnU-Net's
+network only).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from dataclasses import dataclass
 
 SEED_VARIABLE = "NNUGEN_SEED"
 PROGRESS_VARIABLE = "NNUGEN_PROGRESS"
+PRETRAINED_VARIABLE = "NNUGEN_PRETRAINED_WEIGHTS"
 
 
 @dataclass(frozen=True)
@@ -24,11 +27,14 @@ class RunFlags:
     """Seeds Python, NumPy and torch with ``seed + local rank``, and the augmentation workers; None: unseeded."""
     progress: bool = False
     """A progress bar per epoch on rank 0."""
+    pretrained_weights: str | None = None
+    """An nnU-Net checkpoint the network starts from (nnU-Net's ``-pretrained_weights``), loaded at initialisation."""
 
     def environment(self) -> dict[str, str]:
         """The variables that carry these flags (an empty seed clears one an earlier run of this process set)."""
         return {SEED_VARIABLE: "" if self.seed is None else str(self.seed),
-                PROGRESS_VARIABLE: "1" if self.progress else "0"}
+                PROGRESS_VARIABLE: "1" if self.progress else "0",
+                PRETRAINED_VARIABLE: self.pretrained_weights or ""}
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] | None = None) -> RunFlags:
@@ -39,4 +45,4 @@ class RunFlags:
             seed = int(value) if value != "" else None
         except ValueError:
             raise ValueError(f"{SEED_VARIABLE}={value!r} is not an integer; set it to e.g. 0 or unset it") from None
-        return cls(seed, environ.get(PROGRESS_VARIABLE) == "1")
+        return cls(seed, environ.get(PROGRESS_VARIABLE) == "1", environ.get(PRETRAINED_VARIABLE) or None)

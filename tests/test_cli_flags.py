@@ -118,6 +118,32 @@ def test_train_plans_reach_nnunets_run_and_the_plans_check(monkeypatch, fake_pre
     assert os.environ[PROGRESS_VARIABLE] == "1"
 
 
+def test_train_pretrained_weights_flag(train_requests):
+    assert _train(["4", "0", "3d", "-pretrained_weights", "nnunet/checkpoint_final.pth"]) == 0
+    assert train_requests[0].pretrained_weights == "nnunet/checkpoint_final.pth"
+
+
+def test_train_pretrained_weights_reach_the_trainer_as_an_absolute_path(monkeypatch, tmp_path):
+    """``-pretrained_weights`` travels to the trainer through run_flags' variable, resolved against this directory;
+    a run without it clears what an earlier run of the process set."""
+    from nnunetv2.run import run_training as nnunet_run
+
+    from nnugen.run import train_api
+    from nnugen.run_flags import PRETRAINED_VARIABLE, RunFlags
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(train_api, "check_request", lambda request: ("3d_fullres", "NnugenDiffSegTrainer"))
+    monkeypatch.setattr(train_api, "ensure_ext_trainer_path", lambda: None)
+    monkeypatch.setattr(nnunet_run, "run_training", lambda *args, **kwargs: None)
+    monkeypatch.setenv(PRETRAINED_VARIABLE, "")
+    train_api.train(train_api.TrainRequest(dataset="901", fold="0", configuration="3d", device="cpu",
+                                           pretrained_weights="nnunet/checkpoint_final.pth"))
+    expected = str(tmp_path / "nnunet" / "checkpoint_final.pth")
+    assert RunFlags.from_environment().pretrained_weights == expected
+    train_api.train(train_api.TrainRequest(dataset="901", fold="0", configuration="3d", device="cpu"))
+    assert RunFlags.from_environment().pretrained_weights is None
+
+
 # --- nnugen_sample -------------------------------------------------------------------------------------------------
 
 

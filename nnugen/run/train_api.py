@@ -39,6 +39,8 @@ class TrainRequest:
     """nnU-Net's plans identifier (``-p``): the plans file in nnUNet_preprocessed and the model folder's middle part."""
     only_validation: bool = False
     save_probabilities: bool = False
+    pretrained_weights: str | None = None
+    """A trained nnU-Net's checkpoint to start from (nnU-Net's ``-pretrained_weights``); seg and baseline only."""
 
 
 def check_request(request: TrainRequest) -> tuple[str, str]:
@@ -82,6 +84,8 @@ def check_request(request: TrainRequest) -> tuple[str, str]:
         check_resume_checkpoint(request, configuration, task.trainer)
     if request.only_validation:
         check_final_checkpoint(request, configuration, task.trainer)
+    if request.pretrained_weights is not None:
+        check_pretrained_weights(request, task.trainer, plans, configuration)
     if task.section == "anomaly" and not request.only_validation:
         from nnugen.trainers.healthy_split import check_healthy_training_cases
 
@@ -109,6 +113,36 @@ def check_visible_gpus(request: TrainRequest, rank: TorchrunRank | None) -> None
                "train where GPUs are visible, or on the CPU with torchrun ... -device cpu")
         raise ValueError(f"{flag} {wanted} needs {wanted} GPUs but this machine shows {visible} (check "
                          f"CUDA_VISIBLE_DEVICES); {fix}")
+
+
+def check_pretrained_weights(request: TrainRequest, trainer: str, plans: dict, configuration: str) -> None:
+    """``-pretrained_weights`` is refused before anything runs unless the checkpoint's network loads into the planned
+    one (the trainer's ``load_pretrained``, on a network built from the plans as the trainer will build it)."""
+    from nnugen.trainers.pretrained_start import PRETRAINED_TASKS
+
+    if request.task not in PRETRAINED_TASKS:
+        raise ValueError(f"-pretrained_weights works with --task {' and '.join(PRETRAINED_TASKS)} (nnU-Net's network "
+                         f"or its exact extension), not --task {request.task}")
+    if request.continue_training or request.only_validation:
+        raise ValueError("-pretrained_weights starts a new training; drop it with --c or --val (as in nnU-Net)")
+    if not os.path.isfile(request.pretrained_weights):
+        raise ValueError(f"-pretrained_weights {request.pretrained_weights}: no such file; give a trained nnU-Net's "
+                         "checkpoint, e.g. .../nnUNetTrainer__nnUNetPlans__3d_fullres/fold_0/checkpoint_final.pth")
+    from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    from nnugen.folders.dataset_folders import load_json, preprocessed_folder
+    from nnugen.nnunet_ext import nnugen_trainers
+
+    dataset_json = load_json(preprocessed_folder(request.dataset) / "dataset.json",
+                             "run nnUNetv2_plan_and_preprocess first")
+    plans_manager = PlansManager(plans)
+    configuration_manager = plans_manager.get_configuration(configuration)
+    channels = determine_num_input_channels(plans_manager, configuration_manager, dataset_json)
+    outputs = plans_manager.get_label_manager(dataset_json).num_segmentation_heads
+    trainer_class = getattr(nnugen_trainers, trainer)
+    network = trainer_class.build_network_architecture(plans_manager, configuration_manager, channels, outputs)
+    trainer_class.load_pretrained(network, request.pretrained_weights, channels)
 
 
 def _data_identifier(plans: dict, configuration: str) -> str:
@@ -151,7 +185,9 @@ def check_final_checkpoint(request: TrainRequest, configuration: str, trainer: s
 def train(request: TrainRequest) -> None:
     configuration, trainer = check_request(request)
     ensure_ext_trainer_path()
-    os.environ.update(RunFlags(request.seed, request.progress).environment())  # the trainer's flags (run_flags.py)
+    pretrained = os.path.abspath(request.pretrained_weights) if request.pretrained_weights else None
+    # the trainer's flags (run_flags.py)
+    os.environ.update(RunFlags(request.seed, request.progress, pretrained).environment())
 
     # nnU-Net's trainer lookup imports timm, whose hrnet module warns about torch.jit.interface on every run: noise
     # on stderr that is neither nnugen's nor the user's to fix

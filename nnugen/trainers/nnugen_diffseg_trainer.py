@@ -18,6 +18,7 @@ from nnugen.diffusion import dice_ce_loss, one_hot
 from nnugen.models.compile_policy import predictor_compile_off
 from nnugen.models.diffusion_segmenter import DiffusionSegmenter
 from nnugen.trainers.nnugen_trainer import NnugenTrainer
+from nnugen.trainers.pretrained_start import load_into_denoiser, nnunet_weights
 
 
 class SampledSegmentationLoss(nn.Module):
@@ -58,6 +59,15 @@ class NnugenDiffSegTrainer(NnugenTrainer):
         for name, part in self.segmenter().last_loss_parts.items():
             self.log_metric(f"diffusion_{name}", part)
         return loss
+
+    @classmethod
+    def load_pretrained(cls, network: DiffusionSegmenter, filename: str, image_channels: int) -> int:
+        """nnU-Net's plain U-Net mapped into the denoiser one to one (networks/plain_unet_weights.py): right after
+        loading, the denoiser's x0 logits are the nnU-Net network's for any noisy mask and timestep."""
+        if network.diffusion.model_output != "x0":
+            raise ValueError(f"-pretrained_weights: diffusion.model_output is {network.diffusion.model_output!r}; "
+                             "nnU-Net's logits are x0 logits, plan the segmentation task with model_output x0")
+        return load_into_denoiser(network.denoiser, nnunet_weights(filename), image_channels, filename)
 
     def segmenter(self) -> DiffusionSegmenter:
         return self.network.module if self.is_ddp else self.network

@@ -48,6 +48,7 @@ from nnugen.trainers.epoch_progress import epoch_progress_bar
 from nnugen.trainers.nonfinite_guard import NonFiniteGuard, check_final_weights, finite_outputs
 from nnugen.trainers.optimizer_step import clip_and_step, scaled_backward
 from nnugen.trainers.peak_memory import peak_memory_gb, peak_memory_note
+from nnugen.trainers.pretrained_start import PRETRAINED_TASKS, load_into_nnunet_network, nnunet_weights
 from nnugen.trainers.seeded_augmenter import seeded_augmenter
 from nnugen.trainers.training_precision import training_amp_dtype, training_autocast
 
@@ -98,8 +99,8 @@ class NnugenTrainer(nnUNetTrainer):
         self.nonfinite = NonFiniteGuard(training.max_nonfinite_steps)
         self._micro_step, self._progress, self._metrics = 0, None, EpochMetrics()
         self._nonfinite_before_epoch, self._applied_before_epoch, self._peak_reported = 0, 0, False
-        flags = RunFlags.from_environment()  # nnugen_train's --seed and --progress (run_flags.py)
-        self.seed, self.show_progress = flags.seed, flags.progress
+        flags = RunFlags.from_environment()  # nnugen_train's --seed, --progress, -pretrained_weights (run_flags.py)
+        self.seed, self.show_progress, self.pretrained_weights = flags.seed, flags.progress, flags.pretrained_weights
         if self.seed is not None:
             seed_everything(self.seed + self.local_rank)
 
@@ -127,10 +128,23 @@ class NnugenTrainer(nnUNetTrainer):
             super().initialize()
         finally:
             self.is_ddp = is_ddp
+        if self.pretrained_weights:  # before compiling and wrapping: the plain model's names
+            taken = self.load_pretrained(self.network, self.pretrained_weights, self.num_input_channels)
+            self.print_to_log_file(f"started from {self.pretrained_weights}: {taken} tensors of nnU-Net's network")
         self.compile_networks()
         self.network = self.training_network(self.network)
         if self.is_ddp:
             split_over_ranks(self)
+
+    @classmethod
+    def load_pretrained(cls, network: torch.nn.Module, filename: str, image_channels: int) -> int:
+        """Put a trained nnU-Net's weights (``-pretrained_weights``) into the task's network; returns the number of
+        tensors taken. nnU-Net's own network takes them by name (pretrained_start.py); a task whose model extends it
+        maps them (NnugenDiffSegTrainer); the others cannot start from it. Also nnugen_train's check at the door."""
+        if cls.nnugen_task in MODEL_BUILDERS:
+            raise ValueError(f"{cls.__name__} cannot start from nnU-Net weights; -pretrained_weights works with "
+                             f"--task {' and '.join(PRETRAINED_TASKS)}")
+        return load_into_nnunet_network(network, nnunet_weights(filename), filename)
 
     def training_network(self, network: torch.nn.Module) -> torch.nn.Module:
         """The module training calls, and DDP wraps: the model itself, unless its forward is not the loss."""
