@@ -65,7 +65,7 @@ setup(
         "imageio",
     ],
     extras_require={
-        "test": ["pytest", "ruff", "nilearn", "pybids>=0.16"],
+        "test": ["pytest", "ruff", "nilearn", "pybids>=0.16", "hypothesis", "diffusers"],
         "bids": ["pybids>=0.16"],
         "real": ["nilearn"],
         "xformers": ["xformers"],
@@ -74,6 +74,7 @@ setup(
         "console_scripts": [
             "nnugen_plan=nnugen.entrypoints.plan:main",
             "nnugen_check=nnugen.entrypoints.check:main",
+            "nnugen_evaluate=nnugen.entrypoints.evaluate:main",
             "nnugen_train=nnugen.entrypoints.train:main",
             "nnugen_predict=nnugen.entrypoints.predict:main",
             "nnugen_sample=nnugen.entrypoints.sample:main",

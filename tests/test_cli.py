@@ -50,7 +50,7 @@ def _nnugen_plans_files(root: Path) -> list[Path]:
 # --- --help ----------------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("program", ["nnugen_plan", "nnugen_check", "nnugen_train"])
+@pytest.mark.parametrize("program", ["nnugen_plan", "nnugen_check", "nnugen_train", "nnugen_evaluate"])
 def test_help_exits_zero(program):
     result = _run(program, "--help")
     assert result.returncode == 0, result.stderr
@@ -58,7 +58,7 @@ def test_help_exits_zero(program):
     assert result.stderr == ""
 
 
-@pytest.mark.parametrize("module", ["plan", "check", "train"])
+@pytest.mark.parametrize("module", ["plan", "check", "train", "evaluate"])
 def test_help_does_not_import_torch(module):
     code = (
         "import sys\n"
