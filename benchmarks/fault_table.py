@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import random
 import shlex
 import shutil
 import signal
@@ -184,7 +185,146 @@ def faults(root: Path) -> list[Fault]:
     rows.append(Fault("nnugen_sample --continue with a sampling.json of the wrong type",
                       [*sample, "2", str(work / "bad_json_out"), "--continue", "-device", "cpu"],
                       lambda: [], setup=lambda: _bad_sampling_json(work / "bad_json_out")))
+    return rows + _read_only_faults(root, predict, sample) + _kill_faults(root, predict) + _file_faults(root, predict,
+                                                                                                         sample)
+
+
+def _read_only_faults(root: Path, predict: list[str], sample: list[str]) -> list[Fault]:
+    """An output folder on a read-only file system (a tmpfs mounted ``ro``: root ignores file permissions)."""
+    work, read_only = root / "faults", root / "faults" / "read_only_out"
+    inputs = work / "read_only_in"
+    return [Fault("nnugen_predict -o on a read-only file system (tmpfs mounted ro)",
+                  [*predict, "-i", str(inputs), "-o", str(read_only)], lambda: _unmount_read_only(read_only),
+                  setup=lambda: (_input_folder(root, "read_only_in", {"p": None}), _mount_read_only(read_only))),
+            Fault("nnugen_sample into a read-only file system (tmpfs mounted ro)",
+                  [*sample, "1", str(read_only), "-device", "cpu"], lambda: _unmount_read_only(read_only),
+                  setup=lambda: _mount_read_only(read_only))]
+
+
+KILL_TRIALS = 3
+KILL_SEED = 15
+
+
+def _kill_faults(root: Path, predict: list[str]) -> list[Fault]:
+    """``kill -9`` of nnugen_predict at random points (seeded fractions of an uninterrupted run's time), each followed
+    by ``--continue_prediction``, whose files must equal the uninterrupted run's (names, voxels, geometry)."""
+    work = root / "faults"
+    inputs, reference = work / "kill_in", work / "kill_reference"
+    clock: dict[str, float] = {}
+
+    def reference_setup() -> None:
+        _input_folder(root, "kill_in", {"k1": None, "k2": None, "k3": None})
+        _clear(reference)
+        clock["start"] = time.monotonic()
+
+    def reference_damage() -> list[str]:
+        clock["reference_s"] = time.monotonic() - clock["start"]
+        return _unreadable(reference) + _temporaries(reference)
+
+    rows = [Fault("nnugen_predict, 3 cases, uninterrupted (the reference of the kill trials)",
+                  [*predict, "-i", str(inputs), "-o", str(reference)], reference_damage, setup=reference_setup)]
+    fractions = [random.Random(KILL_SEED + k).uniform(0.1, 0.9) for k in range(KILL_TRIALS)]
+    for k, fraction in enumerate(fractions):
+        out = work / f"kill_out_{k}"
+
+        def start(out=out) -> None:
+            _clear(out)
+            clock["killed_start"] = time.monotonic()
+
+        def due(fraction=fraction) -> bool:
+            return time.monotonic() - clock["killed_start"] > fraction * clock["reference_s"]
+
+        rows.append(Fault(f"nnugen_predict killed (kill -9) at {fraction:.0%} of the reference run's time",
+                          [*predict, "-i", str(inputs), "-o", str(out)], lambda out=out: _unreadable(out),
+                          setup=start, kill_after=due))
+        rows.append(Fault("... then --continue_prediction: the same files as the uninterrupted run?",
+                          [*predict, "-i", str(inputs), "-o", str(out), "--continue_prediction"],
+                          lambda out=out: _unreadable(out) + _temporaries(out) + _differences(out, reference)))
     return rows
+
+
+def _file_faults(root: Path, predict: list[str], sample: list[str]) -> list[Fault]:
+    """A file size limit (EFBIG, as a full disk), a missing checkpoint, and a model folder whose plans or checkpoint
+    were damaged (on a copy of the trained model, ``-m``)."""
+    work = root / "faults"
+    efbig, one_in, out = work / "efbig_out", work / "files_in", work / "files_out"
+    model = root / "results" / f"Dataset{DATASET}_{NAME}" / "NnugenDiffSegTrainer__nnugenPlans__2d"
+    copy = work / "damaged_model"
+    state: dict[str, dict[str, str]] = {}
+    by_folder = [cli("nnugen_predict"), "-m", str(copy), "-f", "0", "-device", "cpu", "-npp", "0", "-nps", "0",
+                 "-i", str(one_in), "-o", str(out)]
+
+    def damaged(change: Callable[[Path], None]) -> Callable[[], None]:
+        def setup() -> None:
+            _input_folder(root, "files_in", {"p": None})
+            _clear(copy, out)
+            shutil.copytree(model, copy)
+            change(copy)
+            state["copy"] = _digest(copy)
+        return setup
+
+    def untouched() -> list[str]:
+        return _unchanged(copy, state["copy"], "model file") + (["output folder created"] if out.exists() else [])
+
+    # 3 kB: sampling.json (1.8 kB) and a label map (1.1 kB) fit, the first image (3.8 kB, 64 x 64) does not
+    limited = ["bash", "-c", f"ulimit -f 3 && exec {shlex.join([*sample, '2', str(efbig), '-device', 'cpu'])}"]
+    return [Fault("nnugen_sample under a 3 kB file size limit (EFBIG, ulimit -f)", limited,
+                  lambda: _unreadable(efbig) + _temporaries(efbig), setup=lambda: _clear(efbig)),
+            Fault("... then nnugen_sample --continue without the limit",
+                  [*sample, "2", str(efbig), "--continue", "-device", "cpu"],
+                  lambda: _unreadable(efbig) + _temporaries(efbig)
+                  + [f"case_000{k}_0000.nii.gz never written" for k in (0, 1)
+                     if not (efbig / f"case_000{k}_0000.nii.gz").is_file()]),
+            Fault("nnugen_predict -chk naming a checkpoint that is not there",
+                  [*predict, "-i", str(one_in), "-o", str(out), "-chk", "checkpoint_missing.pth"],
+                  lambda: ["output folder created"] if out.exists() else [],
+                  setup=lambda: (_input_folder(root, "files_in", {"p": None}), _clear(out))),
+            Fault("nnugen_predict -m, plans.json without the model's configuration", by_folder, untouched,
+                  setup=damaged(lambda m: _edit_json(m / "plans.json", lambda p: p["configurations"].pop("2d")))),
+            Fault("nnugen_predict -m, checkpoint_final.pth cut to half", by_folder, untouched,
+                  setup=damaged(lambda m: _truncate(m / "fold_0" / "checkpoint_final.pth"))),
+            Fault("nnugen_predict -m, plans.json with NaN in the nnugen section (sampler.eta)", by_folder, untouched,
+                  setup=damaged(lambda m: _edit_json(m / "plans.json", lambda p: p["configurations"]["2d"]["nnugen"][
+                      "tasks"]["segmentation"]["sampler"].update(eta=float("nan"))))),
+            Fault("nnugen_predict -m, plans.json cut to half", by_folder, untouched,
+                  setup=damaged(lambda m: _truncate(m / "plans.json")))]
+
+
+def _edit_json(path: Path, change: Callable[[dict], object]) -> None:
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data))  # NaN written as NaN, as a hand edit through json.dumps would
+
+
+def _differences(folder: Path, reference: Path) -> list[str]:
+    """Images of ``reference`` missing from ``folder`` or differing in voxels or geometry, and extra images."""
+    names = {p.name for p in reference.glob("*.nii.gz")}
+    found = {p.name for p in folder.glob("*.nii.gz") if not p.name.startswith(".")}
+    problems = [f"{name} missing" for name in sorted(names - found)]
+    problems += [f"{name} not in the uninterrupted run" for name in sorted(found - names)]
+    for name in sorted(names & found):
+        try:
+            a, b = sitk.ReadImage(str(folder / name)), sitk.ReadImage(str(reference / name))
+        except RuntimeError:
+            continue  # counted by _unreadable
+        same = (sitk.GetArrayFromImage(a) == sitk.GetArrayFromImage(b)).all() and a.GetSpacing() == b.GetSpacing() \
+            and a.GetOrigin() == b.GetOrigin() and a.GetDirection() == b.GetDirection()
+        if not same:
+            problems.append(f"{name} differs from the uninterrupted run")
+    return problems
+
+
+def _mount_read_only(folder: Path) -> None:
+    _unmount(folder)
+    _clear(folder)
+    folder.mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(folder)], check=True)
+
+
+def _unmount_read_only(folder: Path) -> list[str]:
+    written = [f"{p.name} written" for p in sorted(folder.rglob("*"))]  # cannot be: the file system refuses
+    _unmount(folder)
+    return written
 
 
 def _small_disk(folder: Path, probe: list[str], env: dict[str, str]) -> None:
@@ -287,6 +427,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work-dir", type=Path, required=True)
     parser.add_argument("--output", type=Path, default=None)
+    parser.add_argument("--only", action="append", default=None, metavar="TEXT",
+                        help="run only the faults whose description contains TEXT (repeatable; for trying rows out)")
     args = parser.parse_args()
     root = args.work_dir.resolve()
     prepare(root)
@@ -295,6 +437,8 @@ def main() -> None:
     rows = ["| fault | exit | stderr (last line) | traceback | data lost or corrupted |", "|---|---|---|---|---|"]
     records = []
     for fault in faults(root):
+        if args.only and not any(text in fault.what for text in args.only):
+            continue
         record = run_fault(fault, env)
         records.append(record)
         message = record["message"].replace("|", "/")[:160] or "(nothing)"

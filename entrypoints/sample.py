@@ -33,6 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--sampler", default=None, help=f"{', '.join(SAMPLERS)} (default: the model's plans)")
     parser.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's plans)")
     parser.add_argument("--eta", type=float, default=None, help="DDIM eta in [0, 1] (default: the model's plans)")
+    parser.add_argument("--spacing", default=None,
+                        help="step grid: uniform, trailing or log-snr (default: the model's plans, sampler.spacing)")
     parser.add_argument("--guidance-scale", dest="guidance_scale", type=float, default=None,
                         help="label-conditioned models: classifier-free guidance scale w, uncond + w (cond - uncond); "
                              "1 = none (default: the model's plans)")
@@ -73,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
             dataset=args.dataset, configuration=args.configuration, num_cases=args.num_cases,
             output_folder=Path(args.output_folder), task=args.task, fold=args.f, checkpoint=args.chk,
             plans=args.plans,
-            sampler=args.sampler, steps=args.steps, eta=args.eta, guidance_scale=args.guidance_scale, seed=args.seed,
+            sampler=args.sampler, steps=args.steps, eta=args.eta, spacing=args.spacing,
+            guidance_scale=args.guidance_scale, seed=args.seed,
             labels_from=Path(args.labels_from) if args.labels_from else None, as_dataset=args.as_dataset,
             size=args.size, device=args.device, progress=args.progress, overwrite=args.overwrite,
             continue_sampling=args.continue_sampling,

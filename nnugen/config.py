@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from nnugen.typed_section import Section, check_choice, check_range, fail
+from nnugen.typed_section import MalformedFileError, Section, check_choice, check_range, fail
 
 SECTION_VERSION = 1
 TASK_SECTIONS = ("segmentation", "ddpm", "autoencoder", "ldm", "anomaly", "baseline")
@@ -31,6 +31,8 @@ TASK_SECTIONS = ("segmentation", "ddpm", "autoencoder", "ldm", "anomaly", "basel
 SCHEDULES = ("linear", "cosine", "scaled_linear")
 MODEL_OUTPUTS = ("x0", "eps", "v")
 SAMPLERS = ("ddpm", "ddim", "dpm_solver++")
+SPACINGS = ("uniform", "trailing", "log-snr")
+"""Where a sampler's steps lie among the training timesteps (nnugen/diffusion/timesteps.py::sampling_timesteps)."""
 AMP_DTYPES = ("bf16", "fp16", "fp32")
 NORMS = ("instance", "group", "batch")
 GENERATION_MODES = ("image", "joint", "label_conditioned", "label_adapter")
@@ -133,9 +135,15 @@ class SamplerSettings(Section):
     seeds: int = 1
     eta: float = 0.0
     mirroring: bool = False
+    spacing: str = "uniform"
+    """Where the steps lie among the training timesteps: uniform in t, trailing, or uniform in log-SNR. The planner
+    plans log-SNR for every task (chosen by benchmarks/step_spacing.py: docs/benchmarks.md, "Sampler step spacing");
+    uniform, the default, is how every plans file written before the setting existed samples, so such a model folder
+    samples as it did."""
 
     def __post_init__(self) -> None:
         check_choice("sampler.name", self.name, SAMPLERS)
+        check_choice("sampler.spacing", self.spacing, SPACINGS)
         check_range("sampler.steps", self.steps, 1)
         check_range("sampler.seeds", self.seeds, 1)
         check_range("sampler.eta", self.eta, 0.0, 1.0)
@@ -422,12 +430,15 @@ def section_of(configuration: dict[str, Any], configuration_name: str = "") -> N
                          "run nnugen_plan -d ID and train with -p nnugenPlans")
     where = configuration_name or "configuration"
     if not isinstance(configuration["nnugen"], dict):  # null, a list, ...: the parsed default would hide it
-        fail(f"{where}.nnugen", f"expected a mapping (the section nnugen_plan writes), got "
-                                f"{_json_kind(configuration['nnugen'])}; re-run nnugen_plan")
+        raise MalformedFileError(f"{where}.nnugen: expected a mapping (the section nnugen_plan writes), got "
+                                 f"{_json_kind(configuration['nnugen'])}; re-run nnugen_plan")
     # the cache key keeps NaN / Infinity (json.dumps writes them as NaN / Infinity): the parse refuses them
     return _parsed_section(json.dumps(configuration["nnugen"], sort_keys=True), where)
 
 
 @functools.lru_cache(maxsize=64)
 def _parsed_section(text: str, where: str) -> NnugenSection:
-    return NnugenSection.from_dict(json.loads(text), f"{where}.nnugen")
+    try:
+        return NnugenSection.from_dict(json.loads(text), f"{where}.nnugen")
+    except ValueError as error:  # what the plans file holds, not a flag: a malformed file (exit code 2)
+        raise MalformedFileError(str(error)) from None

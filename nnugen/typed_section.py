@@ -1,8 +1,9 @@
 """Typed, frozen settings sections read from JSON: ``Section.from_dict`` rejects unknown keys, wrong types, null
 where a value is needed and non-finite numbers (NaN, Infinity) with a ValueError naming the key, and the small
 validation helpers every section's ``__post_init__`` uses. ``read_json_object`` checks a side file (denoiser.json,
-latent.json, ...) against the same types, with errors ``FILE: field: what is wrong; what to do``. Pure Python (no
-torch): the planner and the CLIs' ``--help`` import it."""
+latent.json, ...) against the same types, with errors ``FILE: field: what is wrong; what to do``, raised as
+``MalformedFileError`` (a ValueError the CLIs report with exit code 2). Pure Python (no torch): the planner and the
+CLIs' ``--help`` import it."""
 
 from __future__ import annotations
 
@@ -17,6 +18,13 @@ from pathlib import Path
 from typing import Any
 
 FINITE = "write a finite number (NaN and Infinity are not settings)"
+
+
+class MalformedFileError(ValueError):
+    """A settings or side file nnugen reads (the plans' nnugen section, denoiser.json, autoencoder.json, latent.json,
+    threshold.json, sampling.json) holds what it cannot hold: one line ``FILE: field: what is wrong; what to do``.
+    A ValueError, so every ``except ValueError`` still catches it; the CLIs exit with code 2 for it (1 for other
+    bad input)."""
 
 
 def fail(where: str, message: str) -> None:
@@ -79,6 +87,18 @@ def _convert(hint: Any, value: Any, where: str) -> Any:
         if value is None:  # from_dict would read null as the defaults, hiding a broken file
             fail(where, "expected a mapping, got None (null); write the section, or drop the key for the default")
         return hint.from_dict(value, where)
+    if origin is dict or hint is dict:  # a free-form mapping (sampling.json's request): finite numbers only
+        if not isinstance(value, dict):
+            fail(where, f"expected a mapping, got {_short(value)}")
+        for key, item in value.items():
+            _convert(args[1] if args else Any, item, f"{where}.{key}")
+        return value
+    if hint is Any:
+        if isinstance(value, float) and not math.isfinite(value):
+            fail(where, f"{value!r} is not a finite number; {FINITE}")
+        for i, item in enumerate(value) if isinstance(value, list) else ():
+            _convert(Any, item, f"{where}[{i}]")
+        return _convert(dict, value, where) if isinstance(value, dict) else value
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
             fail(where, f"expected a list, got {_short(value)}")
@@ -112,10 +132,12 @@ def read_json_object(path: Path, fields: Mapping[str, Any], fix: str) -> dict[st
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
-        raise ValueError(f"{where}: not valid JSON (line {error.lineno}, column {error.colno}: {error.msg}); "
-                         f"{fix}") from None
-    except (OSError, UnicodeDecodeError, RecursionError) as error:
-        raise ValueError(f"{where}: cannot be read ({type(error).__name__}); {fix}") from None
+        raise MalformedFileError(f"{where}: not valid JSON (line {error.lineno}, column {error.colno}: {error.msg}); "
+                                 f"{fix}") from None
+    except (UnicodeDecodeError, RecursionError) as error:  # not UTF-8 text; nested deeper than Python parses
+        raise MalformedFileError(f"{where}: cannot be read ({type(error).__name__}); {fix}") from None
+    except OSError as error:
+        raise ValueError(f"{where}: cannot be read ({error.strerror or type(error).__name__}); {fix}") from None
     try:
         if not isinstance(data, dict):
             fail(where, f"expected a JSON object, got {type(data).__name__}")
@@ -128,7 +150,7 @@ def read_json_object(path: Path, fields: Mapping[str, Any], fix: str) -> dict[st
             elif type(None) not in typing.get_args(hint):
                 fail(_field(where, name), "missing")
     except ValueError as error:
-        raise ValueError(f"{error}; {fix}") from None
+        raise MalformedFileError(f"{error}; {fix}") from None
     return data
 
 

@@ -16,7 +16,7 @@ from nnugen import PLANS_IDENTIFIER
 from nnugen.atomic_files import atomic_write_json
 from nnugen.config import NnugenSection, configuration_name
 from nnugen.folders.dataset_folders import InputError, load_json, preprocessed_folder
-from nnugen.typed_section import deep_merge
+from nnugen.typed_section import MalformedFileError, deep_merge
 from nnugen_planner.denoiser_plan import arch_kwargs_of
 from nnugen_planner.intensity_plan import intensity_from_plans
 from nnugen_planner.overrides import load_overrides_file, parse_set
@@ -92,6 +92,12 @@ def plan_dataset(request: PlanRequest) -> Path:
         if existing is not None:
             edits = user_edits(existing.get("configurations", {}).get(name, {}).get("nnugen", {}),
                                planned_before.get(name, {}))
+        if edits:  # the hand edits alone are wrong: the file is malformed (exit code 2), whatever the flags say
+            try:
+                NnugenSection.from_dict(deep_merge(planned, edits), f"{name}.nnugen")
+            except ValueError as error:
+                raise MalformedFileError(f"{target}: {error}; fix it, or re-plan with --overwrite (drops your "
+                                         "edits)") from None
         section = deep_merge(deep_merge(planned, edits), deep_merge(everywhere, per_configuration.get(name, {})))
         validated = _validated(section, name, configuration, channel_names)
         result["configurations"][name] = {**result["configurations"][name], "nnugen": validated}
@@ -115,8 +121,8 @@ def _checked_existing(existing: dict[str, Any], target: Path) -> dict[str, Any]:
         parts += [(f"{PLANNED_KEY}.{name}", p) for name, p in planned.items()]
     for where, value in parts:
         if not isinstance(value, dict):
-            raise InputError(f"{target}: {where}: expected a mapping, got {json.dumps(value)[:40]}; fix it, or "
-                             "re-plan with --overwrite (drops your edits)")
+            raise MalformedFileError(f"{target}: {where}: expected a mapping, got {json.dumps(value)[:40]}; fix it, "
+                                     "or re-plan with --overwrite (drops your edits)")
     return existing
 
 

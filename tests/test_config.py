@@ -84,6 +84,11 @@ def test_full_section_round_trips_through_json():
     assert data["tasks"]["segmentation"]["denoiser"]["strides"][1] == [1, 2, 2]
 
 
+def test_sampler_spacing_round_trips():
+    sampler = SamplerSettings.from_dict({"spacing": "log-snr"})
+    assert sampler.spacing == "log-snr" and sampler.to_dict()["spacing"] == "log-snr"
+
+
 def test_lists_become_tuples_and_ints_become_floats():
     sampler = SamplerSettings.from_dict({"eta": 1})
     assert sampler.eta == 1.0 and isinstance(sampler.eta, float)
@@ -117,7 +122,7 @@ def test_old_section_version_says_replan():
 
 def test_unknown_key_is_rejected_with_the_valid_keys():
     with pytest.raises(ValueError, match=r"SamplerSettings: unknown key\(s\) stepz; valid keys: eta, mirroring, name, "
-                                         r"seeds, steps"):
+                                         r"seeds, spacing, steps"):
         SamplerSettings.from_dict({"stepz": 3})
 
 
@@ -177,6 +182,7 @@ def test_optional_section_may_be_null():
     (SamplerSettings, {"seeds": -3}, r"sampler\.seeds"),
     (SamplerSettings, {"name": "euler"}, r"sampler\.name: 'euler' is not one of ddpm, ddim, dpm_solver\+\+"),
     (SamplerSettings, {"eta": 1.5}, r"sampler\.eta: 1\.5 must be in \[0\.0, 1\.0\]"),
+    (SamplerSettings, {"spacing": "karras"}, r"sampler\.spacing: 'karras' is not one of uniform, trailing, log-snr"),
     (DiffusionSettings, {"schedule": "sigmoid"}, r"diffusion\.schedule: 'sigmoid' is not one of linear, cosine"),
     (DiffusionSettings, {"model_output": "score"}, r"diffusion\.model_output: 'score' is not one of x0, eps, v"),
     (DiffusionSettings, {"timesteps": 0}, r"diffusion\.timesteps"),

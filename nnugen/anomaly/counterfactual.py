@@ -72,6 +72,7 @@ def counterfactual(
     noise: str = "gaussian",
     inversion: bool = False,
     generator: torch.Generator | None = None,
+    spacing: str = "uniform",
 ) -> Tensor:
     """The pseudo-healthy image (B, C, *spatial) for ``image`` (B, C, *spatial).
 
@@ -80,14 +81,15 @@ def counterfactual(
         image: the input, in the intensity range the model was trained in.
         alphas_cumprod: (T,) alpha-bar of the training schedule.
         strength: in (0, 1]; noising starts at t0 = partial_start(strength, T) = round(strength * T) - 1.
-        steps: DDIM steps from t0 down to 0, evenly spaced (sampling_timesteps); capped at t0 + 1, one per
-            training step, so a configured step count works at every strength.
+        steps: DDIM steps from t0 down to 0 (sampling_timesteps); capped at t0 + 1, one per training step, so a
+            configured step count works at every strength.
         noise: "gaussian" (pDDPM, THOR) or "simplex" (AnoDDPM) for the partial-noising draw; ignored with inversion.
         inversion: encode with deterministic DDIM inversion up to t0 instead of drawing noise.
         generator: the only source of randomness (the partial-noising draw); the result is a function of it.
+        spacing: where the steps lie between t0 and 0, a sampling_timesteps spacing (sampler.spacing).
     """
     return seeded_counterfactuals(denoise, image, alphas_cumprod, (check_strength(strength),), steps, noise,
-                                  inversion, (generator,))[0]
+                                  inversion, (generator,), spacing=spacing)[0]
 
 
 @torch.no_grad()
@@ -101,6 +103,7 @@ def multi_strength_counterfactuals(
     inversion: bool = False,
     generator: torch.Generator | None = None,
     max_batch: int = 1,
+    spacing: str = "uniform",
 ) -> Tensor:
     """Counterfactuals at several strengths, stacked as (S, B, C, *spatial) in the order of ``strengths``.
 
@@ -110,7 +113,7 @@ def multi_strength_counterfactuals(
     ``max_batch``: as in seeded_counterfactuals (1: one strength at a time).
     """
     return seeded_counterfactuals(denoise, image, alphas_cumprod, strengths, steps, noise, inversion, (generator,),
-                                  max_batch)
+                                  max_batch, spacing)
 
 
 @torch.no_grad()
@@ -124,6 +127,7 @@ def seeded_counterfactuals(
     inversion: bool = False,
     generators: Sequence[torch.Generator | None] = (None,),
     max_batch: int = 1,
+    spacing: str = "uniform",
 ) -> Tensor:
     """Counterfactuals of every generator (seed) at every strength, (K * S, B, C, *spatial), seed-major: generator k's
     S strengths are rows k * S ... k * S + S - 1 (as seed_averaged_residuals reads them).
@@ -139,6 +143,7 @@ def seeded_counterfactuals(
         generators: one per seed; None draws from the global RNG.
         max_batch: the most samples (members x B) per denoiser call, to bound memory; 1 runs one member at a time.
             Above B, ``denoise`` must read t per sample (the samplers' contract), not t[0].
+        spacing: each strength's grid from its t0 down to 0, placed by this sampling_timesteps spacing.
     """
     if isinstance(strengths, (int, float)) or len(strengths) == 0:
         raise ValueError(f"strengths must be a non-empty sequence of numbers in (0, 1], e.g. (0.25, 0.5, 0.75); got "
@@ -151,7 +156,8 @@ def seeded_counterfactuals(
         raise ValueError(f"max_batch must be an integer >= 1 (1 = one counterfactual at a time), got {max_batch!r}")
     train_timesteps = alphas_cumprod.shape[0]
     starts = [partial_start(strength, train_timesteps) for strength in strengths]
-    grids = [sampling_timesteps(train_timesteps, min(steps, t0 + 1), start=t0) for t0 in starts]
+    grids = [sampling_timesteps(train_timesteps, min(steps, t0 + 1), start=t0, spacing=spacing,
+                                alphas_cumprod=alphas_cumprod) for t0 in starts]
     # (abar_t, abar_s) per step of each strength, read on the host once per call (one device sync at most)
     host_alphas = alphas_cumprod.detach().to("cpu", torch.float64)
     pairs = [step_alphas(host_alphas, grid) for grid in grids]

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from nnugen.typed_section import read_json_object
+from nnugen.typed_section import MalformedFileError, read_json_object
 
 THRESHOLD_RULES = ("best_dice", "fpr")
 RECORD_FIELDS = {"threshold": float, "rule": str, "value": float, "model": str, "created_with": str | None}
@@ -196,7 +196,7 @@ class ThresholdRecord:
         try:
             record = cls.from_dict(data)
         except ValueError as error:  # a rule that is not one of THRESHOLD_RULES, an empty model
-            raise ValueError(f"{path}: {error}; {fix}") from None
+            raise MalformedFileError(f"{path}: {error}; {fix}") from None
         if record.model != model:
             raise ValueError(f"threshold file from another model: {path} was chosen for {record.model!r}, not "
                              f"{model!r}; choose the threshold again on this model's validation cases")

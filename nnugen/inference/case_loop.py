@@ -15,6 +15,7 @@ from nnugen.inference.anomaly_prediction import AnomalyPredictor
 from nnugen.inference.case_export import export_case
 from nnugen.inference.ensemble_prediction import predict_case
 from nnugen.inference.input_cases import InputCase
+from nnugen.inference.moments_pass import moments_predictor
 from nnugen.seeding import case_seed
 
 
@@ -29,10 +30,13 @@ def run_cases(predictor, segmenter, cases: tuple[InputCase, ...], output: Path, 
     if not cases:
         return []
     items = _preprocessed(predictor, cases, output, request)
+    # --save-uncertainty: ensemble and maps in one sliding window per case (moments_pass.py), set up once per run
+    moments = (moments_predictor(predictor, segmenter)
+               if request.save_uncertainty and not isinstance(segmenter, AnomalyPredictor) else None)
     written: list[str] = []
     if request.num_processes_export == 0:
         for case, item in items:
-            export, arguments = _prediction(predictor, segmenter, case, item, request)
+            export, arguments = _prediction(predictor, segmenter, case, item, request, moments)
             written += export(*arguments)
         return [Path(p) for p in written]
 
@@ -41,7 +45,7 @@ def run_cases(predictor, segmenter, cases: tuple[InputCase, ...], output: Path, 
     with multiprocessing.get_context("spawn").Pool(request.num_processes_export) as pool:
         workers, pending = list(pool._pool), []
         for case, item in items:
-            export, arguments = _prediction(predictor, segmenter, case, item, request)
+            export, arguments = _prediction(predictor, segmenter, case, item, request, moments)
             # like nnU-Net: do not let predictions run far ahead of a slow export (memory)
             while check_workers_alive_and_busy(pool, workers, pending, allowed_num_queued=2):
                 sleep(0.1)
@@ -51,15 +55,15 @@ def run_cases(predictor, segmenter, cases: tuple[InputCase, ...], output: Path, 
     return [Path(p) for p in written]
 
 
-def _prediction(predictor, segmenter, case: InputCase, item: dict, request) -> tuple[Callable, tuple]:
+def _prediction(predictor, segmenter, case: InputCase, item: dict, request, moments=None) -> tuple[Callable, tuple]:
     """(export function, its arguments) for one preprocessed case: ``export_case`` for diffusion segmentation,
-    ``export_anomaly_case`` for an anomaly model."""
+    ``export_anomaly_case`` for an anomaly model. ``moments``: the run's one-window uncertainty pass, if any."""
     print(f"nnugen_predict: predicting {case.identifier}")
     seed = case_seed(request.seed, case.identifier)
     if isinstance(segmenter, AnomalyPredictor):  # an anomaly model's packed pass (anomaly_prediction.py)
         return segmenter.export_job(predictor, case, item, seed, request.save_probabilities)
     prediction = predict_case(predictor, segmenter, item["data"], case.identifier, seed,
-                              segmenter.sampling_request.sampler.seeds, request.save_uncertainty)
+                              segmenter.sampling_request.sampler.seeds, request.save_uncertainty, moments)
     maps = prediction.maps.cpu().numpy() if prediction.maps is not None else None
     return export_case, (prediction.logits.cpu().numpy(), maps, item["data_properties"], predictor.plans_manager,
                          predictor.configuration_manager, predictor.dataset_json, item["ofile"],

@@ -1,9 +1,11 @@
 """One case through nnU-Net's predictor (sliding window with Gaussian weighting, mirroring if allowed, folds
 averaged) with a sampled ensemble of S members whose noise comes from the case's seed.
 
-Member k is sampled with seed ``case_seed + k`` in both modes, so the ensemble is the same whether it is averaged
-inside the network (one sliding window, ``seeds=S``: faster) or predicted member by member (S sliding windows,
-``seeds=1`` each: needed for the uncertainty maps, which need every member's probabilities)."""
+Member k is sampled with seed ``case_seed + k`` in every mode, so the ensemble is the same whether it is averaged
+inside the network (one sliding window, ``seeds=S``), passed with its uncertainty as per-tile moments (one sliding
+window of a ``moments_pass.moments_predictor``, ``seeds=S``) or predicted member by member (S sliding windows,
+``seeds=1`` each: the old uncertainty path, S times the cost, kept as the reference the moments pass is checked and
+measured against)."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from dataclasses import dataclass, replace
 import torch
 from torch import Tensor
 
+from nnugen.inference.moments_pass import split_moments
 from nnugen.inference.uncertainty import add_member, uncertainty_maps
 from nnugen.models.diffusion_segmenter import DiffusionSegmenter
 
@@ -31,15 +34,25 @@ class CasePrediction:
 
 
 def predict_case(predictor, segmenter: DiffusionSegmenter, data: Tensor, case: str, seed: int, members: int,
-                 with_uncertainty: bool) -> CasePrediction:
+                 with_uncertainty: bool, moments_predictor=None) -> CasePrediction:
     """``data`` is nnU-Net's preprocessed case (C_in, *network grid); ``segmenter`` is ``predictor.network``
     (unwrapped), sampling inside the caller's ``segmenter.sampling(...)`` block (sampler, steps, eta); the seed and
-    ensemble size of each pass are said here, for that pass only."""
+    ensemble size of each pass are said here, for that pass only. With uncertainty, ``moments_predictor`` (built once
+    per run by ``moments_pass.moments_predictor``) gives ensemble and maps in one sliding window; without it the
+    members are predicted one by one."""
     sampler = segmenter.sampling_request.sampler
-    if not with_uncertainty:
-        with segmenter.sampling(replace(sampler, seeds=members), seed=seed):
-            logits = finite_logits(predictor.predict_logits_from_preprocessed_data(data), case)
-        return CasePrediction(logits, None)
+    if with_uncertainty and moments_predictor is None:
+        return _member_by_member(predictor, segmenter, data, case, seed, members)
+    one_window = moments_predictor if with_uncertainty else predictor
+    with segmenter.sampling(replace(sampler, seeds=members), seed=seed):
+        output = finite_logits(one_window.predict_logits_from_preprocessed_data(data), case)
+    return CasePrediction(*split_moments(output, _LOG_FLOOR)) if with_uncertainty else CasePrediction(output, None)
+
+
+def _member_by_member(predictor, segmenter: DiffusionSegmenter, data: Tensor, case: str, seed: int,
+                      members: int) -> CasePrediction:
+    """S sliding windows of one member each, summarised by Welford's running moments (uncertainty.py)."""
+    sampler = segmenter.sampling_request.sampler
     moments = None
     for k in range(members):
         with segmenter.sampling(replace(sampler, seeds=1), seed=seed + k):

@@ -117,7 +117,7 @@ def _latent_generator(latent_model, files: ModelFiles, decode_chunks):
     """Wrap the latent denoiser with the frozen autoencoder (weights only) and the scale found in training."""
     from nnugen.models.autoencoder_files import load_autoencoder
     from nnugen.models.latent_generator import LATENT_FILE, LatentGenerator
-    from nnugen.typed_section import read_json_object
+    from nnugen.typed_section import MalformedFileError, read_json_object
 
     latent_file = files.fold_folder / LATENT_FILE
     if not latent_file.is_file():
@@ -125,6 +125,6 @@ def _latent_generator(latent_model, files: ModelFiles, decode_chunks):
     again = "train the latent model again (nnugen_train ID FOLD CONFIG --task ldm)"
     latent = read_json_object(latent_file, {"autoencoder_folder": str, "scale_factor": float}, again)
     if not latent["scale_factor"] > 0:
-        raise ValueError(f"{latent_file}: scale_factor: {latent['scale_factor']} must be > 0; {again}")
+        raise MalformedFileError(f"{latent_file}: scale_factor: {latent['scale_factor']} must be > 0; {again}")
     autoencoder, _ = load_autoencoder(Path(latent["autoencoder_folder"]))
     return LatentGenerator(latent_model, autoencoder, float(latent["scale_factor"]), decode_chunks)

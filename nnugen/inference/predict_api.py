@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from nnugen import PLANS_IDENTIFIER
-from nnugen.config import SAMPLERS, AnomalySettings
+from nnugen.config import SAMPLERS, SPACINGS, AnomalySettings
 from nnugen.devices import check_device_name
 from nnugen.folders.dataset_folders import InputError, dataset_name
 from nnugen.folders.image_check import check_image_files
@@ -65,6 +65,7 @@ class PredictRequest:
     steps: int | None = None
     seeds: int | None = None
     eta: float | None = None
+    spacing: str | None = None
     seed: int = 0
     save_uncertainty: bool = False
     strengths: tuple[float, ...] | None = None
@@ -91,6 +92,8 @@ class PredictRequest:
                 raise ValueError(f"--{name} {value}: must be at least 1")
         if self.eta is not None and not 0.0 <= self.eta <= 1.0:
             raise ValueError(f"--eta {self.eta}: must be in [0, 1] (0 = deterministic DDIM, 1 = DDPM-like)")
+        if self.spacing is not None and self.spacing not in SPACINGS:
+            raise ValueError(f"--spacing {self.spacing}: choose one of {', '.join(SPACINGS)}")
         if not 0.0 < self.step_size <= 1.0:
             raise ValueError(f"-step_size {self.step_size}: must be in (0, 1]")
         if self.num_parts < 1 or not 0 <= self.part_id < self.num_parts:
@@ -101,8 +104,9 @@ class PredictRequest:
             raise ValueError("-npp and -nps must be >= 0")
 
     def sampler_changes(self) -> dict:
-        """The sampler settings this request overrides (``SamplerSettings`` fields: name, steps, seeds, eta)."""
-        changes = {"name": self.sampler, "steps": self.steps, "seeds": self.seeds, "eta": self.eta}
+        """The sampler settings this request overrides (``SamplerSettings``: name, steps, seeds, eta, spacing)."""
+        changes = {"name": self.sampler, "steps": self.steps, "seeds": self.seeds, "eta": self.eta,
+                   "spacing": self.spacing}
         return {k: v for k, v in changes.items() if v is not None}
 
 

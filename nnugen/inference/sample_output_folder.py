@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from nnugen.folders.overlap import overlap
 from nnugen.inference.sample_writing import output_layout
+from nnugen.inference.sampling_record import read_sampling_record
 
 if TYPE_CHECKING:
     from nnugen.inference.sample_request import SampleRequest
@@ -49,11 +50,8 @@ def check_run_folder(request: SampleRequest, identity: dict) -> None:
     entries = sorted(folder.iterdir())
     records = [e for e in entries if e.is_file() and _RECORD.fullmatch(e.name)]
     for record in records:
-        try:
-            earlier = json.loads(record.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-            earlier = None
-        if not isinstance(earlier, dict) or identity_of_record(earlier) != identity:
+        earlier = read_sampling_record(record, "choose a new folder, or pass --overwrite to replace files in it")
+        if identity_of_record(earlier) != identity:
             raise ValueError(f"{record} records another sampling run; parts write only into an empty folder or one "
                              "of this same run: choose a new folder, or pass --overwrite to replace files in it")
     if records:

@@ -14,7 +14,15 @@ from pathlib import Path
 import numpy as np
 
 from nnugen import PLANS_IDENTIFIER
-from nnugen.config import CONDITIONED_MODES, SAMPLERS, IntensitySettings, SamplerSettings, TaskSettings, section_of
+from nnugen.config import (
+    CONDITIONED_MODES,
+    SAMPLERS,
+    SPACINGS,
+    IntensitySettings,
+    SamplerSettings,
+    TaskSettings,
+    section_of,
+)
 from nnugen.folders.image_check import check_image_files
 from nnugen.inference.generator_loading import ModelFiles, find_model_files, generator_settings
 from nnugen.inference.sample_output_folder import (
@@ -26,6 +34,7 @@ from nnugen.inference.sample_output_folder import (
     identity_of_record,
 )
 from nnugen.inference.sample_writing import SIMPLEITK_FILE_ENDINGS, SampleGeometry, output_layout, reference_geometry
+from nnugen.inference.sampling_record import read_sampling_record
 from nnugen.seeding import case_seed
 
 SIZES = ("whole", "patch")
@@ -49,6 +58,7 @@ class SampleRequest:
     sampler: str | None = None
     steps: int | None = None
     eta: float | None = None
+    spacing: str | None = None
     guidance_scale: float | None = None
     seed: int = 0
     labels_from: Path | None = None
@@ -103,6 +113,8 @@ def _check_values(request: SampleRequest) -> None:
         raise ValueError(f"--steps {request.steps}: must be at least 1")
     if request.eta is not None and not 0.0 <= request.eta <= 1.0:
         raise ValueError(f"--eta {request.eta}: must be in [0, 1] (0 = deterministic DDIM, 1 = DDPM-like)")
+    if request.spacing is not None and request.spacing not in SPACINGS:
+        raise ValueError(f"--spacing {request.spacing}: choose one of {', '.join(SPACINGS)}")
     if request.guidance_scale is not None and not 0.0 <= request.guidance_scale <= 100.0:
         raise ValueError(f"--guidance-scale {request.guidance_scale}: must be in [0, 100] (1 = no guidance)")
     if request.as_dataset is not None and not DATASET_NAME.match(request.as_dataset):
@@ -134,7 +146,7 @@ def check_request(request: SampleRequest) -> SamplePlan:
     settings = generator_settings(files)
     mode = settings.generation.mode
     _check_labels_and_mode(request, mode)
-    changes = {"name": request.sampler, "steps": request.steps, "eta": request.eta}
+    changes = {"name": request.sampler, "steps": request.steps, "eta": request.eta, "spacing": request.spacing}
     sampler = replace(settings.sampler, **{k: v for k, v in changes.items() if v is not None})
     configuration = PlansManager(files.plans).get_configuration(files.configuration)
     patch = tuple(int(p) for p in configuration.patch_size)
@@ -237,13 +249,10 @@ def _check_same_run(request: SampleRequest, plan: SamplePlan) -> None:
             raise ValueError(f"{folder} holds files but no {request.metadata_name}: it is not a run of nnugen_sample "
                              "to continue; choose a new folder or pass --overwrite")
         return
-    try:
-        earlier = json.loads(record.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        raise ValueError(f"{record} does not read as JSON; --continue cannot tell how the earlier run sampled: "
-                         "choose a new folder or pass --overwrite") from None
+    earlier = read_sampling_record(record, "--continue cannot tell how the earlier run sampled: choose a new folder "
+                                           "or pass --overwrite")
     now = metadata(request, plan)
-    if not isinstance(earlier, dict) or earlier.get("request", {}).get("as_dataset") != request.as_dataset:
+    if earlier["request"].get("as_dataset") != request.as_dataset:
         raise ValueError(f"{record} was written by a run with another --as-dataset; run with the same arguments to "
                          "continue it, or choose a new folder")
     for key in RECIPE:
@@ -272,7 +281,8 @@ def metadata(request: SampleRequest, plan: SamplePlan) -> dict:
         "trainer": plan.files.trainer_name,
         "configuration": plan.files.configuration,
         "mode": plan.settings.generation.mode,
-        "sampler": {"name": plan.sampler.name, "steps": plan.sampler.steps, "eta": plan.sampler.eta},
+        "sampler": {"name": plan.sampler.name, "steps": plan.sampler.steps, "eta": plan.sampler.eta,
+                    "spacing": plan.sampler.spacing},
         "guidance_scale": plan.guidance_scale,
         "seed": request.seed,
         "num_cases": request.num_cases,

@@ -1,14 +1,25 @@
 """``DiffusionSegmenter``: a diffusion segmentation model as nnU-Net's predictor sees it.
 
 nnU-Net's sliding-window predictor calls ``network(tile)`` with a tile (1, C_in, *patch) and expects one logits
-tensor (1, C_out, *patch). In eval mode ``forward`` therefore runs the whole sampler, conditioned on the image, once
-per ensemble member (seed), and returns the log of the mean class probability over the ensemble (Wolleb et al. 2022
-implicit ensembles; Fu et al. 2023). The sampler, its steps, the ensemble size and eta come from the plans in the
-model folder; a caller that wants others (validation inside training, ``nnugen_predict``) says them for the duration
-of its call with ``with segmenter.sampling(settings, seed):`` (sampling.py).
+tensor (1, C_out, *patch). In eval mode ``forward`` therefore runs the whole sampler, conditioned on the image, for
+every ensemble member (seed), and returns the log of the mean class probability over the ensemble (Wolleb et al. 2022
+implicit ensembles; Fu et al. 2023). The S members go through the sampler and the denoiser as one batch of S*B (the
+image repeated), member k's noise from its own generator seeded ``seed + k`` (noise.randn_like with one generator per
+member), so the ensemble is the same as sampling the members one by one, at one network call per step. The
+sampler, its steps, the ensemble size and eta come from the plans in the model folder; a caller that wants others
+(validation inside training, ``nnugen_predict``) says them for the duration of its call with
+``with segmenter.sampling(settings, seed):`` (sampling.py).
+
+No sampler steps are shared across members: with DDIM at eta = 0 and DPM-Solver++ the members differ only by their
+initial noise, a deterministic map of which is the whole trajectory, so a shared trunk would make them identical;
+with DDPM or DDIM at eta > 0 members sharing x_t up to some step are draws from p(x_0 | that x_t), not from the
+model's p(x_0 | image): they are correlated, their variance understates the model's, and the ensemble would no longer
+be the one the seeds name. The saving (the shared steps of S - 1 members) does not pay for a different estimator.
 """
 
 from __future__ import annotations
+
+from functools import partial
 
 import torch
 import torch.distributed as dist
@@ -34,7 +45,7 @@ from nnugen.diffusion.parameterisation import Denoiser
 from nnugen.diffusion.self_conditioning import self_conditioned_denoiser, self_conditioning_input
 from nnugen.models.precision import planned_autocast
 from nnugen.models.sampling import SampledModel
-from nnugen.samplers import get_sampler
+from nnugen.samplers import Sampler, get_sampler
 from nnugen.samplers.options import sampler_options
 
 
@@ -77,27 +88,53 @@ class DiffusionSegmenter(SampledModel, nn.Module):
 
         return self_conditioned_denoiser(conditioned)
 
-    def sample_probabilities(self, image: Tensor) -> Tensor:
+    def sample_probabilities(self, image: Tensor, members_per_batch: int | None = None) -> Tensor:
         """Class probabilities of every ensemble member: (S, B, C_out, *spatial) for S = sampler.seeds, sampled in
-        the planned precision (nnU-Net's validation and predictor open an fp16 autocast on a GPU whatever the plan)."""
-        with planned_autocast(image.device, self.amp):
-            return self._sample_probabilities(image)
+        the planned precision (nnU-Net's validation and predictor open an fp16 autocast on a GPU whatever the plan).
 
-    def _sample_probabilities(self, image: Tensor) -> Tensor:
+        The members run as one batch of S*B, or ``members_per_batch`` members at a time; when a chunk does not fit
+        in GPU memory (CUDA out of memory) it is halved and sampled again. Member k's noise comes from its own
+        generator seeded ``seed + k`` however the members are chunked, so the result equals the one-by-one loop
+        up to the round-off of a batched network call."""
+        if members_per_batch is not None and members_per_batch < 1:
+            raise ValueError(f"members_per_batch must be at least 1 (None: all members at once), got "
+                             f"{members_per_batch}")
+        with planned_autocast(image.device, self.amp):
+            return self._sample_probabilities(image, members_per_batch)
+
+    def _sample_probabilities(self, image: Tensor, members_per_batch: int | None = None) -> Tensor:
         request = self.sampling_request
         settings = request.sampler
         sampler = get_sampler(settings.name)
-        timesteps = sampling_timesteps(self.diffusion.timesteps, min(settings.steps, self.diffusion.timesteps))
-        shape = (image.shape[0], self.num_classes, *image.shape[2:])
-        members = []
-        for k in range(settings.seeds):
-            generator = torch.Generator(device=image.device).manual_seed(request.seed + k)
-            # the sampler state is float32 (float64 for a float64 image) whatever precision the network runs in
-            noise = randn_like(torch.empty(shape, device=image.device, dtype=working_dtype(image)), generator)
-            x0 = sampler(self.x0_denoiser(image), noise, self.host_alphas_cumprod, timesteps, generator=generator,
-                         **sampler_options(settings.name, eta=settings.eta))
-            members.append(diffusion_space_to_probs(x0.float()))
-        return torch.stack(members)
+        timesteps = sampling_timesteps(self.diffusion.timesteps, min(settings.steps, self.diffusion.timesteps),
+                                       spacing=settings.spacing, alphas_cumprod=self.host_alphas_cumprod)
+        sampler = partial(sampler, **sampler_options(settings.name, eta=settings.eta))
+        chunk = settings.seeds if members_per_batch is None else members_per_batch
+        parts, first = [], 0
+        while first < settings.seeds:
+            members = range(first, min(first + chunk, settings.seeds))
+            try:
+                parts.append(self._sample_members(image, members, sampler, timesteps))
+            except torch.cuda.OutOfMemoryError:
+                if len(members) == 1:
+                    raise
+                chunk = (len(members) + 1) // 2
+                torch.cuda.empty_cache()
+                continue
+            first = members.stop
+        return torch.cat(parts)
+
+    def _sample_members(self, image: Tensor, members: range, sampler: Sampler, timesteps: Tensor) -> Tensor:
+        """Members ``members`` as one batch: the image (B, C_in, *spatial) repeated member-major (rows j*B to
+        (j+1)*B - 1 are member members[j]), one generator per member -> (len(members), B, C_out, *spatial)."""
+        seed, batch = self.sampling_request.seed, image.shape[0]
+        generators = [torch.Generator(device=image.device).manual_seed(seed + k) for k in members]
+        images = image.repeat(len(members), *([1] * (image.ndim - 1)))
+        shape = (images.shape[0], self.num_classes, *image.shape[2:])
+        # the sampler state is float32 (float64 for a float64 image) whatever precision the network runs in
+        noise = randn_like(torch.empty(shape, device=image.device, dtype=working_dtype(image)), generators)
+        x0 = sampler(self.x0_denoiser(images), noise, self.host_alphas_cumprod, timesteps, generator=generators)
+        return diffusion_space_to_probs(x0.float()).unflatten(0, (len(members), batch))
 
     def training_loss(self, image: Tensor, target_onehot: Tensor) -> Tensor:
         """Fu et al. 2023: noise the mask (recycled if set), predict it, Dice + CE on the predicted mask (x0), plus

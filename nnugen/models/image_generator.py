@@ -161,7 +161,8 @@ class ImageGenerator(nn.Module):
         x = randn_like(torch.empty((batch, generated, *spatial), device=device), generator)
         scale = self.generation.guidance_scale if guidance_scale is None else guidance_scale
         denoise = volume_denoiser(self._x0_at(scale), condition, self.patch_size)
-        timesteps = sampling_timesteps(self.diffusion.timesteps, min(settings.steps, self.diffusion.timesteps))
+        timesteps = sampling_timesteps(self.diffusion.timesteps, min(settings.steps, self.diffusion.timesteps),
+                                       spacing=settings.spacing, alphas_cumprod=self.host_alphas_cumprod)
         return get_sampler(settings.name)(denoise, x, self.host_alphas_cumprod, timesteps, generator=generator,
                                           callback=callback, **sampler_options(settings.name, eta=settings.eta))
 

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from nnugen.diffusion import Denoiser, batch_timesteps, randn_like, step_alphas, working_dtype
+from nnugen.diffusion.noise import Generators
 from nnugen.samplers.signature import Callback
 
 
@@ -54,7 +55,7 @@ def ddim(
     alphas_cumprod: Tensor,
     timesteps: Tensor,
     *,
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
     callback: Callback | None = None,
     eta: float = 0.0,
 ) -> Tensor:

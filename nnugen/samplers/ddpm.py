@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from nnugen.diffusion import Denoiser, batch_timesteps, randn_like, step_alphas, working_dtype
+from nnugen.diffusion.noise import Generators
 from nnugen.samplers.signature import Callback
 
 
@@ -48,7 +49,7 @@ def ddpm(
     alphas_cumprod: Tensor,
     timesteps: Tensor,
     *,
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
     callback: Callback | None = None,
 ) -> Tensor:
     """Ho et al. 2020 Algorithm 2 over `timesteps` (respaced betas in between); x (B, C, *spatial) -> clean sample."""

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from nnugen.diffusion import Denoiser, batch_timesteps, step_alphas, working_dtype
+from nnugen.diffusion.noise import Generators
 from nnugen.samplers.signature import Callback
 
 
@@ -63,7 +64,7 @@ def dpm_solver_pp(
     alphas_cumprod: Tensor,
     timesteps: Tensor,
     *,
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
     callback: Callback | None = None,
 ) -> Tensor:
     """Lu et al. 2022 DPM-Solver++(2M) over `timesteps`: first order on the first step and the last two

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
-import torch
 from torch import Tensor
 
 from nnugen.diffusion import Denoiser
+from nnugen.diffusion.noise import Generators
 
 Callback = Callable[[int, Tensor, Tensor], None]
 """`callback(i, x, x0_hat)` after step i: the new sample and the x0 estimate that step used."""
@@ -21,6 +21,10 @@ class Sampler(Protocol):
     x: (B, C, *spatial) sample at timesteps[0]: pure noise, or a partially noised image.
     alphas_cumprod: (T,) alpha-bar of the training schedule.
     timesteps: decreasing LongTensor of training indices (sampling_timesteps), any length >= 1.
+    generator: the source of every stochastic step's noise, passed on to ``noise.randn_like``: one
+    ``torch.Generator``, or a sequence of n, one per equal chunk of the batch axis, so that n independently seeded
+    runs (ensemble members) go through the network as one batch and each chunk equals its own run with its own
+    generator. Deterministic samplers ignore it.
     Returns the clean sample, after a last step to abar = 1.
     """
 
@@ -31,6 +35,6 @@ class Sampler(Protocol):
         alphas_cumprod: Tensor,
         timesteps: Tensor,
         *,
-        generator: torch.Generator | None = None,
+        generator: Generators = None,
         callback: Callback | None = None,
     ) -> Tensor: ...

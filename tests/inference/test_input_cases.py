@@ -75,6 +75,7 @@ def test_a_vector_image_is_more_than_one_channel(tmp_path):
     ({"seeds": 0}, "--ensemble-size 0: must be at least 1"),
     ({"sampler": "euler"}, "unknown sampler 'euler'; choose one of ddpm, ddim, dpm_solver\\+\\+"),
     ({"eta": 1.5}, "--eta 1.5"),
+    ({"spacing": "karras"}, "--spacing karras: choose one of uniform, trailing, log-snr"),
     ({"num_parts": 2, "part_id": 2}, "-part_id 2 / -num_parts 2"),
     ({"device": "tpu"}, "-device tpu"),
     ({"folds": (0, 3)}, "no checkpoint_final.pth for fold\\(s\\) 3"),

@@ -34,7 +34,7 @@ def record(folder: Path, part_id: int, identity: dict = IDENTITY) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     entries = {k: v for k, v in identity.items() if k != "as_dataset"}
     (folder / f"sampling_part{part_id}of2.json").write_text(json.dumps(
-        {**entries, "part_id": part_id, "request": {"as_dataset": identity["as_dataset"]}}))
+        {**entries, "part_id": part_id, "cases": [], "request": {"as_dataset": identity["as_dataset"]}}))
 
 
 def test_a_part_refuses_a_non_empty_foreign_folder(tmp_path):

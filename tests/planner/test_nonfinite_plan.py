@@ -1,5 +1,6 @@
 """nnugen_plan refuses NaN and Infinity (issue 15, fault 4) from ``--set``, ``--overrides``, ``--gpu-memory-gb`` and a
-hand-edited nnugenPlans.json: one line on stderr naming the field, exit code 1, and no file written or changed."""
+hand-edited nnugenPlans.json: one line on stderr naming the field, exit code 1 (2 for the malformed file), and no
+file written or changed."""
 
 from __future__ import annotations
 
@@ -60,8 +61,9 @@ def test_nan_hand_edited_into_the_plans_is_refused_on_replan(fake_preprocessed, 
     plans["configurations"]["3d_fullres"]["nnugen"]["tasks"]["ddpm"]["training"]["initial_lr"] = float("nan")
     target.write_text(json.dumps(plans))
     edited = target.read_bytes()
-    assert main(["-d", "901", "--no-check"]) == 1
-    assert "3d_fullres.nnugen.tasks.ddpm.training.initial_lr: nan is not a finite number" in _one_line(capsys)
+    assert main(["-d", "901", "--no-check"]) == 2  # a malformed file
+    line = _one_line(capsys)
+    assert "nnugenPlans.json: 3d_fullres.nnugen.tasks.ddpm.training.initial_lr: nan is not a finite number" in line
     assert target.read_bytes() == edited
     assert (folder / "nnugenPlans.json").is_file()
 
@@ -77,7 +79,7 @@ def test_a_broken_existing_plans_file_is_one_line_not_a_traceback(fake_preproces
         plans[where] = value
     target.write_text(json.dumps(plans))
     edited = target.read_bytes()
-    assert main(["-d", "901", "--no-check"]) == 1
+    assert main(["-d", "901", "--no-check"]) == 2  # a malformed file
     line = _one_line(capsys)
     assert "nnugenPlans.json: configurations" in line and "expected a mapping" in line and "--overwrite" in line
     assert target.read_bytes() == edited

@@ -77,6 +77,20 @@ def test_anisotropic_plan_keeps_strides_and_kernels_in_every_denoiser(fake_prepr
             assert section.task(task).denoiser.dimension == len(plans["configurations"][name]["patch_size"])
 
 
+def test_every_planned_sampler_spaces_its_steps_in_log_snr_and_old_plans_keep_uniform(fake_preprocessed):
+    """New plans sample with steps uniform in log-SNR (docs/benchmarks.md, "Sampler step spacing"); a plans file
+    written before ``sampler.spacing`` existed samples on the uniform grid it was trained and validated with."""
+    from nnugen.config import section_of
+
+    fake_preprocessed("isotropic")
+    plans = _plan()
+    samplers = [task["sampler"] for task in _section(plans)["tasks"].values() if "sampler" in task]
+    assert len(samplers) == 4 and {sampler["spacing"] for sampler in samplers} == {"log-snr"}
+    configuration = plans["configurations"]["3d_fullres"]
+    del configuration["nnugen"]["tasks"]["segmentation"]["sampler"]["spacing"]
+    assert section_of(configuration).task("segmentation").sampler.spacing == "uniform"
+
+
 def test_2d_configuration_gets_2d_denoisers(fake_preprocessed):
     fake_preprocessed("anisotropic")
     plans = _plan()

@@ -55,7 +55,7 @@ def test_a_null_nnugen_section_is_one_line_for_nnugen_train(planned, capsys):
     plans = json.loads(target.read_text())
     plans["configurations"]["3d_fullres"]["nnugen"] = None
     target.write_text(json.dumps(plans))
-    assert main(["901", "0", "3d", "-device", "cpu"]) == 1
+    assert main(["901", "0", "3d", "-device", "cpu"]) == 2  # a malformed file
     lines = capsys.readouterr().err.splitlines()
     assert lines == ["nnugen_train: error: 3d_fullres.nnugen: expected a mapping (the section nnugen_plan writes), got "
                      "null; re-run nnugen_plan"]

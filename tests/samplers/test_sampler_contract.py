@@ -107,3 +107,16 @@ def test_registry() -> None:
 def test_ddim_rejects_bad_eta() -> None:
     with pytest.raises(ValueError):
         _run(SAMPLERS["ddim"], _noise(SHAPES[0]), 5, eta=1.5)
+
+
+@pytest.mark.parametrize("name", ALL)
+@pytest.mark.parametrize("shape", SHAPES)
+def test_one_generator_per_batch_chunk_equals_separate_runs(name: str, shape: tuple[int, ...]) -> None:
+    # ensemble members as one batch: chunk j's noise comes from generator j, so each chunk is its own run
+    x = torch.cat([_noise(shape), _noise(shape) + 1])
+    timesteps = sampling_timesteps(T, 5)
+    together = ALL[name](toy_denoise, x, ABAR, timesteps,
+                         generator=[torch.Generator().manual_seed(3), torch.Generator().manual_seed(4)])
+    alone = [ALL[name](toy_denoise, chunk, ABAR, timesteps, generator=torch.Generator().manual_seed(seed))
+             for chunk, seed in zip(x.split(shape[0]), (3, 4))]
+    torch.testing.assert_close(together, torch.cat(alone), rtol=0, atol=0)
