@@ -149,13 +149,17 @@ PLAN_ERRORS = {
 }
 
 
+MALFORMED_FILES = {"malformed plans", "malformed dataset.json", "plans not an object"}
+
+
 @pytest.mark.parametrize("case", list(PLAN_ERRORS))
 def test_plan_bad_input_is_one_line_and_writes_nothing(fake_preprocessed, case):
     args, damage, message = PLAN_ERRORS[case]
     folder = fake_preprocessed("anisotropic")
     if damage is not None:
         damage(folder)
-    line = _one_line_error(_run("nnugen_plan", *args), "nnugen_plan")
+    code = 2 if case in MALFORMED_FILES else 1  # a file that does not parse is malformed: exit code 2
+    line = _one_line_error(_run("nnugen_plan", *args), "nnugen_plan", code)
     assert pytest.importorskip("re").search(message, line), line
     assert _nnugen_plans_files(folder.parent) == []
 

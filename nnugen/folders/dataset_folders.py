@@ -9,9 +9,16 @@ import os
 from pathlib import Path
 from typing import Any
 
+from nnugen.typed_section import MalformedFileError
+
 
 class InputError(ValueError):
     """A problem with the user's input (a dataset, a folder, a file) that a one-line message explains."""
+
+
+class MalformedJsonFile(InputError, MalformedFileError):
+    """A JSON file nnugen reads (plans, dataset.json) that does not parse or holds no object: a malformed file, exit
+    code 2 (cli_errors.py), and still an ``InputError`` for the callers that catch one."""
 
 
 def _env_folder(name: str) -> Path | None:
@@ -77,10 +84,10 @@ def load_json(path: Path, missing_hint: str = "") -> dict[str, Any]:
         with open(path, encoding="utf-8") as handle:
             data = json.load(handle)
     except json.JSONDecodeError as error:
-        raise InputError(f"{path} is not valid JSON (line {error.lineno}, column {error.colno}: {error.msg}); "
+        raise MalformedJsonFile(f"{path} is not valid JSON (line {error.lineno}, column {error.colno}: {error.msg}); "
                             "fix or regenerate that file") from None
     except UnicodeDecodeError:
-        raise InputError(f"{path} is not UTF-8 text; fix or regenerate that file") from None
+        raise MalformedJsonFile(f"{path} is not UTF-8 text; fix or regenerate that file") from None
     if not isinstance(data, dict):
-        raise InputError(f"{path} does not hold a JSON object; fix or regenerate that file")
+        raise MalformedJsonFile(f"{path} does not hold a JSON object; fix or regenerate that file")
     return data

@@ -89,5 +89,5 @@ def test_a_broken_existing_plans_file_is_one_line_not_a_traceback(fake_preproces
 def test_an_existing_plans_file_that_is_not_text_is_one_line(fake_preprocessed, capsys):
     folder = fake_preprocessed("isotropic")
     (folder / "nnugenPlans.json").write_bytes(b"\xff\xfe{")
-    assert main(["-d", "901", "--no-check"]) == 1
+    assert main(["-d", "901", "--no-check"]) == 2  # a malformed file
     assert "nnugenPlans.json is not UTF-8 text" in _one_line(capsys)
