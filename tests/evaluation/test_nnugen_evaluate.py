@@ -235,3 +235,11 @@ def test_probabilities_written_by_nnunets_export_match_the_reference_grid(folder
     ece = sum(abs(correct[inside].sum() - confidence[inside].sum())  # Guo et al. eq. 3 with bins (lo, hi]
               for lo, hi in zip(edges[:-1], edges[1:]) if (inside := (confidence > lo) & (confidence <= hi)).any())
     assert result["pooled"]["ece"]["value"] == pytest.approx(ece / confidence.size, abs=1e-7)
+
+
+def test_the_uncertainty_images_read_are_the_ones_nnugen_predict_writes():
+    """evaluation/ may not import inference/ (import direction), so the names are written twice: keep them equal."""
+    from nnugen.evaluation.segmentation_evaluation import MAP_NAMES as READ
+    from nnugen.inference.uncertainty import MAP_NAMES as WRITTEN
+
+    assert READ == WRITTEN == ("entropy", "variance")
