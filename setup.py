@@ -57,6 +57,12 @@ setup(
         "nnunetv2>=2.8.1,<2.9",
         "torch>=2.6",
         "monai>=1.5,<1.7",
+        # imported by nnugen itself, not only through nnU-Net
+        "numpy",
+        "scipy",
+        "scikit-learn",
+        "batchgenerators>=0.25",
+        "opensimplex>=0.4.5",
         "pyyaml",
         "matplotlib",
         "tqdm",
@@ -68,7 +74,6 @@ setup(
         "test": ["pytest", "ruff", "nilearn", "pybids>=0.16", "hypothesis", "diffusers"],
         "bids": ["pybids>=0.16"],
         "real": ["nilearn"],
-        "xformers": ["xformers"],
     },
     entry_points={
         "console_scripts": [
