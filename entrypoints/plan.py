@@ -35,6 +35,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-check", action="store_true",
                         help="skip the dataset check (NaN / Inf voxels, truncated images) of the raw dataset")
     parser.add_argument("-np", type=int, default=2, help="processes for the dataset check (default 2)")
+    parser.add_argument("--summary", action="store_true",
+                        help="also print each planned task's network (torchinfo: parameters, output shape per stage, "
+                             "activation estimate at the planned patch and batch); imports torch, which planning "
+                             "alone does not")
     return parser
 
 
@@ -62,9 +66,24 @@ def main(argv: list[str] | None = None) -> int:
                               overrides_file=args.overrides, source_plans=args.source_plans)
         target = plan_dataset(request)
         print(f"nnugen_plan: wrote {target}")
+        if args.summary:
+            _print_network_summaries(target)
         return 0
 
     return run_reporting_errors("nnugen_plan", body, (ValueError, OSError))
+
+
+def _print_network_summaries(plans_file: Path) -> None:
+    """Each planned task's network (torchinfo, on the meta device: nothing is allocated) at its patch and batch."""
+    import json
+
+    from nnugen.models.model_summary import plan_summaries
+
+    plans = json.loads(plans_file.read_text(encoding="utf-8"))
+    dataset_json = json.loads((plans_file.parent / "dataset.json").read_text(encoding="utf-8"))
+    for configuration, task, summary in plan_summaries(plans, dataset_json):
+        first, *stages = summary.lines()
+        print(f"nnugen_plan: {configuration} {task}: {first}", *stages, sep="\n")
 
 
 if __name__ == "__main__":

@@ -275,7 +275,7 @@ class AnomalySettings(Section):
         check_choice("anomaly.space", self.space, ("image", "latent"))
         if self.space == "latent" and self.latent_denoiser is None:
             fail("anomaly.latent_denoiser", "latent space needs a latent denoiser; re-run nnugen_plan to plan one")
-        check_choice("anomaly.noise", self.noise, ("gaussian", "simplex"))
+        check_choice("anomaly.noise", self.noise, ("gaussian", "simplex", "filtered"))
         check_choice("anomaly.seed_average", self.seed_average, ("counterfactual", "residual"))
         check_choice("anomaly.threshold_rule", self.threshold_rule, ("best_dice", "fpr"))
         check_range("anomaly.median_filter", self.median_filter, 0)

@@ -14,6 +14,7 @@ from nnugen.anomaly.anomaly_map import (
 )
 from nnugen.anomaly.case_scores import score_cases
 from nnugen.anomaly.counterfactual import NOISES, check_strength, counterfactual, multi_strength_counterfactuals
+from nnugen.anomaly.filtered_noise import filtered_noise, filtered_noise_like
 from nnugen.anomaly.healthy_cases import HEALTHY_CASES_FILE, healthy_cases_file, read_case_list
 from nnugen.anomaly.map_postprocessing import (
     LOGIT_SCALE,
@@ -32,6 +33,7 @@ from nnugen.anomaly.metrics import (
     pixel_auprc,
     volume_score,
 )
+from nnugen.anomaly.partial_noise import partial_noise_like
 from nnugen.anomaly.simplex_noise import simplex_noise, simplex_noise_like
 from nnugen.anomaly.synthetic_lesions import (
     LESION_FAMILIES,
@@ -72,12 +74,15 @@ __all__ = [
     "dice",
     "dice_at_threshold",
     "ensemble_map",
+    "filtered_noise",
+    "filtered_noise_like",
     "fpr_threshold",
     "healthy_cases_file",
     "image_auroc",
     "insert_lesions",
     "map_to_logits",
     "multi_strength_counterfactuals",
+    "partial_noise_like",
     "per_volume_auprc",
     "per_volume_dice",
     "pixel_auprc",

@@ -6,7 +6,7 @@ noised scan gives back a "healthy version" of it; the residual to the input mark
 - Partial noising at a strength (SDEdit, Meng et al. 2022; pDDPM / cDDPM, Behrendt et al. 2023; THOR, Bercea et al.
   2024): x_t0 = q_sample(image, t0) with t0 = partial_start(strength, T), then deterministic DDIM (Song et al. 2021,
   eta = 0) from t0 down to 0. strength 1 is pure noise (no information from the input survives).
-- Simplex noise instead of Gaussian noise for that one draw (AnoDDPM, Wyatt et al. 2022): see simplex_noise.py.
+- Simplex noise instead of Gaussian noise for that one draw (AnoDDPM, Wyatt et al. 2022): see partial_noise.py.
 - DDIM inversion (Song et al. 2021 sec. 4.3): encode the image deterministically up to t0 with ddim_invert, decode
   with ddim; no random noise at all, so the counterfactual stays closer to the input (less healthy tissue changes,
   but also less of the lesion removed).
@@ -27,19 +27,16 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
-from nnugen.anomaly.simplex_noise import simplex_noise_like
+from nnugen.anomaly.partial_noise import NOISES, partial_noise_like
 from nnugen.diffusion import (
     Denoiser,
     batch_timesteps,
     partial_start,
     q_sample,
-    randn_like,
     sampling_timesteps,
     step_alphas,
 )
 from nnugen.samplers import ddim_invert_step, ddim_step
-
-NOISES = ("gaussian", "simplex")
 
 
 def check_strength(strength: float) -> float:
@@ -59,7 +56,8 @@ def _check_inputs(image: Tensor, alphas_cumprod: Tensor, steps: int, noise: str)
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be an integer >= 1 (DDIM steps from t0 down to 0), got {steps!r}")
     if noise not in NOISES:
-        raise ValueError(f"noise must be one of {NOISES} (simplex: AnoDDPM), got {noise!r}")
+        raise ValueError(f"noise must be one of {NOISES} (simplex: AnoDDPM; filtered: smooth Gaussian), got "
+                         f"{noise!r}")
 
 
 @torch.no_grad()
@@ -83,7 +81,8 @@ def counterfactual(
         strength: in (0, 1]; noising starts at t0 = partial_start(strength, T) = round(strength * T) - 1.
         steps: DDIM steps from t0 down to 0 (sampling_timesteps); capped at t0 + 1, one per training step, so a
             configured step count works at every strength.
-        noise: "gaussian" (pDDPM, THOR) or "simplex" (AnoDDPM) for the partial-noising draw; ignored with inversion.
+        noise: "gaussian" (pDDPM, THOR), "simplex" (AnoDDPM) or "filtered" for the partial-noising draw
+            (partial_noise.py); ignored with inversion.
         inversion: encode with deterministic DDIM inversion up to t0 instead of drawing noise.
         generator: the only source of randomness (the partial-noising draw); the result is a function of it.
         spacing: where the steps lie between t0 and 0, a sampling_timesteps spacing (sampler.spacing).
@@ -176,8 +175,8 @@ def seeded_counterfactuals(
 
 
 def _noised(image: Tensor, alphas_cumprod: Tensor, t0: int, noise: str, generator: torch.Generator | None) -> Tensor:
-    # x_t0 = sqrt(abar_t0) x_0 + sqrt(1 - abar_t0) eps (Ho et al. 2020 eq. 4), eps Gaussian or simplex.
-    eps = randn_like(image, generator) if noise == "gaussian" else simplex_noise_like(image, generator)
+    # x_t0 = sqrt(abar_t0) x_0 + sqrt(1 - abar_t0) eps (Ho et al. 2020 eq. 4), eps Gaussian, simplex or filtered.
+    eps = partial_noise_like(noise, image, generator)
     return q_sample(image, batch_timesteps(t0, image), alphas_cumprod, eps)
 
 

@@ -1,15 +1,23 @@
-"""Multi-octave, spatially smooth noise for partial noising (AnoDDPM, Wyatt et al. 2022, "AnoDDPM: Anomaly Detection
-with Denoising Diffusion Probabilistic Models using Simplex Noise", CVPR workshops).
+"""Multi-octave simplex noise for partial noising (AnoDDPM, Wyatt et al. 2022, "AnoDDPM: Anomaly Detection with
+Denoising Diffusion Probabilistic Models using Simplex Noise", CVPR workshops), from the ``opensimplex`` package
+(Kurt Spencer's OpenSimplex gradient noise, a patent-free simplex noise; Perlin 2002 for the octave sum).
 
-AnoDDPM replaces the white Gaussian noise of the forward process by multi-octave simplex noise (Perlin 2002) so
-that the corrupted image loses low-frequency structure too and large anomalies get "repainted" instead of merely
-denoised. This module is a documented **substitute** for simplex noise, not a simplex implementation: each octave is
-white Gaussian noise low-pass filtered by a Gaussian kernel in the Fourier domain (periodic borders), octave k with a
-kernel width ``feature_size / 2**k`` voxels and an amplitude ``persistence**k`` (AnoDDPM's octave recipe: frequency
-doubling, amplitude times persistence). Each octave is scaled to unit variance by its exact transfer-function energy,
-the octaves are summed, and the sum is standardised per (sample, channel) to zero mean and unit variance over the
-spatial axes, which ``q_sample`` expects of its noise. The result is a smooth, Gaussian-marginal field with the same
-multi-scale character as fractal simplex noise, and it shares one code path for 1D, 2D and 3D.
+AnoDDPM replaces the white Gaussian noise of the forward process by fractal simplex noise, so that the corrupted image
+loses low-frequency structure too and large anomalies get "repainted" instead of merely denoised. As in AnoDDPM's code
+(``rand_2d_octaves`` / ``rand_3d_octaves``), octave k samples the noise at the voxel indices divided by
+``frequency / 2**k`` (so ``frequency`` is the wavelength of the coarsest octave in voxels, halved at every octave) with
+amplitude ``persistence**k``; AnoDDPM's defaults are ``octaves=6``, ``persistence=0.8``, ``frequency=64`` (on
+256 x 256 slices: about four coarse features across a slice; on a 64-voxel patch, about one). Two departures, both for
+reproducibility and independence: every (sample, channel) gets its own OpenSimplex instance, seeded by a draw from the
+torch generator, and a random shift of its grid (AnoDDPM draws a random third coordinate T for its 2D slices; an
+unshifted grid would put a lattice vertex, where gradient noise is always 0, on voxel 0). The sum is standardised per
+(sample, channel) to zero mean and unit variance (``octave_noise.standardise``), as ``q_sample`` expects. 1D fields
+are one row of 2D noise, 2D fields ``noise2array``, 3D fields ``noise3array``.
+
+Cost: opensimplex evaluates its numpy array functions voxel by voxel in Python unless ``numba`` is installed, so each
+field costs ``octaves`` passes over the grid (see docs/benchmarks.md for the measured time per 64 x 64 and 32^3
+field); ``filtered_noise.py`` is the fast smooth alternative. No OpenSimplex instance is cached: each field's
+permutation table is rebuilt from its seed.
 
 A denoiser used with ``noise="simplex"`` must be trained with this noise too (AnoDDPM trains with simplex noise);
 a denoiser trained on white Gaussian noise sees out-of-distribution inputs otherwise.
@@ -24,52 +32,33 @@ Example::
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
+import numpy as np
 import torch
+from opensimplex import OpenSimplex
 from torch import Tensor
 
-DEFAULT_OCTAVES = 6  # AnoDDPM's default
-DEFAULT_PERSISTENCE = 0.8  # AnoDDPM's default
-_MIN_SIGMA = 0.5  # voxels: narrower kernels are indistinguishable from white noise on the grid
+from nnugen.anomaly.octave_noise import DEFAULT_OCTAVES, DEFAULT_PERSISTENCE, check_octave_arguments, standardise
+
+DEFAULT_FREQUENCY = 64.0  # AnoDDPM's default: wavelength of the coarsest octave in voxels
+_MAX_SHIFT = 1024.0  # voxels: each field's grid starts at a uniform random point of [0, 1024) per axis
 
 
-def _check(shape: Sequence[int], octaves: int, persistence: float, feature_size: float | None) -> None:
-    if len(shape) < 3 or any(int(s) < 1 for s in shape):
-        raise ValueError(f"shape must be (B, C, *spatial) with 1 to 3 positive spatial sizes, got {tuple(shape)}")
-    if len(shape) > 5:
-        raise ValueError(f"shape has {len(shape) - 2} spatial axes; use 1, 2 or 3 (B, C, *spatial), got {tuple(shape)}")
-    if isinstance(octaves, bool) or not isinstance(octaves, int) or octaves < 1:
-        raise ValueError(f"octaves must be an integer >= 1 (AnoDDPM uses 6), got {octaves!r}")
-    if not 0 < persistence <= 1:
-        raise ValueError(f"persistence must lie in (0, 1] (amplitude factor per octave, AnoDDPM 0.8), got "
-                         f"{persistence}")
-    if feature_size is not None and not feature_size > 0:
-        raise ValueError(f"feature_size must be > 0 voxels, or None for a quarter of the smallest axis; got "
-                         f"{feature_size}")
-
-
-def _gaussian_transfer(spatial: Sequence[int], sigma: float, device: torch.device) -> Tensor:
-    """Fourier transform of a unit-sum Gaussian of ``sigma`` voxels, laid out for ``torch.fft.rfftn`` of ``spatial``."""
-    transfer = torch.ones((), dtype=torch.float64, device=device)
-    for axis, n in enumerate(spatial):
-        last = axis == len(spatial) - 1
-        freqs = torch.fft.rfftfreq(n, device=device) if last else torch.fft.fftfreq(n, device=device)
-        view = [1] * len(spatial)
-        view[axis] = freqs.numel()
-        transfer = transfer * torch.exp(-2 * (math.pi * sigma * freqs.double()) ** 2).reshape(view)
-    return transfer
-
-
-def _octave_std(spatial: Sequence[int], transfer: Tensor) -> float:
-    """Exact standard deviation of unit white noise filtered by ``transfer`` (Parseval over the full spectrum)."""
-    weights = torch.full(transfer.shape, 2.0, dtype=torch.float64, device=transfer.device)
-    weights[..., 0] = 1.0  # rfft's half spectrum: the zero and (even n) Nyquist columns have no mirror twin
-    if spatial[-1] % 2 == 0:
-        weights[..., -1] = 1.0
-    energy = float((weights * transfer**2).sum()) / math.prod(spatial)
-    return math.sqrt(energy)
+def _field(spatial: Sequence[int], seed: int, shift: np.ndarray, octaves: int, persistence: float,
+           frequency: float) -> np.ndarray:
+    """One fractal simplex field of ``spatial`` (1 to 3 axes), float64, before standardisation."""
+    noise = OpenSimplex(seed)
+    grid = list(spatial) if len(spatial) > 1 else [1, *spatial]  # 1D: one row of 2D noise
+    field = np.zeros(grid)
+    wavelength, amplitude = frequency, 1.0
+    for _ in range(octaves):
+        # index / wavelength per axis; opensimplex takes the last axis first and returns (.., y, x)
+        coordinates = [(np.arange(n) + shift[axis]) / wavelength for axis, n in enumerate(grid)]
+        array = noise.noise2array if len(grid) == 2 else noise.noise3array
+        field += amplitude * array(*reversed(coordinates))
+        wavelength, amplitude = wavelength / 2, amplitude * persistence
+    return field.reshape(spatial)
 
 
 def simplex_noise(
@@ -78,39 +67,35 @@ def simplex_noise(
     *,
     octaves: int = DEFAULT_OCTAVES,
     persistence: float = DEFAULT_PERSISTENCE,
-    feature_size: float | None = None,
+    frequency: float = DEFAULT_FREQUENCY,
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
 ) -> Tensor:
-    """Smooth multi-octave noise (B, C, *spatial), zero mean and unit variance per (sample, channel).
+    """Fractal simplex noise (B, C, *spatial), zero mean and unit variance per (sample, channel).
 
     Args:
         shape: (B, C, *spatial) with 1 to 3 spatial axes.
-        generator: the only source of randomness (drawn on its device, then moved); None uses the global RNG.
-        octaves: number of octaves; octave k is smoothed with ``feature_size / 2**k`` voxels (at least 0.5).
-        persistence: amplitude factor from one octave to the next (Wyatt et al. 2022 use 0.8).
-        feature_size: Gaussian width of the coarsest octave in voxels; None = a quarter of the smallest spatial axis
-            (AnoDDPM: frequency 64 on 256-pixel slices).
+        generator: the only source of randomness: one OpenSimplex seed and one grid shift per (sample, channel) are
+            drawn from it (on its device); None uses the global RNG. The same generator state gives the same field.
+        octaves: number of octaves summed (AnoDDPM: 6).
+        persistence: amplitude factor from one octave to the next (AnoDDPM: 0.8).
+        frequency: wavelength of the coarsest octave in voxels, halved at each octave (AnoDDPM: 64).
         device, dtype: of the result (default: the generator's device, float32).
     """
-    _check(shape, octaves, persistence, feature_size)
+    check_octave_arguments(shape, octaves, persistence)
+    if not frequency > 0:
+        raise ValueError(f"frequency must be > 0 voxels (the coarsest octave's wavelength; AnoDDPM 64), got "
+                         f"{frequency}")
     batch, channels, *spatial = (int(s) for s in shape)
     draw_device = generator.device if generator is not None else torch.device(device or "cpu")
-    coarsest = min(spatial) / 4 if feature_size is None else float(feature_size)
-    white = torch.randn((octaves, batch, channels, *spatial), generator=generator, device=draw_device,
-                        dtype=torch.float64)
-    axes = tuple(range(-len(spatial), 0))
-    field = torch.zeros((batch, channels, *spatial), dtype=torch.float64, device=draw_device)
-    for k in range(octaves):
-        sigma = max(coarsest / 2**k, _MIN_SIGMA)
-        transfer = _gaussian_transfer(spatial, sigma, draw_device)
-        octave = torch.fft.irfftn(torch.fft.rfftn(white[k], dim=axes) * transfer, s=spatial, dim=axes)
-        field += persistence**k * octave / _octave_std(spatial, transfer)
-    field = field - field.mean(dim=axes, keepdim=True)
-    std = field.std(dim=axes, keepdim=True, unbiased=False)
-    # One voxel (or a constant draw) has no spread to normalise: leave it at zero rather than divide by zero.
-    field = torch.where(std > 0, field / std.clamp_min(1e-12), torch.zeros_like(field))
-    return field.to(device=device if device is not None else draw_device, dtype=dtype)
+    fields = batch * channels
+    seeds = torch.randint(0, 2**63 - 1, (fields,), generator=generator, device=draw_device).tolist()
+    shifts = (torch.rand((fields, max(len(spatial), 2)), generator=generator, device=draw_device,
+                         dtype=torch.float64) * _MAX_SHIFT).cpu().numpy()
+    field = np.stack([_field(spatial, seed, shift, octaves, persistence, float(frequency))
+                      for seed, shift in zip(seeds, shifts)]).reshape(batch, channels, *spatial)
+    target = device if device is not None else draw_device
+    return standardise(torch.from_numpy(field)).to(device=target, dtype=dtype)
 
 
 def simplex_noise_like(like: Tensor, generator: torch.Generator | None = None, **kwargs: object) -> Tensor:

@@ -28,8 +28,9 @@ import numpy as np
 from nnugen.anomaly.anomaly_map import body_mask
 from nnugen.anomaly.healthy_cases import HEALTHY_CASES_FILE
 from nnugen.anomaly.synthetic_lesions import TEST_FAMILIES, TUNING_FAMILIES, insert_lesions
-from nnugen.atomic_files import atomic_write_json, atomic_write_text
+from nnugen.atomic_files import atomic_write_text
 from nnugen.demo.phantom import PhantomSpec, make_phantom_case, write_phantom_image
+from nnugen.folders.dataset_json import write_dataset_json
 
 LESION_LABELS = {"background": 0, "lesion": 1}
 ANATOMY_CHANNEL = "noNorm"
@@ -66,8 +67,8 @@ def write_lesion_dataset(raw_root: str | os.PathLike, dataset_id: int, name: str
                 families[case] = family
             _write_case(temporary, case, spec, (seed, index), family, index < n_train, anatomy_channel)
         atomic_write_text(temporary / HEALTHY_CASES_FILE, "".join(f"{case}\n" for case in healthy))
-        atomic_write_json(temporary / "dataset.json",
-                          _dataset_json(name, spec, seed, n_train, n_test_lesion, healthy, families, anatomy_channel))
+        write_dataset_json(temporary, **_dataset_json(name, spec, seed, n_train, n_test_lesion, healthy, families,
+                                                      anatomy_channel))
         previous = raw_root / f".{folder.name}.old-{token}"
         if folder.exists():
             os.replace(folder, previous)
@@ -130,21 +131,22 @@ def _write_case(folder: Path, case: str, spec: PhantomSpec, case_seed: tuple[int
 
 def _dataset_json(name: str, spec: PhantomSpec, seed: int, n_train: int, n_test_lesion: int, healthy: list[str],
                   families: dict[str, str], anatomy_channel: bool) -> dict:
-    """dataset.json, with ``nnugen_lesions`` recording the healthy cases and which case got which lesion family."""
+    """``write_dataset_json``'s arguments for dataset.json, with ``nnugen_lesions`` recording the healthy cases and
+    which case got which lesion family."""
     channel_names = dict(spec.channel_names)
     if anatomy_channel:
         channel_names[str(len(channel_names))] = ANATOMY_CHANNEL
     return {
         "channel_names": channel_names,
         "labels": dict(LESION_LABELS),
-        "numTraining": n_train,
+        "num_training": n_train,
         "file_ending": ".nii.gz",
         "overwrite_image_reader_writer": "SimpleITKIO",
-        "name": name,
+        "dataset_name": name,
         "description": "Phantom MRI with synthetic lesions (nnugen.demo.lesion_dataset): healthy training "
                        "cases (healthy_cases.txt), validation and test cases with lesions of different families",
         "reference": "nnugen.demo.lesion_dataset.write_lesion_dataset",
-        "licence": "CC0",
+        "license": "CC0",
         "nnugen_lesions": {"seed": seed, "numTest": n_test_lesion, "healthy_cases": healthy,
                            "lesion_families": families, "tuning_families": list(TUNING_FAMILIES),
                            "test_families": list(TEST_FAMILIES), "spec": asdict(spec)},

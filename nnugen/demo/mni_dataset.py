@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from nnugen.atomic_files import atomic_write_json, atomic_write_with
+from nnugen.atomic_files import atomic_write_with
+from nnugen.folders.dataset_json import write_dataset_json
 
 LABELS = {"background": 0, "grey_matter": 1, "white_matter": 2}
 RESOLUTION_MM = 3
@@ -88,7 +89,6 @@ def write_mni_dataset(raw_root: Path, dataset_id: int, name: str, n_train: int, 
         case = f"{name}_{index:03d}"
         _write(image, spacing, folder / f"images{split}" / f"{case}_0000.nii.gz")
         _write(labels, spacing, folder / f"labels{split}" / f"{case}.nii.gz")
-    atomic_write_json(folder / "dataset.json", {
-        "channel_names": {"0": "T1"}, "labels": LABELS, "numTraining": n_train, "file_ending": ".nii.gz",
-        "name": name, "description": PROVENANCE, "licence": "MNI152 2009 template: see nilearn's documentation"})
+    write_dataset_json(folder, {"0": "T1"}, dict(LABELS), n_train, ".nii.gz", dataset_name=name,
+                       description=PROVENANCE, license="MNI152 2009 template: see nilearn's documentation")
     return folder

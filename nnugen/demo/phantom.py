@@ -33,7 +33,8 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from nnugen.atomic_files import atomic_write_json, atomic_write_with
+from nnugen.atomic_files import atomic_write_with
+from nnugen.folders.dataset_json import write_dataset_json
 
 LABELS = {"background": 0, "organ": 1, "lesion": 2}
 
@@ -177,19 +178,11 @@ def write_phantom_dataset(raw_root: Path, dataset_id: int, name: str, n_train: i
             write_phantom_image(image, spec, folder / images_dir / f"{case}_{channel:04d}.nii.gz")
         write_phantom_image(label, spec, folder / labels_dir / f"{case}.nii.gz")
 
-    dataset_json = {
-        "channel_names": spec.channel_names,
-        "labels": dict(LABELS),
-        "numTraining": n_train,
-        "file_ending": ".nii.gz",
-        "overwrite_image_reader_writer": "SimpleITKIO",
-        "name": name,
-        "description": "Procedural phantom MRI (body, organ, lesion) made by nnugen.demo.phantom",
-        "reference": "nnugen.demo.phantom.write_phantom_dataset",
-        "licence": "CC0",
-        "nnugen_phantom": {"seed": seed, "numTest": n_test, "spec": asdict(spec)},
-    }
-    atomic_write_json(folder / "dataset.json", dataset_json)
+    write_dataset_json(folder, spec.channel_names, dict(LABELS), n_train, ".nii.gz", license="CC0",
+                       overwrite_image_reader_writer="SimpleITKIO", dataset_name=name,
+                       description="Procedural phantom MRI (body, organ, lesion) made by nnugen.demo.phantom",
+                       reference="nnugen.demo.phantom.write_phantom_dataset",
+                       nnugen_phantom={"seed": seed, "numTest": n_test, "spec": asdict(spec)})
     return folder
 
 

@@ -36,10 +36,12 @@ def sample_training_timesteps(
     return randint(train_timesteps, batch_size, generator, device)
 
 
-def noisy_training_input(x0: Tensor, alphas_cumprod: Tensor, generator: torch.Generator | None = None) -> TrainingInput:
-    """Ho et al. 2020 Algorithm 1: t uniform, eps ~ N(0, I), x_t = q_sample(x0, t, eps); x0 (B, C, *spatial)."""
+def noisy_training_input(x0: Tensor, alphas_cumprod: Tensor, generator: torch.Generator | None = None,
+                         noise: Tensor | None = None) -> TrainingInput:
+    """Ho et al. 2020 Algorithm 1: t uniform, eps ~ N(0, I), x_t = q_sample(x0, t, eps); x0 (B, C, *spatial).
+    ``noise``: another eps of x0's shape, zero mean and unit variance (AnoDDPM's simplex noise, Wyatt et al. 2022)."""
     t = sample_training_timesteps(x0.shape[0], alphas_cumprod.shape[0], generator, x0.device)
-    noise = randn_like(x0, generator)
+    noise = randn_like(x0, generator) if noise is None else noise
     return TrainingInput(q_sample(x0, t, alphas_cumprod, noise), t, noise, x0)
 
 

@@ -12,7 +12,6 @@ as 2D images, as nnU-Net writes their predictions. Reading a written file with n
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -246,18 +245,10 @@ class SampleWriter:
 
         if not all(output_complete(self.labels / f"{case}{self.file_ending}") for case in cases):
             return []
-        num_cases = len(cases)
-        from nnugen.atomic_files import atomic_write_json
+        from nnugen.folders.dataset_json import write_dataset_json
 
-        dataset_json = {"channel_names": self.dataset_json["channel_names"], "labels": self.dataset_json["labels"],
-                        "numTraining": num_cases, "file_ending": self.file_ending,
-                        "name": self.dataset_folder.name.split("_", 1)[1],
-                        "description": "synthetic cases written by nnugen_sample (see ../sampling*.json)"}
-        target = self.dataset_folder / "dataset.json"
-        try:
-            if json.loads(target.read_text(encoding="utf-8")) == dataset_json:
-                return [target]  # another part of this run wrote it already, identically
-        except (OSError, ValueError):
-            pass
-        atomic_write_json(target, dataset_json)
-        return [target]
+        # another part of this run may have written it already: the same bytes are left as they are
+        return [write_dataset_json(self.dataset_folder, self.dataset_json["channel_names"], self.dataset_json["labels"],
+                                   len(cases), self.file_ending, dataset_name=self.dataset_folder.name.split("_", 1)[1],
+                                   description="synthetic cases written by nnugen_sample (see ../sampling*.json)",
+                                   license="as the model's training data", converted_by="nnugen_sample")]

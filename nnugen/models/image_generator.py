@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
+from nnugen.anomaly.partial_noise import partial_noise_like
 from nnugen.config import CONDITIONED_MODES, DiffusionSettings, GenerationSettings, SamplerSettings, TaskSettings
 from nnugen.diffusion import alphas_cumprod, make_betas, noisy_training_input, sampling_timesteps, target_mse_loss
 from nnugen.diffusion.broadcast import schedule_at, working_dtype
@@ -29,6 +30,7 @@ from nnugen.diffusion.parameterisation import x0_denoiser
 from nnugen.diffusion.windowed_denoiser import windowed_denoiser
 from nnugen.models.denoiser_from_settings import denoiser_network
 from nnugen.models.ema import make_ema, update_ema, warmed_up_decay
+from nnugen.models.sliding_windows import nnunet_windows
 from nnugen.networks.label_adapter import LabelAdapter
 from nnugen.samplers import get_sampler
 from nnugen.samplers.options import sampler_options
@@ -37,8 +39,9 @@ from nnugen.samplers.options import sampler_options
 class ImageGenerator(nn.Module):
     def __init__(self, denoiser: nn.Module, image_channels: int, num_classes: int, patch_size: Sequence[int],
                  diffusion: DiffusionSettings, sampler: SamplerSettings, generation: GenerationSettings,
-                 ema_decay: float = 0.0, adapter: nn.Module | None = None):
+                 ema_decay: float = 0.0, adapter: nn.Module | None = None, noise: str = "gaussian"):
         super().__init__()
+        self.noise = noise  # the training noise eps (partial_noise.py): the anomaly task's ``anomaly.noise``
         self.denoiser = denoiser
         self.adapter = adapter
         if adapter is not None:
@@ -69,8 +72,9 @@ class ImageGenerator(nn.Module):
         concatenated = condition if mode == "label_conditioned" else 0
         denoiser = denoiser_network(settings, generated + concatenated, generated)
         adapter = LabelAdapter.for_denoiser(denoiser, condition) if mode == "label_adapter" else None
+        noise = settings.anomaly.noise if settings.anomaly is not None else "gaussian"  # AnoDDPM trains on its noise
         return cls(denoiser, image_channels, num_classes, patch_size, settings.diffusion, settings.sampler,
-                   settings.generation, settings.training.ema_decay, adapter)
+                   settings.generation, settings.training.ema_decay, adapter, noise)
 
     @staticmethod
     def channels(image_channels: int, num_classes: int, mode: str) -> tuple[int, int]:
@@ -107,7 +111,8 @@ class ImageGenerator(nn.Module):
         if condition is not None and self.training and self.generation.condition_dropout > 0:
             keep = torch.rand(condition.shape[0], device=condition.device) >= self.generation.condition_dropout
             condition = condition * keep.to(condition.dtype).view(-1, *(1,) * (condition.ndim - 1))
-        noisy = noisy_training_input(x0, self.alphas_cumprod)
+        eps = None if self.noise == "gaussian" else partial_noise_like(self.noise, x0)
+        noisy = noisy_training_input(x0, self.alphas_cumprod, noise=eps)
         output = self.model_output(noisy.x_t, noisy.t, condition)
         abar_t = schedule_at(self.alphas_cumprod, noisy.t, output).flatten()
         return target_mse_loss(output, self.diffusion.model_output, noisy.noised_x0, noisy.noise, abar_t)
@@ -174,14 +179,15 @@ def _forget_host_ema_updates(module: ImageGenerator, incompatible_keys) -> None:
 def volume_denoiser(denoise: Callable[[Tensor, Tensor, Tensor | None], Tensor], condition: Tensor | None,
                     patch_size: Sequence[int]) -> Callable[[Tensor, Tensor], Tensor]:
     """``denoise(x_t, t, condition)`` on patches -> ``denoise(x_t, t)`` on any volume (windowed, see
-    nnugen.diffusion.windowed_denoiser). The condition rides along as extra channels, so every window gets its own
-    crop of it; the weighted average of those identical channels gives the condition back unchanged."""
+    nnugen.diffusion.windowed_denoiser, with nnU-Net's windows and Gaussian: models/sliding_windows.py). The condition
+    rides along as extra channels, so every window gets its own crop of it; the weighted average of those identical
+    channels gives the condition back unchanged."""
     if condition is None:
-        return windowed_denoiser(lambda x, t: denoise(x, t, None), patch_size)
+        return windowed_denoiser(lambda x, t: denoise(x, t, None), patch_size, nnunet_windows)
     k = condition.shape[1]
 
     def with_condition(xc: Tensor, t: Tensor) -> Tensor:
         return torch.cat([denoise(xc[:, :-k], t, xc[:, -k:]), xc[:, -k:]], dim=1)
 
-    windowed = windowed_denoiser(with_condition, patch_size)
+    windowed = windowed_denoiser(with_condition, patch_size, nnunet_windows)
     return lambda x_t, t: windowed(torch.cat([x_t, condition.to(x_t.dtype)], dim=1), t)[:, :-k]

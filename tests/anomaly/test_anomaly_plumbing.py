@@ -86,7 +86,7 @@ def gaussian_oracle(abar: torch.Tensor):
 
 
 @pytest.mark.parametrize("shape", [(4, 1, 32, 32), (2, 1, 12, 12, 12)], ids=["2d", "3d"])
-@pytest.mark.parametrize("noise", ["gaussian", "simplex"])
+@pytest.mark.parametrize("noise", ["gaussian", "simplex", "filtered"])
 def test_c_the_healthy_residual_grows_with_strength(shape, noise):
     # cosine schedule: its noise level keeps rising between strengths 0.5 and 0.75 (the linear one is ~saturated)
     abar = alphas_cumprod(make_betas("cosine", 1000))
