@@ -117,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--healthy", type=int, default=14, help=f"healthy cases ({HELD_OUT_HEALTHY} held out)")
     parser.add_argument("--tuning", type=int, default=4, help="cases with tuning-family lesions (threshold)")
     parser.add_argument("--test", type=int, default=6, help="cases with test-family lesions (scored)")
+    parser.add_argument("--noise", default="gaussian", help="anomaly.noise for training and maps: gaussian, simplex "
+                        "(AnoDDPM) or filtered")
     parser.add_argument("-device", default="cpu")
     args = parser.parse_args(argv)
 
@@ -157,7 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     settings = [*(f"anomaly.{s}" for s in length), *(f"autoencoder.{s}" for s in length),
                 "anomaly.training.initial_lr=0.001", f"anomaly.denoiser.features_per_stage=[{small}]",
                 "anomaly.denoiser.attention_stages=[]", f"anomaly.sampler.steps={args.steps}",
-                "autoencoder.training.initial_lr=0.001", "autoencoder.autoencoder.adversarial_weight=0",
+                f"anomaly.anomaly.noise={args.noise}", "autoencoder.training.initial_lr=0.001",
+                "autoencoder.autoencoder.adversarial_weight=0",
                 "autoencoder.autoencoder.perceptual_network=none"]
     timings = {}
     run("nnugen_plan", "-d", str(DATASET_ID), "-c", configuration, *(a for s in settings for a in ("--set", s)))

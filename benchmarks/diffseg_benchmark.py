@@ -2,10 +2,10 @@
 
 Trains NnugenBaselineTrainer and NnugenDiffSegTrainer (with --ablations also the ImgX-DiffSeg ablation variants
 ``_eps``, ``_noDice``, ``_noRecycling``, ``_T1000``, and ``_residual``, the denoiser with residual stages) for the
-same number of iterations, once per training seed, and scores the held-out cases: Dice per class, mean and spread
-over the training seeds. Each trained model folder is moved to WORK/models/seed_S/TRAINER, so several seeds live
-side by side, and predicted from there with ``nnUNetv2_predict_from_modelfolder`` (baseline) and
-``nnugen_predict -m`` (diffusion).
+same number of iterations, once per training seed, and scores the held-out cases: nnU-Net's Dice and HD95 (mm) per
+class (nnugen.evaluation.folder_scores, docs/evaluation.md), mean and spread over the training seeds. Each trained
+model folder is moved to WORK/models/seed_S/TRAINER, so several seeds live side by side, and predicted from there
+with ``nnUNetv2_predict_from_modelfolder`` (baseline) and ``nnugen_predict -m`` (diffusion).
 
 With ``--warm-start N [N ...]`` the diffusion segmenter is also fine-tuned from each seed's trained baseline
 (``nnugen_train --task seg -pretrained_weights .../checkpoint_final.pth``) for N iterations each (the plan's
@@ -33,8 +33,8 @@ import time
 from pathlib import Path
 
 from nnugen.demo.commands import set_nnunet_folders
-from nnugen.demo.evaluation import dice_per_class
 from nnugen.demo.phantom import LABELS, PhantomSpec, write_phantom_dataset
+from nnugen.evaluation.folder_scores import folder_scores, foreground_mean
 
 BIN = Path(sys.executable).parent
 ABLATIONS = (
@@ -126,10 +126,15 @@ def replan(dataset: int, configuration: str, epochs: int, iterations: int) -> No
          "--set", f"segmentation.training.iterations_per_epoch={iterations}"])
 
 
-def predict(command: list[str], raw: Path, output: Path) -> dict[str, float]:
-    """Dice per class of the prediction; one finished by an earlier, interrupted run of this script is reused."""
+def scores(output: Path, raw: Path) -> dict[str, dict[str, float]]:
+    """nnU-Net's Dice and HD95 / NSD per class: {class: {"Dice", "HD95", "NSD"}}."""
+    return folder_scores(output, raw / "labelsTs", LABELS, distances=True)
+
+
+def predict(command: list[str], raw: Path, output: Path) -> dict[str, dict[str, float]]:
+    """Scores per class of the prediction; one finished by an earlier, interrupted run of this script is reused."""
     if (output / "done").is_file():
-        return dice_per_class(output, raw / "labelsTs", LABELS)
+        return scores(output, raw)
     shutil.rmtree(output, ignore_errors=True)
     # nnUNetv2_predict_from_modelfolder, unlike nnUNetv2_predict, has no in-process path for -npp 0 / -nps 0
     workers = "1" if command[0].endswith("nnUNetv2_predict_from_modelfolder") else "0"
@@ -151,7 +156,7 @@ def predict(command: list[str], raw: Path, output: Path) -> dict[str, float]:
         ]
     )
     (output / "done").write_text("")
-    return dice_per_class(output, raw / "labelsTs", LABELS)
+    return scores(output, raw)
 
 
 def main() -> None:
@@ -183,6 +188,7 @@ def main() -> None:
         "budget": {"epochs": args.epochs, "iterations": args.iterations},
         "training_seconds": {},
         "dice": {},
+        "hd95_mm": {},
     }
     for seed in args.train_seeds:
         for trainer in trainers:
@@ -225,9 +231,7 @@ def main() -> None:
                     ]
                 }
             for label, command in rows.items():
-                dice = predict(command, raw, out / label.replace(" ", "_").replace(",", ""))
-                results["dice"].setdefault(label, []).append(dice)
-                print(f"seed {seed} {label}: {dice}", flush=True)
+                record(results, label, predict(command, raw, out / label.replace(" ", "_").replace(",", "")), seed)
             (work / "diffseg_benchmark.json").write_text(json.dumps(results, indent=2))
         for iterations in args.warm_start:
             label = f"diffusion from the baseline, {iterations} iterations"
@@ -241,19 +245,26 @@ def main() -> None:
                 replan(dataset, configuration, args.epochs, args.iterations)
             command = [str(BIN / "nnugen_predict"), "-m", str(model), "--seed", "0", "--steps", "5"]
             for name, extra in ((f"{label}, 5 steps", []), (f"{label}, 5 steps x 5 seeds", ["--ensemble-size", "5"])):
-                dice = predict([*command, *extra], raw, work / "predictions" / f"seed_{seed}" / name.replace(" ", "_"))
-                results["dice"].setdefault(name, []).append(dice)
-                print(f"seed {seed} {name}: {dice}", flush=True)
+                record(results, name, predict([*command, *extra], raw,
+                                              work / "predictions" / f"seed_{seed}" / name.replace(" ", "_")), seed)
             (work / "diffseg_benchmark.json").write_text(json.dumps(results, indent=2))
 
     classes = [name for name, value in LABELS.items() if value]
     spread = "mean +- sd over training seeds" if len(args.train_seeds) > 1 else "one training seed"
-    print(f"\n| model ({spread}) | {' | '.join(classes)} | mean |\n|---|" + "---|" * (len(classes) + 1))
-    for label, per_seed in results["dice"].items():
-        cells = [_cell([d[c] for d in per_seed]) for c in classes]
-        cells.append(_cell([statistics.fmean(d.values()) for d in per_seed]))
-        print(f"| {label} | {' | '.join(cells)} |")
+    for metric, key in (("Dice", "dice"), ("HD95 mm", "hd95_mm")):
+        print(f"\n| model, {metric} ({spread}) | {' | '.join(classes)} | mean |\n|---|" + "---|" * (len(classes) + 1))
+        for label, per_seed in results[key].items():
+            cells = [_cell([d[c] for d in per_seed]) for c in classes]
+            cells.append(_cell([foreground_mean(d) for d in per_seed]))
+            print(f"| {label} | {' | '.join(cells)} |")
     print("training seconds:", results["training_seconds"])
+
+
+def record(results: dict, label: str, per_class: dict[str, dict[str, float]], seed: int) -> None:
+    """Keep one prediction's Dice and HD95 per class under ``label``."""
+    results["dice"].setdefault(label, []).append({c: s["Dice"] for c, s in per_class.items()})
+    results["hd95_mm"].setdefault(label, []).append({c: s["HD95"] for c, s in per_class.items()})
+    print(f"seed {seed} {label}: {per_class}", flush=True)
 
 
 def _cell(values: list[float]) -> str:

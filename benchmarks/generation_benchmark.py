@@ -42,6 +42,7 @@ from nnugen.demo.commands import cli, run_logged, set_nnunet_folders
 from nnugen.demo.evaluation import dice_per_class
 from nnugen.demo.mni_dataset import write_mni_dataset
 from nnugen.demo.phantom import PhantomSpec, write_phantom_dataset
+from nnugen.evaluation.generation_evaluation import centre_crop
 
 REAL, SYNTHETIC, MIXED = 985, 986, 987
 NAMES = {REAL: "GenBenchReal", SYNTHETIC: "GenBenchSynthetic", MIXED: "GenBenchMixed"}
@@ -108,16 +109,6 @@ def read(path: Path) -> np.ndarray:
     return sitk.GetArrayFromImage(sitk.ReadImage(str(path))).astype(np.float32)
 
 
-def centre_crop(arrays: list[np.ndarray]) -> np.ndarray:
-    """(N, 1, *common shape): every array cropped to the smallest shape among them, centred."""
-    shape = np.min([a.shape for a in arrays], axis=0)
-    crops = []
-    for a in arrays:
-        start = [(n - s) // 2 for n, s in zip(a.shape, shape)]
-        crops.append(a[tuple(slice(b, b + s) for b, s in zip(start, shape))])
-    return np.stack(crops)[:, None]
-
-
 def write_mixed_dataset(raw_root: Path, real: Path, synthetic: Path) -> None:
     """Real training cases + synthetic ones as one raw dataset, with the real held-out cases as imagesTs."""
     mixed = dataset_folder(str(raw_root), MIXED)
@@ -158,7 +149,7 @@ def reconstruction_metrics(preprocessed: str, results: str, real: Path) -> dict[
     autoencoder, _ = load_autoencoder(model_folder(results, REAL, "NnugenAutoencoderTrainer"))
     divisor = np.array(autoencoder.downsampling)
     images = [nnunet_normalised(read(p)[None], plans, CONFIGURATION) for p in sorted((real / "imagesTs").iterdir())]
-    crop = centre_crop([i[0] for i in images])
+    crop = centre_crop(images)
     crop = crop[(..., *(slice(0, int(n) // int(d) * int(d)) for n, d in zip(crop.shape[2:], divisor)))]
     x = intensity.to_model(torch.from_numpy(crop))
     with torch.no_grad():
@@ -178,7 +169,7 @@ def distribution_metrics(preprocessed: str, results: str, real: Path, synthetic:
     real_files = sorted((real / "imagesTs").iterdir()) + sorted((real / "imagesTr").iterdir())
     real_images = [read(p) for p in real_files[:16]]
     synthetic_images = [read(p) for p in sorted((synthetic / "imagesTr").iterdir())[:8]]
-    everything = centre_crop(real_images + synthetic_images)
+    everything = centre_crop([a[None] for a in real_images + synthetic_images])
     first, fake = everything[:8], everything[16:]
     data_range = float(first.max() - first.min())
     normalised = torch.from_numpy(np.stack([nnunet_normalised(a, plans, CONFIGURATION) for a in everything]))

@@ -2,9 +2,14 @@
 
 The metrics of the healthy-only anomaly segmentation literature (Baur et al. 2021; pDDPM / cDDPM, Behrendt et al.
 2023; Bercea et al. 2024): the area under the precision-recall curve of the voxel scores (AUPRC, as average
-precision, the step-wise sum sklearn.metrics.average_precision_score computes; equal to it, ties included), the Dice
-of the map thresholded at a chosen threshold (anomalous where map > threshold), and the area under the ROC curve of
-one score per volume for telling abnormal scans from healthy ones.
+precision: scikit-learn's ``average_precision_score``, the step-wise sum), the Dice of the map thresholded at a chosen
+threshold (anomalous where map > threshold), and the area under the ROC curve of one score per volume for telling
+abnormal scans from healthy ones (scikit-learn's ``roc_auc_score``).
+
+Dice is nnU-Net's (``nnunetv2.evaluation.evaluate_predictions.compute_metrics``), written here without importing
+nnU-Net (anomaly/ is math code): ``2 TP / (2 TP + FP + FN)``, and NaN when prediction and label are both empty
+(TP + FP + FN = 0), which means over cases leave out (docs/evaluation.md). A healthy case with nothing flagged is
+therefore NaN, not 1.
 
 Maps, labels and masks are lists of per-case arrays of any shape; labels count as lesion where > 0.
 """
@@ -14,29 +19,20 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from scipy.stats import rankdata
 
 
 def average_precision(scores: np.ndarray, labels: np.ndarray) -> float:
-    """Average precision sum_k (R_k - R_{k-1}) P_k over the distinct score thresholds (highest first).
+    """Average precision sum_k (R_k - R_{k-1}) P_k over the distinct score thresholds (highest first): scikit-learn's
+    ``average_precision_score``. An all-equal map gives the prevalence. ValueError without positives."""
+    from sklearn.metrics import average_precision_score
 
-    An all-equal map gives the prevalence (one threshold: everything positive). ValueError without positives.
-    """
     scores = np.asarray(scores, dtype=np.float64).ravel()
     positive = np.asarray(labels).ravel() > 0
     if scores.shape != positive.shape:
         raise ValueError(f"scores ({scores.size}) and labels ({positive.size}) must have one value per voxel")
-    total = int(positive.sum())
-    if total == 0:
+    if not positive.any():
         raise ValueError("average precision is undefined without lesion voxels; score cases with lesions only")
-    order = np.argsort(-scores, kind="stable")
-    scores, positive = scores[order], positive[order]
-    # the last index of each run of equal scores: one threshold per distinct value
-    ends = np.flatnonzero(np.r_[scores[1:] != scores[:-1], True])
-    hits = np.cumsum(positive)[ends]
-    precision = hits / (ends + 1)
-    recall_steps = np.diff(np.r_[0, hits]) / total
-    return float(np.sum(recall_steps * precision))
+    return float(average_precision_score(positive, scores))
 
 
 def _select(maps: Sequence[np.ndarray], others: Sequence[np.ndarray], masks: Sequence[np.ndarray] | None,
@@ -69,24 +65,26 @@ def per_volume_auprc(maps: Sequence[np.ndarray], labels: Sequence[np.ndarray],
 
 
 def dice(prediction: np.ndarray, label: np.ndarray) -> float:
-    """Dice 2|P & L| / (|P| + |L|) of two binary arrays (> 0 is foreground); 1.0 when both are empty."""
+    """nnU-Net's Dice 2 TP / (2 TP + FP + FN) of two binary arrays (> 0 is foreground); NaN when both are empty."""
     prediction, label = np.asarray(prediction) > 0, np.asarray(label) > 0
     if prediction.shape != label.shape:
         raise ValueError(f"prediction {prediction.shape} and label {label.shape} must have one shape")
-    denominator = int(prediction.sum()) + int(label.sum())
-    return 1.0 if denominator == 0 else 2.0 * int((prediction & label).sum()) / denominator
+    tp = int(np.count_nonzero(prediction & label))
+    fp, fn = int(np.count_nonzero(prediction & ~label)), int(np.count_nonzero(~prediction & label))
+    return float("nan") if tp + fp + fn == 0 else 2.0 * tp / (2 * tp + fp + fn)
 
 
 def dice_at_threshold(maps: Sequence[np.ndarray], labels: Sequence[np.ndarray], threshold: float,
                       masks: Sequence[np.ndarray] | None = None) -> float:
-    """Pooled Dice of ``map > threshold`` over all cases (one Dice of all voxels, as the best-Dice rule uses)."""
+    """Pooled Dice of ``map > threshold`` over all cases (one Dice of all voxels, as the best-Dice rule uses); NaN
+    when no case has a lesion and nothing is flagged."""
     pairs = _select(maps, labels, masks, "dice_at_threshold")
     return dice(np.concatenate([p[0] > threshold for p in pairs]), np.concatenate([p[1] for p in pairs]))
 
 
 def per_volume_dice(maps: Sequence[np.ndarray], labels: Sequence[np.ndarray], threshold: float,
                     masks: Sequence[np.ndarray] | None = None) -> list[float]:
-    """Dice of ``map > threshold`` per case (1.0 for a healthy case with nothing flagged)."""
+    """Dice of ``map > threshold`` per case (NaN for a healthy case with nothing flagged, as nnU-Net)."""
     return [dice(v > threshold, lab) for v, lab in _select(maps, labels, masks, "per_volume_dice")]
 
 
@@ -101,14 +99,14 @@ def volume_score(anomaly_map: np.ndarray, percentile: float = 99.0, mask: np.nda
 
 
 def image_auroc(scores: Sequence[float] | np.ndarray, is_abnormal: Sequence[bool] | np.ndarray) -> float:
-    """Area under the ROC curve of per-volume scores: P(score of an abnormal > score of a healthy), ties count 1/2
-    (the Mann-Whitney U statistic over n_abnormal * n_healthy pairs)."""
+    """Area under the ROC curve of per-volume scores, scikit-learn's ``roc_auc_score``: P(score of an abnormal >
+    score of a healthy), ties count 1/2."""
+    from sklearn.metrics import roc_auc_score
+
     scores = np.asarray(scores, dtype=np.float64).ravel()
     abnormal = np.asarray(is_abnormal).astype(bool).ravel()
     if scores.shape != abnormal.shape:
         raise ValueError(f"need one is_abnormal flag per score, got {scores.size} scores and {abnormal.size} flags")
-    n_abnormal, n_healthy = int(abnormal.sum()), int((~abnormal).sum())
-    if n_abnormal == 0 or n_healthy == 0:
+    if abnormal.all() or not abnormal.any():
         raise ValueError("image_auroc needs both abnormal and healthy volumes")
-    ranks = rankdata(scores)  # average ranks for ties
-    return float((ranks[abnormal].sum() - n_abnormal * (n_abnormal + 1) / 2) / (n_abnormal * n_healthy))
+    return float(roc_auc_score(abnormal, scores))

@@ -1,41 +1,36 @@
-"""Dice per class of a folder of predicted label files against reference labels (what the demo prints)."""
+"""Dice and HD95 per class of a folder of predicted label files against reference labels (what the demo prints):
+nnU-Net's Dice and MONAI's HD95 through the shared folder_scores (evaluation/folder_scores.py, docs/evaluation.md for
+the empty-case rule)."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
-import numpy as np
+from nnugen.evaluation.folder_scores import folder_scores, foreground_mean
 
 
-def dice_per_class(prediction_folder: Path, reference_folder: Path, labels: dict[str, int],
-                   file_ending: str = ".nii.gz") -> dict[str, float]:
-    """Mean over cases of the Dice of each foreground label (a case without the label in either counts as 1)."""
-    import SimpleITK as sitk
-
-    scores: dict[str, list[float]] = {name: [] for name, value in labels.items() if value != 0}
-    references = sorted(Path(reference_folder).glob(f"*{file_ending}"))
-    if not references:
-        raise ValueError(f"no reference labels ({file_ending}) in {reference_folder}")
-    for reference in references:
-        predicted_file = Path(prediction_folder) / reference.name
-        if not predicted_file.is_file():
-            raise ValueError(f"{predicted_file} is missing: the prediction did not write every case")
-        predicted = sitk.GetArrayFromImage(sitk.ReadImage(str(predicted_file)))
-        truth = sitk.GetArrayFromImage(sitk.ReadImage(str(reference)))
-        for name in scores:
-            a, b = predicted == labels[name], truth == labels[name]
-            total = a.sum() + b.sum()
-            scores[name].append(1.0 if total == 0 else float(2 * np.logical_and(a, b).sum() / total))
-    return {name: float(np.mean(values)) for name, values in scores.items()}
+def dice_and_hd95_per_class(prediction_folder: Path, reference_folder: Path, labels: dict[str, int],
+                            file_ending: str = ".nii.gz") -> tuple[dict[str, float], dict[str, float]]:
+    """nnU-Net's Dice and the HD95 in mm (MONAI, with the spacing) of each foreground label, each the mean over the
+    cases where it is defined (docs/evaluation.md)."""
+    scores = folder_scores(prediction_folder, reference_folder, labels, file_ending, distances=True)
+    return ({name: values["Dice"] for name, values in scores.items()},
+            {name: values["HD95"] for name, values in scores.items()})
 
 
 def format_table(columns: dict[str, dict[str, float]]) -> str:
-    """A plain-text table: one row per class plus the mean, one column per model."""
+    """A plain-text table: one row per class plus the mean (NaN left out, as nnU-Net's foreground mean), one column
+    per model; n/a where undefined."""
     names = list(next(iter(columns.values())))
     width = max(len(title) for title in columns) + 3
+
+    def cell(value: float) -> str:
+        return f"{'n/a':>{width}}" if math.isnan(value) else f"{value:>{width}.3f}"
+
     header = f"{'class':<12}" + "".join(f"{title:>{width}}" for title in columns)
     rows = [header, "-" * len(header)]
     for name in names:
-        rows.append(f"{name:<12}" + "".join(f"{scores[name]:>{width}.3f}" for scores in columns.values()))
-    rows.append(f"{'mean':<12}" + "".join(f"{np.mean(list(s.values())):>{width}.3f}" for s in columns.values()))
+        rows.append(f"{name:<12}" + "".join(cell(scores[name]) for scores in columns.values()))
+    rows.append(f"{'mean':<12}" + "".join(cell(foreground_mean(s)) for s in columns.values()))
     return "\n".join(rows)

@@ -13,9 +13,9 @@ What counts as uncertainty, per case ``CASE`` of the prediction folder:
   e.g. the variance over mirrored test-time predictions) is the score ``variance`` when no variance image is there.
   Region-based datasets store per-region sigmoid outputs, not a distribution over labels: no entropy or ECE from them.
 
-The result is one JSON (``uncertainty_summary.json`` by default, beside nnU-Net's ``summary.json``) and a short table.
-Issue 17 adds surface distances (HD95) and the generation half as further sections of the same result, computed in
-``evaluate_segmentation_folder`` next to ``nnunet_summary``."""
+Beside nnU-Net's ``summary.json`` go ``distances_summary.json`` (HD95 and NSD per case and label, surface_distances.py)
+and ``uncertainty_summary.json``; a short table is printed. Every case is read and checked (shape, spacing, origin,
+direction, NaN) and every number computed before anything is written."""
 
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from nnugen.atomic_files import atomic_path, atomic_write_json
+from nnugen.evaluation.case_checks import check_image_files
 from nnugen.evaluation.error_detection import (
     NUM_BINS,
     POOLED_VOXELS,
@@ -43,6 +44,7 @@ from nnugen.evaluation.error_detection import (
     evaluated_voxels,
     predictive_entropy,
 )
+from nnugen.evaluation.surface_distances import NSD_TOLERANCE_MM, distances_on_files
 
 MAP_NAMES = ("entropy", "variance")
 """Uncertainty images ``CASE_<name><ending>`` (the names nnugen.inference.uncertainty.MAP_NAMES writes)."""
@@ -97,6 +99,7 @@ def _case_scores(case: EvaluationCase, reader_writer, shape: tuple[int, ...],
     """Scores ``(*spatial)`` by name, their sources, and the probabilities ``(C, *spatial)`` (None if not used)."""
     scores, sources = {}, {}
     for name, path in case.maps.items():
+        check_image_files([path], "uncertainty image")
         image = reader_writer.read_images([str(path)])[0]
         if image.shape[0] != 1 or image.shape[1:] != shape:
             raise ValueError(f"{path.name} has shape {image.shape[1:]} ({image.shape[0]} channel(s)), the reference "
@@ -209,7 +212,7 @@ def evaluate_uncertainty(cases: list[EvaluationCase], reader_writer, ignore_labe
     }
 
 
-def _nnunet_summary(reference_folder: Path, cases: list[EvaluationCase], reader_writer, file_ending: str,
+def nnunet_summary(reference_folder: Path, cases: list[EvaluationCase], reader_writer, file_ending: str,
                     label_manager, num_processes: int) -> dict:
     """nnU-Net's ``compute_metrics_on_folder`` on exactly the cases' segmentations (its folder scan would take the
     uncertainty images for cases): a folder of links, then the real paths put back into its result."""
@@ -229,16 +232,18 @@ def _nnunet_summary(reference_folder: Path, cases: list[EvaluationCase], reader_
 
 @dataclass(frozen=True)
 class FolderEvaluation:
-    """Both results: nnU-Net's summary (as ``compute_metrics_on_folder`` returns it) and the uncertainty block."""
+    """The results: nnU-Net's summary (as ``compute_metrics_on_folder`` returns it), the surface distances
+    (``surface_distances.summarise``) and the uncertainty block."""
 
     nnunet_summary: dict
     uncertainty: dict
+    distances: dict
 
 
 def evaluate_segmentation_folder(reference_folder: str | os.PathLike, prediction_folder: str | os.PathLike,
                                  dataset_json: dict, file_ending: str | None = None, plans_file: str | None = None,
                                  num_processes: int = 1, chill: bool = False, capacity: int = POOLED_VOXELS,
-                                 seed: int = 0) -> FolderEvaluation:
+                                 seed: int = 0, nsd_tolerance_mm: float = NSD_TOLERANCE_MM) -> FolderEvaluation:
     """Evaluate a folder; reads everything and checks every shape before returning, writes nothing."""
     from nnunetv2.imageio.reader_writer_registry import determine_reader_writer_from_dataset_json
     from nnunetv2.utilities.label_handling.label_handling import LabelManager
@@ -254,44 +259,57 @@ def evaluate_segmentation_folder(reference_folder: str | os.PathLike, prediction
                                                               str(cases[0].reference), verbose=False)()
     label_manager = (PlansManager(plans_file).get_label_manager(dataset_json) if plans_file else
                      LabelManager(dataset_json["labels"], dataset_json.get("regions_class_order")))
+    labels = label_manager.foreground_regions if label_manager.has_regions else label_manager.foreground_labels
+    # first: it checks shape, geometry and NaN of every case, with the case's name in the error
+    distances = distances_on_files([(str(case.reference), str(case.prediction)) for case in cases], reader_writer,
+                                   labels, label_manager.ignore_label, nsd_tolerance_mm, num_processes)
     uncertainty = evaluate_uncertainty(cases, reader_writer, label_manager.ignore_label,
                                        use_probabilities=not label_manager.has_regions,
                                        num_processes=num_processes, capacity=capacity, seed=seed)
     if label_manager.has_regions and any(case.probabilities for case in cases):
         uncertainty["conventions"]["probabilities"] = ("region-based dataset: CASE.npz holds per-region sigmoid "
                                                        "outputs, so no entropy or ECE is computed from it")
-    summary = _nnunet_summary(reference_folder, cases, reader_writer, file_ending, label_manager, num_processes)
-    # issue 17: surface distances (HD95, surface Dice) become a further section here
+    summary = nnunet_summary(reference_folder, cases, reader_writer, file_ending, label_manager, num_processes)
     uncertainty = {"reference_folder": str(reference_folder), "prediction_folder": str(prediction_folder),
                    "file_ending": file_ending, "ignore_label": label_manager.ignore_label, "cases": len(cases),
                    **uncertainty}
-    return FolderEvaluation(summary, uncertainty)
+    distances = {"reference_folder": str(reference_folder), "prediction_folder": str(prediction_folder), **distances}
+    return FolderEvaluation(summary, uncertainty, distances)
 
 
-def write_folder_evaluation(evaluation: FolderEvaluation, summary_file: Path, uncertainty_file: Path) -> None:
-    """nnU-Net's ``summary.json`` through its own ``save_summary_json`` and the uncertainty JSON, each atomically."""
+def write_folder_evaluation(evaluation: FolderEvaluation, summary_file: Path, uncertainty_file: Path,
+                            distances_file: Path) -> None:
+    """nnU-Net's ``summary.json`` through its own ``save_summary_json``, the distances and the uncertainty JSON, each
+    atomically."""
     from nnunetv2.evaluation.evaluate_predictions import save_summary_json
 
-    for path in (summary_file, uncertainty_file):
+    for path in (summary_file, uncertainty_file, distances_file):
         path.parent.mkdir(parents=True, exist_ok=True)
     def whole(temporary: Path) -> None:
         json.loads(temporary.read_text(encoding="utf-8"))  # nnU-Net's file may hold NaN, which json reads
 
     with atomic_path(summary_file, suffix=".json", check=whole) as temporary:
         save_summary_json(evaluation.nnunet_summary, str(temporary))
+    atomic_write_json(distances_file, evaluation.distances)
     atomic_write_json(uncertainty_file, evaluation.uncertainty)
 
 
 def summary_table(evaluation: FolderEvaluation) -> str:
-    """A few lines: cases and nnU-Net's foreground mean Dice, then AUROC / AUPRC per score (pooled and mean over
-    cases) and the ECE."""
+    """A few lines: per label or region nnU-Net's mean Dice, HD95 and NSD, then AUROC / AUPRC per score (pooled and
+    mean over cases) and the ECE."""
 
     def number(value: float | None) -> str:
-        return "n/a" if value is None else f"{value:.4f}"
+        return "n/a" if value is None or math.isnan(value) else f"{value:.4f}"
 
-    uncertainty = evaluation.uncertainty
-    dice = evaluation.nnunet_summary["foreground_mean"].get("Dice")
-    lines = [f"{uncertainty['cases']} case(s); Dice, foreground mean (nnU-Net): {number(dice)}"]
+    uncertainty, distances = evaluation.uncertainty, evaluation.distances
+    tolerance = f"NSD {distances['nsd_tolerance_mm']:g} mm"
+    lines = [f"{uncertainty['cases']} case(s)",
+             f"{'label/region':<14} {'Dice (nnU-Net)':>14} {'HD95 mm':>10} {tolerance:>12}"]
+    dice_means = {str(key): value for key, value in evaluation.nnunet_summary["mean"].items()}
+    rows = [(key, dice_means[key].get("Dice"), mean) for key, mean in distances["mean"].items()]
+    rows.append(("foreground", evaluation.nnunet_summary["foreground_mean"].get("Dice"), distances["foreground_mean"]))
+    for key, dice, mean in rows:
+        lines.append(f"{key:<14} {number(dice):>14} {number(mean['HD95']):>10} {number(mean['NSD']):>12}")
     pooled, means = uncertainty["pooled"], uncertainty["mean_over_cases"]
     scores = [name for name in MAP_NAMES if name in pooled]
     if not scores and "ece" not in pooled:

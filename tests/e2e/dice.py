@@ -1,21 +1,13 @@
-"""Dice between predicted and reference label files, for the end-to-end tests."""
+"""nnU-Net's foreground mean Dice of predicted against reference label files, for the end-to-end tests (the shared
+folder_scores: nnU-Net's compute_metrics_on_folder; a label absent from prediction and reference is left out)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-import SimpleITK as sitk
+from nnugen.evaluation.folder_scores import folder_scores, foreground_mean
 
 
 def mean_foreground_dice(prediction_folder: Path, reference_folder: Path, labels: tuple[int, ...] = (1, 2)) -> float:
-    scores = []
-    for reference in sorted(reference_folder.glob("*.nii.gz")):
-        predicted = sitk.GetArrayFromImage(sitk.ReadImage(str(prediction_folder / reference.name)))
-        truth = sitk.GetArrayFromImage(sitk.ReadImage(str(reference)))
-        for label in labels:
-            a, b = predicted == label, truth == label
-            denominator = a.sum() + b.sum()
-            scores.append(1.0 if denominator == 0 else 2.0 * np.logical_and(a, b).sum() / denominator)
-    assert scores, f"no reference labels in {reference_folder}"
-    return float(np.mean(scores))
+    scores = folder_scores(prediction_folder, reference_folder, {"background": 0, **{str(v): v for v in labels}})
+    return foreground_mean({name: s["Dice"] for name, s in scores.items()})

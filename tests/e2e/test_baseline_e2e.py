@@ -29,6 +29,7 @@ def test_baseline_through_real_nnunet_clis(tiny3d, fresh_results):
     fold = root / "results" / "Dataset901_Tiny3D" / "NnugenBaselineTrainer__nnugenPlans__3d_fullres" / "fold_0"
     assert (fold / "checkpoint_final.pth").is_file()
     assert (fold / "validation" / "summary.json").is_file()
+    assert (fold / "validation" / "distances_summary.json").is_file()  # HD95 / NSD beside nnU-Net's summary
     assert not list(fold.glob(".*tmp*")), "a temporary checkpoint file was left behind"
 
     result = run([cli("nnUNetv2_train"), "901", "3d_fullres", "0", "-tr", "NnugenBaselineTrainer", "-p", "nnugenPlans",

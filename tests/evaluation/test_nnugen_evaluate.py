@@ -2,7 +2,8 @@
 ``CASE_variance`` images) and an nnU-Net ``--save_probabilities`` layout (``CASE.npz`` + ``CASE.pkl`` as
 ``export_prediction_from_logits`` writes them). Errors and uncertainty are placed so that every number is known:
 AUROC / AUPRC 1.0 for an uncertainty that is high exactly on the errors, scikit-learn on the concatenated arrays for
-one that is not, Dice counted by hand, ECE from two confidence levels. Bad input: one line, exit 1, nothing written."""
+one that is not, Dice counted by hand, HD95 / NSD as MONAI gives them on the arrays with the files' spacing, ECE from
+two confidence levels. Bad input (names, shapes, geometry, NaN): one line naming the case, exit 1, nothing written."""
 
 from __future__ import annotations
 
@@ -24,9 +25,10 @@ DATASET = {"labels": {"background": 0, "liver": 1, "tumour": 2}, "file_ending": 
            "channel_names": {"0": "CT"}}
 
 
-def _write(array: np.ndarray, path: Path) -> None:
+def _write(array: np.ndarray, path: Path, spacing=(1.0, 1.5, 2.0), origin=(0.0, 0.0, 0.0)) -> None:
     image = sitk.GetImageFromArray(array)
-    image.SetSpacing((1.0, 1.5, 2.0))
+    image.SetSpacing(spacing)
+    image.SetOrigin(origin)
     sitk.WriteImage(image, str(path))
 
 
@@ -95,7 +97,25 @@ def test_nnugen_layout_gives_exact_auroc_and_nnunets_summary(folders, capsys):
     assert [e["scores"]["variance"]["auroc"] for e in result["per_case"]] == per_case
     assert result["mean_over_cases"]["variance"]["auroc"] == pytest.approx(np.mean(per_case), abs=1e-15)
     assert "entropy         1.0000       1.0000     1.0000     1.0000  3/3    CASE_entropy image" in out
-    assert f"nnugen_evaluate: wrote {pred / 'summary.json'} and {pred / 'uncertainty_summary.json'}" in out
+    assert (f"nnugen_evaluate: wrote {pred / 'summary.json'}, {pred / 'distances_summary.json'} and "
+            f"{pred / 'uncertainty_summary.json'}") in out
+
+    import torch
+    from monai.metrics import compute_hausdorff_distance, compute_surface_dice
+
+    distances = json.loads((pred / "distances_summary.json").read_text())
+    for entry, case in zip(distances["metric_per_case"], CASES):
+        reference, prediction = (torch.from_numpy(np.stack([arrays[case][i] == label for label in (0, 1, 2)])[None])
+                                 for i in (0, 1))
+        spacing = [2.0, 1.5, 1.0]  # (z, y, x) of the arrays
+        hd95 = compute_hausdorff_distance(prediction, reference, percentile=95, spacing=spacing)[0]
+        nsd = compute_surface_dice(prediction, reference, [1.0, 1.0], spacing=spacing)[0]
+        assert entry["spacing"] == spacing
+        assert [entry["metrics"][k]["HD95"] for k in ("1", "2")] == pytest.approx(hd95.tolist(), abs=1e-6)
+        assert [entry["metrics"][k]["NSD"] for k in ("1", "2")] == pytest.approx(nsd.tolist(), abs=1e-6)
+    hd95_1 = np.mean([entry["metrics"]["1"]["HD95"] for entry in distances["metric_per_case"]])
+    assert distances["mean"]["1"]["HD95"] == pytest.approx(hd95_1, abs=1e-12)
+    assert f"1              {np.mean([_dice(arrays, c, 1) for c in CASES]):>14.4f} {hd95_1:>10.4f}" in out
 
 
 def test_nnunet_probabilities_layout_gives_softmax_entropy_and_exact_ece(folders, capsys):
@@ -139,6 +159,11 @@ def _nothing_written(folder: Path) -> None:
     ("shape", "prediction shape .* differs from the reference's"),
     ("map_shape", "case_b_entropy.nii.gz has shape"),
     ("unpredicted", "1 reference case\\(s\\) have no prediction .*pass --chill"),
+    ("spacing", "case_b.nii.gz: the prediction's spacing .* differs from the reference's"),
+    ("origin", "case_a.nii.gz: the prediction's origin .* differs from the reference's"),
+    ("nan_prediction", "prediction case_c.nii.gz: .*192 NaN"),
+    ("nan_reference", "reference case_a.nii.gz: .*192 NaN"),
+    ("nan_map", "uncertainty image case_b_variance.nii.gz: .*192 NaN"),
 ])
 def test_bad_input_is_one_line_exit_1_and_nothing_written(folders, capsys, breakage, message):
     ref, pred, _, _ = folders
@@ -152,6 +177,16 @@ def test_bad_input_is_one_line_exit_1_and_nothing_written(folders, capsys, break
         _write(np.zeros((4, 6, 7), dtype=np.uint8), pred / "case_c.nii.gz")
     elif breakage == "map_shape":
         _write(np.zeros((6, 4, 8), dtype=np.float32), pred / "case_b_entropy.nii.gz")
+    elif breakage == "spacing":
+        _write(np.zeros(SHAPE, dtype=np.uint8), pred / "case_b.nii.gz", spacing=(1.0, 1.5, 2.5))
+    elif breakage == "origin":
+        _write(np.zeros(SHAPE, dtype=np.uint8), pred / "case_a.nii.gz", origin=(0.0, 4.0, 0.0))
+    elif breakage == "nan_prediction":
+        _write(np.full(SHAPE, np.nan, dtype=np.float32), pred / "case_c.nii.gz")
+    elif breakage == "nan_reference":
+        _write(np.full(SHAPE, np.nan, dtype=np.float32), ref / "case_a.nii.gz")
+    elif breakage == "nan_map":
+        _write(np.full(SHAPE, np.nan, dtype=np.float32), pred / "case_b_variance.nii.gz")
     else:
         _write(np.zeros(SHAPE, dtype=np.uint8), ref / "case_d.nii.gz")
     assert main(["-ref", str(ref), "-pred", str(target), "-np", "1"]) == 1
