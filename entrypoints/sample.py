@@ -29,7 +29,10 @@ def build_parser() -> argparse.ArgumentParser:
                              "--labels-from maps) or ldm (NnugenLDMTrainer)")
     parser.add_argument("-f", default="0", help="fold whose model to use (default 0; or 'all')")
     parser.add_argument("-chk", default="checkpoint_final.pth", help="checkpoint (default checkpoint_final.pth)")
-    add_plans_and_progress(parser, PLANS_IDENTIFIER, "show progress bars (cases and sampler steps)")
+    add_plans_and_progress(parser, PLANS_IDENTIFIER, "show progress bars (cases and sampler steps) also when stdout "
+                           "is not a terminal; by default they show in a terminal only")
+    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    parser.set_defaults(progress=None)  # neither flag: bars when stdout is a terminal (run_flags.progress_wanted)
     parser.add_argument("--sampler", default=None, help=f"{', '.join(SAMPLERS)} (default: the model's plans)")
     parser.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's plans)")
     parser.add_argument("--eta", type=float, default=None, help="DDIM eta in [0, 1] (default: the model's plans)")
@@ -67,9 +70,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def body() -> int:
+        import sys
         from pathlib import Path
 
         from nnugen.inference.sample_api import SampleRequest, sample
+        from nnugen.run_flags import progress_wanted
 
         request = SampleRequest(
             dataset=args.dataset, configuration=args.configuration, num_cases=args.num_cases,
@@ -78,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
             sampler=args.sampler, steps=args.steps, eta=args.eta, spacing=args.spacing,
             guidance_scale=args.guidance_scale, seed=args.seed,
             labels_from=Path(args.labels_from) if args.labels_from else None, as_dataset=args.as_dataset,
-            size=args.size, device=args.device, progress=args.progress, overwrite=args.overwrite,
+            size=args.size, device=args.device, progress=progress_wanted(args.progress, sys.stdout),
+            overwrite=args.overwrite,
             continue_sampling=args.continue_sampling,
             num_parts=args.num_parts, part_id=args.part_id)
         written = sample(request)

@@ -26,7 +26,10 @@ def build_parser() -> argparse.ArgumentParser:
                              "model), baseline (nnU-Net's trainer with the same plan and budget)")
     parser.add_argument("-device", default="cuda", help="cuda (default), cpu or mps")
     parser.add_argument("--c", action="store_true", help="continue from the latest checkpoint")
-    add_plans_and_progress(parser, PLANS_IDENTIFIER, "show a progress bar per training epoch")
+    add_plans_and_progress(parser, PLANS_IDENTIFIER, "show the progress bar (epoch, step, smoothed loss, ETA) also "
+                           "when stdout is not a terminal; by default it shows in a terminal only, on rank 0")
+    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    parser.set_defaults(progress=None)  # neither flag: a bar when stdout is a terminal (run_flags.progress_wanted)
     parser.add_argument("-num_gpus", type=int, default=1, help="GPUs on this node (nnU-Net's DDP); under torchrun, "
                         "use --nproc_per_node instead")
     parser.add_argument("--seed", type=int, default=None, help="make the run repeatable (CPU) with this seed, "

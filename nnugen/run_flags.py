@@ -1,11 +1,11 @@
 """The runtime flags of one training run, and their one channel to nnU-Net's trainer.
 
-``nnugen_train --seed S --progress -pretrained_weights FILE`` cannot hand these to the trainer as arguments:
-nnU-Net's ``run_training`` creates the trainer itself, from the plans, configuration, fold and dataset.json only (in
-spawned processes under ``-num_gpus``, on every rank under torchrun). They travel as environment variables, which
-every one of those processes inherits, and only here are they named, written and read. Settings that change the
-model never travel this way: they belong in the plans (docs/extending.md, "Where settings must live"). With
-``nnUNetv2_train``, set the variables yourself (``NNUGEN_SEED=0 nnUNetv2_train ...``;
+``nnugen_train --seed S --progress/--no-progress -pretrained_weights FILE`` cannot hand these to the trainer as
+arguments: nnU-Net's ``run_training`` creates the trainer itself, from the plans, configuration, fold and
+dataset.json only (in spawned processes under ``-num_gpus``, on every rank under torchrun). They travel as
+environment variables, which every one of those processes inherits, and only here are they named, written and read.
+Settings that change the model never travel this way: they belong in the plans (docs/extending.md, "Where settings
+must live"). With ``nnUNetv2_train``, set the variables yourself (``NNUGEN_SEED=0 nnUNetv2_train ...``;
 ``NNUGEN_PRETRAINED_WEIGHTS=FILE`` in place of nnU-Net's own ``-pretrained_weights``, whose loader knows nnU-Net's
 network only).
 """
@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TextIO
 
 SEED_VARIABLE = "NNUGEN_SEED"
 PROGRESS_VARIABLE = "NNUGEN_PROGRESS"
@@ -26,7 +27,7 @@ class RunFlags:
     seed: int | None = None
     """Seeds Python, NumPy and torch with ``seed + local rank``, and the augmentation workers; None: unseeded."""
     progress: bool = False
-    """A progress bar per epoch on rank 0."""
+    """A progress bar for the run on rank 0 (epoch, step, smoothed loss, ETA; trainers/epoch_progress.py)."""
     pretrained_weights: str | None = None
     """An nnU-Net checkpoint the network starts from (nnU-Net's ``-pretrained_weights``), loaded at initialisation."""
 
@@ -46,3 +47,12 @@ class RunFlags:
         except ValueError:
             raise ValueError(f"{SEED_VARIABLE}={value!r} is not an integer; set it to e.g. 0 or unset it") from None
         return cls(seed, environ.get(PROGRESS_VARIABLE) == "1", environ.get(PRETRAINED_VARIABLE) or None)
+
+
+def progress_wanted(flag: bool | None, stream: TextIO) -> bool:
+    """``--progress`` (True) / ``--no-progress`` (False) as given; neither (None): a bar when ``stream`` (stdout) is a
+    terminal, none in a log file or a pipe."""
+    if flag is not None:
+        return flag
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty and isatty())

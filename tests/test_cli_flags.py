@@ -69,15 +69,17 @@ def test_train_positionals_and_plans(train_requests, capsys):
     assert _train(["4", "1", "3d_lowres", "-p", "nnugenPlansBig", "-device", "cpu"]) == 0
     (request,) = train_requests
     assert (request.dataset, request.fold, request.configuration) == ("4", "1", "3d_lowres")
-    assert request.plans == "nnugenPlansBig" and request.progress is False and request.device == "cpu"
+    assert request.plans == "nnugenPlansBig" and request.progress is None and request.device == "cpu"
     assert capsys.readouterr().err == ""
 
 
 def test_train_defaults_to_nnugen_plans_without_progress(train_requests, capsys):
     assert _train(["4", "0", "3d"]) == 0
     assert train_requests[0].plans == PLANS_IDENTIFIER == "nnugenPlans"
-    assert train_requests[0].progress is False
+    assert train_requests[0].progress is None  # neither flag: a bar when stdout is a terminal
     assert capsys.readouterr().err == ""
+    assert _train(["4", "0", "3d", "--no-progress"]) == 0
+    assert train_requests[1].progress is False
 
 
 def test_train_progress(train_requests, capsys):

@@ -2,10 +2,13 @@
 
 A case is one subject (and session); channel i is contrast i; the label is the case's derivative file (see
 ``bids_cases``). The dataset is built in a hidden folder next to the target and moved into place at the end, so a
-failed conversion leaves nothing behind."""
+failed conversion leaves nothing behind. ``dataset.json`` is written by nnU-Net's own ``generate_dataset_json`` into
+that folder; it names the BIDS dataset (its ``dataset_description.json`` ``Name`` and folder name), never its path on
+this machine, so the raw dataset and the model folders nnU-Net copies it into can travel."""
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
@@ -16,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from nnugen.atomic_files import atomic_write_json, atomic_write_text, atomic_write_with
+from nnugen.atomic_files import atomic_write_text, atomic_write_with
 from nnugen.bids.bids_cases import (
     IDENTIFIER,
     BidsCase,
@@ -27,6 +30,7 @@ from nnugen.bids.bids_cases import (
     read_healthy_list,
     select_cases,
 )
+from nnugen.folders.dataset_json import write_dataset_json
 
 TASKS = ("seg", "anomaly")
 HEALTHY_CASES_FILE = "healthy_cases.txt"
@@ -144,7 +148,7 @@ def convert_bids(request: BidsRequest) -> ConversionReport:
             found_values |= _write_case(temporary, planned.identifier, planned.case, planned.label)
         label_map = _label_map(found_values, request.label_names, labels)
         healthy = tuple(planned.identifier for planned in plan if planned.label is None)
-        atomic_write_json(temporary / "dataset.json", _dataset_json(request, label_map, len(plan)))
+        _write_dataset_json(temporary, request, label_map, len(plan))
         if healthy or request.task == "anomaly":
             atomic_write_text(temporary / HEALTHY_CASES_FILE, "".join(f"{c}\n" for c in healthy))
         os.replace(temporary, target)
@@ -237,14 +241,23 @@ def _label_map(found: set[int], names: tuple[str, ...], labels: LabelSource | No
     return {"background": 0, **{name: value for value, name in enumerate(names or default, start=1)}}
 
 
-def _dataset_json(request: BidsRequest, label_map: dict[str, int], num_training: int) -> dict:
-    return {
-        "channel_names": {str(i): contrast for i, contrast in enumerate(request.contrasts)},
-        "labels": label_map,
-        "numTraining": num_training,
-        "file_ending": FILE_ENDING,
-        "name": request.name,
-        "description": f"converted from the BIDS dataset {Path(request.bids_root).resolve()} by nnugen_convert_bids "
-                       f"(--contrasts {' '.join(request.contrasts)}"
-                       + (f" --labels {request.labels}" if request.labels else "") + f" --task {request.task})",
-    }
+def _write_dataset_json(folder: Path, request: BidsRequest, label_map: dict[str, int], num_training: int) -> None:
+    """``folder/dataset.json`` through nnU-Net's ``generate_dataset_json`` (folders/dataset_json.py); ``folder`` is the
+    conversion's temporary folder, moved into place whole."""
+    bids = _bids_description(Path(request.bids_root))
+    options = f"--contrasts {' '.join(request.contrasts)}" + (f" --labels {request.labels}" if request.labels else "") \
+        + f" --task {request.task}"
+    write_dataset_json(folder, {str(i): contrast for i, contrast in enumerate(request.contrasts)}, label_map,
+                       num_training, FILE_ENDING, license=bids["license"], converted_by="nnugen_convert_bids",
+                       dataset_name=request.name,
+                       description=f"converted from the BIDS dataset {bids['name']!r} (folder "
+                                   f"{Path(request.bids_root).resolve().name}) by nnugen_convert_bids ({options})")
+
+
+def _bids_description(root: Path) -> dict[str, str]:
+    """The BIDS dataset's ``Name`` and ``License`` from its ``dataset_description.json`` (checked readable by
+    ``bids_cases.open_layout``), with what to say when they are not given."""
+    description = json.loads((root / "dataset_description.json").read_text(encoding="utf-8"))
+    description = description if isinstance(description, dict) else {}
+    return {"name": str(description.get("Name") or root.resolve().name),
+            "license": str(description.get("License") or "not given in the BIDS dataset_description.json")}

@@ -64,6 +64,7 @@ def run_anomaly_demo(work_dir: Path, quick: bool, device: str, say: Callable[[st
     from nnugen.demo.commands import cli, run_logged, set_nnunet_folders
     from nnugen.demo.lesion_dataset import write_lesion_dataset
     from nnugen.demo.phantom import PhantomSpec
+    from nnugen.demo.progress_follow import prediction_watch, training_watch
 
     size = anomaly_demo_size(quick)
     work_dir = Path(work_dir)
@@ -89,8 +90,9 @@ def run_anomaly_demo(work_dir: Path, quick: bool, device: str, say: Callable[[st
     run_logged([cli("nnugen_plan"), "-d", str(DATASET_ID), "-c", "3d_fullres", *_settings(size)], log)
     say(f"anomaly: nnugen_train {DATASET_ID} 0 3d --task anomaly -device {device} (healthy cases only; then the "
         "threshold on the validation lesions)")
+    model = ModelFolder.of(folder, TRAINER, "3d_fullres", results=Path(folders["nnUNet_results"]))
     run_logged([cli("nnugen_train"), str(DATASET_ID), "0", "3d", "--task", "anomaly", "-device", device, "--seed",
-                "0"], log)
+                "0"], log, training_watch(model.fold(0)))
 
     segmentations, maps = work_dir / "predictions" / TRAINER, work_dir / "predictions" / f"{TRAINER}_maps"
     for output in (segmentations, maps):
@@ -98,15 +100,16 @@ def run_anomaly_demo(work_dir: Path, quick: bool, device: str, say: Callable[[st
     common = ["-d", str(DATASET_ID), "-c", "3d_fullres", "-f", "0", "-tr", TRAINER, "-p", "nnugenPlans", "-i",
               str(raw / "imagesTs"), "-device", device, "-npp", "0", "-nps", "0"]
     say(f"anomaly: nnUNetv2_predict -tr {TRAINER} on {size.n_test_lesion} held-out cases (lesion segmentation)")
-    run_logged([cli("nnUNetv2_predict"), *common, "-o", str(segmentations), "--disable_tta"], log)
+    run_logged([cli("nnUNetv2_predict"), *common, "-o", str(segmentations), "--disable_tta"], log,
+               prediction_watch(raw / "imagesTs", segmentations))
     say(f"anomaly: nnugen_predict -tr {TRAINER} (anomaly maps and pseudo-healthy counterfactuals)")
-    run_logged([cli("nnugen_predict"), *common, "-o", str(maps), "--seed", "0"], log)
+    run_logged([cli("nnugen_predict"), *common, "-o", str(maps), "--seed", "0"], log,
+               prediction_watch(raw / "imagesTs", maps))
 
     cases = sorted(p.name[: -len(".nii.gz")] for p in (raw / "labelsTs").glob("*.nii.gz"))
     labels = [_read(raw / "labelsTs" / f"{case}.nii.gz") > 0 for case in cases]
     predicted = [_read(segmentations / f"{case}.nii.gz") == 1 for case in cases]
     anomaly = [_read(maps / f"{case}_anomaly.nii.gz") for case in cases]
-    model = ModelFolder.of(folder, TRAINER, "3d_fullres", results=Path(folders["nnUNet_results"]))
     threshold = json.loads((model.fold(0) / "threshold.json").read_text())["threshold"]
     pooled = np.concatenate([lab.ravel() for lab in labels])
     result = {"pixel_auprc": pixel_auprc(anomaly, labels),

@@ -1,5 +1,6 @@
 """What the demo steps share: stage messages with elapsed time, the CLIs of this environment, commands run with
-their output appended to the demo's log, and the nnUNet_* folders inside the work folder."""
+their output appended to the demo's log (and a progress bar following a long one, progress_follow.py), and the
+nnUNet_* folders inside the work folder."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from nnugen.demo.progress_follow import Watch, run_watched
 
 
 class Stages:
@@ -25,13 +28,18 @@ def cli(name: str) -> str:
     return str(local) if local.exists() else name
 
 
-def run_logged(command: list[str], log: Path) -> None:
+def run_logged(command: list[str], log: Path, watch: Watch | None = None) -> None:
+    """Run ``command`` with its output appended to ``log``; with ``watch``, a progress bar follows it on the terminal
+    (progress_follow.py). RuntimeError naming the log when it fails."""
     with open(log, "a", encoding="utf-8") as stream:
         stream.write(f"\n$ {' '.join(command)}\n")
         stream.flush()
-        result = subprocess.run(command, stdout=stream, stderr=subprocess.STDOUT)
-    if result.returncode != 0:
-        raise RuntimeError(f"{Path(command[0]).name} failed (exit {result.returncode}); see {log}")
+        if watch is None:
+            returncode = subprocess.run(command, stdout=stream, stderr=subprocess.STDOUT).returncode
+        else:
+            returncode = run_watched(command, stream, watch)
+    if returncode != 0:
+        raise RuntimeError(f"{Path(command[0]).name} failed (exit {returncode}); see {log}")
 
 
 def set_nnunet_folders(work_dir: Path) -> dict[str, str]:

@@ -15,10 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nnugen.demo.commands import Stages, cli, run_logged, set_nnunet_folders
-from nnugen.demo.evaluation import dice_per_class, format_table
+from nnugen.demo.evaluation import dice_and_hd95_per_class, format_table
 from nnugen.demo.mni_dataset import LABELS as MNI_LABELS
 from nnugen.demo.mni_dataset import PROVENANCE, write_mni_dataset
 from nnugen.demo.phantom import LABELS, PhantomSpec, write_phantom_dataset
+from nnugen.demo.progress_follow import prediction_watch, training_watch
+from nnugen.folders.model_folder import ModelFolder
 from nnugen.tasks import TASKS
 
 DATASET_ID = 990
@@ -127,11 +129,12 @@ def _segmentation_part(request: DemoRequest, dataset_id: int, configuration: str
     """nnU-Net's baseline and the diffusion segmenter, same plan and budget; prints both Dice tables."""
     short = "3d" if configuration == "3d_fullres" else configuration
     scores: dict[str, dict[str, float]] = {}
+    distances: dict[str, dict[str, float]] = {}
     for task, title in (("baseline", "nnU-Net baseline"), ("seg", f"diffusion (5 steps x {ENSEMBLE} seeds)")):
         trainer = TASKS[task].trainer
         say(f"nnugen_train {dataset_id} 0 {short} --task {task} -device {request.device}")
         run_logged([cli("nnugen_train"), str(dataset_id), "0", short, "--task", task, "-device", request.device,
-                    "--seed", "0"], log)
+                    "--seed", "0"], log, training_watch(ModelFolder.of(dataset_id, trainer, configuration).fold(0)))
         output = work_dir / "predictions" / trainer
         if output.exists():
             shutil.rmtree(output)
@@ -139,19 +142,22 @@ def _segmentation_part(request: DemoRequest, dataset_id: int, configuration: str
             say(f"nnUNetv2_predict -tr {trainer} on {size.n_test} held-out cases")
             run_logged([cli("nnUNetv2_predict"), "-d", str(dataset_id), "-c", configuration, "-f", "0", "-tr",
                         trainer, "-p", "nnugenPlans", "-i", str(raw / "imagesTs"), "-o", str(output), "-device",
-                        request.device, "--disable_tta", "-npp", "0", "-nps", "0"], log)
+                        request.device, "--disable_tta", "-npp", "0", "-nps", "0"], log,
+                       prediction_watch(raw / "imagesTs", output))
         else:
             say(f"nnugen_predict -tr {trainer} --ensemble-size {ENSEMBLE} --save-uncertainty on {size.n_test} "
                 "held-out cases")
             run_logged([cli("nnugen_predict"), "-d", str(dataset_id), "-c", configuration, "-f", "0", "-tr",
                         trainer, "-i", str(raw / "imagesTs"), "-o", str(output), "-device", request.device,
                         "--ensemble-size", str(ENSEMBLE), "--seed", "0", "--save-uncertainty", "-npp", "0", "-nps",
-                        "0"], log)
+                        "0"], log, prediction_watch(raw / "imagesTs", output))
             maps = sorted(output.glob("*_entropy.nii.gz"))
             say(f"uncertainty images (entropy of the {ENSEMBLE}-seed ensemble, variance across seeds): "
                 f"{len(maps)} cases, e.g. {maps[0] if maps else 'none'}")
-        scores[title] = dice_per_class(output, raw / "labelsTs", labels)
+        scores[title], distances[title] = dice_and_hd95_per_class(output, raw / "labelsTs", labels)
     cases = "augmented MNI152 cases" if request.real else "phantoms"
-    say(f"segmentation done. Dice per class on the {size.n_test} held-out {cases}:")
+    say(f"segmentation done. nnU-Net's Dice per class on the {size.n_test} held-out {cases}:")
     print(format_table(scores), flush=True)
+    say("HD95 per class in mm (95th percentile of the surface distances, lower is better):")
+    print(format_table(distances), flush=True)
     results.update(scores)

@@ -16,6 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nnugen.demo.commands import cli, run_logged
+from nnugen.demo.progress_follow import files_watch, training_watch
+from nnugen.folders.model_folder import ModelFolder
+from nnugen.tasks import TASKS
 
 
 @dataclass(frozen=True)
@@ -70,14 +73,16 @@ def run_generation_demo(dataset_id: int, configuration: str, raw: Path, work_dir
         f"denoiser {features})")
     run_logged([cli("nnugen_plan"), "-d", str(dataset_id), "-c", configuration, *sets], log)
     say(f"nnugen_train {dataset_id} 0 {configuration} --task ddpm -device {device} (image + label jointly)")
+    fold = ModelFolder.of(dataset_id, TASKS["ddpm"].trainer, configuration).fold(0)
     run_logged([cli("nnugen_train"), str(dataset_id), "0", configuration, "--task", "ddpm", "-device", device,
-                "--seed", "0"], log)
+                "--seed", "0"], log, training_watch(fold))
     output = work_dir / "samples" / "ddpm"
     if output.exists():
         shutil.rmtree(output)
     say(f"nnugen_sample: {budget.cases} synthetic cases with labels, {budget.steps} sampler steps")
     run_logged([cli("nnugen_sample"), str(dataset_id), configuration, str(budget.cases), str(output), "--steps",
-                str(budget.steps), "--seed", "0", "-device", device], log)
+                str(budget.steps), "--seed", "0", "-device", device], log,
+               files_watch(output / "previews", [f"case_{k:04d}.png" for k in range(budget.cases)], "cases"))
     say(f"synthetic cases in {output} (previews in {output / 'previews'}; real ones in {raw / 'imagesTr'}). "
         "So short a training checks the pipeline; it does not give realistic images")
     return output

@@ -1,8 +1,11 @@
-"""Sample previews written during generative training: a PNG of the middle slice of each generated channel (and
-the label when generated), and for 3D a GIF through the slices (medimgen's training plots)."""
+"""Previews written during training, side by side as one strip: a PNG (2D, or the middle slice in 3D) and in 3D a GIF
+through the slices (medimgen's training plots). A generated sample: each image channel and the label when generated;
+the trainers compose others (the autoencoder: input | reconstruction; the anomaly model: input | counterfactual |
+anomaly map; diffusion segmentation: image | reference | prediction | entropy)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -11,9 +14,10 @@ from torch import Tensor
 from nnugen.atomic_files import atomic_write_with
 
 
-def _normalise(array: np.ndarray) -> np.ndarray:
-    low, high = float(array.min()), float(array.max())
-    return ((array - low) / (high - low + 1e-8) * 255).astype(np.uint8)
+def _normalise(array: np.ndarray, value_range: tuple[float, float] | None = None) -> np.ndarray:
+    """uint8 grey levels: ``value_range`` (low, high) -> 0 .. 255, or the array's own min .. max when None."""
+    low, high = value_range if value_range is not None else (float(array.min()), float(array.max()))
+    return (np.clip((array - low) / (high - low + 1e-8), 0.0, 1.0) * 255).astype(np.uint8)
 
 
 def preview_panels(sample: Tensor, image_channels: int) -> np.ndarray:
@@ -26,20 +30,31 @@ def preview_panels(sample: Tensor, image_channels: int) -> np.ndarray:
 
 
 def write_preview(sample: Tensor, image_channels: int, path: Path) -> list[Path]:
-    """Write ``path`` (.png, middle slice of each panel side by side) and, for 3D, ``path`` with .gif."""
+    """A generated sample's panels (``preview_panels``) written by ``write_panels``."""
+    return write_panels(preview_panels(sample, image_channels), path)
+
+
+def write_panels(panels: np.ndarray, path: Path,
+                 ranges: Sequence[tuple[float, float] | None] | None = None) -> list[Path]:
+    """Write panels (N, *spatial) side by side: ``path`` (.png; in 3D the middle slice) and, for 3D, ``path`` with
+    .gif through the slices; returns the files. ``ranges``: per panel the values shown black and white (e.g. (0, K-1)
+    for label maps, so reference and prediction share grey levels), None for the panel's own min .. max."""
     import imageio.v3 as iio
 
-    panels = preview_panels(sample, image_channels)
+    panels = np.asarray(panels, dtype=np.float32)
+    ranges = list(ranges) if ranges is not None else [None] * len(panels)
+    if len(ranges) != len(panels):
+        raise ValueError(f"{len(ranges)} ranges for {len(panels)} preview panels; give one per panel (or None)")
+    grey = [_normalise(panel, value_range) for panel, value_range in zip(panels, ranges)]
     path.parent.mkdir(parents=True, exist_ok=True)
-    written = [path]
     if panels.ndim == 3:  # 2D
-        strip = np.concatenate([_normalise(p) for p in panels], axis=1)
+        strip = np.concatenate(grey, axis=1)
         atomic_write_with(path, lambda tmp: iio.imwrite(tmp, strip, extension=".png"), suffix=".png")
-        return written
+        return [path]
     middle = panels.shape[1] // 2
-    strip = np.concatenate([_normalise(p[middle]) for p in panels], axis=1)
+    strip = np.concatenate([g[middle] for g in grey], axis=1)
     atomic_write_with(path, lambda tmp: iio.imwrite(tmp, strip, extension=".png"), suffix=".png")
-    frames = np.stack([np.concatenate([_normalise(p)[z] for p in panels], axis=1) for z in range(panels.shape[1])])
+    frames = np.stack([np.concatenate([g[z] for g in grey], axis=1) for z in range(panels.shape[1])])
     gif = path.with_suffix(".gif")
     atomic_write_with(gif, lambda tmp: iio.imwrite(tmp, frames, extension=".gif", loop=0), suffix=".gif")
-    return [*written, gif]
+    return [path, gif]

@@ -109,22 +109,23 @@ def load_generator(files: ModelFiles, device):
         raise ValueError(f"the weights in {files.checkpoint} do not fit the network its plans.json describes "
                          f"({first}); was plans.json changed after training?") from None
     if files.task.section == "ldm":
-        network = _latent_generator(network, files, section.task("autoencoder").autoencoder.decode_chunks)
+        network = _latent_generator(network, files, section.task("autoencoder").autoencoder.decode_chunks, checkpoint)
     return network.to(device).eval()
 
 
-def _latent_generator(latent_model, files: ModelFiles, decode_chunks):
-    """Wrap the latent denoiser with the frozen autoencoder (weights only) and the scale found in training."""
-    from nnugen.models.autoencoder_files import load_autoencoder
-    from nnugen.models.latent_generator import LATENT_FILE, LatentGenerator
-    from nnugen.typed_section import MalformedFileError, read_json_object
+def _latent_generator(latent_model, files: ModelFiles, decode_chunks, checkpoint: dict | None = None):
+    """Wrap the latent denoiser with the frozen autoencoder (weights only) and the scale found in training: those the
+    checkpoint carries, else (checkpoints of older versions) those ``latent.json`` names (models/latent_files.py)."""
+    from nnugen.models.autoencoder_files import CHECKPOINT_KEY, autoencoder_from_entry, load_autoencoder
+    from nnugen.models.latent_files import SCALE_KEY, TRAIN_AGAIN, read_latent_record
+    from nnugen.models.latent_generator import LatentGenerator
 
-    latent_file = files.fold_folder / LATENT_FILE
-    if not latent_file.is_file():
-        raise ValueError(f"{latent_file} is missing: the latent model's training did not finish its start; train again")
-    again = "train the latent model again (nnugen_train ID FOLD CONFIG --task ldm)"
-    latent = read_json_object(latent_file, {"autoencoder_folder": str, "scale_factor": float}, again)
-    if not latent["scale_factor"] > 0:
-        raise MalformedFileError(f"{latent_file}: scale_factor: {latent['scale_factor']} must be > 0; {again}")
-    autoencoder, _ = load_autoencoder(Path(latent["autoencoder_folder"]))
-    return LatentGenerator(latent_model, autoencoder, float(latent["scale_factor"]), decode_chunks)
+    if checkpoint is not None and CHECKPOINT_KEY in checkpoint:
+        autoencoder, _ = autoencoder_from_entry(checkpoint[CHECKPOINT_KEY], str(files.checkpoint), TRAIN_AGAIN)
+        scale = checkpoint.get(SCALE_KEY)
+        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not scale > 0:
+            raise ValueError(f"{files.checkpoint}: {SCALE_KEY} {scale!r} is not a scale factor > 0; {TRAIN_AGAIN}")
+        return LatentGenerator(latent_model, autoencoder, float(scale), decode_chunks)
+    record = read_latent_record(files.fold_folder)
+    autoencoder, _ = load_autoencoder(record.autoencoder_folder)
+    return LatentGenerator(latent_model, autoencoder, record.scale_factor, decode_chunks)

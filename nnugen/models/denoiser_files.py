@@ -87,6 +87,10 @@ def load_denoiser_weights(folder: Path, expected: dict, device: torch.device | s
     folder = Path(folder)
     config, weights = folder / CONFIG_FILE, folder / WEIGHTS_FILE
     if not config.is_file() or not weights.is_file():
+        if (folder / "checkpoint_final.pth").is_file():  # installed with nnU-Net's export, which leaves them out
+            raise ValueError(f"{folder} holds a trained {base.name} but not its {CONFIG_FILE} + {WEIGHTS_FILE} "
+                             "(nnUNetv2_export_model_to_zip does not copy them); copy both from the fold folder it "
+                             f"was trained in, or train the base here: {base.train}")
         raise ValueError(f"{folder} holds no exported {base.name} ({CONFIG_FILE} + {WEIGHTS_FILE}); train the base "
                          f"model first: {base.train} (or set {base.setting} to a trained one)")
     found = read_json_object(config, DESCRIPTION_FIELDS, f"export the base again: {base.train}")

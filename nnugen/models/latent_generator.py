@@ -11,12 +11,9 @@ import torch
 from torch import Tensor, nn
 
 from nnugen.models.image_generator import ImageGenerator
+from nnugen.models.latent_files import LATENT_FILE  # noqa: F401 - where older code and tests import it from
 from nnugen.networks.autoencoder import Autoencoder
 from nnugen.networks.chunked_decoding import decode_chunked
-
-LATENT_FILE = "latent.json"
-"""The latent model's side file next to its checkpoints: the autoencoder's folder and the latents' scale factor
-(written by NnugenLDMTrainer, read to sample)."""
 
 
 class LatentGenerator(nn.Module):

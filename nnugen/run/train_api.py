@@ -7,6 +7,7 @@ more ranks than visible GPUs are refused before anything runs."""
 from __future__ import annotations
 
 import os
+import sys
 import warnings
 from dataclasses import dataclass
 
@@ -20,7 +21,7 @@ from nnugen.run.distributed import (
     train_under_torchrun,
 )
 from nnugen.run.ext_trainer_path import ensure_ext_trainer_path
-from nnugen.run_flags import RunFlags
+from nnugen.run_flags import RunFlags, progress_wanted
 from nnugen.tasks import task_named
 
 
@@ -34,7 +35,8 @@ class TrainRequest:
     continue_training: bool = False
     num_gpus: int = 1
     seed: int | None = None
-    progress: bool = False
+    progress: bool | None = None
+    """The progress bar: True / False, or None for one when stdout is a terminal (run_flags.progress_wanted)."""
     plans: str = PLANS_IDENTIFIER
     """nnU-Net's plans identifier (``-p``): the plans file in nnUNet_preprocessed and the model folder's middle part."""
     only_validation: bool = False
@@ -187,7 +189,8 @@ def train(request: TrainRequest) -> None:
     ensure_ext_trainer_path()
     pretrained = os.path.abspath(request.pretrained_weights) if request.pretrained_weights else None
     # the trainer's flags (run_flags.py)
-    os.environ.update(RunFlags(request.seed, request.progress, pretrained).environment())
+    progress = progress_wanted(request.progress, sys.stdout)
+    os.environ.update(RunFlags(request.seed, progress, pretrained).environment())
 
     # nnU-Net's trainer lookup imports timm, whose hrnet module warns about torch.jit.interface on every run: noise
     # on stderr that is neither nnugen's nor the user's to fix

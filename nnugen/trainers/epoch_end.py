@@ -34,13 +34,20 @@ def finite_ema(ema: Sequence[float]) -> float:
     return finite[-1] if finite else 0.0
 
 
-def print_epoch_summary(print_to_log_file: Callable[..., None], get_value: Callable, new_best: float | None) -> None:
+def print_epoch_summary(print_to_log_file: Callable[..., None], get_value: Callable, new_best: float | None,
+                        best_by_loss: bool = False) -> None:
     """nnU-Net's lines at the end of an epoch, read from its logger (``get_value``): the losses, the pseudo Dice, the
-    epoch time in seconds, and ``new_best`` when the epoch raised the best EMA pseudo Dice (None when it did not)."""
+    epoch time in seconds, and ``new_best`` when the epoch raised the best EMA pseudo Dice (None when it did not).
+
+    ``best_by_loss`` (the generative tasks, whose pseudo-Dice slot holds minus the validation loss): no pseudo Dice
+    line, and the new best is printed as what it is, ``New best validation loss: X (moving average)``."""
     print_to_log_file("train_loss", np.round(get_value("train_losses", step=-1), decimals=4))
     print_to_log_file("val_loss", np.round(get_value("val_losses", step=-1), decimals=4))
-    print_to_log_file("Pseudo dice", [np.round(i, decimals=4) for i in get_value("dice_per_class_or_region", -1)])
+    if not best_by_loss:
+        print_to_log_file("Pseudo dice", [np.round(i, decimals=4) for i in get_value("dice_per_class_or_region", -1)])
     seconds = get_value("epoch_end_timestamps", step=-1) - get_value("epoch_start_timestamps", step=-1)
     print_to_log_file(f"Epoch time: {np.round(seconds, decimals=2)} s")
-    if new_best is not None:
+    if new_best is not None and best_by_loss:
+        print_to_log_file(f"New best validation loss: {np.round(-new_best, decimals=4)} (moving average)")
+    elif new_best is not None:
         print_to_log_file(f"Yayy! New best EMA pseudo Dice: {np.round(new_best, decimals=4)}")

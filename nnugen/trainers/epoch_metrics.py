@@ -31,13 +31,15 @@ class EpochMetrics:
         self.sums, self.counts = {}, {}
         return means
 
-    def write(self, epoch: int, print_to_log_file: Callable[[str], None], loggers: Iterable, writes: bool) -> None:
-        """``collect`` (every rank must call it); where ``writes`` (rank 0), the means go to the training log and, as
-        values of ``epoch``, to nnU-Net's non-local ``loggers`` (W&B)."""
+    def write(self, epoch: int, print_to_log_file: Callable[[str], None], loggers: Iterable,
+              writes: bool) -> dict[str, float]:
+        """``collect`` (every rank must call it) and return the means; where ``writes`` (rank 0), they go to the
+        training log and, as values of ``epoch``, to nnU-Net's non-local ``loggers`` (W&B)."""
         means = self.collect()
         if not means or not writes:
-            return
+            return means
         print_to_log_file("nnugen metrics: " + ", ".join(f"{key} {value:.5g}" for key, value in means.items()))
         for logger in loggers:
             for key, value in means.items():
                 logger.log(key, value, epoch)
+        return means

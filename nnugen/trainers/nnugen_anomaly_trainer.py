@@ -67,6 +67,7 @@ ANOMALY_BASE = BaseModel("anomaly model", TASKS["anomaly"].trainer, "nnugen_trai
 
 class NnugenAnomalyTrainer(NnugenGenerativeTrainer):
     nnugen_task = "anomaly"
+    has_previews = True
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
@@ -150,6 +151,21 @@ class NnugenAnomalyTrainer(NnugenGenerativeTrainer):
 
     def after_optimizer_step(self) -> None:
         self.segmenter().generator.update_ema()
+
+    def preview_panels(self, epoch: int):
+        """Input | pseudo-healthy counterfactual (first image channel, one seed, the planned strengths and steps) |
+        anomaly map (before any threshold) of the preview case (training_previews.py)."""
+        from dataclasses import replace
+
+        segmenter = self.segmenter()
+        data = self.preview_batch["data"].to(self.device)
+        with segmenter.sampling(replace(self.settings.sampler, seeds=1), epoch):
+            result = segmenter.run(data)
+        image = segmenter.split(data)[0][0, 0].float().cpu().numpy()
+        shown = (float(image.min()), float(image.max()))  # the counterfactual on the input's grey scale
+        panels = np.stack([image, result.counterfactuals[0, 0, 0].float().cpu().numpy(),
+                           result.map[0, 0].float().cpu().numpy()])
+        return panels, [shown, shown, None]
 
     def on_train_end(self):
         super().on_train_end()
@@ -255,6 +271,12 @@ class NnugenAnomalyTrainer(NnugenGenerativeTrainer):
             num_processes=max(1, min(default_num_processes, number_of_cases)), chill=True)
         self.print_to_log_file("Validation Dice at the threshold (nnU-Net summary.json):",
                                metrics["foreground_mean"]["Dice"])
+        from nnugen.evaluation.surface_distances import write_validation_distances
+
+        write_validation_distances(self)  # HD95 / NSD beside summary.json, as every nnugen validation
+        from nnugen.folders.portable_paths import make_validation_portable
+
+        make_validation_portable(self.output_folder)  # export copies summary.json (portable_paths.py)
 
     def perform_actual_validation(self, save_probabilities: bool = False):
         _, val_keys = self.do_split()

@@ -2,7 +2,9 @@
 2021 VQ-GAN; medimgen), on nnU-Net's patches. Loss = l1 * |x - x_hat| + perceptual * LPIPS-like distance (offline
 features, see perceptual_network.py) + adversarial * PatchGAN generator loss (after the warm-up) + kl / codebook
 * regulariser. The PatchGAN discriminator (MONAI) is trained after every autoencoder step with its own optimiser.
-At the end the autoencoder is exported weights-only (``autoencoder_weights.pt`` + ``autoencoder.json``) next to
+Validation batches also log the reconstruction's PSNR and SSIM (evaluation/reconstruction.py, on the model's
+[-1, 1] scale), and the previews show input | reconstruction of the last validation batch. At the end the
+autoencoder is exported weights-only (``autoencoder_weights.pt`` + ``autoencoder.json``) next to
 the checkpoints, which is what the latent diffusion trainer loads. Under nnugen's compile policy (compile_policy.py)
 its encoder and decoder are compiled in place, so the export has the plain autoencoder's keys."""
 
@@ -10,13 +12,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 from nnunetv2.paths import nnUNet_results
 
-from nnugen.evaluation.previews import write_preview
+from nnugen.evaluation.reconstruction import psnr, ssim
 from nnugen.folders.checkpoint_files import unwrapped_network
 from nnugen.losses.adversarial import AdversarialLoss, adversarial_weight_schedule
-from nnugen.models.autoencoder_files import save_autoencoder
+from nnugen.models.autoencoder_files import ARGUMENTS_KEY, save_autoencoder
 from nnugen.models.model_builders import autoencoder_arguments
 from nnugen.networks.patch_discriminator import make_patch_discriminator
 from nnugen.trainers.ddp import all_ranks_agree, average_gradients, broadcast_buffers, broadcast_module
@@ -26,6 +29,9 @@ from nnugen.trainers.perceptual_network import perceptual_loss
 
 class NnugenAutoencoderTrainer(NnugenGenerativeTrainer):
     nnugen_task = "autoencoder"
+    has_previews = True
+    data_range = 2.0
+    """Intensity range of PSNR / SSIM: the model's [-1, 1] (the intensity map's)."""
 
     def initialize(self):
         super().initialize()
@@ -63,6 +69,9 @@ class NnugenAutoencoderTrainer(NnugenGenerativeTrainer):
             parts["adversarial"] = self.adversarial_weight() * self.adversarial.generator_loss(fake_scores)
         for name, part in parts.items():
             self.log_metric(name, part)
+        if not self.network.training:  # validation: how faithful the reconstruction is
+            self.log_metric("psnr", psnr(reconstruction.detach(), x, self.data_range).mean())
+            self.log_metric("ssim", ssim(reconstruction.detach(), x, self.data_range).mean())
         self._pair = (x.detach(), reconstruction.detach())
         return sum(parts.values())
 
@@ -82,7 +91,8 @@ class NnugenAutoencoderTrainer(NnugenGenerativeTrainer):
             self.log_metric("discriminator", loss)
 
     def extra_checkpoint_state(self) -> dict:
-        return {"nnugen_discriminator": self.discriminator.state_dict(),
+        return {ARGUMENTS_KEY: autoencoder_arguments(self.settings, self.num_input_channels),  # read if exported alone
+                "nnugen_discriminator": self.discriminator.state_dict(),
                 "nnugen_discriminator_optimizer": self.discriminator_optimizer.state_dict(),
                 "nnugen_iteration": self._iteration}
 
@@ -92,13 +102,13 @@ class NnugenAutoencoderTrainer(NnugenGenerativeTrainer):
             self.discriminator_optimizer.load_state_dict(checkpoint["nnugen_discriminator_optimizer"])
             self._iteration = checkpoint["nnugen_iteration"]
 
-    def on_epoch_end(self):
-        epoch = self.current_epoch
-        super().on_epoch_end()
-        if self.local_rank == 0 and self._pair is not None and (epoch + 1) % self.settings.training.preview_every == 0:
-            real, fake = self._pair
-            write_preview(torch.cat([real[0], fake[0]]), 2 * self.num_input_channels,
-                          Path(self.output_folder) / "previews" / f"epoch_{epoch:04d}.png")
+    def preview_panels(self, epoch: int) -> tuple[np.ndarray, list] | None:
+        """Input channels | their reconstructions, of the last batch (the epoch's last validation batch), both
+        shown on the model's [-1, 1] scale."""
+        if self._pair is None:
+            return None
+        real, fake = (t[0].float().cpu().numpy() for t in self._pair)
+        return np.concatenate([real, fake]), [(-1.0, 1.0)] * (2 * len(real))
 
     def on_train_end(self):
         super().on_train_end()

@@ -2,21 +2,23 @@
 augmentation; the network is an ``ImageGenerator`` whose denoiser is the plan's U-Net (medimgen). Mode from the
 plans' ``generation.mode``: image only, image + label jointly, or image for a given label map (by concatenation, or
 by an adapter on a frozen base DDPM, loaded weights-only from ``generation.base_model`` at the start). EMA weights
-are kept inside the model (so they are in every checkpoint) and used for sampling; previews every
-``training.preview_every`` epochs go to ``fold_F/previews``. At the end the denoiser is exported weights-only
+are kept inside the model (so they are in every checkpoint) and used for sampling; previews (a sample, for the
+label map of a validation case when conditioned) every ``training.preview_every`` epochs and after the last go to
+``fold_F/previews`` (training_previews.py). At the end the denoiser is exported weights-only
 (``denoiser.json`` + ``denoiser_weights.pt``), so that an adapter can be trained on it."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 from nnunetv2.paths import nnUNet_results
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
-from nnugen.config import CONDITIONED_MODES, SamplerSettings
+from nnugen.config import CONDITIONED_MODES
 from nnugen.diffusion import one_hot
-from nnugen.evaluation.previews import write_preview
+from nnugen.evaluation.previews import preview_panels
 from nnugen.models.denoiser_files import DDPM_BASE, denoiser_description, export_denoiser, read_base_denoiser
 from nnugen.models.image_generator import ImageGenerator
 from nnugen.trainers.nnugen_generative_trainer import NnugenGenerativeTrainer
@@ -24,6 +26,7 @@ from nnugen.trainers.nnugen_generative_trainer import NnugenGenerativeTrainer
 
 class NnugenDDPMTrainer(NnugenGenerativeTrainer):
     nnugen_task = "ddpm"
+    has_previews = True
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
@@ -63,28 +66,16 @@ class NnugenDDPMTrainer(NnugenGenerativeTrainer):
     def after_optimizer_step(self) -> None:
         self.generator().update_ema()
 
-    def on_epoch_end(self):
-        epoch = self.current_epoch
-        super().on_epoch_end()
-        if self.local_rank == 0 and (epoch + 1) % self.settings.training.preview_every == 0:
-            self.write_preview(epoch)
-
-    def write_preview(self, epoch: int) -> None:
-        generator = self.generator()
+    def preview_panels(self, epoch: int) -> tuple[np.ndarray, None]:
+        """A sample's image channels (and generated label); conditioned, for the preview case's label map."""
         condition = None
         if self.settings.generation.mode in CONDITIONED_MODES:
-            batch = next(self.dataloader_val)
-            condition = one_hot(batch["target"][:1].to(self.device), self.label_manager.num_segmentation_heads,
-                                diffusion_space=True, clamp=True)
-        sampler = SamplerSettings(name="dpm_solver++", steps=self.settings.generation.preview_steps)
-        torch_generator = torch.Generator(device=self.device).manual_seed(epoch)
-        generator.eval()
-        sample = generator.sample(1, condition=condition, generator=torch_generator, sampler=sampler,
-                                  device=self.device)
-        generator.train()
-        files = write_preview(sample[0], self.num_input_channels, Path(self.output_folder) / "previews" /
-                              f"epoch_{epoch:04d}.png")
-        self.print_to_log_file(f"preview: {', '.join(str(f) for f in files)}")
+            condition = one_hot(self.preview_batch["target"].to(self.device),
+                                self.label_manager.num_segmentation_heads, diffusion_space=True, clamp=True)
+        sampler, torch_generator = self.preview_sampling(epoch)
+        sample = self.generator().sample(1, condition=condition, generator=torch_generator, sampler=sampler,
+                                         device=self.device)
+        return preview_panels(sample[0], self.num_input_channels), None
 
     def on_train_end(self):
         super().on_train_end()

@@ -4,17 +4,22 @@ nnU-Net's data loader, patch sampler, augmentation, folds and final validation; 
 
 Validation inside training samples with ``training.val_sampling_steps`` steps and one seed, so the pseudo Dice in
 ``progress.png`` and the choice of ``checkpoint_best`` measure the segmentations the model really produces.
+Previews (training_previews.py) show image | reference | prediction | entropy of the planned ensemble's mean
+probabilities for the first case of the last validation batch, sampled with the validation steps.
 """
 
 from __future__ import annotations
 
+import math
 from contextlib import ExitStack
 from dataclasses import replace
 
+import numpy as np
 import torch
 from torch import nn
 
 from nnugen.diffusion import dice_ce_loss, one_hot
+from nnugen.evaluation.error_detection import predictive_entropy
 from nnugen.models.compile_policy import predictor_compile_off
 from nnugen.models.diffusion_segmenter import DiffusionSegmenter
 from nnugen.trainers.nnugen_trainer import NnugenTrainer
@@ -34,6 +39,7 @@ class SampledSegmentationLoss(nn.Module):
 
 class NnugenDiffSegTrainer(NnugenTrainer):
     nnugen_task = "segmentation"
+    has_previews = True
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
@@ -75,6 +81,21 @@ class NnugenDiffSegTrainer(NnugenTrainer):
     def perform_actual_validation(self, save_probabilities: bool = False):
         with predictor_compile_off():  # nnU-Net's predictor would compile the sampler loop; the denoiser already is
             super().perform_actual_validation(save_probabilities)
+
+    def preview_panels(self, epoch: int) -> tuple[np.ndarray, list]:
+        """Image (first channel) | reference | prediction | predictive entropy (nats) of the preview case: the
+        planned seeds' mean probabilities with ``training.val_sampling_steps`` steps, seeded with the epoch."""
+        segmenter = self.segmenter()
+        sampler = replace(self.settings.sampler, steps=self.settings.training.val_sampling_steps)
+        with segmenter.sampling(sampler, epoch):
+            logits = segmenter(self.preview_batch["data"].to(self.device))  # log of the seeds' mean probabilities
+        probabilities = logits[0].float().exp().cpu().numpy()
+        classes = probabilities.shape[0]
+        panels = np.stack([self.preview_batch["data"][0, 0].float().numpy(),
+                           self.preview_batch["target"][0, 0].float().numpy(),
+                           probabilities.argmax(axis=0).astype(np.float32), predictive_entropy(probabilities)])
+        labels = (0.0, float(classes - 1))
+        return panels, [None, labels, labels, (0.0, math.log(classes))]
 
     def on_validation_epoch_start(self):
         super().on_validation_epoch_start()

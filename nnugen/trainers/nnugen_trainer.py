@@ -11,7 +11,11 @@
 - ``torch.compile`` follows nnugen's policy (compile_policy.py): only the model's networks, in place, never nnU-Net's
   whole-model wrap around the sampler loop;
 - with a seed, the augmentation workers are seeded and read in order (seeded_augmenter.py);
-- ``log_metric`` sends extra metrics (loss parts, skipped steps) to the training log and W&B (epoch_metrics.py).
+- ``log_metric`` sends extra metrics (loss parts, skipped steps) to the training log and W&B (epoch_metrics.py);
+- rank 0 writes ``training_progress.json`` (training_progress.py) and, with ``show_progress``, draws the run's
+  progress bar with nnU-Net's lines printed above it (epoch_progress.py);
+- a task with ``has_previews`` writes previews every ``training.preview_every`` epochs and after the last, also to
+  W&B (training_previews.py), from the first case of the last validation batch.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 
 from nnugen.config import TaskSettings, section_of
+from nnugen.evaluation.previews import write_panels
 from nnugen.folders.checkpoint_files import (
     CheckpointError,
     load_nnunet_checkpoint,
@@ -38,19 +43,27 @@ from nnugen.folders.checkpoint_files import (
 )
 from nnugen.models.compile_policy import apply_compile_policy
 from nnugen.models.model_builders import MODEL_BUILDERS, ModelSpec, build_model
+from nnugen.models.model_summary import log_task_summary
 from nnugen.run_flags import RunFlags
 from nnugen.seeding import seed_everything
 from nnugen.tasks import task_settings
 from nnugen.trainers.ddp import all_ranks_agree, gradient_sync, rank_device, save_rank_weights, split_over_ranks
 from nnugen.trainers.epoch_end import epoch_checkpoints, finite_ema, print_epoch_summary
 from nnugen.trainers.epoch_metrics import EpochMetrics
-from nnugen.trainers.epoch_progress import epoch_progress_bar
+from nnugen.trainers.epoch_progress import RunProgressBar
 from nnugen.trainers.nonfinite_guard import NonFiniteGuard, check_final_weights, finite_outputs
 from nnugen.trainers.optimizer_step import clip_and_step, scaled_backward
 from nnugen.trainers.peak_memory import peak_memory_gb, peak_memory_note
 from nnugen.trainers.pretrained_start import PRETRAINED_TASKS, load_into_nnunet_network, nnunet_weights
 from nnugen.trainers.seeded_augmenter import seeded_augmenter
 from nnugen.trainers.training_precision import training_amp_dtype, training_autocast
+from nnugen.trainers.training_previews import first_case, preview_due, preview_path, send_to_wandb
+from nnugen.trainers.training_progress import (
+    WRITE_INTERVAL,
+    TrainingProgress,
+    smoothed_loss,
+    write_training_progress,
+)
 
 
 class NnugenTrainer(nnUNetTrainer):
@@ -59,6 +72,10 @@ class NnugenTrainer(nnUNetTrainer):
     """Changes a variant makes to the task's settings, e.g. ``{"diffusion": {"model_output": "eps"}}``."""
     ddp_find_unused_parameters: ClassVar[bool] = False
     """True for models with branches some steps leave unused (e.g. conditioning dropout); costs a graph walk."""
+    best_by_loss: ClassVar[bool] = False
+    """True where the pseudo-Dice slot holds minus the validation loss (generative tasks): the log says so."""
+    has_previews: ClassVar[bool] = False
+    """True for tasks that produce images: ``preview_panels`` gives them."""
 
     @classmethod
     def task_settings(cls, configuration: dict, name: str = "") -> TaskSettings:
@@ -99,6 +116,7 @@ class NnugenTrainer(nnUNetTrainer):
         self.nonfinite = NonFiniteGuard(training.max_nonfinite_steps)
         self._micro_step, self._progress, self._metrics = 0, None, EpochMetrics()
         self._nonfinite_before_epoch, self._applied_before_epoch, self._peak_reported = 0, 0, False
+        self._epoch_step, self._loss_average, self._progress_written = 0, None, 0.0
         flags = RunFlags.from_environment()  # nnugen_train's --seed, --progress, -pretrained_weights (run_flags.py)
         self.seed, self.show_progress, self.pretrained_weights = flags.seed, flags.progress, flags.pretrained_weights
         if self.seed is not None:
@@ -176,18 +194,55 @@ class NnugenTrainer(nnUNetTrainer):
     def on_train_start(self):
         super().on_train_start()
         if self.local_rank == 0:  # also when a kill tore the first checkpoint write and --c found none to resume
+            log_task_summary(self.print_to_log_file, self.plans_manager.plans, self.dataset_json,
+                             self.configuration_name, self.nnugen_task, self.settings)  # torchinfo (model_summary.py)
             for name in remove_torn_writes(self.output_folder):
                 self.print_to_log_file(f"removed {name}, left by a checkpoint write that was interrupted")
+            if self.show_progress:
+                self._progress = RunProgressBar(self.training_progress())
+
+    def _save_debug_information(self):
+        """nnU-Net's ``debug.json`` with its folders written as ``$nnUNet_results/...``: export copies it, and a shared
+        model names no folder of this machine (folders/portable_paths.py)."""
+        from nnugen.folders.portable_paths import make_portable
+
+        super()._save_debug_information()
+        if self.local_rank == 0 and os.path.isfile(os.path.join(self.output_folder, "debug.json")):
+            make_portable(os.path.join(self.output_folder, "debug.json"))
 
     def on_train_epoch_start(self):
         super().on_train_epoch_start()
         self._nonfinite_before_epoch, self._applied_before_epoch = self.nonfinite.total, self.nonfinite.applied
-        if self.show_progress and self.local_rank == 0:
-            self._progress = epoch_progress_bar(self.num_iterations_per_epoch, self.current_epoch)
+        self._epoch_step = 0
+        self.report_progress(force=True)
+
+    def training_progress(self, finished: bool = False) -> TrainingProgress:
+        """Where the run is: epoch, step of the epoch, the moving average of the training loss."""
+        return TrainingProgress(self.current_epoch, self.num_epochs, self._epoch_step, self.num_iterations_per_epoch,
+                                self._loss_average, finished)
+
+    def report_progress(self, force: bool = False, finished: bool = False) -> None:
+        """Rank 0: the bar (when shown) and, at most every WRITE_INTERVAL seconds unless ``force``,
+        ``training_progress.json`` in the output folder."""
+        if self.local_rank != 0:
+            return
+        progress = self.training_progress(finished)
+        if self._progress is not None:
+            self._progress.show(progress)
+        if force or time() - self._progress_written >= WRITE_INTERVAL:
+            write_training_progress(self.output_folder, progress)
+            self._progress_written = time()
 
     def train_step(self, batch: dict) -> dict:
-        if self._progress is not None:
-            self._progress.update()
+        output = self.training_step(batch)
+        self._epoch_step += 1
+        self._loss_average = smoothed_loss(self._loss_average, float(output["loss"]))
+        self.report_progress()
+        return output
+
+    def training_step(self, batch: dict) -> dict:
+        """One training step (nnU-Net's ``train_step``): the loss, skipped when non-finite, and the optimiser step
+        after the last micro-step of an accumulation."""
         data = batch["data"].to(self.device, non_blocking=True)
         target = batch["target"]
         target = [t.to(self.device, non_blocking=True) for t in target] if isinstance(target, list) \
@@ -225,9 +280,6 @@ class NnugenTrainer(nnUNetTrainer):
         """Called after every optimiser step (e.g. to update EMA weights)."""
 
     def on_train_epoch_end(self, train_outputs: list[dict]):
-        if self._progress is not None:
-            self._progress.close()
-            self._progress = None
         super().on_train_epoch_end(finite_outputs(train_outputs))
         self.log_metric("nonfinite_steps", self.nonfinite.total - self._nonfinite_before_epoch)
         self.nonfinite.check_epoch(self._applied_before_epoch, self.current_epoch)
@@ -242,9 +294,20 @@ class NnugenTrainer(nnUNetTrainer):
         super().on_validation_epoch_end(val_outputs)
         self.repair_nan_ema()
 
+    def perform_actual_validation(self, save_probabilities: bool = False):
+        """nnU-Net's validation, then HD95 / NSD beside its ``validation/summary.json`` (surface_distances.py)."""
+        from nnugen.evaluation.surface_distances import write_validation_distances
+        from nnugen.folders.portable_paths import make_validation_portable
+
+        super().perform_actual_validation(save_probabilities)
+        write_validation_distances(self)
+        if self.local_rank == 0:  # export copies summary.json: case files as $nnUNet_results/... (portable_paths.py)
+            make_validation_portable(self.output_folder)
+
     def on_epoch_end(self):
         """nnU-Net's epoch end with the epoch's checkpoints written before the log announces it (epoch_end.py)."""
-        self._metrics.write(self.current_epoch, self.print_to_log_file, self.logger.loggers, self.local_rank == 0)
+        self.epoch_metric_means = self._metrics.write(self.current_epoch, self.print_to_log_file, self.logger.loggers,
+                                                      self.local_rank == 0)
         self.logger.log("epoch_end_timestamps", time(), self.current_epoch)
         ema = self.logger.get_value("ema_fg_dice", step=-1)
         new_best = self._best_ema is None or ema > self._best_ema
@@ -252,14 +315,54 @@ class NnugenTrainer(nnUNetTrainer):
             self._best_ema = ema
         for name in epoch_checkpoints(self.current_epoch, self.save_every, self.num_epochs, new_best):
             self.save_checkpoint(os.path.join(self.output_folder, name))
-        print_epoch_summary(self.print_to_log_file, self.logger.get_value, self._best_ema if new_best else None)
+        print_epoch_summary(self.print_to_log_file, self.logger.get_value, self._best_ema if new_best else None,
+                            self.best_by_loss)
         if self.local_rank == 0:
-            self.logger.plot_progress_png(self.output_folder)
+            self.plot_progress()
+            if self.has_previews and preview_due(self.current_epoch, self.settings.training.preview_every,
+                                                 self.num_epochs):
+                self.write_preview(self.current_epoch)
         self.current_epoch += 1
+        self._epoch_step = 0
+        self.report_progress(force=True)
+
+    def validation_step(self, batch: dict) -> dict:
+        self.preview_batch = first_case(batch)
+        return super().validation_step(batch)
+
+    def preview_panels(self, epoch: int) -> tuple[np.ndarray, list | None] | None:
+        """Panels (N, *spatial) of the epoch's preview and their grey ranges (evaluation/previews.py
+        ``write_panels``), computed with the network in eval mode and without gradients; None for no preview."""
+        return None
+
+    def write_preview(self, epoch: int) -> None:
+        """``previews/epoch_EEEE.png`` (+ .gif in 3D) from ``preview_panels``, logged and sent to W&B."""
+        network = unwrapped_network(self)
+        training = network.training
+        network.eval()
+        try:
+            with torch.no_grad():
+                panels = self.preview_panels(epoch)
+        finally:
+            network.train(training)
+        if panels is None:
+            return
+        images, ranges = panels
+        files = write_panels(images, preview_path(self.output_folder, epoch), ranges)
+        self.print_to_log_file(f"preview: {', '.join(str(f) for f in files)}")
+        send_to_wandb(self.logger.loggers, files, epoch)
+
+    def plot_progress(self) -> None:
+        """Rank 0, every epoch: nnU-Net's ``progress.png``; the generative trainers plot their own losses."""
+        self.logger.plot_progress_png(self.output_folder)
 
     def on_train_end(self):
         check_final_weights(unwrapped_network(self))  # before nnU-Net writes the final checkpoint, then deletes latest
+        if self._progress is not None:
+            self._progress.close()
+            self._progress = None
         super().on_train_end()
+        self.report_progress(force=True, finished=True)
         if self.is_ddp:  # tests and debugging: $NNUGEN_RANK_WEIGHTS_DIR (ddp.py)
             save_rank_weights(self.local_rank, lambda: {"network": unwrapped_network(self).state_dict(),
                                                         "extra": self.extra_checkpoint_state()})

@@ -129,6 +129,17 @@ def test_seg_conversion_passes_nnunet_integrity_check(bids_root, raw_root, capfd
     assert dataset["channel_names"] == {"0": "T1w", "1": "T2w"}
     assert dataset["labels"] == {"background": 0, "seg-manual": 1}
     assert dataset["numTraining"] == 3 and dataset["file_ending"] == ".nii.gz"
+    assert dataset["name"] == "Tiny" and dataset["converted_by"] == "nnugen_convert_bids"
+    assert dataset["description"].startswith("converted from the BIDS dataset 'tiny' (folder ")
+    # nnU-Net's own writer made it, and no path of this machine travels with the dataset (issue 17)
+    from nnunetv2.dataset_conversion.generate_dataset_json import generate_dataset_json
+
+    generate_dataset_json(str(raw_root), {0: "T1w", 1: "T2w"}, {"background": 0, "seg-manual": 1}, 3, ".nii.gz",
+                          dataset_name="Tiny", description=dataset["description"], license=dataset["licence"],
+                          converted_by="nnugen_convert_bids")
+    assert (folder / "dataset.json").read_bytes() == (raw_root / "dataset.json").read_bytes()
+    (raw_root / "dataset.json").unlink()
+    assert str(bids_root.resolve()) not in (folder / "dataset.json").read_text()
     assert not (folder / "healthy_cases.txt").exists()
 
     for (subject, session), identifier in zip(LABELLED, identifiers):

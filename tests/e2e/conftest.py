@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from e2e_helpers import cli, nnunet_environment, run
+from e2e_helpers import cli, diffseg_settings, nnunet_environment, run
 
 
 def _prepared_dataset(root: Path, dataset_id: int, name: str, shape: tuple[int, ...], configuration: str) -> Path:
@@ -45,20 +45,6 @@ def fresh_results(tmp_path):
     return copy
 
 
-# A short diffusion segmentation run: one epoch of a few iterations (enough to segment the organ of these phantoms, far
-# above the untrained network; see test_diffseg_e2e.py), one validation iteration, and 2 sampling steps (of the planned
-# 5) in validation and prediction, which segment as well as 5 after so short a training. Before nnugen seeded nnU-Net's
-# augmentation workers, runs differed: 20 iterations in 3D once gave a Dice of 0.16 instead of ~0.38, 40 never did.
-DIFFSEG_ITERATIONS = {"3d": 40, "2d": 20}
-
-
-def diffseg_settings(configuration: str) -> tuple[str, ...]:
-    return ("segmentation.training.epochs=1",
-            f"segmentation.training.iterations_per_epoch={DIFFSEG_ITERATIONS[configuration]}",
-            "segmentation.training.val_iterations_per_epoch=1", "segmentation.training.val_sampling_steps=2",
-            "segmentation.sampler.steps=2")
-
-
 # the planned 3D denoiser (32-256 features, attention) takes about 5 s per iteration on 2 CPU cores; this one 0.5 s
 SMALL_3D_DENOISER = ("segmentation.denoiser.features_per_stage=[16,32,64,128]",
                      "segmentation.denoiser.attention_stages=[]")
@@ -89,3 +75,31 @@ def trained_diffseg3d(tiny3d, tmp_path_factory) -> Path:
 def trained_diffseg2d(tiny2d, tmp_path_factory) -> Path:
     """Model folder of NnugenDiffSegTrainer on dataset 902 (2d) with the planned denoiser, trained briefly."""
     return _trained_diffseg(tmp_path_factory.mktemp("diffseg2d"), tiny2d, 902, "2d", diffseg_settings("2d"))
+
+
+# The generative models' short runs: 1 epoch of 2 iterations, a preview each epoch (test_generation_e2e.py,
+# test_export_e2e.py)
+GENERATOR_SHORT = ("training.epochs=1", "training.iterations_per_epoch=2", "training.val_iterations_per_epoch=1",
+                   "training.preview_every=1")
+GENERATOR_SMALL = ("denoiser.features_per_stage=[16,32,64,128]", "denoiser.attention_stages=[]")
+
+
+def generator_sets(task: str, *settings: str) -> list[str]:
+    return [a for s in settings for a in ("--set", f"{task}.{s}")]
+
+
+@pytest.fixture(scope="session")
+def trained_generators3d(tiny3d, tmp_path_factory) -> Path:
+    """Root of the nnU-Net folders with NnugenDDPMTrainer, NnugenAutoencoderTrainer and NnugenLDMTrainer (on that
+    autoencoder) trained briefly on dataset 901 (3d_fullres, fold 0, seed 0)."""
+    root = tmp_path_factory.mktemp("generators")
+    shutil.copytree(tiny3d, root, dirs_exist_ok=True, ignore=shutil.ignore_patterns("results"))
+    env = nnunet_environment(root)
+    run([cli("nnugen_plan"), "-d", "901",
+         *generator_sets("ddpm", *GENERATOR_SHORT, *GENERATOR_SMALL, "generation.preview_steps=2"),
+         *generator_sets("autoencoder", *GENERATOR_SHORT, "autoencoder.adversarial_warmup_iterations=1",
+                         "autoencoder.features_per_stage=[8,16,16]"),
+         *generator_sets("ldm", *GENERATOR_SHORT)], env)
+    for task in ("ddpm", "autoencoder", "ldm"):
+        run([cli("nnugen_train"), "901", "0", "3d", "--task", task, "-device", "cpu", "--seed", "0"], env)
+    return root

@@ -65,6 +65,13 @@ def test_trains_on_healthy_cases_and_chooses_the_threshold_on_validation(anomaly
     fold = _fold(root)
     log = next(fold.glob("training_log_*.txt")).read_text()
     assert "anomaly training on healthy cases only: 5 of the fold's 6 training cases" in log
+    # its own progress: the best validation loss, no pseudo Dice (minus the loss); a preview input | counterfactual |
+    # anomaly map of a validation case after the last epoch, as PNG and GIF
+    assert "New best validation loss: " in log and "pseudo dice" not in log.lower()
+    assert sorted(p.name for p in (fold / "previews").iterdir()) == ["epoch_0000.gif", "epoch_0000.png"]
+    import imageio.v3 as iio
+
+    assert iio.imread(fold / "previews" / "epoch_0000.png").shape == (32, 3 * 32)
     model = model_id(TRAINER, "nnugenPlans", "3d_fullres", 0)
     record = ThresholdRecord.load(fold / "threshold.json", model)
     assert record.rule == "best_dice" and np.isfinite(record.threshold)

@@ -124,6 +124,16 @@ def test_nnunet_predict_of_a_trained_model_beats_its_initialisation(trained, req
     untrained_dice = mean_foreground_dice(root / "pred_untrained", labels)
     print(f"{trained}: mean foreground Dice {trained_dice:.3f} trained vs {untrained_dice:.3f} untrained")
     assert trained_dice > untrained_dice + DICE_MARGIN
+    # after the last epoch: a preview image | reference | prediction | entropy (a GIF too in 3D), the run's progress
+    # file finished, and the log keeps nnU-Net's pseudo Dice (a real Dice here)
+    from nnugen.trainers.training_progress import read_training_progress
+
+    fold = model_folder / "fold_0"
+    previews = sorted(p.suffix for p in (fold / "previews").iterdir())
+    assert previews == ([".gif", ".png"] if configuration == "3d_fullres" else [".png"]), previews
+    progress = read_training_progress(fold)
+    assert progress.finished and progress.steps_done == progress.steps_total
+    assert "Pseudo dice" in next(fold.glob("training_log_*.txt")).read_text()
 
 
 def test_nnugen_predict_writes_uncertainty_maps_in_the_geometry_of_each_image(trained_diffseg3d, tmp_path):

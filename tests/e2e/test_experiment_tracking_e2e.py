@@ -61,7 +61,8 @@ def stand_in_wandb(monkeypatch):
         runs.append((options, StandInRun()))
         return runs[-1][1]
 
-    monkeypatch.setattr(nnunet_logger, "wandb", SimpleNamespace(init=init))
+    image = lambda path, caption=None: ("image", path, caption)  # noqa: E731 - wandb.Image: what it was given
+    monkeypatch.setattr(nnunet_logger, "wandb", SimpleNamespace(init=init, Image=image))
     monkeypatch.setenv("nnUNet_wandb_enabled", "1")
     monkeypatch.setenv("nnUNet_wandb_mode", "offline")
     return runs
@@ -101,3 +102,8 @@ def test_autoencoder_loss_terms_reach_wandb(training, stand_in_wandb):
     assert {"train/l1", "train/kl", "train/adversarial", "train/discriminator", "train/nonfinite_steps",
             "val/l1", "val/kl"} <= keys
     assert "train/adversarial" in log
+    assert {"val/psnr", "val/ssim"} <= keys  # reconstruction quality while it trains
+    # the preview of the last epoch (input | reconstruction) as an image at that epoch's step
+    ((_, wandb_run),) = stand_in_wandb
+    ((value, step),) = [(value, step) for key, value, step in wandb_run.logged if key == "preview"]
+    assert value[0] == "image" and value[1].endswith("previews/epoch_0000.png") and step == 0

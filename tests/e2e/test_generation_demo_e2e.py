@@ -13,7 +13,7 @@ from e2e_helpers import cli, nnunet_environment, run
 pytestmark = pytest.mark.slow
 
 
-def test_generation_step_trains_a_small_ddpm_and_writes_samples(tiny2d, tmp_path, monkeypatch):
+def test_generation_step_trains_a_small_ddpm_and_writes_samples(tiny2d, tmp_path, monkeypatch, capsys):
     from nnugen.demo.generation_demo import generation_budget, run_generation_demo
 
     root = tmp_path / "demo"
@@ -40,3 +40,8 @@ def test_generation_step_trains_a_small_ddpm_and_writes_samples(tiny2d, tmp_path
     assert tasks["baseline"]["training"]["epochs"] == 3 and tasks["segmentation"]["sampler"]["steps"] == 4
     assert any("nnugen_train 902 0 2d --task ddpm" in line for line in said)
     assert "$ " in log.read_text() and "nnugen_sample" in log.read_text()
+    # the demo's bars on the terminal, while the commands' output went to the log: the training's epochs, steps and
+    # loss (from its training_progress.json), then the sampled cases
+    bars = capsys.readouterr().err
+    assert f"epoch {budget.epochs}/{budget.epochs}: 100%" in bars and ", loss " in bars
+    assert "cases: 100%" in bars and f"{budget.cases}/{budget.cases} [" in bars

@@ -14,33 +14,33 @@ from e2e_helpers import cli, nnunet_environment, run
 
 pytestmark = pytest.mark.slow
 
-SHORT = ("training.epochs=1", "training.iterations_per_epoch=2", "training.val_iterations_per_epoch=1",
-         "training.preview_every=1")
-SMALL = ("denoiser.features_per_stage=[16,32,64,128]", "denoiser.attention_stages=[]")
-
-
-def _sets(task: str, *settings: str) -> list[str]:
-    return [a for s in settings for a in ("--set", f"{task}.{s}")]
-
 
 @pytest.fixture(scope="module")
-def generators(tiny3d, tmp_path_factory) -> tuple[Path, dict[str, str]]:
-    import shutil
-
-    root = tmp_path_factory.mktemp("generators")
-    shutil.copytree(tiny3d, root, dirs_exist_ok=True, ignore=shutil.ignore_patterns("results"))
-    env = nnunet_environment(root)
-    run([cli("nnugen_plan"), "-d", "901", *_sets("ddpm", *SHORT, *SMALL, "generation.preview_steps=2"),
-         *_sets("autoencoder", *SHORT, "autoencoder.adversarial_warmup_iterations=1",
-                "autoencoder.features_per_stage=[8,16,16]"),
-         *_sets("ldm", *SHORT)], env)
-    for task in ("ddpm", "autoencoder", "ldm"):
-        run([cli("nnugen_train"), "901", "0", "3d", "--task", task, "-device", "cpu", "--seed", "0"], env)
-    return root / "results" / "Dataset901_Tiny3D", env
+def generators(trained_generators3d) -> tuple[Path, dict[str, str]]:
+    """The session's trained DDPM, autoencoder and latent model (conftest.py): results of dataset 901 and its env."""
+    return trained_generators3d / "results" / "Dataset901_Tiny3D", nnunet_environment(trained_generators3d)
 
 
 def _fold(results: Path, trainer: str) -> Path:
     return results / f"{trainer}__nnugenPlans__3d_fullres" / "fold_0"
+
+
+def _assert_own_progress(fold: Path, losses: set[str]) -> str:
+    """A generative fold's log names the best validation loss (never a "pseudo Dice", which would be minus the
+    loss), progress.png is drawn from the task's ``losses`` (progress_losses.json), and the run's progress file says
+    it finished; returns the log."""
+    from nnugen.trainers.loss_curves import LOSSES_FILE
+    from nnugen.trainers.training_progress import read_training_progress
+
+    log = "\n".join(path.read_text() for path in sorted(fold.glob("training_log_*.txt")))
+    assert "pseudo dice" not in log.lower(), log
+    assert "New best validation loss: " in log
+    assert (fold / "progress.png").read_bytes().startswith(b"\x89PNG")
+    history = json.loads((fold / LOSSES_FILE).read_text())
+    assert losses <= history.keys(), history
+    progress = read_training_progress(fold)
+    assert progress is not None and progress.finished and progress.steps_done == progress.steps_total
+    return log
 
 
 def test_ddpm_writes_checkpoints_previews_and_ema(generators):
@@ -48,6 +48,7 @@ def test_ddpm_writes_checkpoints_previews_and_ema(generators):
     fold = _fold(results, "NnugenDDPMTrainer")
     assert (fold / "checkpoint_final.pth").is_file() and (fold / "progress.png").is_file()
     assert (fold / "previews" / "epoch_0000.png").is_file() and (fold / "previews" / "epoch_0000.gif").is_file()
+    _assert_own_progress(fold, {"train/nonfinite_steps"})
     weights = torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=False)["network_weights"]
     ema = {k: v for k, v in weights.items() if k.startswith("ema.")}
     assert ema, "the EMA weights are not in the checkpoint"
@@ -64,6 +65,10 @@ def test_autoencoder_export_loads_weights_only_and_refuses_pickles(generators, t
     assert arguments["kind"] == "kl" and autoencoder.latent_channels == arguments["latent_channels"]
     log = next(fold.glob("training_log_*.txt")).read_text()
     assert "perceptual loss:" in log
+    _assert_own_progress(fold, {"train/l1", "train/kl", "train/adversarial", "train/discriminator", "val/l1",
+                                "val/psnr", "val/ssim"})
+    # input | reconstruction, as PNG and as GIF through the slices
+    assert (fold / "previews" / "epoch_0000.png").is_file() and (fold / "previews" / "epoch_0000.gif").is_file()
 
     class Exploit:
         def __reduce__(self):
@@ -80,13 +85,25 @@ def test_autoencoder_export_loads_weights_only_and_refuses_pickles(generators, t
 
 
 def test_ldm_trains_on_the_frozen_autoencoder(generators):
+    from nnugen.folders.checkpoint_files import load_nnunet_checkpoint
+    from nnugen.models.autoencoder_files import load_autoencoder
+
     results, _ = generators
     fold = _fold(results, "NnugenLDMTrainer")
     latent = json.loads((fold / "latent.json").read_text())
     assert latent["scale_factor"] > 0
-    assert Path(latent["autoencoder_folder"]) == _fold(results, "NnugenAutoencoderTrainer")
-    checkpoint = torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    # relative to the latent model's fold folder, so a moved or installed nnUNet_results still finds it (issue 17)
+    assert latent["autoencoder_folder"] == "../../NnugenAutoencoderTrainer__nnugenPlans__3d_fullres/fold_0"
+    checkpoint = load_nnunet_checkpoint(str(fold / "checkpoint_final.pth"), torch.device("cpu"))  # weights only
     assert checkpoint["nnugen_latent_scale_factor"] == pytest.approx(latent["scale_factor"])
+    # the checkpoint carries the frozen autoencoder: the exported weights and arguments, unchanged
+    autoencoder, arguments = load_autoencoder(_fold(results, "NnugenAutoencoderTrainer"))
+    assert checkpoint["nnugen_autoencoder"]["arguments"] == arguments
+    carried = checkpoint["nnugen_autoencoder"]["weights"]
+    assert carried.keys() == autoencoder.state_dict().keys()
+    assert all(torch.equal(carried[k], v) for k, v in autoencoder.state_dict().items())
+    _assert_own_progress(fold, {"train/nonfinite_steps"})
+    assert (fold / "previews" / "epoch_0000.png").is_file() and (fold / "previews" / "epoch_0000.gif").is_file()
 
 
 def test_latent_model_samples_images_through_the_autoencoder(generators, tmp_path):
@@ -110,3 +127,5 @@ def test_autoencoder_resume_continues_where_it_stopped(generators):
     assert checkpoint["current_epoch"] == 2
     assert len(checkpoint["logging"]["train_losses"]) == 2
     assert checkpoint["nnugen_iteration"] == 4, "the discriminator's schedule did not continue"
+    history = json.loads((fold / "progress_losses.json").read_text())
+    assert len(history["train/l1"]) == 2 and None not in history["train/l1"]  # epoch 0's value survived the resume

@@ -56,3 +56,14 @@ def test_the_summary_prints_nnunets_lines_and_a_new_best_only_when_there_is_one(
     lines.clear()
     print_epoch_summary(lambda *args: lines.append(args), get_value, 0.712345)
     assert len(lines) == 5 and lines[-1] == ("Yayy! New best EMA pseudo Dice: 0.7123",)
+
+
+def test_a_generative_summary_names_the_validation_loss_and_prints_no_pseudo_dice():
+    """The generative trainers keep minus the validation loss in the pseudo-Dice slot (it picks checkpoint_best);
+    their log says what it is."""
+    get_value = _logged(train_losses=0.123456, val_losses=0.5, dice_per_class_or_region=[-0.5],
+                        epoch_start_timestamps=10.0, epoch_end_timestamps=12.3456)
+    lines = []
+    print_epoch_summary(lambda *args: lines.append(args), get_value, -0.481234, best_by_loss=True)
+    assert lines == [("train_loss", 0.1235), ("val_loss", 0.5), ("Epoch time: 2.35 s",),
+                     ("New best validation loss: 0.4812 (moving average)",)]

@@ -14,6 +14,7 @@ from nnugen.atomic_files import atomic_write_text, torn_writes
 from nnugen.folders.checkpoint_files import remove_torn_writes
 from nnugen.trainers.epoch_metrics import EpochMetrics
 from nnugen.trainers.nnugen_trainer import NnugenTrainer
+from nnugen.trainers.training_progress import TrainingProgress, read_training_progress
 
 
 def _trainer(tmp_path, num_epochs: int, save_every: int) -> tuple[NnugenTrainer, list[str]]:
@@ -25,6 +26,8 @@ def _trainer(tmp_path, num_epochs: int, save_every: int) -> tuple[NnugenTrainer,
     trainer.logger.loggers = []  # no W&B, whatever the environment says
     trainer.local_rank, trainer.current_epoch, trainer._best_ema = 0, 0, None
     trainer.num_epochs, trainer.save_every, trainer._metrics = num_epochs, save_every, EpochMetrics()
+    trainer._progress, trainer._epoch_step, trainer._loss_average, trainer._progress_written = None, 0, 0.25, 0.0
+    trainer.num_iterations_per_epoch = 4
     trainer.save_checkpoint = lambda filename: events.append(f"save {os.path.basename(filename)}")
     trainer.print_to_log_file = lambda *args, **kwargs: events.append(" ".join(str(a) for a in args))
     return trainer, events
@@ -56,6 +59,8 @@ def test_checkpoints_are_written_before_the_epoch_is_announced(tmp_path, save_ev
     # every save_every epochs, and always after the last one (nnU-Net skips it there: the gap before final)
     assert announced_with_latest == ([True, True, True] if save_every == 1 else [False, True, True])
     assert (tmp_path / "progress.png").is_file()
+    # where a watcher sees the run: all 3 epochs done (epoch 3 of 3 is one past the last, step 0)
+    assert read_training_progress(tmp_path) == TrainingProgress(3, 3, 0, 4, 0.25, False)
 
 
 def test_only_the_temporaries_of_interrupted_checkpoint_writes_are_removed(tmp_path):

@@ -24,7 +24,7 @@ def _micro_batch(rank: int, step: int) -> torch.Tensor:
 
 
 def _trainer(network: torch.nn.Module, is_ddp: bool) -> NnugenTrainer:
-    """Only what ``train_step`` reads."""
+    """Only what ``training_step`` (the step of nnU-Net's ``train_step``, without the progress report) reads."""
     trainer = NnugenTrainer.__new__(NnugenTrainer)
     trainer.network, trainer.is_ddp, trainer.device = network, is_ddp, torch.device("cpu")
     trainer.optimizer = torch.optim.SGD(network.parameters(), lr=0.1)
@@ -50,7 +50,7 @@ def _worker(rank: int, folder: str) -> None:
         network.register_comm_hook(None, counting_hook)
         trainer = _trainer(network, is_ddp=True)
         for step in range(MICRO_STEPS):
-            trainer.train_step({"data": _micro_batch(rank, step), "target": torch.zeros(1)})
+            trainer.training_step({"data": _micro_batch(rank, step), "target": torch.zeros(1)})
         torch.save({"weights": [p.detach().clone() for p in network.parameters()], "all_reduces": len(all_reduces)},
                    f"{folder}/rank_{rank}.pt")
         del network, trainer
