@@ -46,8 +46,9 @@ def test_torchrun_more_cpu_ranks_than_the_batch_train_one_model(tiny2d, fresh_re
     assert len(logs) == 1, written
     assert sorted(set(written) - set(logs)) == [
         "dataset.json", "dataset_fingerprint.json", "fold_0/checkpoint_best.pth", "fold_0/checkpoint_final.pth",
-        "fold_0/debug.json", "fold_0/progress.png", "fold_0/validation/Tiny2D_003.nii.gz",
-        "fold_0/validation/Tiny2D_005.nii.gz", "fold_0/validation/summary.json", "plans.json"], written
+        "fold_0/debug.json", "fold_0/previews/epoch_0000.png", "fold_0/progress.png", "fold_0/training_progress.json",
+        "fold_0/validation/Tiny2D_003.nii.gz", "fold_0/validation/Tiny2D_005.nii.gz",
+        "fold_0/validation/distances_summary.json", "fold_0/validation/summary.json", "plans.json"], written
     log = (model / logs[0]).read_text()
     assert "nnugen metrics: train/diffusion_dice_ce" in log
     assert f"DDP over {RANKS} ranks: global batch {RANKS} (1 per rank)" in log
