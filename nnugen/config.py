@@ -30,6 +30,12 @@ TASK_SECTIONS = ("segmentation", "ddpm", "autoencoder", "ldm", "anomaly", "basel
 """The settings sections under ``nnugen.tasks``; which command trains which section: nnugen/tasks.py."""
 SCHEDULES = ("linear", "cosine", "scaled_linear")
 MODEL_OUTPUTS = ("x0", "eps", "v")
+PROCESSES = ("ddpm", "rflow")
+"""The forward process: variance-preserving diffusion (Ho et al. 2020) or rectified flow (Liu et al. 2023, through
+MONAI's RFlowScheduler as MAISI v2 uses it: nnugen/diffusion/rectified_flow.py)."""
+RFLOW_TASKS = ("ddpm", "ldm")  # the tasks whose models train and sample rectified flow (not segmentation, anomaly)
+LOSS_WEIGHTINGS = ("uniform", "min_snr")
+"""Per-sample weights of the denoising MSE: none, or min-SNR-gamma (Hang et al. 2023; diffusion/loss_weighting.py)."""
 SAMPLERS = ("ddpm", "ddim", "dpm_solver++")
 SPACINGS = ("uniform", "trailing", "log-snr")
 """Where a sampler's steps lie among the training timesteps (nnugen/diffusion/timesteps.py::sampling_timesteps)."""
@@ -111,9 +117,24 @@ class DiffusionSettings(Section):
     dice_weight: float = 1.0
     ce_weight: float = 1.0
     mse_weight: float = 1.0
+    process: str = "ddpm"
+    """``rflow``: x_t = (1 - t/T) x0 + (t/T) eps and the network predicts the velocity x0 - eps (MONAI's
+    RFlowScheduler, Euler steps at sampling; ``model_output``, ``schedule`` and ``sampler.name`` are not read)."""
+    loss_weighting: str = "uniform"
+    """``min_snr``: each sample's MSE weighted by min(SNR, gamma) in x0 space (Hang et al. 2023); ``ddpm`` only."""
+    min_snr_gamma: float = 5.0
 
     def __post_init__(self) -> None:
         check_range("diffusion.timesteps", self.timesteps, 1, 10000)
+        check_choice("diffusion.process", self.process, PROCESSES)
+        check_choice("diffusion.loss_weighting", self.loss_weighting, LOSS_WEIGHTINGS)
+        check_range("diffusion.min_snr_gamma", self.min_snr_gamma, 1e-6)
+        if self.process == "rflow" and self.loss_weighting != "uniform":
+            fail("diffusion.loss_weighting", "min-SNR weighting is defined for process ddpm; set it to uniform "
+                 "with process rflow")
+        if self.process == "rflow" and (self.recycling or self.self_conditioning or self.deep_supervision):
+            fail("diffusion.process", "rflow trains the generative tasks only; turn off recycling, "
+                 "self_conditioning and deep_supervision or set process ddpm")
         check_choice("diffusion.schedule", self.schedule, SCHEDULES)
         check_choice("diffusion.model_output", self.model_output, MODEL_OUTPUTS)
         check_range("diffusion.beta_start", self.beta_start, 0.0, 1.0)
@@ -246,6 +267,12 @@ class AnomalySettings(Section):
     strengths: tuple[float, ...] = (0.25, 0.5, 0.75)
     noise: str = "gaussian"
     inversion: bool = False
+    inversion_iterations: int = 0
+    """With ``inversion``: fixed-point iterations per DDIM inversion step towards the exact inverse of the decoding
+    step (Pan et al. 2023); 0 = plain DDIM inversion, N > 0 = up to N more denoiser calls per step. Converged, the
+    counterfactual is the input itself (docs/anomaly.md): the map keeps only what did not converge."""
+    inversion_tolerance: float = 1e-4
+    """The max abs change of an iterate (in the model's [-1, 1], or latent units) that stops its iteration."""
     seed_average: str = "counterfactual"
     """With several seeds (``sampler.seeds``): the map at each strength is the residual of the seeds' mean
     counterfactual ("counterfactual"), or the mean of the seeds' residuals ("residual")."""
@@ -282,6 +309,8 @@ class AnomalySettings(Section):
         check_range("anomaly.min_component_voxels", self.min_component_voxels, 0)
         check_range("anomaly.target_fpr", self.target_fpr, 0.0, 1.0)
         check_range("anomaly.max_batch", self.max_batch, 1)
+        check_range("anomaly.inversion_iterations", self.inversion_iterations, 0, 1000)
+        check_range("anomaly.inversion_tolerance", self.inversion_tolerance, 0.0)
 
     def condition_index(self, channel_names: dict[str, str], schemes: tuple[str, ...] = ()) -> int | None:
         """The input channel of ``condition_channel`` in dataset.json's ``channel_names`` ({"0": "T2", ...}), or None
@@ -397,6 +426,13 @@ class NnugenSection(Section):
         parsed = {name: TaskSettings.from_dict(tasks[name], f"{where}.tasks.{name}")
                   for name in TASK_SECTIONS if name in tasks}
         for name, settings in parsed.items():
+            if settings.diffusion is not None and settings.diffusion.process != "ddpm" and name not in RFLOW_TASKS:
+                fail(f"{where}.tasks.{name}.diffusion.process", f"task {name} supports process ddpm only "
+                     f"(rflow: {', '.join(RFLOW_TASKS)}); set it to ddpm")
+            weighted = settings.diffusion is not None and settings.diffusion.loss_weighting != "uniform"
+            if name == "segmentation" and weighted:
+                fail(f"{where}.tasks.{name}.diffusion.loss_weighting", "the segmentation loss (Dice + CE) is not "
+                     "SNR-weighted; set it to uniform")
             missing = [part for part in TASK_NEEDS[name] if getattr(settings, part) is None]
             if missing:
                 fail(f"{where}.tasks.{name}", f"missing {', '.join(missing)}, which task {name} needs; write it back "

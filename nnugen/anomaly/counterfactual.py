@@ -9,7 +9,11 @@ noised scan gives back a "healthy version" of it; the residual to the input mark
 - Simplex noise instead of Gaussian noise for that one draw (AnoDDPM, Wyatt et al. 2022): see partial_noise.py.
 - DDIM inversion (Song et al. 2021 sec. 4.3): encode the image deterministically up to t0 with ddim_invert, decode
   with ddim; no random noise at all, so the counterfactual stays closer to the input (less healthy tissue changes,
-  but also less of the lesion removed).
+  but also less of the lesion removed). ``inversion_iterations`` N > 0 refines each inversion step by fixed-point
+  iteration towards the exact inverse of the decoding step (Pan et al. 2023; samplers/ddim_inversion.py). Where it
+  converges, decoding returns the input itself, for any model, lesion included (the discrete DDIM map is then
+  inverted exactly): the residual left is what did not converge. The plain inversion's map is thus largely its own
+  round-trip error; the exact one measures how much of it that is, and encodes for editing.
 
 Several strengths and seeds are denoised together (``seeded_counterfactuals``, ``max_batch``): their members are stacked
 on the batch axis and run one sampler loop, one denoiser call per step, each strength on its own DDIM grid
@@ -37,6 +41,7 @@ from nnugen.diffusion import (
     step_alphas,
 )
 from nnugen.samplers import ddim_invert_step, ddim_step
+from nnugen.samplers.ddim_inversion import check_fixed_point, fixed_point_refine
 
 
 def check_strength(strength: float) -> float:
@@ -71,6 +76,9 @@ def counterfactual(
     inversion: bool = False,
     generator: torch.Generator | None = None,
     spacing: str = "uniform",
+    *,
+    inversion_iterations: int = 0,
+    inversion_tolerance: float = 0.0,
 ) -> Tensor:
     """The pseudo-healthy image (B, C, *spatial) for ``image`` (B, C, *spatial).
 
@@ -86,9 +94,12 @@ def counterfactual(
         inversion: encode with deterministic DDIM inversion up to t0 instead of drawing noise.
         generator: the only source of randomness (the partial-noising draw); the result is a function of it.
         spacing: where the steps lie between t0 and 0, a sampling_timesteps spacing (sampler.spacing).
+        inversion_iterations, inversion_tolerance: with inversion, the fixed-point iterations per step (0 = plain
+            DDIM inversion) and the max abs change that stops them (ddim_inversion.fixed_point_refine).
     """
     return seeded_counterfactuals(denoise, image, alphas_cumprod, (check_strength(strength),), steps, noise,
-                                  inversion, (generator,), spacing=spacing)[0]
+                                  inversion, (generator,), spacing=spacing, inversion_iterations=inversion_iterations,
+                                  inversion_tolerance=inversion_tolerance)[0]
 
 
 @torch.no_grad()
@@ -127,6 +138,9 @@ def seeded_counterfactuals(
     generators: Sequence[torch.Generator | None] = (None,),
     max_batch: int = 1,
     spacing: str = "uniform",
+    *,
+    inversion_iterations: int = 0,
+    inversion_tolerance: float = 0.0,
 ) -> Tensor:
     """Counterfactuals of every generator (seed) at every strength, (K * S, B, C, *spatial), seed-major: generator k's
     S strengths are rows k * S ... k * S + S - 1 (as seed_averaged_residuals reads them).
@@ -143,6 +157,8 @@ def seeded_counterfactuals(
         max_batch: the most samples (members x B) per denoiser call, to bound memory; 1 runs one member at a time.
             Above B, ``denoise`` must read t per sample (the samplers' contract), not t[0].
         spacing: each strength's grid from its t0 down to 0, placed by this sampling_timesteps spacing.
+        inversion_iterations, inversion_tolerance: as in ``counterfactual``; a member stops iterating on its own
+            convergence, so batching does not change it.
     """
     if isinstance(strengths, (int, float)) or len(strengths) == 0:
         raise ValueError(f"strengths must be a non-empty sequence of numbers in (0, 1], e.g. (0.25, 0.5, 0.75); got "
@@ -153,6 +169,8 @@ def seeded_counterfactuals(
         raise ValueError("generators must hold at least one torch.Generator (or None), one per seed")
     if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
         raise ValueError(f"max_batch must be an integer >= 1 (1 = one counterfactual at a time), got {max_batch!r}")
+    check_fixed_point(inversion_iterations, inversion_tolerance)
+    refine = (inversion_iterations, inversion_tolerance)
     train_timesteps = alphas_cumprod.shape[0]
     starts = [partial_start(strength, train_timesteps) for strength in strengths]
     grids = [sampling_timesteps(train_timesteps, min(steps, t0 + 1), start=t0, spacing=spacing,
@@ -170,7 +188,7 @@ def seeded_counterfactuals(
     for begin in range(0, len(order), size):
         group = order[begin:begin + size]
         done.update(zip(group, _denoise_group(denoise, [first[m] for m in group], [s for _, s in group], grids,
-                                              pairs, inversion)))
+                                              pairs, inversion, refine)))
     return torch.stack([done[k, s] for k in range(len(generators)) for s in range(len(strengths))])
 
 
@@ -181,10 +199,11 @@ def _noised(image: Tensor, alphas_cumprod: Tensor, t0: int, noise: str, generato
 
 
 def _denoise_group(denoise: Denoiser, starts: list[Tensor], strength_of: list[int], grids: list[Tensor],
-                   pairs: list[list[tuple[float, float]]], inversion: bool) -> list[Tensor]:
+                   pairs: list[list[tuple[float, float]]], inversion: bool,
+                   refine: tuple[int, float] = (0, 0.0)) -> list[Tensor]:
     """The counterfactuals (B, C, *spatial) of one group of members, from their starts (x_t0, or the image with
     inversion); ``strength_of`` names each member's grid in ``grids`` and its step_alphas in ``pairs``; a strength's
-    members are consecutive."""
+    members are consecutive; ``refine`` = (iterations, tolerance) of the inversion's fixed-point iteration."""
     runs: list[tuple[int, list[Tensor]]] = []  # (strength, its members' starts)
     for start, strength in zip(starts, strength_of):
         if runs and runs[-1][0] == strength:
@@ -197,7 +216,8 @@ def _denoise_group(denoise: Denoiser, starts: list[Tensor], strength_of: list[in
         # 1. Deterministic encoding x_0 -> x_t0 along the DDIM ODE over the same grid, visited upwards (ddim_invert:
         #    from abar_s = 1 at the clean image to each next, noisier abar_t).
         up = [[(abar_s, abar_t) for abar_t, abar_s in reversed(pairs)] for pairs in down]
-        xs = _lockstep(denoise, xs, [grids[strength].flip(0).tolist() for strength, _ in runs], up, ddim_invert_step)
+        xs = _lockstep(denoise, xs, [grids[strength].flip(0).tolist() for strength, _ in runs], up, ddim_invert_step,
+                       refine)
     # 2. Deterministic DDIM (eta = 0) from t0 to the clean estimate: the pseudo-healthy image.
     xs = _lockstep(denoise, xs, [grids[strength].tolist() for strength, _ in runs], down,
                    lambda x, x0_hat, abar_t, abar_s: ddim_step(x, x0_hat, abar_t, abar_s, 0.0))
@@ -206,16 +226,28 @@ def _denoise_group(denoise: Denoiser, starts: list[Tensor], strength_of: list[in
 
 def _lockstep(denoise: Denoiser, xs: list[Tensor], timesteps: list[list[int]],
               alphas: list[list[tuple[float, float]]], step: Callable[[Tensor, Tensor, float, float], Tensor],
-              ) -> list[Tensor]:
+              refine: tuple[int, float] = (0, 0.0)) -> list[Tensor]:
     """Run every x of ``xs`` (N_j, C, *spatial) over its own training indices ``timesteps[j]`` with the update
     ``step(x, x0_hat, *alphas[j][i])`` (ddim_step, ddim_invert_step), all x still running sharing one denoiser call per
-    step: the loop of ddim / ddim_invert, batched over grids of one length or shorter ones that stop early."""
+    step: the loop of ddim / ddim_invert, batched over grids of one length or shorter ones that stop early. With
+    ``refine`` = (N > 0, tolerance) each step of ddim_invert_step is then refined by fixed_point_refine, also one
+    shared denoiser call per iteration."""
     xs = list(xs)
     for i in range(max(len(grid) for grid in timesteps)):
         running = [j for j, grid in enumerate(timesteps) if i < len(grid)]
-        x = xs[running[0]] if len(running) == 1 else torch.cat([xs[j] for j in running])
-        t = torch.cat([torch.full((xs[j].shape[0],), timesteps[j][i], dtype=torch.long, device=x.device)
-                       for j in running])
-        for j, x0_hat in zip(running, denoise(x, t).split([xs[j].shape[0] for j in running])):
+
+        def denoise_all(group: list[Tensor], i: int = i, running: list[int] = running) -> list[Tensor]:
+            x = group[0] if len(group) == 1 else torch.cat(group)
+            t = torch.cat([torch.full((g.shape[0],), timesteps[j][i], dtype=torch.long, device=x.device)
+                           for j, g in zip(running, group)])
+            return list(denoise(x, t).split([g.shape[0] for g in group]))
+
+        previous = [xs[j] for j in running]
+        for j, x0_hat in zip(running, denoise_all(previous)):
             xs[j] = step(xs[j], x0_hat, *alphas[j][i])
+        if refine[0] > 0:
+            refined = fixed_point_refine(denoise_all, previous, [xs[j] for j in running],
+                                         [alphas[j][i] for j in running], *refine)
+            for j, x in zip(running, refined):
+                xs[j] = x
     return xs

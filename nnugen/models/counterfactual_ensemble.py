@@ -77,7 +77,9 @@ def counterfactual_ensemble(generator: ImageGenerator, image: Tensor, anatomy: T
 
     generators = [torch.Generator(device=image.device).manual_seed(request.seed + k) for k in range(seeds)]
     members = seeded_counterfactuals(denoise, start, generator.host_alphas_cumprod, strengths, steps, anomaly.noise,
-                                     anomaly.inversion, generators, anomaly.max_batch, request.sampler.spacing).float()
+                                     anomaly.inversion, generators, anomaly.max_batch, request.sampler.spacing,
+                                     inversion_iterations=anomaly.inversion_iterations,
+                                     inversion_tolerance=anomaly.inversion_tolerance).float()
     if codec is not None:
         members = torch.stack([codec.decode(member, image.shape[2:]) for member in members])
     return CounterfactualEnsemble(reference, members, seeds)

@@ -25,14 +25,16 @@ from nnugen.anomaly.partial_noise import partial_noise_like
 from nnugen.config import CONDITIONED_MODES, DiffusionSettings, GenerationSettings, SamplerSettings, TaskSettings
 from nnugen.diffusion import alphas_cumprod, make_betas, noisy_training_input, sampling_timesteps, target_mse_loss
 from nnugen.diffusion.broadcast import schedule_at, working_dtype
+from nnugen.diffusion.loss_weighting import loss_weights
 from nnugen.diffusion.noise import randn_like
 from nnugen.diffusion.parameterisation import x0_denoiser
+from nnugen.diffusion.rectified_flow import rflow_denoiser, rflow_mse_loss, rflow_training_input
 from nnugen.diffusion.windowed_denoiser import windowed_denoiser
 from nnugen.models.denoiser_from_settings import denoiser_network
 from nnugen.models.ema import make_ema, update_ema, warmed_up_decay
 from nnugen.models.sliding_windows import nnunet_windows
 from nnugen.networks.label_adapter import LabelAdapter
-from nnugen.samplers import get_sampler
+from nnugen.samplers import get_sampler, rflow_euler, rflow_timesteps
 from nnugen.samplers.options import sampler_options
 
 
@@ -112,10 +114,15 @@ class ImageGenerator(nn.Module):
             keep = torch.rand(condition.shape[0], device=condition.device) >= self.generation.condition_dropout
             condition = condition * keep.to(condition.dtype).view(-1, *(1,) * (condition.ndim - 1))
         eps = None if self.noise == "gaussian" else partial_noise_like(self.noise, x0)
+        if self.diffusion.process == "rflow":  # Liu et al. 2023 through MONAI's RFlowScheduler: velocity x0 - eps
+            noisy = rflow_training_input(x0, self.diffusion.timesteps, noise=eps)
+            return rflow_mse_loss(self.model_output(noisy.x_t, noisy.t, condition), x0, noisy.noise)
         noisy = noisy_training_input(x0, self.alphas_cumprod, noise=eps)
         output = self.model_output(noisy.x_t, noisy.t, condition)
         abar_t = schedule_at(self.alphas_cumprod, noisy.t, output).flatten()
-        return target_mse_loss(output, self.diffusion.model_output, noisy.noised_x0, noisy.noise, abar_t)
+        kind = self.diffusion.model_output
+        weights = loss_weights(self.diffusion.loss_weighting, kind, abar_t, self.diffusion.min_snr_gamma)
+        return target_mse_loss(output, kind, noisy.noised_x0, noisy.noise, abar_t, weights)
 
     def update_ema(self) -> None:
         """One EMA update of the trained part's weights (after an optimiser step), with the warmed-up decay."""
@@ -142,8 +149,12 @@ class ImageGenerator(nn.Module):
         """x0 estimate in [-1, 1] from the EMA weights (the training weights when there is no EMA)."""
 
         def x0(x_t: Tensor, t: Tensor, condition: Tensor | None) -> Tensor:
-            return x0_denoiser(lambda x, s: self.guided_output(x, s, condition, guidance_scale), self.alphas_cumprod,
-                               self.diffusion.model_output, clip=(-1.0, 1.0))(x_t, t)
+            def output(x: Tensor, s: Tensor) -> Tensor:
+                return self.guided_output(x, s, condition, guidance_scale)
+
+            if self.diffusion.process == "rflow":
+                return rflow_denoiser(output, self.diffusion.timesteps, clip=(-1.0, 1.0))(x_t, t)
+            return x0_denoiser(output, self.alphas_cumprod, self.diffusion.model_output, clip=(-1.0, 1.0))(x_t, t)
 
         return x0
 
@@ -166,6 +177,9 @@ class ImageGenerator(nn.Module):
         x = randn_like(torch.empty((batch, generated, *spatial), device=device), generator)
         scale = self.generation.guidance_scale if guidance_scale is None else guidance_scale
         denoise = volume_denoiser(self._x0_at(scale), condition, self.patch_size)
+        if self.diffusion.process == "rflow":  # MONAI's Euler steps; sampler.name and spacing are for process ddpm
+            timesteps = rflow_timesteps(self.diffusion.timesteps, min(settings.steps, self.diffusion.timesteps))
+            return rflow_euler(denoise, x, self.host_alphas_cumprod, timesteps, callback=callback)
         timesteps = sampling_timesteps(self.diffusion.timesteps, min(settings.steps, self.diffusion.timesteps),
                                        spacing=settings.spacing, alphas_cumprod=self.host_alphas_cumprod)
         return get_sampler(settings.name)(denoise, x, self.host_alphas_cumprod, timesteps, generator=generator,

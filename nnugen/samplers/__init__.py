@@ -4,6 +4,7 @@ from nnugen.samplers.ddim import ddim, ddim_sigma, ddim_step
 from nnugen.samplers.ddim_inversion import ddim_invert, ddim_invert_step
 from nnugen.samplers.ddpm import ddpm, ddpm_step
 from nnugen.samplers.dpm_solver import dpm_solver_pp, dpm_solver_pp_step
+from nnugen.samplers.rflow_euler import rflow_euler, rflow_timesteps
 from nnugen.samplers.signature import Callback, Sampler
 
 SAMPLERS: dict[str, Sampler] = {"ddpm": ddpm, "ddim": ddim, "dpm_solver++": dpm_solver_pp}
@@ -30,4 +31,6 @@ __all__ = [
     "dpm_solver_pp",
     "dpm_solver_pp_step",
     "get_sampler",
+    "rflow_euler",
+    "rflow_timesteps",
 ]
