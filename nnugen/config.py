@@ -185,11 +185,16 @@ class TrainingSettings(Section):
     save_every: int = 1
     max_nonfinite_steps: int = 5
     preview_every: int = 10
+    keep_epochs: tuple[int, ...] = ()
+    """Epoch counts (1-based) after which a copy ``checkpoint_epoch_NNNN.pth`` is kept, e.g. log-spaced snapshots to
+    sample from with ``nnugen_sample -chk`` and follow quality against training time; none by default."""
 
     def __post_init__(self) -> None:
         for name in ("epochs", "iterations_per_epoch", "val_iterations_per_epoch", "val_sampling_steps", "save_every",
                      "max_nonfinite_steps", "preview_every"):
             check_range(f"training.{name}", getattr(self, name), 1)
+        for epoch in self.keep_epochs:
+            check_range("training.keep_epochs", epoch, 1)
         check_choice("training.optimizer", self.optimizer, ("sgd", "adamw"))
         check_range("training.initial_lr", self.initial_lr, 1e-9, 10.0)
         check_range("training.weight_decay", self.weight_decay, 0.0)

@@ -16,12 +16,16 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 
-def epoch_checkpoints(epoch: int, save_every: int, num_epochs: int, new_best: bool) -> list[str]:
+def epoch_checkpoints(epoch: int, save_every: int, num_epochs: int, new_best: bool,
+                      keep_epochs: Sequence[int] = ()) -> list[str]:
     """The checkpoint files to write at the end of ``epoch`` (0-based), in order: checkpoint_best when the epoch
-    raised the best EMA pseudo Dice, checkpoint_latest every ``save_every`` epochs and after the last one."""
+    raised the best EMA pseudo Dice, checkpoint_latest every ``save_every`` epochs and after the last one, and
+    ``checkpoint_epoch_NNNN.pth`` (NNNN = epoch + 1, the epochs finished) when that count is in ``keep_epochs``."""
     names = ["checkpoint_best.pth"] if new_best else []
     if (epoch + 1) % save_every == 0 or epoch == num_epochs - 1:
         names.append("checkpoint_latest.pth")
+    if epoch + 1 in keep_epochs:
+        names.append(f"checkpoint_epoch_{epoch + 1:04d}.pth")
     return names
 
 

@@ -105,7 +105,7 @@ class NnugenTrainer(nnUNetTrainer):
             self.device = rank_device(device)  # nnU-Net 2.8.1 puts rank R on cuda:R, whatever the device and node
         self.settings = self.task_settings(self.configuration_manager.configuration, configuration)
         training, memory = self.settings.training, self.settings.memory
-        self.num_epochs, self.save_every = training.epochs, training.save_every
+        self.num_epochs, self.save_every, self.keep_epochs = training.epochs, training.save_every, training.keep_epochs
         self.num_iterations_per_epoch = training.iterations_per_epoch * memory.grad_accumulation
         self.num_val_iterations_per_epoch = training.val_iterations_per_epoch
         self.initial_lr, self.weight_decay = training.initial_lr, training.weight_decay
@@ -313,7 +313,8 @@ class NnugenTrainer(nnUNetTrainer):
         new_best = self._best_ema is None or ema > self._best_ema
         if new_best:
             self._best_ema = ema
-        for name in epoch_checkpoints(self.current_epoch, self.save_every, self.num_epochs, new_best):
+        for name in epoch_checkpoints(self.current_epoch, self.save_every, self.num_epochs, new_best,
+                                      self.keep_epochs):
             self.save_checkpoint(os.path.join(self.output_folder, name))
         print_epoch_summary(self.print_to_log_file, self.logger.get_value, self._best_ema if new_best else None,
                             self.best_by_loss)

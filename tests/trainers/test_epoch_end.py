@@ -39,6 +39,14 @@ def test_best_goes_first_and_latest_follows_every_save_every_epochs_and_the_last
     assert epoch_checkpoints(epoch, save_every, 5, new_best) == expected
 
 
+def test_kept_epochs_get_a_numbered_copy_named_by_the_epochs_finished():
+    kept = [epoch for epoch in range(10) if "checkpoint_epoch" in " ".join(epoch_checkpoints(epoch, 50, 10, False,
+                                                                                              (1, 3, 10)))]
+    assert kept == [0, 2, 9]
+    assert epoch_checkpoints(2, 1, 10, True, (3,)) == ["checkpoint_best.pth", "checkpoint_latest.pth",
+                                                        "checkpoint_epoch_0003.pth"]
+
+
 def _logged(**values):
     def get_value(key, step):
         assert step == -1

@@ -26,6 +26,7 @@ def _trainer(tmp_path, num_epochs: int, save_every: int) -> tuple[NnugenTrainer,
     trainer.logger.loggers = []  # no W&B, whatever the environment says
     trainer.local_rank, trainer.current_epoch, trainer._best_ema = 0, 0, None
     trainer.num_epochs, trainer.save_every, trainer._metrics = num_epochs, save_every, EpochMetrics()
+    trainer.keep_epochs = ()
     trainer._progress, trainer._epoch_step, trainer._loss_average, trainer._progress_written = None, 0, 0.25, 0.0
     trainer.num_iterations_per_epoch = 4
     trainer.save_checkpoint = lambda filename: events.append(f"save {os.path.basename(filename)}")
