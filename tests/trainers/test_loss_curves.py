@@ -73,7 +73,7 @@ def _generative_trainer(tmp_path) -> tuple[NnugenGenerativeTrainer, list[str]]:
     trainer.logger = MetaLogger(str(tmp_path), resume=False)
     trainer.logger.loggers = []
     trainer.local_rank, trainer.current_epoch, trainer._best_ema = 0, 0, None
-    trainer.num_epochs, trainer.save_every, trainer._metrics = 2, 1, EpochMetrics()
+    trainer.num_epochs, trainer.save_every, trainer.keep_epochs, trainer._metrics = 2, 1, (), EpochMetrics()
     trainer._progress, trainer._epoch_step, trainer._loss_average, trainer._progress_written = None, 0, None, 0.0
     trainer.num_iterations_per_epoch, trainer.loss_history = 3, {}
     trainer.save_checkpoint = lambda filename: lines.append(f"save {os.path.basename(filename)}")
