@@ -44,9 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0,
                         help="base seed; case k samples with a seed derived from (seed, case_k), so any subset or "
                              "rerun gives the same files (default 0)")
-    parser.add_argument("--size", default="whole", choices=("whole", "patch"),
+    parser.add_argument("--size", nargs="+", default=["whole"], metavar="SIZE",
                         help="whole: the plan's median image size, denoised in overlapping patches (default); patch: "
-                             "the training patch size")
+                             "the training patch size; Z Y X (2 sizes for 2d): any shape in the plan's axis order, "
+                             "each axis at least the patch, denoised in overlapping patches")
     parser.add_argument("--labels-from", dest="labels_from", default=None, metavar="DIR",
                         help="label-conditioned models: the label maps to generate images for (the first N files, "
                              "of the output's array shape, e.g. written by nnugen_sample)")
@@ -74,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         from pathlib import Path
 
         from nnugen.inference.sample_api import SampleRequest, sample
+        from nnugen.inference.sample_request import parse_size
         from nnugen.run_flags import progress_wanted
 
         request = SampleRequest(
@@ -83,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
             sampler=args.sampler, steps=args.steps, eta=args.eta, spacing=args.spacing,
             guidance_scale=args.guidance_scale, seed=args.seed,
             labels_from=Path(args.labels_from) if args.labels_from else None, as_dataset=args.as_dataset,
-            size=args.size, device=args.device, progress=progress_wanted(args.progress, sys.stdout),
+            size=parse_size(args.size), device=args.device, progress=progress_wanted(args.progress, sys.stdout),
             overwrite=args.overwrite,
             continue_sampling=args.continue_sampling,
             num_parts=args.num_parts, part_id=args.part_id)

@@ -87,7 +87,8 @@ def _say_removed(removed: list[Path]) -> None:
 
 def _log(request: SampleRequest, plan: SamplePlan) -> None:
     geometry, sampler = plan.geometry, plan.sampler
-    size = "the plan's median image size" if request.size == "whole" else "the training patch size"
+    size = {"whole": "the plan's median image size", "patch": "the training patch size"}.get(request.size,
+                                                                                          "the size asked for")
     part = f" (part {request.part_id} of parts 0-{request.num_parts - 1}: {len(request.cases)} case(s))" \
         if request.num_parts > 1 else ""
     print(f"nnugen_sample: {request.num_cases} case(s){part} of {geometry.file_shape} voxels ({size}), spacing "

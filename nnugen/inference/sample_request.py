@@ -38,13 +38,18 @@ from nnugen.inference.sampling_record import read_sampling_record
 from nnugen.seeding import case_seed
 
 SIZES = ("whole", "patch")
+"""``--size``'s named sizes; otherwise the size is one number per spatial axis (``--size Z Y X``)."""
 DATASET_NAME = re.compile(r"^Dataset\d{3}_[A-Za-z0-9_-]+$")
 
 
 @dataclass(frozen=True)
 class SampleRequest:
     """What to generate; sampler settings left at None keep the model's plans. ``size``: ``whole`` = the plan's
-    median image size (windowed denoising beyond the patch), ``patch`` = the training patch."""
+    median image size (windowed denoising beyond the patch), ``patch`` = the training patch, or a shape (one size per
+    spatial axis of the configuration, in the plan's axis order, each at least the patch), denoised in overlapping
+    windows as ``whole``. ``partition``: pieces per spatial axis (their product the number of processes torchrun
+    started); each process denoises one slab of every volume, with noise drawn per voxel position
+    (``nnugen.diffusion.positional_noise``), so the volume does not depend on the partition."""
 
     dataset: str
     configuration: str
@@ -63,7 +68,7 @@ class SampleRequest:
     seed: int = 0
     labels_from: Path | None = None
     as_dataset: str | None = None
-    size: str = "whole"
+    size: str | tuple[int, ...] = "whole"
     device: str = "cuda"
     progress: bool = False
     overwrite: bool = False
@@ -105,8 +110,9 @@ def _check_values(request: SampleRequest) -> None:
     """The checks of the request's own values (no file read); ValueError naming the flag."""
     if request.num_cases < 1:
         raise ValueError(f"N = {request.num_cases}: generate at least 1 case")
-    if request.size not in SIZES:
-        raise ValueError(f"--size {request.size}: choose whole (the plan's median image size) or patch")
+    if isinstance(request.size, str) and request.size not in SIZES:
+        raise ValueError(f"--size {request.size}: choose whole (the plan's median image size), patch, or one size "
+                         "per spatial axis (e.g. --size 128 160 112)")
     if request.sampler is not None and request.sampler not in SAMPLERS:
         raise ValueError(f"--sampler {request.sampler}: choose one of {', '.join(SAMPLERS)}")
     if request.steps is not None and request.steps < 1:
@@ -151,7 +157,7 @@ def check_request(request: SampleRequest) -> SamplePlan:
     configuration = PlansManager(files.plans).get_configuration(files.configuration)
     patch = tuple(int(p) for p in configuration.patch_size)
     median = tuple(int(round(s)) for s in configuration.median_image_size_in_voxels)
-    shape = patch if request.size == "patch" else median
+    shape = _sampled_shape(request.size, patch, median)
     geometry = SampleGeometry.from_plans(files.plans, configuration.configuration, shape,
                                          reference_geometry(files.dataset_name, files.plans))
     label_values = _label_values(files.dataset_json)
@@ -177,6 +183,36 @@ def check_request(request: SampleRequest) -> SamplePlan:
     return plan
 
 
+
+
+def parse_size(values: list[str]) -> str | tuple[int, ...]:
+    """``--size``'s words: ``whole``, ``patch`` or one positive integer per spatial axis; ValueError otherwise."""
+    if len(values) == 1 and values[0] in SIZES:
+        return values[0]
+    try:
+        shape = tuple(int(v) for v in values)
+    except ValueError:
+        raise ValueError(f"--size {' '.join(values)}: choose whole, patch, or one integer per spatial axis (e.g. "
+                         "--size 128 160 112)") from None
+    if not 2 <= len(shape) <= 3 or min(shape) < 1:
+        raise ValueError(f"--size {' '.join(values)}: give 3 positive sizes for a 3d configuration, 2 for 2d (e.g. "
+                         "--size 128 160 112)")
+    return shape
+
+
+def _sampled_shape(size: str | tuple[int, ...], patch: tuple[int, ...], median: tuple[int, ...]) -> tuple[int, ...]:
+    """The volume shape a ``--size`` asks for; a given shape must have the patch's axes, each at least the patch."""
+    if size == "patch":
+        return patch
+    if size == "whole":
+        return median
+    if len(size) != len(patch):
+        raise ValueError(f"--size {' '.join(map(str, size))}: this configuration is {len(patch)}d (patch "
+                         f"{' '.join(map(str, patch))}); give {len(patch)} sizes")
+    if any(s < p for s, p in zip(size, patch)):
+        raise ValueError(f"--size {' '.join(map(str, size))}: every axis must be at least the training patch "
+                         f"{' '.join(map(str, patch))} (in the plan's axis order)")
+    return tuple(size)
 
 
 def run_identity(request: SampleRequest, plan: SamplePlan) -> dict:
@@ -286,7 +322,7 @@ def metadata(request: SampleRequest, plan: SamplePlan) -> dict:
         "guidance_scale": plan.guidance_scale,
         "seed": request.seed,
         "num_cases": request.num_cases,
-        "size": request.size,
+        "size": request.size if isinstance(request.size, str) else list(request.size),
         "file_shape": list(plan.geometry.file_shape),
         "spacing": list(plan.geometry.properties()["sitk_stuff"]["spacing"]),
         "geometry_source": plan.geometry.reference.source,
