@@ -19,8 +19,11 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-Generators = torch.Generator | Sequence[torch.Generator] | None
-"""One generator, one per equal chunk of the batch axis (``randn_like``), or None for the global RNG."""
+from nnugen.diffusion.positional_noise import PositionalNoise
+
+Generators = torch.Generator | Sequence[torch.Generator] | PositionalNoise | None
+"""One generator, one per equal chunk of the batch axis (``randn_like``), a ``PositionalNoise`` (noise per voxel
+position, the same however the volume is cut), or None for the global RNG."""
 
 
 def _device(generator: torch.Generator | None, fallback: torch.device | str | None) -> torch.device | str | None:
@@ -29,7 +32,10 @@ def _device(generator: torch.Generator | None, fallback: torch.device | str | No
 
 def randn_like(like: Tensor, generator: Generators = None) -> Tensor:
     """Standard normal noise with `like`'s shape, dtype and device. A sequence of n generators draws chunk j of the
-    batch axis (``like.shape[0] / n`` rows) from generator j (see the module docstring)."""
+    batch axis (``like.shape[0] / n`` rows) from generator j (see the module docstring); a ``PositionalNoise``
+    draws its region of the volume at its next draw index."""
+    if isinstance(generator, PositionalNoise):
+        return generator.randn_like(like)
     if generator is not None and not isinstance(generator, torch.Generator):
         generators = list(generator)
         if not generators or like.shape[0] % len(generators):
