@@ -66,11 +66,28 @@ def main(argv: list[str] | None = None) -> int:
                               overrides_file=args.overrides, source_plans=args.source_plans)
         target = plan_dataset(request)
         print(f"nnugen_plan: wrote {target}")
+        _print_training_times(target, tuple(args.configurations))
         if args.summary:
             _print_network_summaries(target)
         return 0
 
     return run_reporting_errors("nnugen_plan", body, (ValueError, OSError))
+
+
+def _print_training_times(plans_file: Path, requested: tuple[str, ...]) -> None:
+    """The estimated time of each planned task's training (nnugen_planner/time_estimate.py's cost model)."""
+    import json
+
+    from nnugen_planner.planned_time import assumption_line, planned_times
+    from nnugen_planner.planner import num_segmentation_heads, resolve_configuration_names
+
+    plans = json.loads(plans_file.read_text(encoding="utf-8"))
+    dataset_json = json.loads((plans_file.parent / "dataset.json").read_text(encoding="utf-8"))
+    channels = len(dataset_json.get("channel_names", dataset_json.get("modality", {})))
+    names = resolve_configuration_names(requested, plans)
+    for estimate in planned_times(plans, channels, num_segmentation_heads(dataset_json), names):
+        print(estimate.line())
+    print(assumption_line())
 
 
 def _print_network_summaries(plans_file: Path) -> None:
