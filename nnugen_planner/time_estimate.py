@@ -17,8 +17,10 @@ The cost model, small on purpose (docs/generation.md, "3D recipes for users with
    (``training_seconds``; validation and data loading not counted).
 
 The effective throughput is the one number that ties the count to a clock. ``CPU_THROUGHPUT`` is calibrated on
-training steps timed on this project's 2-core CPU (docs/benchmarks.md, "The planned training time: calibrating the
-cost model"); ``GPU_THROUGHPUT`` is an assumption, not measured: no GPU was lent to this project's sessions so far.
+training steps timed on this project's 2-core CPU (``benchmarks/time_estimate_calibration.py``; docs/generation.md,
+"How the time is estimated"); ``GPU_THROUGHPUT`` is an assumption, not measured: no GPU was lent to the session that
+wrote this. ``benchmarks/gpu_check.py`` logs seconds per iteration on a GPU; set the constant from its numbers once
+one has run.
 """
 
 from __future__ import annotations
@@ -56,8 +58,8 @@ GPU_THROUGHPUT = Throughput(
     "TFLOP/s this cost model gives for nnU-Net v1's published V100 epoch time (Task002_Heart 3d_fullres, fp16)")
 CPU_THROUGHPUT = Throughput(
     "a 2-core CPU", 0.015,
-    "calibrated: fp32 training steps of four planned denoisers timed on this project's shared 2-core CPU under load, "
-    "2026-12-04, 14-24 effective GFLOP/s, median 15 (docs/benchmarks.md)")
+    "calibrated: fp32 training steps of four planned denoisers timed twice on this project's shared 2-core CPU under "
+    "load, 2026-12-04: medians 15.1 and 15.9 effective GFLOP/s, single cases 7.7-24.3")
 
 
 def stage_sizes(patch_size: Sequence[int], strides: Sequence[Sequence[int]]) -> list[tuple[int, ...]]:
