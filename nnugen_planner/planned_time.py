@@ -10,8 +10,8 @@ Which network a task trains, with which channels, is what its model builder buil
   concatenated in ``label_conditioned`` mode; the anomaly task's latent space uses its latent denoiser;
 - ldm: the latent denoiser on the autoencoder's latent channels and latent patch;
 - autoencoder: counted as the U-Net of its features and strides, as its memory plan counts it, plus the frozen
-  perceptual encoder (nnU-Net's encoder; forward on both images and backward to the input: 3 passes). Its PatchGAN
-  discriminator is not counted (a few per cent of the step at the planned sizes).
+  perceptual encoder (nnU-Net's encoder; forward on both images and backward to the input: 3 passes) and the PatchGAN
+  discriminator (``DISCRIMINATOR_PASSES``), also while the adversarial loss is still warming up: it errs high.
 """
 
 from __future__ import annotations
@@ -20,13 +20,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from nnugen.config import NnugenSection, TaskSettings
+from nnugen.config import AutoencoderSettings, NnugenSection, TaskSettings
 from nnugen_planner.denoiser_plan import arch_kwargs_of, denoiser_from_arch, downsampled_patch
 from nnugen_planner.memory import UNetShape
 from nnugen_planner.time_estimate import (
+    DISCRIMINATOR_PASSES,
     GPU_THROUGHPUT,
     TRAINING_PASSES,
     Throughput,
+    discriminator_macs,
     encoder_macs,
     forward_macs,
     passes_per_step,
@@ -48,16 +50,18 @@ class TaskTime:
     grad_accumulation: int
     seconds_per_iteration: float
     budget_gb: float
+    throughput: Throughput = GPU_THROUGHPUT
 
     @property
     def total_seconds(self) -> float:
         return training_seconds(self.seconds_per_iteration, self.epochs, self.iterations_per_epoch)
 
-    def line(self, throughput: Throughput = GPU_THROUGHPUT) -> str:
+    def line(self) -> str:
         accumulated = f" x {self.grad_accumulation} accumulated" if self.grad_accumulation > 1 else ""
+        device = f"{self.throughput.name} of {self.budget_gb:g} GB"
         return (f"nnugen_plan: {self.configuration} {self.task}: {self.epochs} epochs x {self.iterations_per_epoch} "
                 f"iterations (batch {self.batch_size}{accumulated}), about {_seconds(self.seconds_per_iteration)} per "
-                f"iteration on {throughput.name} of {self.budget_gb:g} GB -> {readable_duration(self.total_seconds)}")
+                f"iteration on {device} -> {readable_duration(self.total_seconds)}")
 
 
 def _seconds(value: float) -> str:
@@ -82,7 +86,7 @@ def _generator_channels(settings: TaskSettings, image_channels: int, n_classes: 
 class TaskNetwork:
     """What one training step of a task runs: its U-Net ``shape`` (with attention and residual shortcuts as planned),
     ``passes`` forward-pass equivalents of it per sample, and ``extra_macs`` per sample beside it (the autoencoder's
-    frozen perceptual encoder)."""
+    frozen perceptual encoder and discriminator)."""
 
     shape: UNetShape
     attention_stages: tuple[int, ...] = ()
@@ -109,7 +113,9 @@ def task_network(task: str, section: NnugenSection, configuration: dict[str, Any
         ae_shape = UNetShape(n_channels, n_channels, patch, ae.features_per_stage,
                              tuple(tuple(3 for _ in patch) for _ in ae.strides), ae.strides, (2,) * len(ae.strides),
                              (2,) * (len(ae.strides) - 1))
-        return TaskNetwork(ae_shape, passes=passes, extra_macs=TRAINING_PASSES * encoder_macs(plain))
+        discriminator = discriminator_macs(n_channels, patch, AutoencoderSettings.discriminator_layers(patch))
+        extra = TRAINING_PASSES * encoder_macs(plain) + DISCRIMINATOR_PASSES * discriminator
+        return TaskNetwork(ae_shape, passes=passes, extra_macs=extra)
     denoiser, diffusion = settings.denoiser, settings.diffusion
     if task == "segmentation":
         extra = n_classes if diffusion.self_conditioning else 0
@@ -142,7 +148,7 @@ def planned_times(plans: dict[str, Any], n_channels: int, n_classes: int, config
             memory, training = settings.memory, settings.training
             seconds = seconds_per_iteration(macs, memory.batch_size, memory.grad_accumulation, throughput)
             times.append(TaskTime(name, task, training.epochs, training.iterations_per_epoch, memory.batch_size,
-                                  memory.grad_accumulation, seconds, memory.budget_gb))
+                                  memory.grad_accumulation, seconds, memory.budget_gb, throughput))
     return times
 
 

@@ -29,13 +29,14 @@ import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from nnugen_planner.memory import UNetShape
+from nnugen_planner.memory import DISCRIMINATOR_CHANNELS, DISCRIMINATOR_KERNEL, UNetShape
 
 FLOPS_PER_MAC = 2
 TRAINING_PASSES = 3.0       # forward + backward (activation and weight gradients, about two forwards)
 CHECKPOINTING_PASSES = 1.0  # every checkpointed stage runs its forward again in the backward pass
 RECYCLING_PASSES = 1.0      # the segmenter's no-grad prediction that recycling feeds back (Fu et al. 2023)
 SELF_CONDITIONING_PASSES = 0.5  # an extra no-grad pass in half of the steps (Chen et al. 2023, p = 1/2)
+DISCRIMINATOR_PASSES = 9.0  # its own loss on the real image and the reconstruction (3 each), the adversarial loss (3)
 
 
 @dataclass(frozen=True)
@@ -139,6 +140,23 @@ def forward_macs(shape: UNetShape, attention_stages: Sequence[int] = (), residua
 def encoder_macs(shape: UNetShape) -> int:
     """MACs per sample of the encoder alone (a frozen nnU-Net encoder used as a perceptual network)."""
     return sum(layer.macs for layer in conv_layers(shape) if layer.where.startswith("encoder"))
+
+
+def discriminator_macs(in_channels: int, patch_size: Sequence[int], num_layers: int) -> int:
+    """MACs per sample of one forward pass of the autoencoder's PatchGAN discriminator, laid out as
+    ``memory.discriminator_extras`` counts it: a 4-wide conv halving every axis, ``num_layers`` convs doubling the
+    channels (all but the last halving the axes again), a 4-wide conv to one logit per patch."""
+    dims = len(patch_size)
+    k = DISCRIMINATOR_KERNEL**dims
+    voxels = max(1, math.prod(patch_size) // 2**dims)
+    channels = DISCRIMINATOR_CHANNELS
+    macs = k * in_channels * channels * voxels
+    for layer in range(num_layers):
+        if layer < num_layers - 1:
+            voxels = max(1, voxels // 2**dims)
+        macs += k * channels * 2 * channels * voxels
+        channels *= 2
+    return macs + k * channels * voxels
 
 
 def passes_per_step(checkpointing: bool = False, recycling: bool = False, self_conditioning: bool = False) -> float:

@@ -18,6 +18,7 @@ from nnugen_planner.time_estimate import (
     Throughput,
     attention_macs,
     conv_layers,
+    discriminator_macs,
     forward_macs,
     passes_per_step,
     readable_duration,
@@ -73,6 +74,23 @@ def test_convolution_macs_match_torchs_flop_counter_on_the_real_denoiser(patch, 
         network(torch.zeros(1, 3, *patch), torch.zeros(1))
     conv_flops = sum(flops for op, flops in counter.get_flop_counts()["Global"].items() if "convolution" in str(op))
     assert conv_flops == 2 * forward_macs(shape, residual_stages=residual)
+
+
+def test_discriminator_macs_match_a_hand_count_and_err_high_against_torch():
+    # 2D, 32 x 32, one layer: 4x4 conv 1 -> 32 at 16 x 16, 4x4 conv 32 -> 64 at 16 x 16 (the last layer keeps the
+    # size), 4x4 conv 64 -> 1 at 16 x 16
+    assert discriminator_macs(1, (32, 32), 1) == 16 * 1 * 32 * 256 + 16 * 32 * 64 * 256 + 16 * 64 * 256
+    torch = pytest.importorskip("torch")
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from nnugen.networks.patch_discriminator import make_patch_discriminator
+
+    patch = (24, 32, 32)
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        make_patch_discriminator(2, 3, num_layers=2)(torch.zeros(1, 2, *patch))
+    real = sum(flops for op, flops in counter.get_flop_counts()["Global"].items() if "convolution" in str(op)) / 2
+    assert real <= discriminator_macs(2, patch, 2) <= 1.5 * real  # padding and the stride-1 layers: it errs high
 
 
 def test_passes_per_step():
