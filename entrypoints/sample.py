@@ -59,6 +59,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-part_id", type=int, default=0,
                         help="which part this run writes (0 ... num_parts-1): case k belongs to part k %% num_parts; "
                              "all parts may write into the same OUT_DIR")
+    parser.add_argument("--partition", nargs="+", type=int, default=None, metavar="PIECES",
+                        help="under torchrun: cut every volume into PIECES per spatial axis (e.g. 2 1 1; their "
+                             "product = --nproc_per_node x nodes), each process denoising one slab and exchanging "
+                             "the overlaps every step; noise is drawn per voxel position, so the volume is the same "
+                             "for any partition (1 1 1 in one process); rank 0 writes the files")
+    parser.add_argument("--partition-timeout", dest="partition_timeout", type=float, default=600.0,
+                        metavar="SECONDS", help="--partition: how long a process waits for its neighbours before it "
+                                                "stops with an error (default 600)")
     parser.add_argument("-device", default="cuda", help="cuda (default), cpu or mps")
     parser.add_argument("--overwrite", action="store_true", help="write into a non-empty OUT_DIR, replacing files")
     parser.add_argument("--continue", "--c", dest="continue_sampling", action="store_true",
@@ -88,9 +96,12 @@ def main(argv: list[str] | None = None) -> int:
             size=parse_size(args.size), device=args.device, progress=progress_wanted(args.progress, sys.stdout),
             overwrite=args.overwrite,
             continue_sampling=args.continue_sampling,
-            num_parts=args.num_parts, part_id=args.part_id)
+            num_parts=args.num_parts, part_id=args.part_id,
+            partition=None if args.partition is None else tuple(args.partition),
+            partition_timeout=args.partition_timeout)
         written = sample(request)
-        print(f"nnugen_sample: wrote {len(written)} file(s) to {args.output_folder}")
+        if written or not request.partition:  # the other ranks of a partitioned run write nothing
+            print(f"nnugen_sample: wrote {len(written)} file(s) to {args.output_folder}")
         return 0
 
     from nnugen.folders.checkpoint_files import CheckpointError

@@ -41,38 +41,69 @@ __all__ = ["SampleRequest", "sample"]
 
 
 def sample(request: SampleRequest) -> list[Path]:
-    """Generate and write the cases; returns the files written. Nothing is written if a check fails."""
+    """Generate and write the cases; returns the files written (by rank 0 of a ``--partition`` run; the other
+    ranks return []). Nothing is written if a check fails."""
     plan = check_request(request)
+    if request.partition is None:
+        return _sample_cases(request, plan, None)
+    from nnugen.inference.partitioned_sampling import joined_ranks
+
+    with joined_ranks(request.device, request.partition_timeout) as place:
+        return _sample_cases(request, plan, place)
+
+
+def _sample_cases(request: SampleRequest, plan: SamplePlan, place) -> list[Path]:
+    """The cases of this run; ``place``: this rank of a partitioned run (None: one process on its own)."""
     import torch
 
+    from nnugen.inference.partitioned_sampling import broadcast_from_rank_zero, check_partition
     from nnugen.inference.sample_writing import SampleWriter
     from nnugen.models.intensity_map import IntensityMap
 
-    device = torch_device(request.device)
+    device = torch_device(request.device) if place is None else place.device
     if device.type == "cpu":
         import multiprocessing
 
-        torch.set_num_threads(multiprocessing.cpu_count())
+        torch.set_num_threads(multiprocessing.cpu_count() if place is None else place.cpu_threads)
+    partition = None if place is None else check_partition(request.partition, plan.sampling_shape, plan.patch_size,
+                                                           False)
+    writes = place is None or place.rank == 0
     generator = load_generator(plan.files, device)
     writer = SampleWriter(Path(request.output_folder), plan.files.dataset_json, plan.geometry,
                           IntensityMap(plan.intensity), request.as_dataset)
-    _say_removed(writer.remove_stale_temporaries())
     cases = request.cases
-    if request.continue_sampling:
-        cases = [case for case in cases if not writer.case_complete(case, generator.image_channels)]
-        print(f"nnugen_sample: --continue: {len(request.cases) - len(cases)} case(s) already complete, {len(cases)} "
-              "to sample")
+    if writes:
+        _say_removed(writer.remove_stale_temporaries())
+        if request.continue_sampling:
+            cases = [case for case in cases if not writer.case_complete(case, generator.image_channels)]
+            print(f"nnugen_sample: --continue: {len(request.cases) - len(cases)} case(s) already complete, "
+                  f"{len(cases)} to sample")
+        _log(request, plan)
+        if partition is not None:
+            print(f"nnugen_sample: partitioned {' x '.join(map(str, partition.grid))} over {partition.world_size} "
+                  f"process(es); noise drawn per voxel position; rank 0 holds {partition.pieces[0].extent.shape} "
+                  f"(owns {partition.pieces[0].owned.shape}) and writes the files")
+    if place is not None:
+        cases = broadcast_from_rank_zero(cases, place)  # every rank samples the cases rank 0 will write
     seeds = [case_seed(request.seed, case) for case in cases]
-    _log(request, plan)
     from tqdm import tqdm
 
-    claim_dataset_folder(request, run_identity(request, plan))  # the marker first: --as-dataset's folder is this run's
-    written = [writer.write_metadata(metadata(request, plan), request.metadata_name)]
-    for case, seed in tqdm(list(zip(cases, seeds)), desc="cases", disable=not request.progress, dynamic_ncols=True):
+    written = []
+    if writes:
+        claim_dataset_folder(request, run_identity(request, plan))  # the marker first: --as-dataset's folder is ours
+        written.append(writer.write_metadata(metadata(request, plan), request.metadata_name))
+    bars = request.progress and writes
+    for case, seed in tqdm(list(zip(cases, seeds)), desc="cases", disable=not bars, dynamic_ncols=True):
         label = plan.geometry.read_label(plan.label_files[case_index(case)]) if plan.label_files else None
-        torch_generator = torch.Generator(device=device).manual_seed(seed)
-        volume = _sample_case(generator, plan, label, torch_generator, device, request.progress)
-        written += writer.write_case(case, volume, generator.image_channels, plan.label_values)
+        if partition is None:
+            source = torch.Generator(device=device).manual_seed(seed)
+        else:
+            source = (partition, place, seed)
+        volume = _sample_case(generator, plan, label, source, device, bars)
+        if writes:
+            written += writer.write_case(case, volume, generator.image_channels, plan.label_values)
+    if not writes:
+        return []
     finished = writer.finish([f"case_{k:04d}" for k in range(request.num_cases)])
     if request.as_dataset and not finished:
         print(f"nnugen_sample: part {request.part_id} done; dataset.json is written by the part that ends last")
@@ -104,9 +135,10 @@ def _log(request: SampleRequest, plan: SamplePlan) -> None:
           f"direction from {geometry.reference.source}")
 
 
-def _sample_case(generator, plan: SamplePlan, label: np.ndarray | None, torch_generator, device,
-                 progress: bool):
-    """(C_gen (+ K condition), *shape) in [-1, 1] on the CPU, cropped from a sample at ``plan.sampling_shape``."""
+def _sample_case(generator, plan: SamplePlan, label: np.ndarray | None, source, device, progress: bool):
+    """(C_gen (+ K condition), *shape) in [-1, 1] on the CPU, cropped from a sample at ``plan.sampling_shape``.
+    ``source``: the case's ``torch.Generator``, or (partition, rank place, case seed) for a partitioned run, whose
+    ranks other than 0 return None."""
     import torch
     from tqdm import tqdm
 
@@ -120,8 +152,17 @@ def _sample_case(generator, plan: SamplePlan, label: np.ndarray | None, torch_ge
     steps = min(plan.sampler.steps, plan.settings.diffusion.timesteps)
     with tqdm(total=steps, desc="steps", leave=False, disable=not progress, dynamic_ncols=True) as bar:
         guidance = {} if condition is None else {"guidance_scale": plan.guidance_scale}  # unconditional: none
-        x = generator.sample(1, plan.sampling_shape, condition=condition, generator=torch_generator,
-                             sampler=plan.sampler, device=device, callback=lambda *_: bar.update(), **guidance)
+        if isinstance(source, tuple):
+            from nnugen.inference.partitioned_sampling import sample_partitioned
+
+            partition, place, seed = source
+            x = sample_partitioned(generator, partition, place, condition, seed, plan.sampler, guidance,
+                                   callback=lambda *_: bar.update())
+            if x is None:
+                return None
+        else:
+            x = generator.sample(1, plan.sampling_shape, condition=condition, generator=source, sampler=plan.sampler,
+                                 device=device, callback=lambda *_: bar.update(), **guidance)
     if condition is not None:
         x = torch.cat([x, condition.to(x.dtype)], dim=1)
     return _crop(x[0].float().cpu(), plan.geometry.shape)

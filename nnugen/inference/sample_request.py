@@ -77,6 +77,12 @@ class SampleRequest:
     the run's ``sampling.json`` must match this request (same model, sampler, seed, cases)."""
     num_parts: int = 1
     part_id: int = 0
+    partition: tuple[int, ...] | None = None
+    """Pieces per spatial axis; their product must be torchrun's WORLD_SIZE (1 without torchrun, e.g. ``1 1 1``).
+    Every case is then sampled by all processes together with positional noise. None: one process, the
+    ``torch.Generator`` stream of a case's seed (the files of earlier versions)."""
+    partition_timeout: float = 600.0
+    """Seconds a rank of a partitioned run waits for its neighbours before it stops with an error."""
 
     @property
     def cases(self) -> list[str]:
@@ -129,6 +135,11 @@ def _check_values(request: SampleRequest) -> None:
     if request.num_parts < 1 or not 0 <= request.part_id < request.num_parts:
         raise ValueError(f"-part_id {request.part_id} / -num_parts {request.num_parts}: need num_parts >= 1 and "
                          "0 <= part_id < num_parts")
+    if request.partition is not None and min(request.partition, default=0) < 1:
+        raise ValueError(f"--partition {' '.join(map(str, request.partition))}: give at least 1 piece per spatial "
+                         "axis, e.g. --partition 2 1 1")
+    if not 0 < request.partition_timeout < float("inf"):
+        raise ValueError(f"--partition-timeout {request.partition_timeout}: give a positive number of seconds")
     if request.continue_sampling and request.overwrite:
         raise ValueError("--continue keeps the cases already written and --overwrite replaces them: pass one of "
                          "the two")
@@ -173,6 +184,10 @@ def check_request(request: SampleRequest) -> SamplePlan:
     guidance = settings.generation.guidance_scale if request.guidance_scale is None else request.guidance_scale
     plan = SamplePlan(files, settings, intensity, sampler, guidance, geometry,
                       tuple(max(s, p) for s, p in zip(shape, patch)), patch, label_values, label_files)
+    if request.partition is not None:
+        from nnugen.inference.partitioned_sampling import check_partition
+
+        check_partition(request.partition, plan.sampling_shape, patch, files.task.section == "ldm")
     identity = run_identity(request, plan)
     if request.num_parts > 1:
         check_run_folder(request, identity)
@@ -270,8 +285,12 @@ def case_index(case: str) -> int:
 
 
 RECIPE = ("model_folder", "checkpoint", "trainer", "configuration", "mode", "sampler", "guidance_scale", "seed",
-          "num_cases", "size", "file_shape", "num_parts", "part_id", "cases")
-"""The entries of sampling.json that decide which files a run writes; ``--continue`` needs them unchanged."""
+          "num_cases", "size", "file_shape", "num_parts", "part_id", "cases", "noise")
+"""The entries of sampling.json that decide which files a run writes; ``--continue`` needs them unchanged (the
+partition itself may change: positional noise gives the same volume, to rounding, for any partition)."""
+NOISES = {False: "torch.Generator of the case seed", True: "positional (Philox per voxel position and draw)"}
+RECORD_DEFAULTS = {"noise": NOISES[False]}
+"""What an entry of RECIPE meant in a sampling.json written before the entry existed."""
 
 
 def _check_same_run(request: SampleRequest, plan: SamplePlan) -> None:
@@ -292,9 +311,10 @@ def _check_same_run(request: SampleRequest, plan: SamplePlan) -> None:
         raise ValueError(f"{record} was written by a run with another --as-dataset; run with the same arguments to "
                          "continue it, or choose a new folder")
     for key in RECIPE:
-        if earlier.get(key) != now[key]:
+        if earlier.get(key, RECORD_DEFAULTS.get(key)) != now[key]:
             shown = "case list" if key == "cases" else key
-            raise ValueError(f"{record} says the earlier run used {shown} {_short(earlier.get(key))}, this one "
+            raise ValueError(f"{record} says the earlier run used {shown} "
+                             f"{_short(earlier.get(key, RECORD_DEFAULTS.get(key)))}, this one "
                              f"{_short(now[key])}; run with the same arguments to continue it, or choose a new folder")
 
 
@@ -329,6 +349,8 @@ def metadata(request: SampleRequest, plan: SamplePlan) -> dict:
         "intensity_units": "original (the plans' intensity map: exact for CT, dataset-level for z-scored MR)",
         "num_parts": request.num_parts,
         "part_id": request.part_id,
+        "noise": NOISES[request.partition is not None],
+        "partition": None if request.partition is None else list(request.partition),
         "cases": [{"name": c, "seed": s,
                    **({"label_from": str(plan.label_files[case_index(c)])} if plan.label_files else {})}
                   for c, s in zip(cases, seeds)],

@@ -27,7 +27,7 @@ from nnugen.diffusion import alphas_cumprod, make_betas, noisy_training_input, s
 from nnugen.diffusion.broadcast import schedule_at, working_dtype
 from nnugen.diffusion.loss_weighting import loss_weights
 from nnugen.diffusion.noise import randn_like
-from nnugen.diffusion.parameterisation import x0_denoiser
+from nnugen.diffusion.parameterisation import Denoiser, x0_denoiser
 from nnugen.diffusion.rectified_flow import rflow_denoiser, rflow_mse_loss, rflow_training_input
 from nnugen.diffusion.windowed_denoiser import windowed_denoiser
 from nnugen.models.denoiser_from_settings import denoiser_network
@@ -36,6 +36,9 @@ from nnugen.models.sliding_windows import nnunet_windows
 from nnugen.networks.label_adapter import LabelAdapter
 from nnugen.samplers import get_sampler, rflow_euler, rflow_timesteps
 from nnugen.samplers.options import sampler_options
+
+Tiling = Callable[[Denoiser], Denoiser]
+"""How a patch denoiser becomes one for a sampled volume (the windowed denoiser, or a rank's partitioned share)."""
 
 
 class ImageGenerator(nn.Module):
@@ -161,12 +164,16 @@ class ImageGenerator(nn.Module):
     @torch.no_grad()
     def sample(self, batch: int, spatial_shape: Sequence[int] | None = None, condition: Tensor | None = None,
                generator: torch.Generator | None = None, sampler: SamplerSettings | None = None,
-               device: torch.device | None = None, callback=None, guidance_scale: float | None = None) -> Tensor:
+               device: torch.device | None = None, callback=None, guidance_scale: float | None = None,
+               tiling: Tiling | None = None) -> Tensor:
         """Samples (B, generated channels, *spatial) in [-1, 1]; spatial defaults to the training patch. A
         ``condition`` (B, K, *spatial) is the one-hot label map in [-1, 1] for label-conditioned models;
         ``guidance_scale`` defaults to the settings' (1 = no guidance). All noise comes from ``generator``, drawn on
         its device: create it on ``device`` (a CPU generator with a CUDA model draws on the CPU and copies every draw).
-        CUDA and CPU generators give different streams, so a seed reproduces a sample on the same device type only."""
+        CUDA and CPU generators give different streams, so a seed reproduces a sample on the same device type only.
+        ``generator`` may also be a ``PositionalNoise`` (noise per voxel position). ``tiling`` turns the patch
+        denoiser into one for the sampled volume (default: nnU-Net's windows over the whole of it); a partitioned
+        run passes one for its rank's extent, which is then ``spatial_shape``, with the condition cut to it."""
         settings = sampler or self.sampler
         spatial = tuple(spatial_shape or self.patch_size)
         device = device or self.alphas_cumprod.device
@@ -176,7 +183,7 @@ class ImageGenerator(nn.Module):
                              f"{(batch, conditioned, *spatial)}")
         x = randn_like(torch.empty((batch, generated, *spatial), device=device), generator)
         scale = self.generation.guidance_scale if guidance_scale is None else guidance_scale
-        denoise = volume_denoiser(self._x0_at(scale), condition, self.patch_size)
+        denoise = volume_denoiser(self._x0_at(scale), condition, self.patch_size, tiling)
         if self.diffusion.process == "rflow":  # MONAI's Euler steps; sampler.name and spacing are for process ddpm
             timesteps = rflow_timesteps(self.diffusion.timesteps, min(settings.steps, self.diffusion.timesteps))
             return rflow_euler(denoise, x, self.host_alphas_cumprod, timesteps, callback=callback)
@@ -191,17 +198,21 @@ def _forget_host_ema_updates(module: ImageGenerator, incompatible_keys) -> None:
 
 
 def volume_denoiser(denoise: Callable[[Tensor, Tensor, Tensor | None], Tensor], condition: Tensor | None,
-                    patch_size: Sequence[int]) -> Callable[[Tensor, Tensor], Tensor]:
-    """``denoise(x_t, t, condition)`` on patches -> ``denoise(x_t, t)`` on any volume (windowed, see
-    nnugen.diffusion.windowed_denoiser, with nnU-Net's windows and Gaussian: models/sliding_windows.py). The condition
-    rides along as extra channels, so every window gets its own crop of it; the weighted average of those identical
-    channels gives the condition back unchanged."""
+                    patch_size: Sequence[int], tiling: Tiling | None = None) -> Callable[[Tensor, Tensor], Tensor]:
+    """``denoise(x_t, t, condition)`` on patches -> ``denoise(x_t, t)`` on any volume (``tiling``; by default
+    windowed, see nnugen.diffusion.windowed_denoiser, with nnU-Net's windows and Gaussian: models/sliding_windows.py).
+    The condition rides along as extra channels, so every window gets its own crop of it; the weighted average of
+    those identical channels gives the condition back unchanged."""
+    if tiling is None:
+        def tiling(patch_denoiser: Denoiser) -> Denoiser:
+            return windowed_denoiser(patch_denoiser, patch_size, nnunet_windows)
+
     if condition is None:
-        return windowed_denoiser(lambda x, t: denoise(x, t, None), patch_size, nnunet_windows)
+        return tiling(lambda x, t: denoise(x, t, None))
     k = condition.shape[1]
 
     def with_condition(xc: Tensor, t: Tensor) -> Tensor:
         return torch.cat([denoise(xc[:, :-k], t, xc[:, -k:]), xc[:, -k:]], dim=1)
 
-    windowed = windowed_denoiser(with_condition, patch_size, nnunet_windows)
+    windowed = tiling(with_condition)
     return lambda x_t, t: windowed(torch.cat([x_t, condition.to(x_t.dtype)], dim=1), t)[:, :-k]

@@ -1,0 +1,124 @@
+"""``torchrun --nproc_per_node N nnugen_sample ... --partition Z Y X``: every case sampled by all N processes
+together, each denoising one slab of the volume (``nnugen.diffusion.partitioned_denoiser``), the noise drawn per voxel
+position (``nnugen.diffusion.positional_noise``), and rank 0 gathering the volume and writing the files one process
+would write.
+
+- ``check_partition``: before anything is loaded or written, on every rank: a grid with one number per spatial
+  axis, whose product is torchrun's WORLD_SIZE (1 without torchrun), that leaves every rank at least one window per
+  axis, for a pixel-space model (the latent model's chunked decoding is not partitioned).
+- ``joined_ranks``: joins torchrun's process group (gloo on the CPU, NCCL on CUDA, ``cuda:LOCAL_RANK``) with the
+  run's timeout, so a rank that dies or stalls ends the others (``RankLost``) instead of leaving them waiting.
+- ``sample_partitioned``: one case on this rank's extent; the whole volume on rank 0, None elsewhere.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+
+from nnugen.run.distributed import check_torchrun_device, cpu_threads_per_rank, torchrun_rank
+
+
+@dataclass(frozen=True)
+class RankPlace:
+    """This process in a partitioned run (rank 0 of 1 without torchrun)."""
+
+    rank: int
+    world_size: int
+    device: object  # torch.device
+    timeout: timedelta
+    cpu_threads: int
+
+
+def world_size() -> int:
+    """torchrun's WORLD_SIZE, 1 when torchrun did not start this process."""
+    place = torchrun_rank()
+    return 1 if place is None else place.world_size
+
+
+def check_partition(grid: tuple[int, ...], volume: tuple[int, ...], patch: tuple[int, ...], latent: bool):
+    """The ``VolumePartition`` of ``volume`` for ``--partition grid``; ValueError saying what to change."""
+    from nnugen.diffusion.volume_partition import partition_volume
+    from nnugen.models.sliding_windows import nnunet_windows
+
+    shown = " ".join(map(str, grid))
+    if latent:
+        raise ValueError(f"--partition {shown}: the latent diffusion model (--task ldm) cannot be partitioned yet; "
+                         "sample it in one process (leave out --partition)")
+    if len(grid) != len(volume):
+        raise ValueError(f"--partition {shown}: give one number of pieces per spatial axis ({len(volume)} for this "
+                         f"{len(volume)}d configuration)")
+    world = world_size()
+    if math.prod(grid) != world:
+        raise ValueError(f"--partition {shown} makes {math.prod(grid)} pieces but {world} process(es) run; start "
+                         f"torchrun with --nproc_per_node {math.prod(grid)}, or change --partition to a product of "
+                         f"{world}")
+    return partition_volume(volume, patch, nnunet_windows(volume, patch)[0], grid)
+
+
+@contextmanager
+def joined_ranks(device_name: str, timeout_s: float) -> Iterator[RankPlace]:
+    """This process's place; under torchrun with more than one process, inside the process group for the block."""
+    import torch
+
+    from nnugen.devices import torch_device
+
+    timeout = timedelta(seconds=timeout_s)
+    place = torchrun_rank()
+    if place is None or place.world_size == 1:
+        import multiprocessing
+
+        yield RankPlace(0, 1, torch_device(device_name), timeout, multiprocessing.cpu_count())
+        return
+    import torch.distributed as dist
+
+    backend = check_torchrun_device(device_name)
+    device = torch.device("cuda", place.local_rank) if backend == "nccl" else torch.device("cpu")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    dist.init_process_group(backend, init_method="env://", timeout=timeout)
+    try:
+        dist.barrier()  # every rank has passed its checks before rank 0 writes anything into the output folder
+        yield RankPlace(place.rank, place.world_size, device, timeout, cpu_threads_per_rank())
+    finally:
+        dist.destroy_process_group()
+
+
+def broadcast_from_rank_zero(value, place: RankPlace):
+    """Rank 0's ``value`` on every rank (a small picklable object, e.g. the list of cases to sample)."""
+    if place.world_size == 1:
+        return value
+    import torch.distributed as dist
+
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def sample_partitioned(generator, partition, place: RankPlace, condition, seed: int, sampler, guidance: dict,
+                       callback=None, traffic: list[int] | None = None):
+    """One case (1, C, *volume) on rank 0 (None on the others): this rank samples its extent with positional noise
+    and the partitioned denoiser, then rank 0 gathers the owned boxes. ``condition`` is the whole volume's one-hot
+    label map (or None); each rank cuts its extent from it."""
+    from nnugen.diffusion.halo_exchange import gather_volume
+    from nnugen.diffusion.partitioned_denoiser import partitioned_denoiser
+    from nnugen.diffusion.positional_noise import PositionalNoise
+    from nnugen.diffusion.volume_partition import Box
+    from nnugen.models.sliding_windows import nnunet_windows
+
+    me = partition.pieces[place.rank]
+    local = None
+    if condition is not None:
+        everything = Box((0,) * len(partition.volume), partition.volume)
+        local = condition[(slice(None), slice(None), *me.extent.within(everything))]
+    noise = PositionalNoise(seed, partition.volume, me.extent.lo)
+
+    def tiling(denoise):
+        return partitioned_denoiser(denoise, partition, place.rank, nnunet_windows, place.timeout, traffic)
+
+    x = generator.sample(1, me.extent.shape, condition=local, generator=noise, sampler=sampler, device=place.device,
+                         callback=callback, tiling=tiling, **guidance)
+    return gather_volume(x, partition, place.rank, place.timeout)
