@@ -33,12 +33,13 @@ class RecordedCase(Section):
 
 RECORD_FIELDS = {
     "nnugen_version": str | None, "model_folder": str, "checkpoint": str, "trainer": str, "configuration": str,
-    "mode": str, "sampler": RecordedSampler, "guidance_scale": float, "seed": int, "num_cases": int, "size": str,
-    "file_shape": tuple[int, ...], "spacing": tuple[float, ...] | None, "geometry_source": str | None,
+    "mode": str, "sampler": RecordedSampler, "guidance_scale": float, "seed": int, "num_cases": int,
+    "size": Any, "file_shape": tuple[int, ...], "spacing": tuple[float, ...] | None, "geometry_source": str | None,
     "intensity_units": str | None, "num_parts": int, "part_id": int, "cases": tuple[RecordedCase, ...],
-    "request": dict[str, Any],
+    "request": dict[str, Any], "noise": str | None, "partition": tuple[int, ...] | None,
 }
-"""``sampling.json``'s fields and their JSON types (what ``metadata`` writes; ``X | None``: may be left out)."""
+"""``sampling.json``'s fields and their JSON types (what ``metadata`` writes; ``X | None``: may be left out;
+``size``: ``whole``, ``patch`` or a list of sizes, any finite JSON value here, compared by ``--continue``)."""
 
 
 def read_sampling_record(path: Path, fix: str) -> dict[str, Any]:

@@ -38,6 +38,13 @@ def test_a_shape_larger_than_the_patch_is_sampled_at_that_shape(ddpm_model, tmp_
     assert plan.sampling_shape == shape and plan.geometry.shape == shape
     record = metadata(_request(tmp_path, shape), plan)
     assert record["size"] == list(shape)  # as sampling.json reads back, so --continue compares equal
+    import json
+
+    from nnugen.inference.sampling_record import read_sampling_record
+
+    (tmp_path / "sampling.json").write_text(json.dumps(record))
+    read = read_sampling_record(tmp_path / "sampling.json", "fix")
+    assert read["size"] == list(shape) and read["noise"].startswith("torch.Generator") and read["partition"] is None
 
 
 @pytest.mark.parametrize("change", ["smaller", "two_axes"])
