@@ -77,6 +77,12 @@ def _stage_voxels(shape: UNetShape) -> list[int]:
     return voxels
 
 
+def _decoder_convs(shape: UNetShape, level: int) -> int:
+    """Convs of the decoder stage at resolution ``level``: nnU-Net's ``n_conv_per_stage_decoder`` counts from the
+    bottleneck up, so its entry ``i`` runs at level ``stages - 2 - i``."""
+    return shape.n_conv_per_stage_decoder[len(shape.features_per_stage) - 2 - level]
+
+
 def parameter_count(shape: UNetShape) -> int:
     count, previous = 0, shape.in_channels
     for features, kernel, n_conv in zip(shape.features_per_stage, shape.kernel_sizes, shape.n_conv_per_stage):
@@ -86,7 +92,7 @@ def parameter_count(shape: UNetShape) -> int:
     for s in range(len(shape.features_per_stage) - 2, -1, -1):
         f, f_below, k = shape.features_per_stage[s], shape.features_per_stage[s + 1], math.prod(shape.kernel_sizes[s])
         count += math.prod(shape.strides[s + 1]) * f_below * f  # transposed conv
-        count += k * 2 * f * f + (shape.n_conv_per_stage_decoder[s] - 1) * k * f * f
+        count += k * 2 * f * f + (_decoder_convs(shape, s) - 1) * k * f * f
     return count + shape.features_per_stage[0] * shape.out_channels
 
 
@@ -98,7 +104,7 @@ def activation_elements(shape: UNetShape, checkpointing: bool) -> int:
         per_stage.append(TENSORS_PER_CONV_BLOCK * n_conv * features * voxels[s])
     for s in range(len(shape.features_per_stage) - 1):
         f = shape.features_per_stage[s]
-        per_stage.append((3 + TENSORS_PER_CONV_BLOCK * shape.n_conv_per_stage_decoder[s]) * f * voxels[s])
+        per_stage.append((3 + TENSORS_PER_CONV_BLOCK * _decoder_convs(shape, s)) * f * voxels[s])
     inputs = (shape.in_channels + 2 * shape.out_channels) * voxels[0]
     if not checkpointing:
         return inputs + sum(per_stage)

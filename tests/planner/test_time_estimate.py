@@ -55,6 +55,20 @@ def test_the_layers_hold_the_memory_plans_parameter_count():
     assert sum(layer.weights for layer in conv_layers(shape)) == parameter_count(shape)
 
 
+def test_decoder_conv_counts_run_from_the_bottleneck_up_in_both_models():
+    # nnU-Net's n_conv_per_stage_decoder[0] is the stage just above the bottleneck: with (3, 1) the level-1 decoder
+    # stage (16 features) has 3 convs and the full-resolution one (8 features) 1, so the count differs from (1, 3)
+    def shape(decoder):
+        return UNetShape(1, 2, (16, 16), (8, 16, 32), ((3, 3),) * 3, ((1, 1), (2, 2), (2, 2)), (1, 1, 1), decoder)
+
+    for decoder in ((3, 1), (1, 3)):
+        assert sum(layer.weights for layer in conv_layers(shape(decoder))) == parameter_count(shape(decoder))
+    assert parameter_count(shape((3, 1))) - parameter_count(shape((1, 3))) == 2 * 9 * (16 * 16 - 8 * 8)
+    from nnugen_planner.memory import activation_elements
+
+    assert activation_elements(shape((3, 1)), False) < activation_elements(shape((1, 3)), False)
+
+
 @pytest.mark.parametrize("residual", [False, True])
 @pytest.mark.parametrize("patch, kernels, strides", [
     ((16, 16), ((3, 3), (3, 3), (3, 3)), ((1, 1), (2, 2), (2, 2))),
