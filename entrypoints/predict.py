@@ -80,6 +80,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--skip-input-check", dest="skip_input_check", action="store_true",
                         help="do not read the input images for NaN / Inf voxels and cut-off files before predicting "
                              "(the check nnugen_check runs; on by default)")
+    parser.add_argument("--partition", nargs="+", type=int, default=None, metavar="PIECES",
+                        help="under torchrun: cut the sliding-window tiles of every case into PIECES per axis of the "
+                             "patch (e.g. 1 2 1; their product = --nproc_per_node x nodes), each process predicting "
+                             "the tiles of one slab; rank 0 gathers the logits and writes the files one process "
+                             "writes (1 1 1 in one process: the reference)")
+    parser.add_argument("--partition-timeout", dest="partition_timeout", type=float, default=600.0,
+                        metavar="SECONDS", help="--partition: how long a process waits for the others before it "
+                                                "stops with an error (default 600)")
     return parser
 
 
@@ -109,9 +117,12 @@ def main(argv: list[str] | None = None) -> int:
             save_uncertainty=args.save_uncertainty,
             strengths=tuple(args.strengths) if args.strengths else None,
             threshold_file=Path(args.threshold_file) if args.threshold_file else None,
-            check_inputs=not args.skip_input_check)
+            check_inputs=not args.skip_input_check,
+            partition=None if args.partition is None else tuple(args.partition),
+            partition_timeout=args.partition_timeout)
         written = predict(request)
-        print(f"nnugen_predict: wrote {len(written)} file(s) to {args.o}")
+        if written or not request.partition:  # the other ranks of a partitioned run write nothing
+            print(f"nnugen_predict: wrote {len(written)} file(s) to {args.o}")
         return 0
 
     return run_reporting_errors("nnugen_predict", body, (ValueError, OSError))

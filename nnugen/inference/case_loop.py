@@ -19,25 +19,38 @@ from nnugen.inference.moments_pass import moments_predictor
 from nnugen.seeding import case_seed
 
 
-def run_cases(predictor, segmenter, cases: tuple[InputCase, ...], output: Path, request) -> list[Path]:
+def run_cases(predictor, segmenter, cases: tuple[InputCase, ...], output: Path, request,
+              start_writing: Callable[[], None], writes: bool = True) -> list[Path]:
     """Predict and export ``cases`` into ``output`` for a ``PredictRequest``; returns the files written. Case c
-    samples its ensemble from ``case_seed(request.seed, c)``, whatever else this run predicts. First removes the
-    temporaries a killed run left in ``output`` (a part still writing there keeps its own)."""
-    removed = remove_stale_temporaries(output)
-    if removed:
-        print(f"nnugen_predict: removed {len(removed)} temporary file(s) an interrupted run left: "
-              f"{', '.join(p.name for p in removed)}")
-    if not cases:
-        return []
-    items = _preprocessed(predictor, cases, output, request)
+    samples its ensemble from ``case_seed(request.seed, c)``, whatever else this run predicts. ``start_writing``
+    creates ``output`` and its run files; it is called once, when the first case has been predicted (or at the end
+    when there is none), so a case refused in its prediction leaves nothing behind. First removes the temporaries a
+    killed run left in ``output`` (a part still writing there keeps its own). ``writes`` False: a rank of a
+    ``--partition`` run other than 0, which predicts its share of every case and writes nothing."""
+    if writes and output.is_dir():
+        removed = remove_stale_temporaries(output)
+        if removed:
+            print(f"nnugen_predict: removed {len(removed)} temporary file(s) an interrupted run left: "
+                  f"{', '.join(p.name for p in removed)}")
+    started = []
+
+    def start() -> None:
+        if writes and not started:
+            start_writing()
+            started.append(True)
+
+    items = _preprocessed(predictor, cases, output, request) if cases else iter(())
     # --save-uncertainty: ensemble and maps in one sliding window per case (moments_pass.py), set up once per run
     moments = (moments_predictor(predictor, segmenter)
                if request.save_uncertainty and not isinstance(segmenter, AnomalyPredictor) else None)
     written: list[str] = []
-    if request.num_processes_export == 0:
+    if request.num_processes_export == 0 or not writes:
         for case, item in items:
-            export, arguments = _prediction(predictor, segmenter, case, item, request, moments)
-            written += export(*arguments)
+            export, arguments = _prediction(predictor, segmenter, case, item, request, moments, writes)
+            start()
+            if writes:
+                written += export(*arguments)
+        start()
         return [Path(p) for p in written]
 
     from nnunetv2.utilities.file_path_utilities import check_workers_alive_and_busy
@@ -46,19 +59,23 @@ def run_cases(predictor, segmenter, cases: tuple[InputCase, ...], output: Path, 
         workers, pending = list(pool._pool), []
         for case, item in items:
             export, arguments = _prediction(predictor, segmenter, case, item, request, moments)
+            start()
             # like nnU-Net: do not let predictions run far ahead of a slow export (memory)
             while check_workers_alive_and_busy(pool, workers, pending, allowed_num_queued=2):
                 sleep(0.1)
             pending.append(pool.apply_async(export, arguments))
+        start()
         for result in pending:
             written += result.get()
     return [Path(p) for p in written]
 
 
-def _prediction(predictor, segmenter, case: InputCase, item: dict, request, moments=None) -> tuple[Callable, tuple]:
+def _prediction(predictor, segmenter, case: InputCase, item: dict, request, moments=None,
+                say: bool = True) -> tuple[Callable, tuple]:
     """(export function, its arguments) for one preprocessed case: ``export_case`` for diffusion segmentation,
     ``export_anomaly_case`` for an anomaly model. ``moments``: the run's one-window uncertainty pass, if any."""
-    print(f"nnugen_predict: predicting {case.identifier}")
+    if say:
+        print(f"nnugen_predict: predicting {case.identifier}")
     seed = case_seed(request.seed, case.identifier)
     if isinstance(segmenter, AnomalyPredictor):  # an anomaly model's packed pass (anomaly_prediction.py)
         return segmenter.export_job(predictor, case, item, seed, request.save_probabilities)

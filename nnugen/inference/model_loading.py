@@ -10,16 +10,19 @@ from __future__ import annotations
 import multiprocessing
 import pickle
 import warnings
+from functools import partial
 from pathlib import Path
 
 from nnugen.devices import torch_device
 from nnugen.run.ext_trainer_path import ensure_ext_trainer_path
 
 
-def load_diffusion_predictor(model_folder: Path, folds: tuple, request):
+def load_diffusion_predictor(model_folder: Path, folds: tuple, request, partition=None):
     """(nnUNetPredictor, its DiffusionSegmenter or AnomalySegmenter) for a ``PredictRequest``; the request's sampler
     settings are said around the prediction (``segmenter.sampling``). ValueError for a model of another kind, a
-    cascade stage without its previous predictions, more steps than trained, or a device that is not there."""
+    cascade stage without its previous predictions, more steps than trained, or a device that is not there.
+    ``partition``: this rank of a ``--partition`` run (``partitioned_prediction.PredictionPartition``): the
+    predictor is a ``PartitionedPredictor`` on the rank's device and its share of the CPU threads."""
     ensure_ext_trainer_path()  # the checkpoint names an nnugen trainer; nnU-Net's lookup must find it
     import torch
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
@@ -29,11 +32,15 @@ def load_diffusion_predictor(model_folder: Path, folds: tuple, request):
     from nnugen.models.compile_policy import apply_compile_policy
     from nnugen.models.diffusion_segmenter import DiffusionSegmenter
 
-    device = torch_device(request.device)
-    predictor = nnUNetPredictor(tile_step_size=request.step_size, use_gaussian=True, use_mirroring=request.mirroring,
-                                perform_everything_on_device=request.on_device, device=device,
-                                verbose=request.verbose, verbose_preprocessing=request.verbose,
-                                allow_tqdm=request.progress_bar)
+    device = torch_device(request.device) if partition is None else partition.place.device
+    make = nnUNetPredictor
+    if partition is not None:
+        from nnugen.inference.partitioned_prediction import PartitionedPredictor
+
+        make = partial(PartitionedPredictor, partition)
+    predictor = make(tile_step_size=request.step_size, use_gaussian=True, use_mirroring=request.mirroring,
+                     perform_everything_on_device=request.on_device, device=device, verbose=request.verbose,
+                     verbose_preprocessing=request.verbose, allow_tqdm=request.progress_bar)
     try:
         with warnings.catch_warnings():
             # nnU-Net's trainer lookup imports every built-in trainer, Primus among them, whose timm import warns
@@ -62,5 +69,6 @@ def load_diffusion_predictor(model_folder: Path, folds: tuple, request):
         raise ValueError(f"--steps {request.steps}: this model was trained with {trained} timesteps, so it samples "
                          f"with at most {trained} steps; for more, train with more timesteps (e.g. "
                          "NnugenDiffSegTrainer_T1000)")
-    torch.set_num_threads(multiprocessing.cpu_count() if device.type == "cpu" else 1)
+    threads = multiprocessing.cpu_count() if partition is None else partition.place.cpu_threads
+    torch.set_num_threads(threads if device.type == "cpu" else 1)
     return predictor, network

@@ -39,23 +39,38 @@ def world_size() -> int:
     return 1 if place is None else place.world_size
 
 
-def check_partition(grid: tuple[int, ...], volume: tuple[int, ...], patch: tuple[int, ...], latent: bool):
-    """The ``VolumePartition`` of ``volume`` for ``--partition grid``; ValueError saying what to change."""
-    from nnugen.diffusion.volume_partition import partition_volume
-    from nnugen.models.sliding_windows import nnunet_windows
+def check_partition_flags(grid: tuple[int, ...] | None, timeout_s: float) -> None:
+    """``--partition`` / ``--partition-timeout`` as typed (nnugen_sample and nnugen_predict); ValueError saying what
+    to change."""
+    if grid is not None and min(grid, default=0) < 1:
+        raise ValueError(f"--partition {' '.join(map(str, grid))}: give at least 1 piece per spatial axis, e.g. "
+                         "--partition 2 1 1")
+    if not 0 < timeout_s < float("inf"):
+        raise ValueError(f"--partition-timeout {timeout_s}: give a positive number of seconds")
 
+
+def check_grid(grid: tuple[int, ...], axes: int) -> None:
+    """One number of pieces per spatial axis, their product torchrun's WORLD_SIZE; ValueError saying what to change."""
     shown = " ".join(map(str, grid))
-    if latent:
-        raise ValueError(f"--partition {shown}: the latent diffusion model (--task ldm) cannot be partitioned yet; "
-                         "sample it in one process (leave out --partition)")
-    if len(grid) != len(volume):
-        raise ValueError(f"--partition {shown}: give one number of pieces per spatial axis ({len(volume)} for this "
-                         f"{len(volume)}d configuration)")
+    if len(grid) != axes:
+        raise ValueError(f"--partition {shown}: give one number of pieces per spatial axis ({axes} for this "
+                         f"{axes}d configuration)")
     world = world_size()
     if math.prod(grid) != world:
         raise ValueError(f"--partition {shown} makes {math.prod(grid)} pieces but {world} process(es) run; start "
                          f"torchrun with --nproc_per_node {math.prod(grid)}, or change --partition to a product of "
                          f"{world}")
+
+
+def check_partition(grid: tuple[int, ...], volume: tuple[int, ...], patch: tuple[int, ...], latent: bool):
+    """The ``VolumePartition`` of ``volume`` for ``--partition grid``; ValueError saying what to change."""
+    from nnugen.diffusion.volume_partition import partition_volume
+    from nnugen.models.sliding_windows import nnunet_windows
+
+    if latent:
+        raise ValueError(f"--partition {' '.join(map(str, grid))}: the latent diffusion model (--task ldm) cannot be "
+                         "partitioned yet; sample it in one process (leave out --partition)")
+    check_grid(grid, len(volume))
     return partition_volume(volume, patch, nnunet_windows(volume, patch)[0], grid)
 
 

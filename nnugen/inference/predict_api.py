@@ -75,6 +75,12 @@ class PredictRequest:
     check_inputs: bool = True
     """Read every input image of this part for NaN / Inf voxels and cut-off files first (``--skip-input-check``:
     off)."""
+    partition: tuple[int, ...] | None = None
+    """Pieces per axis of the patch; their product must be torchrun's WORLD_SIZE (1 without torchrun). Each case's
+    sliding-window tiles are then shared among the processes and rank 0 writes the files
+    (``partitioned_prediction.py``). None: one process, nnU-Net's own sliding window."""
+    partition_timeout: float = 600.0
+    """Seconds a rank of a partitioned run waits for the others before it stops with an error."""
 
     def __post_init__(self) -> None:
         """The values that need no file to check; ValueError with the flag's name and the allowed values."""
@@ -102,6 +108,9 @@ class PredictRequest:
         check_device_name(self.device)
         if self.num_processes_preprocessing < 0 or self.num_processes_export < 0:
             raise ValueError("-npp and -nps must be >= 0")
+        from nnugen.inference.partitioned_sampling import check_partition_flags
+
+        check_partition_flags(self.partition, self.partition_timeout)
 
     def sampler_changes(self) -> dict:
         """The sampler settings this request overrides (``SamplerSettings``: name, steps, seeds, eta, spacing)."""
@@ -238,21 +247,43 @@ def _checked_folds(folder: ModelFolder, folds: tuple[int | str, ...] | None, che
 def predict(request: PredictRequest) -> list[Path]:
     """Predict this part's cases; returns the files written. Nothing is written if a check fails."""
     checked = check_request(request)
-    from nnugen.inference.model_loading import load_diffusion_predictor
+    if request.partition is None:
+        return _predict_with_model(checked, request, None)
+    from nnugen.inference.partitioned_prediction import PredictionPartition
+    from nnugen.inference.partitioned_sampling import joined_ranks
 
-    predictor, segmenter = load_diffusion_predictor(checked.model_folder, checked.folds, request)
+    with joined_ranks(request.device, request.partition_timeout) as place:
+        return _predict_with_model(checked, request, PredictionPartition(tuple(request.partition), place))
+
+
+def _predict_with_model(checked: CheckedRequest, request: PredictRequest, partition) -> list[Path]:
+    """Load the model (on this rank's device for a ``--partition`` run) and predict; the files written (none on
+    ranks other than 0)."""
+    from nnugen.inference.model_loading import load_diffusion_predictor
+    from nnugen.models.anomaly_segmenter import AnomalySegmenter
+
+    predictor, segmenter = load_diffusion_predictor(checked.model_folder, checked.folds, request, partition)
+    if partition is not None:
+        from nnugen.inference.partitioned_sampling import check_grid
+
+        check_grid(partition.grid, len(predictor.configuration_manager.patch_size))
+        if isinstance(segmenter, AnomalySegmenter):
+            raise ValueError(f"--partition {' '.join(map(str, partition.grid))}: anomaly models cannot be partitioned "
+                             "yet; predict them in one process (leave out --partition)")
     # the request's sampler settings over the plans', for this run only (sampling.py)
     with segmenter.sampling(replace(segmenter.planned_sampler, **request.sampler_changes())):
-        return _predict_cases(predictor, segmenter, checked, request)
+        return _predict_cases(predictor, segmenter, checked, request, partition)
 
 
-def _predict_cases(predictor, segmenter, checked: CheckedRequest, request: PredictRequest) -> list[Path]:
+def _predict_cases(predictor, segmenter, checked: CheckedRequest, request: PredictRequest,
+                   partition=None) -> list[Path]:
     from nnugen.inference.anomaly_prediction import prepare_anomaly_model
     from nnugen.inference.case_export import output_files
     from nnugen.inference.case_loop import run_cases
     from nnugen.models.anomaly_segmenter import AnomalySegmenter
 
     anomaly = isinstance(segmenter, AnomalySegmenter)
+    writes = partition is None or partition.place.rank == 0
     model = segmenter  # what run_cases predicts with: the segmenter, or an anomaly model's AnomalyPredictor
     if anomaly:
         model = prepare_anomaly_model(predictor, segmenter, checked.model_folder, checked.folds, request)
@@ -263,8 +294,11 @@ def _predict_cases(predictor, segmenter, checked: CheckedRequest, request: Predi
     else:
         settings = asdict(segmenter.sampling_request.sampler)
     output = Path(request.output_folder)
-    output.mkdir(parents=True, exist_ok=True)
-    _write_run_files(output, predictor, settings, request)
+
+    def start_writing() -> None:
+        output.mkdir(parents=True, exist_ok=True)
+        _write_run_files(output, predictor, settings, request)
+
     ending = checked.dataset_json["file_ending"]
 
     def files_of(case) -> list[Path]:
@@ -277,9 +311,17 @@ def _predict_cases(predictor, segmenter, checked: CheckedRequest, request: Predi
         from nnugen.inference.image_writing import output_complete  # one test of "done", shared with sampling
 
         cases = tuple(case for case in cases if not all(output_complete(path) for path in files_of(case)))
+    if partition is not None:
+        from nnugen.inference.partitioned_sampling import broadcast_from_rank_zero
+
+        cases = broadcast_from_rank_zero(cases, partition.place)  # every rank predicts the cases rank 0 writes
     part = f" (part {request.part_id} of parts 0-{request.num_parts - 1})" if request.num_parts > 1 else ""
-    print(f"nnugen_predict: {len(cases)} case(s) to predict{part} with {settings}, seed {request.seed}")
-    return run_cases(predictor, model, cases, output, request)
+    if writes:
+        print(f"nnugen_predict: {len(cases)} case(s) to predict{part} with {settings}, seed {request.seed}")
+    if partition is not None and writes:
+        print(f"nnugen_predict: the sliding-window tiles of every case cut {' x '.join(map(str, partition.grid))} "
+              f"over {partition.place.world_size} process(es); rank 0 writes the files")
+    return run_cases(predictor, model, cases, output, request, start_writing, writes)
 
 
 def _write_run_files(output: Path, predictor, settings: dict, request: PredictRequest) -> None:

@@ -135,11 +135,9 @@ def _check_values(request: SampleRequest) -> None:
     if request.num_parts < 1 or not 0 <= request.part_id < request.num_parts:
         raise ValueError(f"-part_id {request.part_id} / -num_parts {request.num_parts}: need num_parts >= 1 and "
                          "0 <= part_id < num_parts")
-    if request.partition is not None and min(request.partition, default=0) < 1:
-        raise ValueError(f"--partition {' '.join(map(str, request.partition))}: give at least 1 piece per spatial "
-                         "axis, e.g. --partition 2 1 1")
-    if not 0 < request.partition_timeout < float("inf"):
-        raise ValueError(f"--partition-timeout {request.partition_timeout}: give a positive number of seconds")
+    from nnugen.inference.partitioned_sampling import check_partition_flags
+
+    check_partition_flags(request.partition, request.partition_timeout)
     if request.continue_sampling and request.overwrite:
         raise ValueError("--continue keeps the cases already written and --overwrite replaces them: pass one of "
                          "the two")
