@@ -12,7 +12,7 @@
   whole-model wrap around the sampler loop;
 - with a seed, the augmentation workers are seeded and read in order (seeded_augmenter.py);
 - ``log_metric`` sends extra metrics (loss parts, skipped steps) to the training log and W&B (epoch_metrics.py);
-- rank 0 writes ``training_progress.json`` (training_progress.py) and, with ``show_progress``, draws the run's
+- rank 0 writes ``training_progress.json`` (progress_report.py) and, with ``show_progress``, draws the run's
   progress bar with nnU-Net's lines printed above it (epoch_progress.py);
 - a task with ``has_previews`` writes previews every ``training.preview_every`` epochs and after the last, also to
   W&B (training_previews.py), from the first case of the last validation batch.
@@ -50,20 +50,15 @@ from nnugen.tasks import task_settings
 from nnugen.trainers.ddp import all_ranks_agree, gradient_sync, rank_device, save_rank_weights, split_over_ranks
 from nnugen.trainers.epoch_end import epoch_checkpoints, finite_ema, print_epoch_summary
 from nnugen.trainers.epoch_metrics import EpochMetrics
-from nnugen.trainers.epoch_progress import RunProgressBar
 from nnugen.trainers.nonfinite_guard import NonFiniteGuard, check_final_weights, finite_outputs
 from nnugen.trainers.optimizer_step import clip_and_step, scaled_backward
 from nnugen.trainers.peak_memory import peak_memory_gb, peak_memory_note
 from nnugen.trainers.pretrained_start import PRETRAINED_TASKS, load_into_nnunet_network, nnunet_weights
+from nnugen.trainers.progress_report import ProgressReport
 from nnugen.trainers.seeded_augmenter import seeded_augmenter
 from nnugen.trainers.training_precision import training_amp_dtype, training_autocast
 from nnugen.trainers.training_previews import first_case, preview_due, preview_path, send_to_wandb
-from nnugen.trainers.training_progress import (
-    WRITE_INTERVAL,
-    TrainingProgress,
-    smoothed_loss,
-    write_training_progress,
-)
+from nnugen.trainers.training_progress import TrainingProgress
 
 
 class NnugenTrainer(nnUNetTrainer):
@@ -114,9 +109,9 @@ class NnugenTrainer(nnUNetTrainer):
         self.amp_dtype = training_amp_dtype(self.device, memory.amp, self.print_to_log_file)
         self.grad_scaler = self.grad_scaler if self.amp_dtype == torch.float16 else None  # scaling is for fp16 only
         self.nonfinite = NonFiniteGuard(training.max_nonfinite_steps)
-        self._micro_step, self._progress, self._metrics = 0, None, EpochMetrics()
+        self._micro_step, self._metrics = 0, EpochMetrics()
         self._nonfinite_before_epoch, self._applied_before_epoch, self._peak_reported = 0, 0, False
-        self._epoch_step, self._loss_average, self._progress_written = 0, None, 0.0
+        self.progress_report = ProgressReport(self.output_folder, self.local_rank)
         flags = RunFlags.from_environment()  # nnugen_train's --seed, --progress, -pretrained_weights (run_flags.py)
         self.seed, self.show_progress, self.pretrained_weights = flags.seed, flags.progress, flags.pretrained_weights
         if self.seed is not None:
@@ -199,7 +194,7 @@ class NnugenTrainer(nnUNetTrainer):
             for name in remove_torn_writes(self.output_folder):
                 self.print_to_log_file(f"removed {name}, left by a checkpoint write that was interrupted")
             if self.show_progress:
-                self._progress = RunProgressBar(self.training_progress())
+                self.progress_report.open_bar(self.training_progress())
 
     def _save_debug_information(self):
         """nnU-Net's ``debug.json`` with its folders written as ``$nnUNet_results/...``: export copies it, and a shared
@@ -213,30 +208,22 @@ class NnugenTrainer(nnUNetTrainer):
     def on_train_epoch_start(self):
         super().on_train_epoch_start()
         self._nonfinite_before_epoch, self._applied_before_epoch = self.nonfinite.total, self.nonfinite.applied
-        self._epoch_step = 0
+        self.progress_report.new_epoch()
         self.report_progress(force=True)
 
     def training_progress(self, finished: bool = False) -> TrainingProgress:
         """Where the run is: epoch, step of the epoch, the moving average of the training loss."""
-        return TrainingProgress(self.current_epoch, self.num_epochs, self._epoch_step, self.num_iterations_per_epoch,
-                                self._loss_average, finished)
+        report = self.progress_report
+        return TrainingProgress(self.current_epoch, self.num_epochs, report.step, self.num_iterations_per_epoch,
+                                report.loss, finished)
 
     def report_progress(self, force: bool = False, finished: bool = False) -> None:
-        """Rank 0: the bar (when shown) and, at most every WRITE_INTERVAL seconds unless ``force``,
-        ``training_progress.json`` in the output folder."""
-        if self.local_rank != 0:
-            return
-        progress = self.training_progress(finished)
-        if self._progress is not None:
-            self._progress.show(progress)
-        if force or time() - self._progress_written >= WRITE_INTERVAL:
-            write_training_progress(self.output_folder, progress)
-            self._progress_written = time()
+        """Rank 0: the bar (when shown) and ``training_progress.json`` (progress_report.py)."""
+        self.progress_report.show(self.training_progress(finished), force)
 
     def train_step(self, batch: dict) -> dict:
         output = self.training_step(batch)
-        self._epoch_step += 1
-        self._loss_average = smoothed_loss(self._loss_average, float(output["loss"]))
+        self.progress_report.add_step(float(output["loss"]))
         self.report_progress()
         return output
 
@@ -324,7 +311,7 @@ class NnugenTrainer(nnUNetTrainer):
                                                  self.num_epochs):
                 self.write_preview(self.current_epoch)
         self.current_epoch += 1
-        self._epoch_step = 0
+        self.progress_report.new_epoch()
         self.report_progress(force=True)
 
     def validation_step(self, batch: dict) -> dict:
@@ -359,9 +346,7 @@ class NnugenTrainer(nnUNetTrainer):
 
     def on_train_end(self):
         check_final_weights(unwrapped_network(self))  # before nnU-Net writes the final checkpoint, then deletes latest
-        if self._progress is not None:
-            self._progress.close()
-            self._progress = None
+        self.progress_report.close_bar()
         super().on_train_end()
         self.report_progress(force=True, finished=True)
         if self.is_ddp:  # tests and debugging: $NNUGEN_RANK_WEIGHTS_DIR (ddp.py)

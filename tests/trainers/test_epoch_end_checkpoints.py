@@ -14,6 +14,7 @@ from nnugen.atomic_files import atomic_write_text, torn_writes
 from nnugen.folders.checkpoint_files import remove_torn_writes
 from nnugen.trainers.epoch_metrics import EpochMetrics
 from nnugen.trainers.nnugen_trainer import NnugenTrainer
+from nnugen.trainers.progress_report import ProgressReport
 from nnugen.trainers.training_progress import TrainingProgress, read_training_progress
 
 
@@ -27,7 +28,8 @@ def _trainer(tmp_path, num_epochs: int, save_every: int) -> tuple[NnugenTrainer,
     trainer.local_rank, trainer.current_epoch, trainer._best_ema = 0, 0, None
     trainer.num_epochs, trainer.save_every, trainer._metrics = num_epochs, save_every, EpochMetrics()
     trainer.keep_epochs = ()
-    trainer._progress, trainer._epoch_step, trainer._loss_average, trainer._progress_written = None, 0, 0.25, 0.0
+    trainer.progress_report = ProgressReport(str(tmp_path))
+    trainer.progress_report.loss = 0.25
     trainer.num_iterations_per_epoch = 4
     trainer.save_checkpoint = lambda filename: events.append(f"save {os.path.basename(filename)}")
     trainer.print_to_log_file = lambda *args, **kwargs: events.append(" ".join(str(a) for a in args))

@@ -12,6 +12,7 @@ import pytest
 
 from nnugen.run_flags import progress_wanted
 from nnugen.trainers.epoch_progress import RunProgressBar
+from nnugen.trainers.progress_report import ProgressReport
 from nnugen.trainers.training_progress import (
     PROGRESS_FILE,
     TrainingProgress,
@@ -99,17 +100,16 @@ def test_the_trainers_steps_move_the_bar_and_the_progress_file(tmp_path):
 
     trainer = NnugenTrainer.__new__(NnugenTrainer)
     trainer.local_rank, trainer.current_epoch, trainer.num_epochs, trainer.num_iterations_per_epoch = 0, 1, 2, 3
-    trainer._epoch_step, trainer._loss_average, trainer._progress_written = 0, None, 0.0
-    trainer.output_folder = str(tmp_path)
+    trainer.progress_report = ProgressReport(str(tmp_path))
     screen = io.StringIO()
-    trainer._progress = RunProgressBar(trainer.training_progress(), file=screen, redirect_stdout=False)
+    bar = trainer.progress_report.bar = RunProgressBar(trainer.training_progress(), file=screen, redirect_stdout=False)
     trainer.training_step = lambda batch: {"loss": np.array(batch)}
     try:
         for loss in (0.5, math.nan, 0.25):
             assert trainer.train_step(loss)["loss"] == np.array(loss) or math.isnan(loss)
-        assert trainer._progress.bar.n == 6 and trainer._progress.bar.postfix == "step 3/3 loss 0.475"
+        assert bar.bar.n == 6 and bar.bar.postfix == "step 3/3 loss 0.475"
     finally:
-        trainer._progress.close()
-    trainer._progress = None
+        trainer.progress_report.close_bar()
+    assert trainer.progress_report.bar is None
     trainer.report_progress(force=True)
     assert read_training_progress(tmp_path) == TrainingProgress(1, 2, 3, 3, 0.9 * 0.5 + 0.1 * 0.25)

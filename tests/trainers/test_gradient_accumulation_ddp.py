@@ -28,7 +28,7 @@ def _trainer(network: torch.nn.Module, is_ddp: bool) -> NnugenTrainer:
     trainer = NnugenTrainer.__new__(NnugenTrainer)
     trainer.network, trainer.is_ddp, trainer.device = network, is_ddp, torch.device("cpu")
     trainer.optimizer = torch.optim.SGD(network.parameters(), lr=0.1)
-    trainer.grad_scaler, trainer.amp_dtype, trainer._progress, trainer._micro_step = None, None, None, 0
+    trainer.grad_scaler, trainer.amp_dtype, trainer._micro_step = None, None, 0
     trainer.settings = SimpleNamespace(memory=SimpleNamespace(grad_accumulation=ACCUMULATION, amp="fp32"))
     trainer.nonfinite = NonFiniteGuard(3)
     trainer.print_to_log_file = print

@@ -13,6 +13,7 @@ from nnunetv2.training.logging.nnunet_logger import MetaLogger
 from nnugen.trainers.epoch_metrics import EpochMetrics
 from nnugen.trainers.loss_curves import LOSSES_FILE, curves, read_history, record
 from nnugen.trainers.nnugen_generative_trainer import NnugenGenerativeTrainer
+from nnugen.trainers.progress_report import ProgressReport
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -74,7 +75,7 @@ def _generative_trainer(tmp_path) -> tuple[NnugenGenerativeTrainer, list[str]]:
     trainer.logger.loggers = []
     trainer.local_rank, trainer.current_epoch, trainer._best_ema = 0, 0, None
     trainer.num_epochs, trainer.save_every, trainer.keep_epochs, trainer._metrics = 2, 1, (), EpochMetrics()
-    trainer._progress, trainer._epoch_step, trainer._loss_average, trainer._progress_written = None, 0, None, 0.0
+    trainer.progress_report = ProgressReport(str(tmp_path))
     trainer.num_iterations_per_epoch, trainer.loss_history = 3, {}
     trainer.save_checkpoint = lambda filename: lines.append(f"save {os.path.basename(filename)}")
     trainer.print_to_log_file = lambda *args, **kwargs: lines.append(" ".join(str(a) for a in args))
