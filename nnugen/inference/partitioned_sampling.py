@@ -6,6 +6,8 @@ would write.
 - ``check_partition``: before anything is loaded or written, on every rank: a grid with one number per spatial
   axis, whose product is torchrun's WORLD_SIZE (1 without torchrun), that leaves every rank at least one window per
   axis, for a pixel-space model (the latent model's chunked decoding is not partitioned).
+- ``check_partition_flags`` / ``check_grid`` / ``joined_ranks`` / ``broadcast_from_rank_zero`` serve
+  ``nnugen_predict --partition`` too (``partitioned_prediction.py``).
 - ``joined_ranks``: joins torchrun's process group (gloo on the CPU, NCCL on CUDA, ``cuda:LOCAL_RANK``) with the
   run's timeout, so a rank that dies or stalls ends the others (``RankLost``) instead of leaving them waiting.
 - ``sample_partitioned``: one case on this rank's extent; the whole volume on rank 0, None elsewhere.
