@@ -8,7 +8,9 @@ in nnU-Net's ``PartitionedPredictor`` (``manual_initialization``, as ``load_diff
 fold, no mirroring), sampling an ensemble with its uncertainty maps in one sliding window (the moments pass,
 ``nnugen_predict --save-uncertainty``). Every process runs one thread; the one-process case is also timed with
 nnU-Net's own sliding window (no ``--partition``) and, with ``--threaded``, with N threads. Processes are spawned
-with torch.multiprocessing and joined by gloo, as ``nnugen_predict --partition`` joins torchrun's group."""
+with torch.multiprocessing and joined by gloo, as ``nnugen_predict --partition`` joins torchrun's group.
+``--tiles-only`` times the partitioned window average without nnU-Net's predictor around it (for a machine with only
+nnunetv2 and acvl_utils importable); ``--cuda`` adds a one-process run on CUDA (its noise is another stream)."""
 
 from __future__ import annotations
 
@@ -62,43 +64,79 @@ def _predictor(network, patch, place, grid):
     return predictor
 
 
-def _run(rank: int, world: int, case, patch, grid, steps: int, members: int, partitioned: bool) -> tuple:
-    from nnugen.inference.ensemble_prediction import predict_case
-    from nnugen.inference.moments_pass import moments_predictor
+def _tiles(network, data, patch, grid, place):
+    """The partitioned window average alone (what ``PartitionedPredictor`` runs per fold, without nnU-Net's predictor
+    around it: for a machine without nnU-Net's whole install): (logits, maps) on rank 0, (None, None) elsewhere."""
+    from nnunetv2.inference.sliding_window_prediction import compute_gaussian, compute_steps_for_sliding_window
+
+    from nnugen.diffusion.partitioned_window_average import partitioned_window_average
+    from nnugen.diffusion.volume_partition import partition_volume
+    from nnugen.inference.moments_pass import MomentsView, split_moments
+
+    case = tuple(data.shape[1:])
+    partition = partition_volume(case, patch, compute_steps_for_sliding_window(case, tuple(patch), 0.5), grid)
+    weights = compute_gaussian(tuple(patch), 1.0 / 8, 10, torch.float32, torch.device("cpu"))
+    network = network.to(place.device)
+    with torch.inference_mode():
+        stitched = partitioned_window_average(MomentsView(network), data.to(place.device), partition, place.rank,
+                                              weights, place.timeout)
+    return (None, None) if stitched is None else split_moments(stitched.cpu(), 1e-8)
+
+
+def _run(rank: int, world: int, case, patch, grid, steps: int, members: int, mode: str, device: str) -> tuple:
     from nnugen.inference.partitioned_sampling import RankPlace
 
     network = _segmenter(len(patch), steps, members)
-    place = RankPlace(rank, world, torch.device("cpu"), timedelta(seconds=600), 1) if partitioned else None
-    predictor = _predictor(network, patch, place, grid)
+    place = RankPlace(rank, world, torch.device(device), timedelta(seconds=600), 1) if mode != "nnunet" else None
     data = torch.randn((1, *case), generator=torch.Generator().manual_seed(SEED))
+    if mode == "tiles":  # imported before the clock starts
+        import nnunetv2.inference.sliding_window_prediction  # noqa: F401
+
+        import nnugen.diffusion.partitioned_window_average  # noqa: F401
+        import nnugen.inference.moments_pass  # noqa: F401
+    else:
+        from nnugen.inference.moments_pass import moments_predictor
+
+        predictor = _predictor(network, patch, place, grid)
+        window = moments_predictor(predictor, network)
     if world > 1:
         dist.barrier()  # time the prediction, not the other ranks' start
     before_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     started = time.perf_counter()
-    with network.sampling(network.planned_sampler):
-        prediction = predict_case(predictor, network, data, "case", seed=SEED, members=members,
-                                  with_uncertainty=True, moments_predictor=moments_predictor(predictor, network))
+    with network.sampling(network.planned_sampler, seed=SEED):
+        if mode == "tiles":
+            logits, maps = _tiles(network, data, patch, grid, place)
+        else:
+            from nnugen.inference.ensemble_prediction import predict_case
+
+            prediction = predict_case(predictor, network, data, "case", seed=SEED, members=members,
+                                      with_uncertainty=True, moments_predictor=window)
+            logits, maps = prediction.logits, prediction.maps
+    if device == "cuda":
+        torch.cuda.synchronize()
     wall = time.perf_counter() - started
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     windows = None
-    if partitioned:
-        from nnugen.inference.partitioned_prediction import case_partition
+    if mode != "nnunet":
+        from nnunetv2.inference.sliding_window_prediction import compute_steps_for_sliding_window
 
-        windows = len(case_partition(tuple(grid), tuple(case), tuple(patch), 0.5).pieces[rank].windows)
-    return prediction, {"rank": rank, "threads": torch.get_num_threads(), "wall_s": round(wall, 2),
-                        "peak_rss_mb": round(peak_mb, 1),
-                        "peak_rss_growth_while_predicting_mb": round(peak_mb - before_mb, 1), "windows": windows}
+        from nnugen.diffusion.volume_partition import partition_volume
+
+        starts = compute_steps_for_sliding_window(tuple(case), tuple(patch), 0.5)
+        windows = len(partition_volume(case, patch, starts, grid).pieces[rank].windows)
+    return (logits, maps), {"rank": rank, "threads": torch.get_num_threads(), "device": device,
+                            "wall_s": round(wall, 2), "peak_rss_mb": round(peak_mb, 1),
+                            "peak_rss_growth_while_predicting_mb": round(peak_mb - before_mb, 1), "windows": windows}
 
 
 def _worker(rank: int, world: int, folder: str, label: str, threads: int, case, patch, grid, steps, members,
-            partitioned: bool) -> None:
+            mode: str, device: str) -> None:
     torch.set_num_threads(threads)
     if world > 1:
         dist.init_process_group("gloo", init_method=f"file://{folder}/store_{label}", rank=rank, world_size=world)
     try:
-        prediction, stats = _run(rank, world, case, patch, grid, steps, members, partitioned)
-        torch.save({"logits": prediction.logits, "maps": prediction.maps, "stats": stats},
-                   f"{folder}/{label}_rank{rank}.pt")
+        (logits, maps), stats = _run(rank, world, case, patch, grid, steps, members, mode, device)
+        torch.save({"logits": logits, "maps": maps, "stats": stats}, f"{folder}/{label}_rank{rank}.pt")
     finally:
         if world > 1:
             dist.destroy_process_group()
@@ -120,30 +158,43 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--members", type=int, default=2)
     parser.add_argument("--threaded", action="store_true", help="also time one process with N threads")
+    parser.add_argument("--tiles-only", dest="tiles_only", action="store_true",
+                        help="time the partitioned window average without nnU-Net's predictor around it (needs only "
+                             "nnunetv2 and acvl_utils importable, not nnU-Net's whole install)")
+    parser.add_argument("--cuda", action="store_true", help="also run the one-process case on CUDA")
     args = parser.parse_args()
     n = args.processes
     grid = args.grid or [1, n] + [1] * (len(args.case) - 2)
     ones = [1] * len(args.case)
-    runs = {  # label: (processes, threads each, grid, partitioned)
-        "nnunet_1x1": (1, 1, ones, False), "partition_1x1": (1, 1, ones, True), f"partition_{n}x1": (n, 1, grid, True)}
+    mode = "tiles" if args.tiles_only else "partition"
+    runs = {  # label: (processes, threads each, grid, mode, device)
+        "one_1x1": (1, 1, ones, mode, "cpu"), f"partitioned_{n}x1": (n, 1, grid, mode, "cpu")}
+    if not args.tiles_only:
+        runs["nnunet_1x1"] = (1, 1, ones, "nnunet", "cpu")
     if args.threaded:
-        runs.update({f"nnunet_1x{n}": (1, n, ones, False), f"partition_1x{n}": (1, n, ones, True)})
+        runs[f"one_1x{n}"] = (1, n, ones, mode, "cpu")
+    if args.cuda:
+        runs["one_cuda"] = (1, 1, ones, mode, "cuda")
     results = {}
     with tempfile.TemporaryDirectory() as folder:
-        for label, (world, threads, pieces, partitioned) in runs.items():
+        for label, (world, threads, pieces, run_mode, device) in runs.items():
             mp.start_processes(_worker, args=(world, folder, label, threads, args.case, args.patch, pieces, args.steps,
-                                              args.members, partitioned), nprocs=world, join=True,
+                                              args.members, run_mode, device), nprocs=world, join=True,
                                start_method="spawn")
             results[label] = [torch.load(Path(folder) / f"{label}_rank{r}.pt", weights_only=True)
                               for r in range(world)]
-    one, many = results["partition_1x1"][0], results[f"partition_{n}x1"][0]
-    nnunet = results["nnunet_1x1"][0]
+    one, many = results["one_1x1"][0], results[f"partitioned_{n}x1"][0]
     report = {"case": args.case, "patch": args.patch, "grid": grid, "steps": args.steps, "members": args.members,
-              "runs": {label: [r["stats"] for r in ranks] for label, ranks in results.items()},
+              "mode": mode, "runs": {label: [r["stats"] for r in ranks] for label, ranks in results.items()},
               "max_abs_difference_logits": float((one["logits"] - many["logits"]).abs().max()),
-              "max_abs_difference_maps": float((one["maps"] - many["maps"]).abs().max()),
-              "probabilities_vs_nnunet_float16_buffer": _quantiles(
-                  (one["logits"].softmax(0) - nnunet["logits"].softmax(0)).abs())}
+              "max_abs_difference_maps": float((one["maps"] - many["maps"]).abs().max())}
+    if "nnunet_1x1" in results:
+        report["probabilities_vs_nnunet_float16_buffer"] = _quantiles(
+            (one["logits"].softmax(0) - results["nnunet_1x1"][0]["logits"].softmax(0)).abs())
+    if "one_cuda" in results:
+        # a CUDA generator draws another noise stream than a CPU one: this shows the run, not equality
+        report["max_abs_difference_logits_cuda_vs_cpu_other_noise"] = float(
+            (one["logits"] - results["one_cuda"][0]["logits"]).abs().max())
     print(json.dumps(report))
 
 
