@@ -19,10 +19,13 @@ nnU-Net case (1 x Y x X). Everything runs through the real CLIs:
 
 Training time is the trainer's own epoch times (its log), summed to each kept epoch. Results go to
 WORK/curve_<orientation>.json (rewritten after each finished run, so an interrupted run keeps what it measured; a
-rerun skips finished trainings) and print as a Markdown table.
+rerun skips finished trainings, ``--rescore`` scores their samples again) and print as a Markdown table.
+
+``--external DIR`` scores checkpoints trained elsewhere with the same settings (``OBJECTIVE_EEEE.pth``, e.g. trained on
+a GPU with ``--external-iterations`` per epoch): they are sampled and scored here, in their own ``--work-dir``.
 
     nnUNet_def_n_proc=2 nnUNet_n_proc_DA=1 python benchmarks/generation_curve_2d.py --work-dir W \
-        --objectives eps v v_min_snr rflow --seeds 0 1 --epochs 32 --iterations 25
+        --objectives eps v_min_snr rflow --seeds 0 1 --epochs 16 --iterations 32
 """
 
 from __future__ import annotations
@@ -96,6 +99,10 @@ def epoch_seconds(training_log: Path) -> list[float]:
     return [float(m) for m in re.findall(r"Epoch time: ([0-9.]+) s", training_log.read_text(encoding="utf-8"))]
 
 
+SAMPLED_IMAGES = "case_*_0000.nii.gz"
+"""nnugen_sample's images; its label maps (``case_0000.nii.gz`` ...) would match ``*_0000.nii.gz`` too."""
+
+
 def read_images(folder: Path, pattern: str = "*_0000.nii.gz") -> np.ndarray:
     """All images of ``folder`` matching ``pattern``, centre-cropped to the smallest shape: (N, 1, 1, Y, X)."""
     import SimpleITK as sitk
@@ -166,18 +173,52 @@ class Scorer:
                 "ms_ssim_among_samples": mean_pairwise_ms_ssim(torch.from_numpy(sampled[:, :, 0]), self.data_range)}
 
 
-def train_and_score(args, dataset: int, objective: str, seed: int, scorer: Scorer, work: Path, log: Path) -> dict:
+def run_settings(args, objective: str, iterations: int, kept: list[int]) -> dict[str, object]:
+    """The ddpm task's settings of one run: the objective, a small denoiser, the budget and the kept epochs."""
+    return {**OBJECTIVES[objective], "ddpm.training.epochs": max(kept),
+            "ddpm.training.iterations_per_epoch": iterations, "ddpm.training.val_iterations_per_epoch": 1,
+            "ddpm.training.initial_lr": args.lr, "ddpm.training.preview_every": max(kept),
+            "ddpm.training.keep_epochs": str(kept).replace(" ", ""),
+            "ddpm.denoiser.features_per_stage": args.features, "ddpm.denoiser.attention_stages": "[]",
+            "ddpm.memory.batch_size": args.batch}
+
+
+def model_folder(dataset: int) -> Path:
     results = Path(os.environ["nnUNet_results"])
-    folder = next(results.glob(f"Dataset{dataset}_*")) / f"NnugenDDPMTrainer__nnugenPlans__{CONFIGURATION}"
+    return next(results.glob(f"Dataset{dataset}_*")) / f"NnugenDDPMTrainer__nnugenPlans__{CONFIGURATION}"
+
+
+def score_checkpoints(args, dataset: int, name: str, checkpoints: list[dict], scorer: Scorer, work: Path,
+                      log: Path) -> list[dict]:
+    """Sample ``--samples`` slices from each kept checkpoint of the model folder (``checkpoints``: epoch,
+    iterations, training_s) and score them."""
+    points = []
+    for point in checkpoints:
+        out = work / "samples" / name / f"epoch_{point['epoch']:04d}"
+        if not (args.rescore and (out / "sampling.json").is_file()):  # --rescore: the samples already drawn
+            shutil.rmtree(out, ignore_errors=True)
+            start = time.perf_counter()
+            run_logged([cli("nnugen_sample"), str(dataset), CONFIGURATION, str(args.samples), str(out), "-f", "all",
+                        "-chk", f"checkpoint_epoch_{point['epoch']:04d}.pth", "--seed", "0", "-device", "cpu",
+                        "--no-progress"], log)
+            point = {**point, "sampling_s": round(time.perf_counter() - start, 1)}
+        points.append({**point, **scorer.score(read_images(out, SAMPLED_IMAGES))})
+        print(name, points[-1], flush=True)
+    return points
+
+
+def train_and_score(args, dataset: int, objective: str, seed: int, scorer: Scorer, work: Path, log: Path) -> dict:
+    folder = model_folder(dataset)
     archive = work / "runs" / f"{objective}_seed{seed}"
     if (archive / "run.json").is_file():
-        return json.loads((archive / "run.json").read_text())
+        run = json.loads((archive / "run.json").read_text())
+        if args.rescore:
+            kept = [{k: p[k] for k in ("epoch", "iterations", "training_s", "sampling_s")} for p in run["points"]]
+            run["points"] = score_checkpoints(args, dataset, run_name(run), kept, scorer, work, log)
+            atomic_write_json(archive / "run.json", run)
+        return run
     kept = log_spaced_epochs(args.epochs)
-    settings = {**OBJECTIVES[objective], "ddpm.training.epochs": args.epochs,
-                "ddpm.training.iterations_per_epoch": args.iterations, "ddpm.training.val_iterations_per_epoch": 1,
-                "ddpm.training.preview_every": args.epochs, "ddpm.training.keep_epochs": str(kept).replace(" ", ""),
-                "ddpm.denoiser.features_per_stage": args.features, "ddpm.denoiser.attention_stages": "[]",
-                "ddpm.memory.batch_size": args.batch}
+    settings = run_settings(args, objective, args.iterations, kept)
     shutil.rmtree(folder, ignore_errors=True)
     run_logged([cli("nnugen_plan"), "-d", str(dataset), "-c", CONFIGURATION, "--overwrite",
                 *set_arguments({**baseline_settings(args), **settings})], log)
@@ -185,26 +226,43 @@ def train_and_score(args, dataset: int, objective: str, seed: int, scorer: Score
                 "--seed", str(seed), "--no-progress"], log)
     fold = folder / "fold_all"
     seconds = np.cumsum(epoch_seconds(next(fold.glob("training_log_*.txt"))))
-    points = []
-    for epoch in kept:
-        out = work / "samples" / f"{objective}_seed{seed}" / f"epoch_{epoch:04d}"
-        shutil.rmtree(out, ignore_errors=True)
-        start = time.perf_counter()
-        run_logged([cli("nnugen_sample"), str(dataset), CONFIGURATION, str(args.samples), str(out), "-f", "all",
-                    "-chk", f"checkpoint_epoch_{epoch:04d}.pth", "--seed", "0", "-device", "cpu", "--no-progress"],
-                   log)
-        sampling = time.perf_counter() - start
-        points.append({"epoch": epoch, "iterations": epoch * args.iterations,
-                       "training_s": round(float(seconds[epoch - 1]), 1), "sampling_s": round(sampling, 1),
-                       **scorer.score(read_images(out))})
-        print(objective, seed, points[-1], flush=True)
-    run = {"objective": objective, "seed": seed, "settings": settings, "points": points}
+    checkpoints = [{"epoch": e, "iterations": e * args.iterations, "training_s": round(float(seconds[e - 1]), 1)}
+                   for e in kept]
+    points = score_checkpoints(args, dataset, f"{objective}_seed{seed}", checkpoints, scorer, work, log)
+    run = {"objective": objective, "seed": seed, "device": "cpu", "name": f"{objective}_seed{seed}",
+           "settings": settings, "points": points}
     archive.mkdir(parents=True, exist_ok=True)
     for name in [*fold.glob("training_log_*.txt"), fold / "debug.json", fold / "progress.png"]:
         if name.is_file():
             shutil.copy(name, archive / name.name)
     atomic_write_json(archive / "run.json", run)
     return run
+
+
+def score_external(args, dataset: int, objective: str, scorer: Scorer, work: Path, log: Path) -> dict:
+    """Checkpoints trained elsewhere (``--external DIR``: ``OBJECTIVE_EEEE.pth``, e.g. on a GPU by
+    nnugen_train with this script's settings and ``--external-iterations`` per epoch), sampled and scored here."""
+    files = sorted(args.external.glob(f"{objective}_[0-9][0-9][0-9][0-9].pth"))
+    epochs = [int(f.stem.rsplit("_", 1)[1]) for f in files]
+    settings = run_settings(args, objective, args.external_iterations, epochs)
+    folder = model_folder(dataset)
+    name = f"{objective}_{args.external_label}"
+    checkpoints = [{"epoch": e, "iterations": e * args.external_iterations, "training_s": None} for e in epochs]
+    if args.rescore:
+        return {"objective": objective, "seed": 0, "device": args.external_label, "name": name, "settings": settings,
+                "points": score_checkpoints(args, dataset, name, checkpoints, scorer, work, log)}
+    shutil.rmtree(folder, ignore_errors=True)
+    run_logged([cli("nnugen_plan"), "-d", str(dataset), "-c", CONFIGURATION, "--overwrite",
+                *set_arguments({**baseline_settings(args), **settings})], log)
+    preprocessed = Path(os.environ["nnUNet_preprocessed"]) / folder.parent.name
+    (folder / "fold_all").mkdir(parents=True)
+    shutil.copy(preprocessed / "nnugenPlans.json", folder / "plans.json")
+    shutil.copy(preprocessed / "dataset.json", folder / "dataset.json")
+    for file, epoch in zip(files, epochs):
+        shutil.copy(file, folder / "fold_all" / f"checkpoint_epoch_{epoch:04d}.pth")
+    points = score_checkpoints(args, dataset, name, checkpoints, scorer, work, log)
+    return {"objective": objective, "seed": 0, "device": args.external_label, "name": name, "settings": settings,
+            "points": points}
 
 
 def baseline_settings(args) -> dict[str, object]:
@@ -217,8 +275,13 @@ def set_arguments(settings: dict[str, object]) -> list[str]:
     return [a for k, v in settings.items() for a in ("--set", f"{k}={v}")]
 
 
+def run_name(run: dict) -> str:
+    return run.get("name", f"{run['objective']}_seed{run['seed']}")  # runs archived before names were recorded
+
+
 def grid_png(runs: list[dict], work: Path, real: np.ndarray, path: Path, per_row: int = 8) -> None:
-    """One row block per objective (seed 0, last kept epoch): ``per_row`` samples; the last block real slices."""
+    """One row block per run of the first seed (last kept epoch): ``per_row`` samples; the last block real
+    slices."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -229,8 +292,8 @@ def grid_png(runs: list[dict], work: Path, real: np.ndarray, path: Path, per_row
         if run["seed"] != min(r["seed"] for r in runs):
             continue
         last = run["points"][-1]["epoch"]
-        images = read_images(work / "samples" / f"{run['objective']}_seed{run['seed']}" / f"epoch_{last:04d}")
-        blocks.append((f"{run['objective']} ({run['points'][-1]['training_s']:.0f} s)", images[:per_row, 0, 0]))
+        images = read_images(work / "samples" / run_name(run) / f"epoch_{last:04d}", SAMPLED_IMAGES)
+        blocks.append((f"{run_name(run)}, {run['points'][-1]['iterations']} iterations", images[:per_row, 0, 0]))
     blocks.append(("real (held out)", real[:per_row, 0, 0]))
     low, high = np.percentile(real, [0.5, 99.5])
     figure, axes = plt.subplots(len(blocks), per_row, figsize=(per_row * 1.2, len(blocks) * 1.35))
@@ -252,13 +315,13 @@ def markdown(result: dict) -> str:
     lines = [f"real vs real ({ref['n']} vs {ref['n']} slices, {ref['resamplings']} draws): Fréchet "
              f"{ref['frechet_mean']:.3f} ± {ref['frechet_std']:.3f}, MMD² {ref['mmd_mean']:.4f} ± {ref['mmd_std']:.4f},"
              f" MS-SSIM among real {ref['ms_ssim_among_real']:.3f}", "",
-             "| objective | seed | epoch | iterations | training s | Fréchet | MMD² | MS-SSIM among samples |",
+             "| objective | seed | trained on | iterations | training s | Fréchet | MMD² | MS-SSIM among samples |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for run in result["runs"]:
         for p in run["points"]:
-            lines.append(f"| {run['objective']} | {run['seed']} | {p['epoch']} | {p['iterations']} | "
-                         f"{p['training_s']:.0f} | {p['frechet']:.3f} | {p['mmd']:.4f} | "
-                         f"{p['ms_ssim_among_samples']:.3f} |")
+            seconds = "-" if p["training_s"] is None else f"{p['training_s']:.0f}"
+            lines.append(f"| {run['objective']} | {run['seed']} | {run.get('device', 'cpu')} | {p['iterations']} | "
+                         f"{seconds} | {p['frechet']:.3f} | {p['mmd']:.4f} | {p['ms_ssim_among_samples']:.3f} |")
     return "\n".join(lines)
 
 
@@ -268,14 +331,19 @@ def main() -> None:
     parser.add_argument("--orientation", choices=tuple(DATASETS), default="axial")
     parser.add_argument("--objectives", nargs="+", choices=tuple(OBJECTIVES), default=["eps", "v", "rflow"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    parser.add_argument("--epochs", type=int, default=32)
-    parser.add_argument("--iterations", type=int, default=25, help="training iterations per epoch")
-    parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--features", default="[32,64,128,128]", help="denoiser features per stage")
-    parser.add_argument("--baseline-epochs", type=int, default=10)
+    parser.add_argument("--epochs", type=int, default=16)
+    parser.add_argument("--iterations", type=int, default=32, help="training iterations per epoch")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--features", default="[16,32,64,64]", help="denoiser features per stage")
+    parser.add_argument("--lr", type=float, default=3e-4, help="AdamW learning rate (constant), the same for all")
+    parser.add_argument("--baseline-epochs", type=int, default=4, help="epochs (of 50 iterations) of the feature net")
     parser.add_argument("--samples", type=int, default=64, help="slices sampled per kept checkpoint")
     parser.add_argument("--resamplings", type=int, default=20)
     parser.add_argument("--prepare-only", action="store_true", help="dataset, preprocessing and baseline, then stop")
+    parser.add_argument("--rescore", action="store_true", help="score the samples already drawn again")
+    parser.add_argument("--external", type=Path, help="score checkpoints trained elsewhere (OBJECTIVE_EEEE.pth)")
+    parser.add_argument("--external-iterations", type=int, default=256, help="their iterations per epoch")
+    parser.add_argument("--external-label", default="gpu", help="where they were trained, for the table")
     args = parser.parse_args()
     work = args.work_dir.resolve()
     work.mkdir(parents=True, exist_ok=True)
@@ -299,10 +367,14 @@ def main() -> None:
     result = {"machine": "2-core CPU (shared)", "date": time.strftime("%Y-%m-%d"), "orientation": args.orientation,
               "training_slices": len(list((raw / "labelsTr").iterdir())), "held_out_slices": len(real_test),
               "slice_shape": list(real_test.shape[-2:]), "epochs": args.epochs, "iterations": args.iterations,
-              "batch": args.batch, "features": args.features, "reference": scorer.reference, "runs": []}
+              "batch": args.batch, "features": args.features, "lr": args.lr, "reference": scorer.reference, "runs": []}
+    if args.external is not None:
+        result["external"] = {"folder": str(args.external), "iterations_per_epoch": args.external_iterations}
     for seed in args.seeds:  # every objective at seed 0 first: a cut-short run still compares them
         for objective in args.objectives:
-            result["runs"].append(train_and_score(args, dataset, objective, seed, scorer, work, log))
+            run = (score_external(args, dataset, objective, scorer, work, log) if args.external is not None
+                   else train_and_score(args, dataset, objective, seed, scorer, work, log))
+            result["runs"].append(run)
             result["load_average"] = list(os.getloadavg())
             atomic_write_json(work / f"curve_{args.orientation}.json", result)
             grid_png(result["runs"], work, real_test, work / f"samples_{args.orientation}.png")
