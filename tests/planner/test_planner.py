@@ -91,6 +91,20 @@ def test_every_planned_sampler_spaces_its_steps_in_log_snr_and_old_plans_keep_un
     assert section_of(configuration).task("segmentation").sampler.spacing == "uniform"
 
 
+def test_generators_plan_v_prediction_with_min_snr_and_the_anomaly_task_keeps_eps(fake_preprocessed):
+    """The objective the 2D generation benchmark chose (docs/benchmarks.md, "Generation quality against compute") for
+    ddpm and ldm; the anomaly task keeps the eps-prediction and cosine schedule its benchmarks were measured with."""
+    fake_preprocessed("isotropic")
+    plans = _plan()
+    for task in ("ddpm", "ldm"):
+        diffusion = _task(plans, task)["diffusion"]
+        assert (diffusion["process"], diffusion["model_output"], diffusion["loss_weighting"]) == ("ddpm", "v",
+                                                                                                  "min_snr")
+        assert diffusion["min_snr_gamma"] == 5.0
+    anomaly = _task(plans, "anomaly")["diffusion"]
+    assert (anomaly["model_output"], anomaly["loss_weighting"], anomaly["schedule"]) == ("eps", "uniform", "cosine")
+
+
 def test_2d_configuration_gets_2d_denoisers(fake_preprocessed):
     fake_preprocessed("anisotropic")
     plans = _plan()
