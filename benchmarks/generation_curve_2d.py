@@ -51,7 +51,7 @@ OBJECTIVES = {  # nnugen_plan settings of the ddpm task per objective
     "v": {"ddpm.diffusion.model_output": "v"},
     "v_min_snr": {"ddpm.diffusion.model_output": "v", "ddpm.diffusion.loss_weighting": "min_snr"},
     "eps_min_snr": {"ddpm.diffusion.model_output": "eps", "ddpm.diffusion.loss_weighting": "min_snr"},
-    "rflow": {"ddpm.diffusion.process": "rflow"},
+    "rflow": {"ddpm.diffusion.process": "rflow", "ddpm.diffusion.loss_weighting": "uniform"},
 }
 
 

@@ -38,7 +38,7 @@ for obj in $OBJECTIVES; do
   case $obj in
     eps) sets=(--set ddpm.diffusion.model_output=eps);;
     v_min_snr) sets=(--set ddpm.diffusion.model_output=v --set ddpm.diffusion.loss_weighting=min_snr);;
-    rflow) sets=(--set ddpm.diffusion.process=rflow);;
+    rflow) sets=(--set ddpm.diffusion.process=rflow --set ddpm.diffusion.loss_weighting=uniform);;
   esac
   nnugen_plan -d 981 -c 2d --overwrite "${sets[@]}" --set ddpm.training.epochs=$EPOCHS \
     --set ddpm.training.iterations_per_epoch=$ITERS --set ddpm.training.val_iterations_per_epoch=1 \
