@@ -175,7 +175,7 @@ class Scorer:
 
 def run_settings(args, objective: str, iterations: int, kept: list[int]) -> dict[str, object]:
     """The ddpm task's settings of one run: the objective, a small denoiser, the budget and the kept epochs."""
-    return {**OBJECTIVES[objective], "ddpm.training.epochs": max(kept),
+    return {**OBJECTIVES[objective], "ddpm.training.augmentation": args.augmentation, "ddpm.training.epochs": max(kept),
             "ddpm.training.iterations_per_epoch": iterations, "ddpm.training.val_iterations_per_epoch": 1,
             "ddpm.training.initial_lr": args.lr, "ddpm.training.preview_every": max(kept),
             "ddpm.training.keep_epochs": str(kept).replace(" ", ""),
@@ -207,9 +207,15 @@ def score_checkpoints(args, dataset: int, name: str, checkpoints: list[dict], sc
     return points
 
 
+def run_label(args, objective: str) -> str:
+    """The objective, with the augmentation where it is not nnU-Net's (the runs of session 10 trained with it)."""
+    return objective if args.augmentation == "nnunet" else f"{objective}_aug-{args.augmentation}"
+
+
 def train_and_score(args, dataset: int, objective: str, seed: int, scorer: Scorer, work: Path, log: Path) -> dict:
     folder = model_folder(dataset)
-    archive = work / "runs" / f"{objective}_seed{seed}"
+    name = f"{run_label(args, objective)}_seed{seed}"
+    archive = work / "runs" / name
     if (archive / "run.json").is_file():
         run = json.loads((archive / "run.json").read_text())
         if args.rescore:
@@ -228,8 +234,8 @@ def train_and_score(args, dataset: int, objective: str, seed: int, scorer: Score
     seconds = np.cumsum(epoch_seconds(next(fold.glob("training_log_*.txt"))))
     checkpoints = [{"epoch": e, "iterations": e * args.iterations, "training_s": round(float(seconds[e - 1]), 1)}
                    for e in kept]
-    points = score_checkpoints(args, dataset, f"{objective}_seed{seed}", checkpoints, scorer, work, log)
-    run = {"objective": objective, "seed": seed, "device": "cpu", "name": f"{objective}_seed{seed}",
+    points = score_checkpoints(args, dataset, name, checkpoints, scorer, work, log)
+    run = {"objective": objective, "augmentation": args.augmentation, "seed": seed, "device": "cpu", "name": name,
            "settings": settings, "points": points}
     archive.mkdir(parents=True, exist_ok=True)
     for name in [*fold.glob("training_log_*.txt"), fold / "debug.json", fold / "progress.png"]:
@@ -246,11 +252,12 @@ def score_external(args, dataset: int, objective: str, scorer: Scorer, work: Pat
     epochs = [int(f.stem.rsplit("_", 1)[1]) for f in files]
     settings = run_settings(args, objective, args.external_iterations, epochs)
     folder = model_folder(dataset)
-    name = f"{objective}_{args.external_label}"
+    name = f"{run_label(args, objective)}_{args.external_label}"
     checkpoints = [{"epoch": e, "iterations": e * args.external_iterations, "training_s": None} for e in epochs]
+    run = {"objective": objective, "augmentation": args.augmentation, "seed": 0, "device": args.external_label,
+           "name": name, "settings": settings}
     if args.rescore:
-        return {"objective": objective, "seed": 0, "device": args.external_label, "name": name, "settings": settings,
-                "points": score_checkpoints(args, dataset, name, checkpoints, scorer, work, log)}
+        return {**run, "points": score_checkpoints(args, dataset, name, checkpoints, scorer, work, log)}
     shutil.rmtree(folder, ignore_errors=True)
     run_logged([cli("nnugen_plan"), "-d", str(dataset), "-c", CONFIGURATION, "--overwrite",
                 *set_arguments({**baseline_settings(args), **settings})], log)
@@ -260,9 +267,7 @@ def score_external(args, dataset: int, objective: str, scorer: Scorer, work: Pat
     shutil.copy(preprocessed / "dataset.json", folder / "dataset.json")
     for file, epoch in zip(files, epochs):
         shutil.copy(file, folder / "fold_all" / f"checkpoint_epoch_{epoch:04d}.pth")
-    points = score_checkpoints(args, dataset, name, checkpoints, scorer, work, log)
-    return {"objective": objective, "seed": 0, "device": args.external_label, "name": name, "settings": settings,
-            "points": points}
+    return {**run, "points": score_checkpoints(args, dataset, name, checkpoints, scorer, work, log)}
 
 
 def baseline_settings(args) -> dict[str, object]:
@@ -315,12 +320,13 @@ def markdown(result: dict) -> str:
     lines = [f"real vs real ({ref['n']} vs {ref['n']} slices, {ref['resamplings']} draws): Fréchet "
              f"{ref['frechet_mean']:.3f} ± {ref['frechet_std']:.3f}, MMD² {ref['mmd_mean']:.4f} ± {ref['mmd_std']:.4f},"
              f" MS-SSIM among real {ref['ms_ssim_among_real']:.3f}", "",
-             "| objective | seed | trained on | iterations | training s | Fréchet | MMD² | MS-SSIM among samples |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| objective | augmentation | seed | trained on | iterations | training s | Fréchet | MMD² "
+             "| MS-SSIM among samples |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for run in result["runs"]:
         for p in run["points"]:
             seconds = "-" if p["training_s"] is None else f"{p['training_s']:.0f}"
-            lines.append(f"| {run['objective']} | {run['seed']} | {run.get('device', 'cpu')} | {p['iterations']} | "
+            lines.append(f"| {run['objective']} | {run.get('augmentation', 'nnunet')} | {run['seed']} | "
+                         f"{run.get('device', 'cpu')} | {p['iterations']} | "
                          f"{seconds} | {p['frechet']:.3f} | {p['mmd']:.4f} | {p['ms_ssim_among_samples']:.3f} |")
     return "\n".join(lines)
 
@@ -331,6 +337,8 @@ def main() -> None:
     parser.add_argument("--orientation", choices=tuple(DATASETS), default="axial")
     parser.add_argument("--objectives", nargs="+", choices=tuple(OBJECTIVES), default=["eps", "v", "rflow"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--augmentation", choices=("none", "mirror", "nnunet"), default="none",
+                        help="training.augmentation of the generators (session 10's runs: nnunet)")
     parser.add_argument("--epochs", type=int, default=16)
     parser.add_argument("--iterations", type=int, default=32, help="training iterations per epoch")
     parser.add_argument("--batch", type=int, default=8)

@@ -188,6 +188,10 @@ class TrainingSettings(Section):
     keep_epochs: tuple[int, ...] = ()
     """Epoch counts (1-based) after which a copy ``checkpoint_epoch_NNNN.pth`` is kept, e.g. log-spaced snapshots to
     sample from with ``nnugen_sample -chk`` and follow quality against training time; none by default."""
+    augmentation: str = "nnunet"
+    """nnU-Net's training augmentation (``nnunet``), mirroring only (``mirror``) or none (``none``); the planner
+    plans ``none`` for the generative tasks, which would otherwise learn the augmented images
+    (nnugen/trainers/training_augmentation.py)."""
 
     def __post_init__(self) -> None:
         for name in ("epochs", "iterations_per_epoch", "val_iterations_per_epoch", "val_sampling_steps", "save_every",
@@ -196,6 +200,7 @@ class TrainingSettings(Section):
         for epoch in self.keep_epochs:
             check_range("training.keep_epochs", epoch, 1)
         check_choice("training.optimizer", self.optimizer, ("sgd", "adamw"))
+        check_choice("training.augmentation", self.augmentation, ("nnunet", "mirror", "none"))
         check_range("training.initial_lr", self.initial_lr, 1e-9, 10.0)
         check_range("training.weight_decay", self.weight_decay, 0.0)
         check_range("training.ema_decay", self.ema_decay, 0.0, 0.99999)

@@ -11,13 +11,13 @@
 #                SimpleITK (53 MB) does not fit the 64 MiB transfer: a stand-in module lets the imports pass
 #                (training reads nnU-Net's preprocessed blosc2 files only; the generative trainers skip validation).
 #   .gpu/pre/    the curve's nnUNet_preprocessed/Dataset981_GenCurveAxial (without gt_segmentations)
-# Run there: EPOCHS=16 ITERS=256 KEEP=[4,16] LIMIT=165 bash benchmarks/device/train_on_device.sh
+# Run there: AUG=none EPOCHS=16 ITERS=256 KEEP=[4,16] LIMIT=165 bash benchmarks/device/train_on_device.sh
 # Measured with it on 2026-12-04 (one H200, torch 2.11): docs/benchmarks.md, "Generation quality against compute".
 set -u
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 EPOCHS=${EPOCHS:-16}; ITERS=${ITERS:-256}; KEEP=${KEEP:-[4,16]}; LIMIT=${LIMIT:-170}; DEVARG=${DEVARG:-}
-OBJECTIVES=${OBJECTIVES:-eps v_min_snr rflow}
+OBJECTIVES=${OBJECTIVES:-eps v_min_snr rflow}; AUG=${AUG:-none}  # training.augmentation (session 10's runs: nnunet)
 if [ -z "${LOCAL:-}" ]; then
   S=/tmp/site; mkdir -p $S
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target $S .whl/*.whl > /tmp/wheels.txt 2>&1 || { echo wheels failed; tail -5 /tmp/wheels.txt; exit 1; }
@@ -44,7 +44,7 @@ for obj in $OBJECTIVES; do
     --set ddpm.training.iterations_per_epoch=$ITERS --set ddpm.training.val_iterations_per_epoch=1 \
     --set ddpm.training.initial_lr=0.0003 --set ddpm.training.preview_every=$EPOCHS --set "ddpm.training.keep_epochs=$KEEP" \
     --set "ddpm.denoiser.features_per_stage=[16,32,64,64]" --set "ddpm.denoiser.attention_stages=[]" \
-    --set ddpm.memory.batch_size=8 > /tmp/plan_$obj.txt 2>&1 || { echo "$obj plan failed"; tail -3 /tmp/plan_$obj.txt; continue; }
+    --set ddpm.memory.batch_size=8 --set ddpm.training.augmentation=$AUG > /tmp/plan_$obj.txt 2>&1 || { echo "$obj plan failed"; tail -3 /tmp/plan_$obj.txt; continue; }
   rm -rf "$(dirname $F)"
   start=$(date +%s)
   timeout $LIMIT nnugen_train 981 all 2d --task ddpm --seed 0 --no-progress $DEVARG > /tmp/train_$obj.txt 2>&1

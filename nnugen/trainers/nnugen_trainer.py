@@ -10,7 +10,8 @@
 - DDP on any backend and node count (ddp.py, world_batch.py): the rank's device follows ``LOCAL_RANK``, rank 0 writes;
 - ``torch.compile`` follows nnugen's policy (compile_policy.py): only the model's networks, in place, never nnU-Net's
   whole-model wrap around the sampler loop;
-- with a seed, the augmentation workers are seeded and read in order (seeded_augmenter.py);
+- ``training.augmentation`` keeps nnU-Net's training augmentation, mirroring only, or none (training_augmentation.py);
+  with a seed, the augmentation workers are seeded and read in order (seeded_augmenter.py);
 - ``log_metric`` sends extra metrics (loss parts, skipped steps) to the training log and W&B (epoch_metrics.py);
 - rank 0 writes ``training_progress.json`` (progress_report.py) and, with ``show_progress``, draws the run's
   progress bar with nnU-Net's lines printed above it (epoch_progress.py);
@@ -56,6 +57,7 @@ from nnugen.trainers.peak_memory import peak_memory_gb, peak_memory_note
 from nnugen.trainers.pretrained_start import PRETRAINED_TASKS, load_into_nnunet_network, nnunet_weights
 from nnugen.trainers.progress_report import ProgressReport
 from nnugen.trainers.seeded_augmenter import seeded_augmenter
+from nnugen.trainers.training_augmentation import spatial_setup, training_transforms
 from nnugen.trainers.training_precision import training_amp_dtype, training_autocast
 from nnugen.trainers.training_previews import first_case, preview_due, preview_path, send_to_wandb
 from nnugen.trainers.training_progress import TrainingProgress
@@ -162,6 +164,25 @@ class NnugenTrainer(nnUNetTrainer):
     def training_network(self, network: torch.nn.Module) -> torch.nn.Module:
         """The module training calls, and DDP wraps: the model itself, unless its forward is not the loss."""
         return network
+
+    def configure_rotation_dummyDA_mirroring_and_inital_patch_size(self):
+        setup = spatial_setup(self.settings.training.augmentation,
+                              super().configure_rotation_dummyDA_mirroring_and_inital_patch_size(),
+                              self.configuration_manager.patch_size)
+        self.inference_allowed_mirroring_axes = setup[3]  # the predictor mirrors only where training did
+        return setup
+
+    def get_training_transforms(self, patch_size, rotation_for_DA, deep_supervision_scales, mirror_axes,
+                                do_dummy_2d_data_aug, use_mask_for_norm=None, is_cascaded=False,
+                                foreground_labels=None, regions=None, ignore_label=None):
+        labels = dict(is_cascaded=is_cascaded, foreground_labels=foreground_labels, regions=regions,
+                      ignore_label=ignore_label)
+        return training_transforms(
+            self.settings.training.augmentation,
+            lambda: super(NnugenTrainer, self).get_training_transforms(
+                patch_size, rotation_for_DA, deep_supervision_scales, mirror_axes, do_dummy_2d_data_aug,
+                use_mask_for_norm, **labels),
+            lambda: self.get_validation_transforms(deep_supervision_scales, **labels), mirror_axes)
 
     def get_dataloaders(self):
         train, val = super().get_dataloaders()
