@@ -55,17 +55,10 @@ OBJECTIVES = {  # nnugen_plan settings of the ddpm task per objective
 }
 
 
-def brain_slices(image: np.ndarray, label: np.ndarray, axis: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """The slices along ``axis`` whose labelled area is at least half the largest, each (1, Y, X)."""
-    areas = (np.moveaxis(label, axis, 0) > 0).reshape(label.shape[axis], -1).sum(1)
-    keep = np.nonzero(areas >= 0.5 * areas.max())[0]
-    return [(np.take(image, [i], axis).swapaxes(0, axis), np.take(label, [i], axis).swapaxes(0, axis)) for i in keep]
-
-
 def write_slice_dataset(raw_root: Path, orientation: str, train_volumes: int = 12, test_volumes: int = 4) -> Path:
     """``Dataset98X_GenCurve<Orientation>``: slices of the training volumes in imagesTr / labelsTr, slices of the
     held-out volumes in imagesTs / labelsTs (same cases as write_mni_dataset's, seed 0)."""
-    from nnugen.demo.mni_dataset import LABELS, PROVENANCE, _write, augmented_case, load_mni152
+    from nnugen.demo.mni_dataset import LABELS, PROVENANCE, _write, augmented_case, brain_slices, load_mni152
     from nnugen.folders.dataset_json import write_dataset_json
 
     dataset_id, name = DATASETS[orientation]

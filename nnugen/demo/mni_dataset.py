@@ -70,6 +70,14 @@ def augmented_case(t1: np.ndarray, label: np.ndarray, rng: np.random.Generator) 
     return noisy.astype(np.float32), labels.astype(np.uint8)
 
 
+def brain_slices(image: np.ndarray, label: np.ndarray, axis: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The slices along ``axis`` of a (z, y, x) volume whose labelled area is at least half the largest (the brain's
+    middle, where a slice is a brain picture and not a rim), each (1, Y, X) as an nnU-Net 2D case."""
+    areas = (np.moveaxis(label, axis, 0) > 0).reshape(label.shape[axis], -1).sum(1)
+    keep = np.nonzero(areas >= 0.5 * areas.max())[0]
+    return [(np.take(image, [i], axis).swapaxes(0, axis), np.take(label, [i], axis).swapaxes(0, axis)) for i in keep]
+
+
 def _write(array: np.ndarray, spacing: np.ndarray, path: Path) -> None:
     import SimpleITK as sitk
 
