@@ -147,7 +147,12 @@ def _dataset_json(name: str, spec: PhantomSpec, seed: int, n_train: int, n_test_
                        "cases (healthy_cases.txt), validation and test cases with lesions of different families",
         "reference": "nnugen.demo.lesion_dataset.write_lesion_dataset",
         "license": "CC0",
-        "nnugen_lesions": {"seed": seed, "numTest": n_test_lesion, "healthy_cases": healthy,
-                           "lesion_families": families, "tuning_families": list(TUNING_FAMILIES),
-                           "test_families": list(TEST_FAMILIES), "spec": asdict(spec)},
+        "nnugen_lesions": lesions_entry(seed, n_test_lesion, healthy, families, spec=asdict(spec)),
     }
+
+
+def lesions_entry(seed: int, n_test_lesion: int, healthy: list[str], families: dict[str, str], **extra) -> dict:
+    """dataset.json's ``nnugen_lesions``: the healthy cases (held-out ones last), which case got which lesion family
+    (cases in labelsTr: tuning families, the others test families) and ``extra`` (how the anatomy was made)."""
+    return {"seed": seed, "numTest": n_test_lesion, "healthy_cases": healthy, "lesion_families": families,
+            "tuning_families": list(TUNING_FAMILIES), "test_families": list(TEST_FAMILIES), **extra}
