@@ -45,7 +45,13 @@ from nnugen_planner.memory import (
     plan_memory,
 )
 
-GENERATIVE_TRAINING = TrainingSettings(optimizer="adamw", initial_lr=1e-4, weight_decay=0.0, ema_decay=0.999)
+GENERATIVE_TRAINING = TrainingSettings(optimizer="adamw", initial_lr=1e-4, weight_decay=0.0, ema_decay=0.999,
+                                       augmentation="none")
+"""A generator learns the distribution of the patches it is shown: without nnU-Net's augmentation (rotations on a
+constant fill, noise, blur, gamma, upside-down mirroring), not the augmented one. On the 2D MNI152 benchmark MMD² to
+real slices fell by 15-30 % at 1024 GPU iterations (docs/benchmarks.md, "Generation quality against compute")."""
+ANOMALY_TRAINING = replace(GENERATIVE_TRAINING, augmentation="nnunet")
+"""nnU-Net's augmentation, as the anomaly benchmarks were measured (augmentation was not compared for this task)."""
 GENERATIVE_DIFFUSION = DiffusionSettings(timesteps=1000, model_output="v", loss_weighting="min_snr", dice_weight=0.0,
                                          ce_weight=0.0)
 """v-prediction with min-SNR-5 weighting (Salimans & Ho 2022; Hang et al. 2023) for the generators: at equal
@@ -177,7 +183,7 @@ def _anomaly(denoiser: DenoiserSettings, latent_denoiser: DenoiserSettings | Non
              patch: Sequence[int], budget: _Budget) -> TaskSettings:
     shape = _shape(denoiser, n_channels, n_channels, patch)
     return TaskSettings(
-        training=GENERATIVE_TRAINING,
+        training=ANOMALY_TRAINING,
         memory=budget.memory(shape, "anomaly", _ema(shape)),
         denoiser=denoiser, diffusion=ANOMALY_DIFFUSION,
         # latent mode (off by default) reuses the latent diffusion model's denoiser on the autoencoder's latents

@@ -105,6 +105,17 @@ def test_generators_plan_v_prediction_with_min_snr_and_the_anomaly_task_keeps_ep
     assert (anomaly["model_output"], anomaly["loss_weighting"], anomaly["schedule"]) == ("eps", "uniform", "cosine")
 
 
+def test_generators_train_without_nnunets_augmentation_and_segmenters_with_it(fake_preprocessed):
+    """A generator learns the patches it is shown (docs/benchmarks.md, "Generation quality against compute"); the
+    segmenters keep nnU-Net's augmentation, and so does the anomaly task, as its benchmarks were measured."""
+    fake_preprocessed("isotropic")
+    plans = _plan()
+    planned = {task: _task(plans, task)["training"]["augmentation"]
+               for task in ("ddpm", "autoencoder", "ldm", "anomaly", "segmentation", "baseline")}
+    assert planned == {"ddpm": "none", "autoencoder": "none", "ldm": "none", "anomaly": "nnunet",
+                       "segmentation": "nnunet", "baseline": "nnunet"}
+
+
 def test_2d_configuration_gets_2d_denoisers(fake_preprocessed):
     fake_preprocessed("anisotropic")
     plans = _plan()
