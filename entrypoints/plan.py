@@ -50,20 +50,21 @@ def main(argv: list[str] | None = None) -> int:
         from nnugen_planner.dataset_check import check_raw_dataset
         from nnugen_planner.planner import PlanRequest, plan_dataset
 
-        if not args.no_check:
-            raw = raw_folder(args.dataset)
-            if raw is None:
-                print("nnugen_plan: raw dataset not found under nnUNet_raw; dataset check skipped")
-            else:
-                problems = check_raw_dataset(raw, num_processes=args.np)
-                for problem in problems:
-                    print(f"{problem.path}: {problem.problem}")
-                if problems:
-                    raise ValueError(f"{len(problems)} broken image file(s) in {raw} (listed above); fix them, re-run "
-                                     "nnUNetv2_plan_and_preprocess, then nnugen_plan (or pass --no-check)")
+        raw = raw_folder(args.dataset)
+        if raw is None:
+            print("nnugen_plan: raw dataset not found under nnUNet_raw; " + ("" if args.no_check else
+                  "dataset check skipped; ") + "z-scored channels go back to original units with the foreground "
+                  "statistics")
+        elif not args.no_check:
+            problems = check_raw_dataset(raw, num_processes=args.np)
+            for problem in problems:
+                print(f"{problem.path}: {problem.problem}")
+            if problems:
+                raise ValueError(f"{len(problems)} broken image file(s) in {raw} (listed above); fix them, re-run "
+                                 "nnUNetv2_plan_and_preprocess, then nnugen_plan (or pass --no-check)")
         request = PlanRequest(dataset=args.dataset, configurations=tuple(args.configurations),
                               gpu_memory_gb=args.gpu_memory_gb, overwrite=args.overwrite, sets=tuple(args.sets),
-                              overrides_file=args.overrides, source_plans=args.source_plans)
+                              overrides_file=args.overrides, source_plans=args.source_plans, raw_dataset=raw)
         target = plan_dataset(request)
         print(f"nnugen_plan: wrote {target}")
         _print_training_times(target, tuple(args.configurations))

@@ -1,18 +1,25 @@
 """The map from nnU-Net's preprocessed intensities to [-1, 1] for generative and anomaly models, and back to the
-dataset's original units. nnU-Net hands the trainer z-scored data (``ZScoreNormalization``: per image, so the inverse
-uses the dataset's foreground mean and std, an approximation) or CT-normalised data (clipped to the foreground
+dataset's original units. nnU-Net hands the trainer z-scored data or CT-normalised data (clipped to the foreground
 0.5 / 99.5 percentiles, then standardised with dataset statistics: exactly invertible inside the clip range).
-The background of MR images (about 0 in original units) lies below the foreground percentiles, so ``low`` includes
-it rather than clipping it away."""
+
+``ZScoreNormalization`` standardises each image with its own statistics, so any inverse is an approximation. Where
+the raw training images are at hand (``nnUNet_raw``) and the channel is normalised over the whole image (no
+``use_mask_for_norm``), the inverse uses the typical per-image mean and std and the range the standardised images
+span (image_statistics.py): an MR background at 0 comes back near 0. Otherwise it uses the dataset's foreground mean
+and std, and ``low`` is where a background at 0 would lie with them, below the foreground percentiles."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from nnugen.config import ChannelIntensity, IntensitySettings
+from nnugen_planner.image_statistics import ImageStatistics
 
 
-def _channel(scheme: str, stats: dict[str, float]) -> ChannelIntensity:
+def _channel(scheme: str, stats: dict[str, float], image: ImageStatistics | None = None) -> ChannelIntensity:
+    if scheme == "ZScoreNormalization" and image is not None:
+        return ChannelIntensity(scheme=scheme, low=round(image.low, 6), high=round(max(image.high, image.low + 1), 6),
+                                mean=round(image.mean, 6), std=round(image.std, 6))
     mean, std = float(stats.get("mean", 0.0)), max(float(stats.get("std", 1.0)), 1e-8)
     p_low = float(stats.get("percentile_00_5", mean - 3 * std))
     p_high = float(stats.get("percentile_99_5", mean + 3 * std))
@@ -32,8 +39,20 @@ def _channel(scheme: str, stats: dict[str, float]) -> ChannelIntensity:
                             std=round(std, 6))
 
 
-def intensity_from_plans(plans: dict[str, Any], configuration: dict[str, Any]) -> IntensitySettings:
+def intensity_from_plans(plans: dict[str, Any], configuration: dict[str, Any],
+                         images: list[ImageStatistics] | None = None) -> IntensitySettings:
+    """The intensity map of a configuration; ``images``: per channel, the raw training images' statistics (used
+    for z-scored channels normalised over the whole image), or None."""
     properties = plans.get("foreground_intensity_properties_per_channel", {})
     schemes = configuration.get("normalization_schemes", [])
-    return IntensitySettings(channels=tuple(_channel(scheme, properties.get(str(i), {}))
-                                            for i, scheme in enumerate(schemes)))
+    whole = whole_image_zscore(configuration)
+    return IntensitySettings(channels=tuple(
+        _channel(scheme, properties.get(str(i), {}), images[i] if images is not None and whole[i] else None)
+        for i, scheme in enumerate(schemes)))
+
+
+def whole_image_zscore(configuration: dict[str, Any]) -> list[bool]:
+    """Per channel: z-scored by nnU-Net over the whole (cropped) image, i.e. without ``use_mask_for_norm``."""
+    masks = list(configuration.get("use_mask_for_norm", []))
+    return [scheme == "ZScoreNormalization" and not (i < len(masks) and masks[i])
+            for i, scheme in enumerate(configuration.get("normalization_schemes", []))]

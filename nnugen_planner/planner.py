@@ -18,7 +18,8 @@ from nnugen.config import NnugenSection, configuration_name
 from nnugen.folders.dataset_folders import InputError, load_json, preprocessed_folder
 from nnugen.typed_section import MalformedFileError, deep_merge
 from nnugen_planner.denoiser_plan import arch_kwargs_of
-from nnugen_planner.intensity_plan import intensity_from_plans
+from nnugen_planner.image_statistics import ImageStatistics, image_statistics
+from nnugen_planner.intensity_plan import intensity_from_plans, whole_image_zscore
 from nnugen_planner.overrides import load_overrides_file, parse_set
 from nnugen_planner.task_plan import plan_tasks
 
@@ -49,6 +50,8 @@ class PlanRequest:
     sets: tuple[str, ...] = ()
     overrides_file: Path | None = None
     source_plans: str = "nnUNetPlans"
+    raw_dataset: Path | None = None
+    """The raw dataset: its training images give z-scored channels their intensity map (image_statistics.py)."""
 
 
 def resolve_configuration_names(requested: tuple[str, ...], plans: dict[str, Any]) -> list[str]:
@@ -85,9 +88,10 @@ def plan_dataset(request: PlanRequest) -> Path:
     planned_record = dict(planned_before)
     channel_names = dataset_json.get("channel_names", dataset_json.get("modality", {}))
     n_classes = num_segmentation_heads(dataset_json)
+    images = _image_statistics(request.raw_dataset, plans, names, dataset_json)
     for name in names:
         configuration = plans["configurations"][name]
-        planned = _planned(plans, name, len(channel_names), n_classes, request.gpu_memory_gb)
+        planned = _planned(plans, name, len(channel_names), n_classes, request.gpu_memory_gb, images)
         edits = {}
         if existing is not None:
             edits = user_edits(existing.get("configurations", {}).get(name, {}).get("nnugen", {}),
@@ -170,11 +174,21 @@ def _kept_from_before(plans: dict[str, Any], existing: dict[str, Any] | None) ->
     return result
 
 
-def _planned(plans: dict[str, Any], name: str, n_channels: int, n_classes: int, gpu_memory_gb: float) -> dict:
+def _image_statistics(raw_dataset: Path | None, plans: dict[str, Any], names: list[str],
+                      dataset_json: dict[str, Any]) -> list[ImageStatistics] | None:
+    """The raw training images' statistics where some planned configuration z-scores a channel over the whole image
+    (intensity_plan.py); None without a raw dataset or such a channel."""
+    if raw_dataset is None or not any(any(whole_image_zscore(plans["configurations"][name])) for name in names):
+        return None
+    return image_statistics(raw_dataset, dataset_json, plans.get("image_reader_writer", "SimpleITKIO"))
+
+
+def _planned(plans: dict[str, Any], name: str, n_channels: int, n_classes: int, gpu_memory_gb: float,
+             images: list[ImageStatistics] | None = None) -> dict:
     """The ``nnugen`` section the planner gives configuration ``name`` (before edits and overrides), as written."""
     configuration = plans["configurations"][name]
     return NnugenSection(
-        intensity=intensity_from_plans(plans, configuration),
+        intensity=intensity_from_plans(plans, configuration, images),
         tasks=plan_tasks(arch_kwargs_of(configuration, name), configuration["patch_size"],
                          int(configuration["batch_size"]), n_channels, n_classes, gpu_memory_gb, name),
     ).to_dict()

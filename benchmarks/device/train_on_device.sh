@@ -10,7 +10,8 @@
 #                unittest2, linecache2, traceback2): `pip download --no-deps --only-binary=:all: --python-version 3.12 ...`
 #                SimpleITK (53 MB) does not fit the 64 MiB transfer: a stand-in module lets the imports pass
 #                (training reads nnU-Net's preprocessed blosc2 files only; the generative trainers skip validation).
-#   .gpu/pre/    the curve's nnUNet_preprocessed/Dataset981_GenCurveAxial (without gt_segmentations)
+#   .gpu/pre/    the curve's nnUNet_preprocessed/Dataset981_GenCurveAxial (without gt_segmentations), with the
+#                nnugenPlans.json planned here (nnugen_plan reads raw images for the intensity map; the device has none)
 # Run there: AUG=none EPOCHS=16 ITERS=256 KEEP=[4,16] LIMIT=165 bash benchmarks/device/train_on_device.sh
 # Measured with it on 2026-12-04 (one H200, torch 2.11): docs/benchmarks.md, "Generation quality against compute".
 set -u
