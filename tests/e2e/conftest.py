@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from e2e_helpers import cli, diffseg_settings, nnunet_environment, run
+from e2e_helpers import SMALL_3D_DENOISER, cli, diffseg_settings, nnunet_environment, planned_copy, run
 
 
 def _prepared_dataset(root: Path, dataset_id: int, name: str, shape: tuple[int, ...], configuration: str) -> Path:
@@ -35,19 +35,31 @@ def tiny2d(tmp_path_factory) -> Path:
 
 @pytest.fixture()
 def fresh_results(tmp_path):
-    """Copy a prepared dataset root so a test may write results without touching the shared one."""
+    """Copy a prepared dataset root so a test may write without touching the shared one: without its results, or
+    ``with_results`` (a session's trained models, for a test that writes into their folders)."""
 
-    def copy(root: Path) -> Path:
+    def copy(root: Path, with_results: bool = False) -> Path:
         target = tmp_path / root.name
-        shutil.copytree(root, target, ignore=shutil.ignore_patterns("results"))
+        shutil.copytree(root, target, ignore=None if with_results else shutil.ignore_patterns("results"))
         return target
 
     return copy
 
 
-# the planned 3D denoiser (32-256 features, attention) takes about 5 s per iteration on 2 CPU cores; this one 0.5 s
-SMALL_3D_DENOISER = ("segmentation.denoiser.features_per_stage=[16,32,64,128]",
-                     "segmentation.denoiser.attention_stages=[]")
+# nnU-Net's own network, trained briefly (test_baseline_e2e.py, test_warm_start_e2e.py)
+BASELINE_3D = ("baseline.training.epochs=3", "baseline.training.iterations_per_epoch=4",
+               "baseline.training.val_iterations_per_epoch=1")
+
+
+@pytest.fixture(scope="session")
+def trained_baseline3d(tiny3d, tmp_path_factory) -> Path:
+    """Root of the nnU-Net folders of a copy of dataset 901, planned by nnugen_plan with BASELINE_3D, with
+    NnugenBaselineTrainer trained on fold 0 (3d_fullres, seed 0) by nnugen_train --task baseline. Tests that write
+    into it work on ``fresh_results(trained_baseline3d, with_results=True)``."""
+    root = tmp_path_factory.mktemp("baseline3d")
+    env = planned_copy(tiny3d, root, 901, BASELINE_3D)
+    run([cli("nnugen_train"), "901", "0", "3d", "--task", "baseline", "-device", "cpu", "--seed", "0"], env)
+    return root
 
 
 def _trained_diffseg(root: Path, prepared: Path, dataset_id: int, configuration: str,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -24,12 +25,49 @@ def nnunet_environment(root: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def run(command: list[str], env: dict[str, str], timeout: int = 900) -> subprocess.CompletedProcess:
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
+def succeeded(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    """``result`` if its command exited with 0; otherwise an AssertionError with the ends of its output."""
     if result.returncode != 0:
-        raise AssertionError(f"{' '.join(command)} failed ({result.returncode}):\n{result.stdout[-3000:]}\n"
+        raise AssertionError(f"{' '.join(result.args)} failed ({result.returncode}):\n{result.stdout[-3000:]}\n"
                              f"{result.stderr[-3000:]}")
     return result
+
+
+def run(command: list[str], env: dict[str, str], timeout: int = 900) -> subprocess.CompletedProcess:
+    return succeeded(subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout))
+
+
+def start(command: list[str], env: dict[str, str]) -> subprocess.Popen:
+    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finish(process: subprocess.Popen, timeout: int = 900) -> subprocess.CompletedProcess:
+    stdout, stderr = process.communicate(timeout=timeout)
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
+def run_all(calls: list[tuple[list[str], dict[str, str]]], timeout: int = 900) -> list[subprocess.CompletedProcess]:
+    """Run independent CLI calls ``(command, env)`` at the same time and require that each succeeds. Most of a CLI
+    call on these tiny datasets is single-threaded start-up (importing torch and nnU-Net), so two calls side by side
+    take little longer than one on two cores."""
+    processes = [start(command, env) for command, env in calls]
+    try:
+        results = [finish(process, timeout) for process in processes]
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
+    return [succeeded(result) for result in results]
+
+
+def planned_copy(prepared: Path, root: Path, dataset_id: int, settings: tuple[str, ...] = ()) -> dict[str, str]:
+    """Copy a prepared dataset root (raw and preprocessed, no results) into ``root`` and run nnugen_plan there with
+    ``--set`` for each of ``settings``; returns the copy's nnU-Net environment."""
+    shutil.copytree(prepared, root, dirs_exist_ok=True, ignore=shutil.ignore_patterns("results"))
+    env = nnunet_environment(root)
+    run([cli("nnugen_plan"), "-d", str(dataset_id), *(a for s in settings for a in ("--set", s))], env)
+    return env
 
 
 def in_process_trainer(trainer_class, preprocessed: Path, configuration: str, fold: int = 0):
@@ -43,6 +81,10 @@ def in_process_trainer(trainer_class, preprocessed: Path, configuration: str, fo
                          dataset_json=json.loads((preprocessed / "dataset.json").read_text()),
                          device=torch.device("cpu"))
 
+
+# the planned 3D denoiser (32-256 features, attention) takes about 5 s per iteration on 2 CPU cores; this one 0.5 s
+SMALL_3D_DENOISER = ("segmentation.denoiser.features_per_stage=[16,32,64,128]",
+                     "segmentation.denoiser.attention_stages=[]")
 
 # A short diffusion segmentation run: one epoch of a few iterations (enough to segment the organ of these phantoms, far
 # above the untrained network; see test_diffseg_e2e.py), one validation iteration, and 2 sampling steps (of the planned

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
-from e2e_helpers import cli, nnunet_environment, run
+from e2e_helpers import cli, nnunet_environment, run, run_all
 from test_anomaly_e2e import TINY
 
 pytestmark = pytest.mark.slow
@@ -98,11 +98,11 @@ def test_nnunet_predict_and_nnugen_predict_use_the_adapter_and_score_only_inside
     root, env = anatomy_run
     images, cases = _inputs(root)
     segmentations, maps = tmp_path / "segmentations", tmp_path / "maps"
-    run([cli("nnUNetv2_predict"), "-d", str(DATASET_ID), "-c", "3d_fullres", "-f", "0", "-tr", ADAPTER, "-p",
-         "nnugenPlans", "-i", str(images), "-o", str(segmentations), "-device", "cpu", "--disable_tta", "-npp", "0",
-         "-nps", "0"], env)
-    run([cli("nnugen_predict"), "-d", str(DATASET_ID), "-c", "3d", "-f", "0", "-tr", ADAPTER, "-i", str(images), "-o",
-         str(maps), "-device", "cpu", "--strengths", "0.25", "-npp", "0", "-nps", "0"], env)
+    run_all([([cli("nnUNetv2_predict"), "-d", str(DATASET_ID), "-c", "3d_fullres", "-f", "0", "-tr", ADAPTER, "-p",
+               "nnugenPlans", "-i", str(images), "-o", str(segmentations), "-device", "cpu", "--disable_tta", "-npp",
+               "0", "-nps", "0"], env),
+             ([cli("nnugen_predict"), "-d", str(DATASET_ID), "-c", "3d", "-f", "0", "-tr", ADAPTER, "-i", str(images),
+               "-o", str(maps), "-device", "cpu", "--strengths", "0.25", "-npp", "0", "-nps", "0"], env)])
     assert cases
     for case in cases:
         image, mask_file = images / f"{case}_0000.nii.gz", images / f"{case}_0001.nii.gz"

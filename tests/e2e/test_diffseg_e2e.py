@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 from dice import mean_foreground_dice
-from e2e_helpers import cli, nnunet_environment, run
+from e2e_helpers import cli, finish, nnunet_environment, run, run_all, start, succeeded
 
 pytestmark = pytest.mark.slow
 
@@ -33,25 +33,6 @@ def dataset_paths(model_folder: Path) -> tuple[Path, Path, Path]:
     root = model_folder.parents[2]
     raw = root / "raw" / model_folder.parent.name
     return root, raw / "imagesTs", raw / "labelsTs"
-
-
-def start(command: list[str], env: dict[str, str]) -> subprocess.Popen:
-    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def finish(process: subprocess.Popen, timeout: int = 600) -> subprocess.CompletedProcess:
-    stdout, stderr = process.communicate(timeout=timeout)
-    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
-
-
-def run_all(commands: list[list[str]], env: dict[str, str]) -> list[subprocess.CompletedProcess]:
-    """Run independent CLI calls at the same time (their start-up, mostly imports, overlaps) and require success."""
-    results = [finish(p) for p in [start(c, env) for c in commands]]
-    for result in results:
-        if result.returncode != 0:
-            raise AssertionError(f"{' '.join(result.args)} failed ({result.returncode}):\n{result.stdout[-3000:]}\n"
-                                 f"{result.stderr[-3000:]}")
-    return results
 
 
 def predict_untrained(model_folder: Path, images: Path, output: Path) -> None:
@@ -183,8 +164,8 @@ def test_nnugen_predict_is_repeatable_across_parts_resumes_and_copied_model_fold
     torn.write_bytes(b"")
     os.utime(torn, (0, 0))
     before = {name: (parts / name).stat().st_mtime_ns for name in outputs[cases[0]]}
-    results = run_all([[*predict, "-d", "902", "-c", "2d", "-o", str(parts), "-num_parts", "2", "-part_id", str(k),
-                        "--continue_prediction"] for k in (0, 1)], nnunet_environment(root))
+    results = run_all([([*predict, "-d", "902", "-c", "2d", "-o", str(parts), "-num_parts", "2", "-part_id", str(k),
+                         "--continue_prediction"], nnunet_environment(root)) for k in (0, 1)])
     assert "0 case(s) to predict" in results[0].stdout and "1 case(s) to predict" in results[1].stdout
     assert not torn.exists()  # removed at the start, by whichever part came first
     assert {name: (parts / name).stat().st_mtime_ns for name in outputs[cases[0]]} == before
@@ -233,10 +214,7 @@ class BackgroundTraining:
         self.process, self.model_folder = start(command, env), model_folder
 
     def result(self) -> Path:
-        completed = finish(self.process)
-        if completed.returncode != 0:
-            raise AssertionError(f"{' '.join(completed.args)} failed:\n{completed.stdout[-3000:]}\n"
-                                 f"{completed.stderr[-3000:]}")
+        succeeded(finish(self.process))
         assert (self.model_folder / "fold_0" / "checkpoint_final.pth").is_file()
         return self.model_folder
 

@@ -10,7 +10,7 @@ import time
 
 import pytest
 import torch
-from e2e_helpers import cli, nnunet_environment, run
+from e2e_helpers import SMALL_3D_DENOISER, cli, nnunet_environment, run
 
 pytestmark = pytest.mark.slow
 
@@ -20,20 +20,10 @@ EPOCHS = 4
 def test_kill_then_continue_finishes_without_losing_epochs(tiny3d, fresh_results):
     root = fresh_results(tiny3d)
     env = nnunet_environment(root)
-    run(
-        [
-            cli("nnugen_plan"),
-            "-d",
-            "901",
-            "--set",
-            f"segmentation.training.epochs={EPOCHS}",
-            "--set",
-            "segmentation.training.iterations_per_epoch=2",
-            "--set",
-            "segmentation.training.val_iterations_per_epoch=1",
-        ],
-        env,
-    )
+    # the small denoiser: resuming does not depend on the network's size, and the planned one takes ~5 s an iteration
+    settings = (f"segmentation.training.epochs={EPOCHS}", "segmentation.training.iterations_per_epoch=2",
+                "segmentation.training.val_iterations_per_epoch=1", *SMALL_3D_DENOISER)
+    run([cli("nnugen_plan"), "-d", "901", *(a for s in settings for a in ("--set", s))], env)
     command = [cli("nnugen_train"), "901", "0", "3d", "-device", "cpu", "--seed", "0"]
     fold = root / "results" / "Dataset901_Tiny3D" / "NnugenDiffSegTrainer__nnugenPlans__3d_fullres" / "fold_0"
     latest = fold / "checkpoint_latest.pth"

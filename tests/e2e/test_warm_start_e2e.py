@@ -1,8 +1,9 @@
 """Diffusion segmentation started from a trained nnU-Net, through the real CLIs: nnugen_train --task baseline trains
-nnU-Net's network (nnU-Net's trainer, checkpoint format and plan); nnugen_train --task seg -pretrained_weights maps it
-into the denoiser. With a learning rate too small to move a weight, the diffusion model's segmentations
-(nnugen_predict, sampled from noise) are nnUNetv2_predict's: the denoiser ignores the noisy mask and the timestep
-until it learns to use them. Bad checkpoints are refused in one line before anything is written."""
+nnU-Net's network (nnU-Net's trainer, checkpoint format and plan; the session's run in conftest.py); nnugen_train
+--task seg -pretrained_weights maps it into the denoiser. With a learning rate too small to move a weight, the
+diffusion model's segmentations (nnugen_predict, sampled from noise) are nnUNetv2_predict's: the denoiser ignores the
+noisy mask and the timestep until it learns to use them. Bad checkpoints are refused in one line before anything is
+written."""
 
 from __future__ import annotations
 
@@ -12,21 +13,19 @@ import subprocess
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from e2e_helpers import cli, nnunet_environment, run
+from e2e_helpers import cli, nnunet_environment, run, run_all
 
 pytestmark = pytest.mark.slow
 
 SHORT = ("training.epochs=1", "training.val_iterations_per_epoch=1")
 
 
-def test_seg_starts_from_a_trained_nnunet(tiny3d, fresh_results):
-    root = fresh_results(tiny3d)
+def test_seg_starts_from_a_trained_nnunet(trained_baseline3d, fresh_results):
+    root = fresh_results(trained_baseline3d, with_results=True)  # the session's trained baseline (conftest.py)
     env = nnunet_environment(root)
-    settings = [f"baseline.{s}" for s in (*SHORT, "training.iterations_per_epoch=3")]
-    settings += [f"segmentation.{s}" for s in (*SHORT, "training.iterations_per_epoch=1", "training.initial_lr=1e-9",
-                                                "training.val_sampling_steps=2", "sampler.steps=2")]
+    settings = [f"segmentation.{s}" for s in (*SHORT, "training.iterations_per_epoch=1", "training.initial_lr=1e-9",
+                                               "training.val_sampling_steps=2", "sampler.steps=2")]
     run([cli("nnugen_plan"), "-d", "901", *(a for s in settings for a in ("--set", s))], env)
-    run([cli("nnugen_train"), "901", "0", "3d", "--task", "baseline", "-device", "cpu", "--seed", "0"], env)
     results = root / "results" / "Dataset901_Tiny3D"
     baseline = results / "NnugenBaselineTrainer__nnugenPlans__3d_fullres"
     checkpoint = baseline / "fold_0" / "checkpoint_final.pth"
@@ -38,11 +37,11 @@ def test_seg_starts_from_a_trained_nnunet(tiny3d, fresh_results):
     assert f"started from {checkpoint}" in log.read_text()
 
     images = root / "raw" / "Dataset901_Tiny3D" / "imagesTs"
-    run([cli("nnUNetv2_predict"), "-d", "901", "-c", "3d_fullres", "-f", "0", "-tr", "NnugenBaselineTrainer",
-         "-p", "nnugenPlans", "-i", str(images), "-o", str(root / "nnunet"), "-device", "cpu", "--disable_tta",
-         "-npp", "0", "-nps", "0", "--save_probabilities"], env)
-    run([cli("nnugen_predict"), "-d", "901", "-c", "3d", "-f", "0", "-i", str(images), "-o", str(root / "diffusion"),
-         "-device", "cpu", "-npp", "0", "-nps", "0", "--save_probabilities"], env)
+    run_all([([cli("nnUNetv2_predict"), "-d", "901", "-c", "3d_fullres", "-f", "0", "-tr", "NnugenBaselineTrainer",
+               "-p", "nnugenPlans", "-i", str(images), "-o", str(root / "nnunet"), "-device", "cpu", "--disable_tta",
+               "-npp", "0", "-nps", "0", "--save_probabilities"], env),
+             ([cli("nnugen_predict"), "-d", "901", "-c", "3d", "-f", "0", "-i", str(images), "-o",
+               str(root / "diffusion"), "-device", "cpu", "-npp", "0", "-nps", "0", "--save_probabilities"], env)])
     cases = sorted(p.name for p in (root / "nnunet").glob("*.nii.gz"))
     assert cases and cases == sorted(p.name for p in (root / "diffusion").glob("*.nii.gz"))
     # nnU-Net's sliding window sums Gaussian-weighted tiles in float16: where the weight is tiny (the outer voxels of a
