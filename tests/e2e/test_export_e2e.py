@@ -15,22 +15,21 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
-from e2e_helpers import cli, nnunet_environment, run
+from e2e_helpers import cli, nnunet_environment, run, run_all
 
 pytestmark = pytest.mark.slow
 
 
-def _export(env: dict[str, str], dataset: str, configuration: str, trainer: str, target: Path) -> Path:
-    run([cli("nnUNetv2_export_model_to_zip"), "-d", dataset, "-o", str(target), "-c", configuration, "-tr", trainer,
-         "-p", "nnugenPlans", "-f", "0"], env)
-    return target
+def _export(dataset: str, configuration: str, trainer: str, target: Path) -> list[str]:
+    """The command that exports fold 0 of a model to the zip ``target``."""
+    return [cli("nnUNetv2_export_model_to_zip"), "-d", dataset, "-o", str(target), "-c", configuration, "-tr", trainer,
+            "-p", "nnugenPlans", "-f", "0"]
 
 
-def _install(archive: Path, root: Path) -> dict[str, str]:
-    """Install ``archive`` into ``root/results`` of a machine without raw or preprocessed data; returns its env."""
-    env = nnunet_environment(root)
-    run([cli("nnUNetv2_install_pretrained_model_from_zip"), str(archive)], env)
-    return env
+def _install(archive: Path, root: Path) -> tuple[list[str], dict[str, str]]:
+    """The command and env that install ``archive`` into ``root/results`` of a machine without raw or preprocessed
+    data."""
+    return [cli("nnUNetv2_install_pretrained_model_from_zip"), str(archive)], nnunet_environment(root)
 
 
 def _strings(value):
@@ -83,10 +82,14 @@ def _assert_same_images(folder: Path, reference: Path, with_data: bool = True) -
         assert geometry == expected_geometry if with_data else geometry[0] == expected_geometry[0]
 
 
-def _sample(env: dict[str, str], task: str, out: Path) -> Path:
-    run([cli("nnugen_sample"), "901", "3d", "1", str(out), "--task", task, "--steps", "2", "--size", "patch",
-         "-device", "cpu", "--seed", "5"], env)
-    return out
+def _sample(env: dict[str, str], task: str, out: Path) -> tuple[list[str], dict[str, str]]:
+    """The command and env that sample one case with ``task``'s model into ``out``."""
+    return [cli("nnugen_sample"), "901", "3d", "1", str(out), "--task", task, "--steps", "2", "--size", "patch",
+            "-device", "cpu", "--seed", "5"], env
+
+
+# Independent calls run side by side (run_all); a call that reads what another writes runs after it. Installs into one
+# results folder run one after the other (each creates the dataset's folder).
 
 
 def test_generators_sample_the_same_after_export_install_and_move(trained_generators3d, tmp_path):
@@ -94,29 +97,35 @@ def test_generators_sample_the_same_after_export_install_and_move(trained_genera
 
     root = trained_generators3d
     env = nnunet_environment(root)
-    archives = {trainer: _export(env, "901", "3d_fullres", trainer, tmp_path / f"{trainer}.zip")
+    archives = {trainer: tmp_path / f"{trainer}.zip"
                 for trainer in ("NnugenLDMTrainer", "NnugenDDPMTrainer", "NnugenAutoencoderTrainer")}
+    run_all([(_export("901", "3d_fullres", trainer, archive), env) for trainer, archive in archives.items()])
     for archive in archives.values():
         names = _assert_names_no_folder_of(archive, root, tmp_path)
         assert "Dataset901_Tiny3D/" + archive.stem + "__nnugenPlans__3d_fullres/fold_0/checkpoint_final.pth" in names
-    originals = {task: _sample(env, task, tmp_path / f"original_{task}") for task in ("ldm", "ddpm")}
+    originals = {task: tmp_path / f"original_{task}" for task in ("ldm", "ddpm")}
 
     # another machine: the latent model and the DDPM installed, not the autoencoder's model folder
     other = tmp_path / "other_machine"
-    other_env = _install(archives["NnugenLDMTrainer"], other)
-    _install(archives["NnugenDDPMTrainer"], other)
+    other_env = nnunet_environment(other)
+    run_all([*(_sample(env, task, out) for task, out in originals.items()),
+             _install(archives["NnugenLDMTrainer"], other)])
+    run(*_install(archives["NnugenDDPMTrainer"], other))
     assert not (other / "results" / "Dataset901_Tiny3D" / "NnugenAutoencoderTrainer__nnugenPlans__3d_fullres").exists()
-    for task in ("ldm", "ddpm"):
-        _assert_same_images(_sample(other_env, task, tmp_path / f"installed_{task}"), originals[task], False)
+    samples = {task: tmp_path / f"installed_{task}" for task in originals}
+    run_all([_sample(other_env, task, out) for task, out in samples.items()])
+    for task in originals:
+        _assert_same_images(samples[task], originals[task], False)
 
     # the installed results folder moved with a plain rename
     moved = tmp_path / "moved_machine"
     (moved / "results").parent.mkdir()
     shutil.move(other / "results", moved / "results")
-    _assert_same_images(_sample(nnunet_environment(moved), "ldm", tmp_path / "moved_ldm"), originals["ldm"], False)
+    run(*_sample(nnunet_environment(moved), "ldm", tmp_path / "moved_ldm"))
+    _assert_same_images(tmp_path / "moved_ldm", originals["ldm"], False)
 
     # the autoencoder's model folder travels too: its checkpoint names the autoencoder's arguments
-    _install(archives["NnugenAutoencoderTrainer"], moved)
+    run(*_install(archives["NnugenAutoencoderTrainer"], moved))
     fold = "Dataset901_Tiny3D/NnugenAutoencoderTrainer__nnugenPlans__3d_fullres/fold_0"
     installed, arguments = load_autoencoder(moved / "results" / fold)
     trained, trained_arguments = load_autoencoder(root / "results" / fold)
@@ -128,20 +137,24 @@ def test_diffusion_segmenter_predicts_the_same_after_export_install_and_move(tra
     root = trained_diffseg2d.parents[2]
     images = root / "raw" / "Dataset902_Tiny2D" / "imagesTs"
     env = nnunet_environment(root)
-    archive = _export(env, "902", "2d", "NnugenDiffSegTrainer", tmp_path / "diffseg.zip")
+    archive = tmp_path / "diffseg.zip"
+
+    def predict(environment: dict[str, str], out: Path) -> tuple[list[str], dict[str, str]]:
+        return [cli("nnUNetv2_predict"), "-d", "902", "-c", "2d", "-f", "0", "-tr", "NnugenDiffSegTrainer",
+                "-p", "nnugenPlans", "-i", str(images), "-o", str(out), "-device", "cpu", "--disable_tta",
+                "-npp", "0", "-nps", "0"], environment
+
+    original, installed, moved_out = tmp_path / "original", tmp_path / "installed", tmp_path / "moved"
+    run_all([(_export("902", "2d", "NnugenDiffSegTrainer", archive), env), predict(env, original)])
     names = _assert_names_no_folder_of(archive, root, tmp_path)
     assert any(name.endswith("fold_0/debug.json") for name in names)
 
-    def predict(environment: dict[str, str], out: Path) -> Path:
-        run([cli("nnUNetv2_predict"), "-d", "902", "-c", "2d", "-f", "0", "-tr", "NnugenDiffSegTrainer",
-             "-p", "nnugenPlans", "-i", str(images), "-o", str(out), "-device", "cpu", "--disable_tta",
-             "-npp", "0", "-nps", "0"], environment)
-        return out
-
-    original = predict(env, tmp_path / "original")
     other = tmp_path / "other_machine"
-    _assert_same_images(predict(_install(archive, other), tmp_path / "installed"), original)
+    run(*_install(archive, other))
+    run(*predict(nnunet_environment(other), installed))
+    _assert_same_images(installed, original)
     moved = tmp_path / "moved_machine"
     moved.mkdir()
     shutil.move(other / "results", moved / "results")
-    _assert_same_images(predict(nnunet_environment(moved), tmp_path / "moved"), original)
+    run(*predict(nnunet_environment(moved), moved_out))
+    _assert_same_images(moved_out, original)

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from e2e_helpers import cli, diffseg_settings, nnunet_environment, run
+from e2e_helpers import cli, diffseg_settings, nnunet_environment, run, run_all
 
 pytestmark = pytest.mark.slow
 
@@ -31,8 +31,9 @@ def two_models(trained_diffseg2d, tmp_path_factory) -> tuple[Path, dict[str, str
     env = nnunet_environment(root)
     # the same plans as the segmenter was trained with (its --val reads them), with the baseline's short run added
     run([cli("nnugen_plan"), "-d", "902", *(a for s in diffseg_settings("2d") + BASELINE for a in ("--set", s))], env)
-    run([cli("nnugen_train"), "902", "0", "2d", "-device", "cpu", "--seed", "0", "--val", "--npz"], env)
-    run([cli("nnugen_train"), "902", "0", "2d", "--task", "baseline", "-device", "cpu", "--seed", "0", "--npz"], env)
+    run_all([([cli("nnugen_train"), "902", "0", "2d", "-device", "cpu", "--seed", "0", "--val", "--npz"], env),
+             ([cli("nnugen_train"), "902", "0", "2d", "--task", "baseline", "-device", "cpu", "--seed", "0", "--npz"],
+              env)])  # side by side: they write different model folders
     return root, env
 
 
@@ -65,10 +66,9 @@ def test_find_best_configuration_ranks_nnugen_models_and_their_ensemble(two_mode
     # nnUNetv2_ensemble averages them; the result is the argmax of the two models' mean probabilities
     images = root / "raw" / "Dataset902_Tiny2D" / "imagesTs"
     outputs = [tmp_path / f"model_{k}" for k in range(len(MODELS))]
-    for model, output in zip(MODELS, outputs):
-        run([cli("nnUNetv2_predict"), "-d", "902", "-c", "2d", "-f", "0", "-tr", model.split("__")[0],
-             "-p", "nnugenPlans", "-i", str(images), "-o", str(output), "-device", "cpu", "--save_probabilities",
-             "-npp", "0", "-nps", "0"], env)
+    run_all([([cli("nnUNetv2_predict"), "-d", "902", "-c", "2d", "-f", "0", "-tr", model.split("__")[0],
+               "-p", "nnugenPlans", "-i", str(images), "-o", str(output), "-device", "cpu", "--save_probabilities",
+               "-npp", "0", "-nps", "0"], env) for model, output in zip(MODELS, outputs)])
     ensembled = tmp_path / "ensembled"
     run([cli("nnUNetv2_ensemble"), "-i", *map(str, outputs), "-o", str(ensembled), "-np", "1"], env)
     segmentations = _segmentations(ensembled)

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from e2e_helpers import cli, nnunet_environment
+from e2e_helpers import cli, nnunet_environment, run_all
 from test_diffseg_e2e import FAST, dataset_paths
 
 FLAGS = [*FAST, "-f", "0", "--save-uncertainty", "--save_probabilities", "--ensemble-size", "2", "--steps", "2",
@@ -38,14 +38,20 @@ def wide_cases(trained_diffseg2d, tmp_path_factory) -> tuple[Path, dict[str, str
     return folder, nnunet_environment(trained_diffseg2d.parents[2])
 
 
-def _predict(model: Path, images: Path, out: Path, env, partition: list[str], processes: int = 1,
-             extra: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+def _command(model: Path, images: Path, out: Path, partition: list[str], processes: int = 1,
+             extra: tuple[str, ...] = ()) -> list[str]:
     command = [cli("nnugen_predict"), "-m", str(model), "-i", str(images), "-o", str(out), *FLAGS, *extra,
                "--partition", *partition, "--partition-timeout", "120"]
     if processes > 1:
         command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes),
                    *command]
-    return subprocess.run(command, env={**env, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=900)
+    return command
+
+
+def _predict(model: Path, images: Path, out: Path, env, partition: list[str], processes: int = 1,
+             extra: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+    return subprocess.run(_command(model, images, out, partition, processes, extra),
+                          env={**env, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=900)
 
 
 def _array(path: Path) -> np.ndarray:
@@ -54,11 +60,11 @@ def _array(path: Path) -> np.ndarray:
 
 def test_two_processes_write_the_files_of_one_and_compose_with_parts(trained_diffseg2d, wide_cases, tmp_path):
     images, env = wide_cases
-    one = _predict(trained_diffseg2d, images, tmp_path / "one", env, ["1", "1"])
-    assert one.returncode == 0, one.stdout[-3000:] + one.stderr[-3000:]
-    two = _predict(trained_diffseg2d, images, tmp_path / "two", env, ["1", "2"], processes=2,
-                   extra=("-num_parts", "2", "-part_id", "1"))
-    assert two.returncode == 0, two.stdout[-3000:] + two.stderr[-3000:]
+    env = {**env, "OMP_NUM_THREADS": "1"}
+    _, two = run_all([  # side by side (most of each is start-up), each into its own folder
+        (_command(trained_diffseg2d, images, tmp_path / "one", ["1", "1"]), env),
+        (_command(trained_diffseg2d, images, tmp_path / "two", ["1", "2"], processes=2,
+                  extra=("-num_parts", "2", "-part_id", "1")), env)])
     assert "cut 1 x 2 over 2 process(es)" in two.stdout
     assert sorted(p.name for p in (tmp_path / "one").glob("wide*")) == [
         f"wide{k}{suffix}" for k in (0, 1)
