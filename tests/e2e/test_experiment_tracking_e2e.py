@@ -5,10 +5,11 @@ installed here: a stand-in module records what nnU-Net's ``WandbLogger`` sends i
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from e2e_helpers import cli, in_process_trainer, nnunet_environment, run
+from e2e_helpers import in_process_trainer, nnunet_environment, planned_copy
 
 pytestmark = pytest.mark.slow
 
@@ -31,12 +32,19 @@ class StandInRun:
         self.logged.extend((key, value, step) for key, value in values.items())
 
 
-@pytest.fixture()
-def training(tiny2d, fresh_results, monkeypatch):
-    root = fresh_results(tiny2d)
-    env = nnunet_environment(root)
+@pytest.fixture(scope="module")
+def planned2d(tiny2d, tmp_path_factory) -> Path:
+    """A copy of dataset 902 planned by nnugen_plan once for this module; each test works on a copy of it."""
+    root = tmp_path_factory.mktemp("tracking2d")
     sets = [f"{task}.{s}" for task in EXTRA for s in SETTINGS] + [s for extra in EXTRA.values() for s in extra]
-    run([cli("nnugen_plan"), "-d", "902", *(a for s in sets for a in ("--set", s))], env)
+    planned_copy(tiny2d, root, 902, tuple(sets))
+    return root
+
+
+@pytest.fixture()
+def training(planned2d, fresh_results, monkeypatch):
+    root = fresh_results(planned2d)
+    env = nnunet_environment(root)
     for key in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results", "nnUNet_n_proc_DA"):
         monkeypatch.setenv(key, env[key])
     monkeypatch.delenv("nnUNet_wandb_enabled", raising=False)

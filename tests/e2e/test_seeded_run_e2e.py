@@ -5,9 +5,11 @@ nnugen's seeded workers, the runs differ (nnU-Net's workers reseed NumPy from th
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
-from e2e_helpers import cli, in_process_trainer, nnunet_environment, run
+from e2e_helpers import in_process_trainer, nnunet_environment, planned_copy
 
 pytestmark = pytest.mark.slow
 
@@ -16,11 +18,18 @@ SETTINGS = ("segmentation.training.epochs=1", "segmentation.training.iterations_
             "segmentation.sampler.steps=2")
 
 
+@pytest.fixture(scope="module")
+def planned2d(tiny2d, tmp_path_factory) -> Path:
+    """A copy of dataset 902 planned by nnugen_plan with SETTINGS once for this module; each test works on a copy."""
+    root = tmp_path_factory.mktemp("seeded2d")
+    planned_copy(tiny2d, root, 902, SETTINGS)
+    return root
+
+
 @pytest.fixture()
-def seeded_training(tiny2d, fresh_results, monkeypatch):
-    root = fresh_results(tiny2d)
+def seeded_training(planned2d, fresh_results, monkeypatch):
+    root = fresh_results(planned2d)
     env = nnunet_environment(root)
-    run([cli("nnugen_plan"), "-d", "902", *(a for s in SETTINGS for a in ("--set", s))], env)
     for key in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
         monkeypatch.setenv(key, env[key])
     folder = root / "preprocessed" / "Dataset902_Tiny2D"

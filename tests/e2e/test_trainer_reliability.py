@@ -5,20 +5,28 @@ atomic and a broken one is reported in one line, the NaN-proof EMA pseudo Dice, 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from e2e_helpers import cli, nnunet_environment, run
+from e2e_helpers import nnunet_environment, planned_copy
 
 pytestmark = pytest.mark.slow
 
 
+@pytest.fixture(scope="module")
+def planned3d(tiny3d, tmp_path_factory) -> Path:
+    """A copy of dataset 901 planned by nnugen_plan once for this module; each test works on a copy of it."""
+    root = tmp_path_factory.mktemp("reliability3d")
+    planned_copy(tiny3d, root, 901, ("segmentation.training.max_nonfinite_steps=3",))
+    return root
+
+
 @pytest.fixture()
-def trainer_factory(tiny3d, fresh_results, monkeypatch):
-    root = fresh_results(tiny3d)
+def trainer_factory(planned3d, fresh_results, monkeypatch):
+    root = fresh_results(planned3d)
     env = nnunet_environment(root)
-    run([cli("nnugen_plan"), "-d", "901", "--set", "segmentation.training.max_nonfinite_steps=3"], env)
     for key in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
         monkeypatch.setenv(key, env[key])
     folder = root / "preprocessed" / "Dataset901_Tiny3D"
