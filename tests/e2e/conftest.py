@@ -90,7 +90,7 @@ def trained_diffseg2d(tiny2d, tmp_path_factory) -> Path:
 
 
 # The generative models' short runs: 1 epoch of 2 iterations, a preview each epoch (test_generation_e2e.py,
-# test_export_e2e.py)
+# test_export_e2e.py; test_sample_e2e.py samples from a copy of the DDPM)
 GENERATOR_SHORT = ("training.epochs=1", "training.iterations_per_epoch=2", "training.val_iterations_per_epoch=1",
                    "training.preview_every=1")
 GENERATOR_SMALL = ("denoiser.features_per_stage=[16,32,64,128]", "denoiser.attention_stages=[]")

@@ -22,21 +22,17 @@ from nnugen.inference.sample_writing import ReferenceGeometry, SampleGeometry
 pytestmark = pytest.mark.slow
 
 MODEL = "NnugenDDPMTrainer__nnugenPlans__3d_fullres"
-# 1 epoch x 2 iterations, and a small denoiser (the planned one takes seconds per step on 2 CPU cores)
-DDPM_SETTINGS = ("ddpm.training.epochs=1", "ddpm.training.iterations_per_epoch=2",
-                 "ddpm.training.val_iterations_per_epoch=1", "ddpm.denoiser.features_per_stage=[16,32,64,128]",
-                 "ddpm.denoiser.attention_stages=[]")
 SAMPLE_ARGS = ("--steps", "2", "--seed", "0", "-device", "cpu")
 
 
 @pytest.fixture(scope="module")
-def ddpm_root(tiny3d, tmp_path_factory) -> Path:
-    """A copy of tiny3d with NnugenDDPMTrainer (joint image + label) trained on fold 0."""
+def ddpm_root(trained_generators3d, tmp_path_factory) -> Path:
+    """A copy of tiny3d with the session's NnugenDDPMTrainer (joint image + label, 1 epoch x 2 iterations, a small
+    denoiser: conftest.py's trained_generators3d) on fold 0, and no other model."""
     root = tmp_path_factory.mktemp("ddpm3d")
-    shutil.copytree(tiny3d, root, dirs_exist_ok=True, ignore=shutil.ignore_patterns("results"))
-    env = nnunet_environment(root)
-    run([cli("nnugen_plan"), "-d", "901", *(a for s in DDPM_SETTINGS for a in ("--set", s))], env)
-    run([cli("nnugen_train"), "901", "0", "3d", "--task", "ddpm", "-device", "cpu", "--seed", "0"], env)
+    shutil.copytree(trained_generators3d, root, dirs_exist_ok=True, ignore=shutil.ignore_patterns("results"))
+    shutil.copytree(trained_generators3d / "results" / "Dataset901_Tiny3D" / MODEL,
+                    root / "results" / "Dataset901_Tiny3D" / MODEL)
     assert (root / "results" / "Dataset901_Tiny3D" / MODEL / "fold_0" / "checkpoint_final.pth").is_file()
     return root
 
