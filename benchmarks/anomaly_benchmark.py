@@ -109,7 +109,10 @@ def _baseline_maps(root: Path, folder: str, cases: dict[str, list[Path]], health
     with torch.no_grad():
         for case, files in cases.items():
             x, properties = model_image(files)
-            reconstruction, _ = autoencoder(x)
+            # the autoencoder needs sizes divisible by its strides (16 covers the planned ones): edge-padded, cropped
+            pad = [p for size in reversed(x.shape[2:]) for p in (0, -size % 16)]
+            reconstruction, _ = autoencoder(torch.nn.functional.pad(x, pad, mode="replicate"))
+            reconstruction = reconstruction[(..., *(slice(0, size) for size in x.shape[2:]))]
             body = body_mask(x)
             for name, raw in (("intensity", (x - median).abs().mean(1, keepdim=True)),
                               ("autoencoder", residual_map(x, reconstruction.clamp(-1, 1)))):
@@ -286,7 +289,9 @@ def main(argv: list[str] | None = None) -> int:
             for strength in args.single_strengths]
     multi = f"diffusion, strengths 0.25/0.5/0.75 (DDIM {args.steps} each{x_seeds})"
     for epoch in sorted(set(args.keep_epochs) - {epochs}):
-        runs.append((f"{multi}, epoch {epoch}", [*seeds, "-chk", f"checkpoint_epoch_{epoch:04d}.pth"],
+        # a kept checkpoint has no threshold of its own; the final one only binarises (the maps are what is scored)
+        runs.append((f"{multi}, epoch {epoch}", [*seeds, "-chk", f"checkpoint_epoch_{epoch:04d}.pth",
+                                                  "--threshold-file", str(folds["anomaly"] / "threshold.json")],
                      f"multi_epoch{epoch:04d}{suffix}", epoch))
     runs.append((multi + (f", epoch {epochs}" if args.keep_epochs else ""), seeds, "multi" + suffix, epochs))
     for title, flags, folder, epoch in runs:
@@ -302,6 +307,9 @@ def main(argv: list[str] | None = None) -> int:
 
     labels = {case: _read((raw / ("labelsTs" if case in test else "labelsTr")) / f"{case}.nii.gz") > 0
               for case in cases if case not in train}
+    # 2D cases written as one-slice volumes read as (1, y, x), the baseline maps as (y, x)
+    maps = {title: {c: m.reshape(labels[c].shape) for c, m in by_case.items() if c in labels}
+            for title, by_case in maps.items()}
     min_components = 10
     healthy_pixels = sum(labels[c].size for c in held_out)
     rows = {}
