@@ -51,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
+    from acvl_utils.cropping_and_padding.padding import pad_nd_image
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
     from nnugen.config import AnomalySettings, section_of
@@ -101,7 +102,9 @@ def _run(args: argparse.Namespace) -> int:
             x = x[torch.from_numpy(keep)]
         else:
             x = x[None]
-        images[case] = intensity.to_model(x).to(device)
+        # smaller than the patch: padded with the preprocessed zero as nnU-Net's predictor pads; errors on the image
+        x, slicer = pad_nd_image(x, manager.patch_size, "constant", {"value": 0}, True)
+        images[case] = (intensity.to_model(x).to(device), tuple(slicer))
 
     evaluations = [0]
     model_output = generator.model_output
@@ -123,9 +126,9 @@ def _run(args: argparse.Namespace) -> int:
             request = SamplingRequest(replace(generator.sampler, steps=steps, seeds=1), args.seed)
             total, count, worst, used, start = 0.0, 0, 0.0, 0, time.perf_counter()
             evaluations[0] = 0
-            for image in images.values():
+            for image, slicer in images.values():
                 ensemble = counterfactual_ensemble(generator, image, None, None, anomaly, (args.strength,), request)
-                error = (ensemble.members[0] - ensemble.reference).abs()
+                error = (ensemble.members[0] - ensemble.reference).abs()[slicer]
                 total, count, worst = total + float(error.sum()), count + error.numel(), max(worst, float(error.max()))
                 used += image.shape[0]
             what = "plain DDIM" if iterations == 0 else f"fixed-point, <= {iterations} iterations"
