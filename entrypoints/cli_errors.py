@@ -28,8 +28,15 @@ def run_reporting_errors(prog: str, body: Callable[[], int], expected: tuple[typ
         return body()
     except expected as error:
         message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        print(f"{prog}: error: {message}", file=sys.stderr)
+        _say(f"{prog}: error: {message}")
         return EXIT_MALFORMED if isinstance(error, MalformedFileError) else EXIT_REFUSED
     except KeyboardInterrupt:
-        print(f"{prog}: interrupted", file=sys.stderr)
+        _say(f"{prog}: interrupted")
         return EXIT_INTERRUPTED
+
+
+def _say(line: str) -> None:
+    """``line`` and its newline in one write: the ranks of a torchrun share stderr, and ``print`` writes the text and
+    its end separately, so two ranks' lines could run together."""
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
