@@ -13,15 +13,21 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="nnugen_demo",
         description=(
-            "Write a small phantom dataset (synthetic 3D MRI-like scans with two foreground classes) in nnU-Net raw "
-            "format, then run nnUNetv2_plan_and_preprocess, nnugen_plan, nnugen_train (nnU-Net baseline and diffusion "
-            "segmentation, same plan and budget), nnUNetv2_predict on held-out cases, and print Dice per class. Then "
-            "train a small DDPM that generates images with their labels and write samples with nnugen_sample, and "
-            "train a healthy-only anomaly model that finds inserted lesions (pixel AUPRC and Dice). "
-            "nnUNet_raw / _preprocessed / _results are set to folders in the work folder where unset."))
+            "Show every nnugen capability working, on small datasets made on the spot (2D phantoms by default), "
+            "through the real CLIs: nnU-Net's baseline and diffusion segmentation with the same plan and budget "
+            "(Dice, HD95, and how well the ensemble's uncertainty finds its errors), a DDPM that generates images "
+            "with their label maps (distance to real against noise's, labels checked by nnU-Net), and a model of "
+            "healthy cases that finds inserted lesions (pixel AUPRC, Dice). Ends with WORK_DIR/report.html (and "
+            "report.png): tables, pictures, capability checks and the commands. nnUNet_raw / _preprocessed / "
+            "_results are set to folders in the work folder where unset."))
     parser.add_argument("--work-dir", type=Path, default=Path("nnugen_work"),
                         help="work folder (default ./nnugen_work)")
-    parser.add_argument("--2d", dest="two_d", action="store_true", help="2D phantoms and the 2d configuration")
+    dimension = parser.add_mutually_exclusive_group()
+    dimension.add_argument("--2d", dest="three_d", action="store_false",
+                           help="2D phantoms and nnU-Net's 2d configuration (the default)")
+    dimension.add_argument("--3d", dest="three_d", action="store_true",
+                           help="3D phantoms and 3d_fullres instead (several times longer)")
+    parser.set_defaults(three_d=False)
     parser.add_argument("--quick", action="store_true", help="smaller and shorter (about 3 minutes on 2 CPU cores)")
     parser.add_argument("--real", action="store_true",
                         help="real anatomy instead of phantoms: the MNI152 template bundled with nilearn, augmented "
@@ -45,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
 
             device = "cuda" if torch.cuda.is_available() else "cpu"
         torch_device(device)  # before anything is written: a bad device would fail minutes in
-        run_demo(DemoRequest(work_dir=args.work_dir, two_d=args.two_d, quick=args.quick, device=device,
+        run_demo(DemoRequest(work_dir=args.work_dir, three_d=args.three_d, quick=args.quick, device=device,
                              real=args.real, parts=tuple(dict.fromkeys(args.parts))))
         return 0
 

@@ -2,7 +2,9 @@
 through the real CLIs: write_lesion_dataset -> nnUNetv2_plan_and_preprocess -> nnugen_plan -> nnugen_train --task
 anomaly (healthy cases only; the threshold is chosen on validation cases with lesions of the tuning families) ->
 nnUNetv2_predict on held-out cases with lesions of other families (the segmentation) and nnugen_predict (the anomaly
-maps) -> pixel AUPRC and Dice. The synthetic lesions check the machinery, not performance on real pathology."""
+maps) -> pixel AUPRC and Dice, a picture (image, lesions, counterfactual, map, segmentation) and the checks: AUPRC
+several times the lesion prevalence (what a map without information scores) and a Dice well above 0. 2D phantoms by
+default, 3D with ``three_d``. The synthetic lesions check the machinery, not performance on real pathology."""
 
 from __future__ import annotations
 
@@ -12,12 +14,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from nnugen.demo.pictures import Panel, as_slice, busiest_slice, write_picture
+from nnugen.demo.report import Section, at_least
 from nnugen.folders.model_folder import ModelFolder
 from nnugen.tasks import TASKS
 
 DATASET_ID = 993
 DATASET_NAME = "nnugenLesions"
 TRAINER = TASKS["anomaly"].trainer
+AUPRC_OVER_PREVALENCE = 3.0
+"""The pixel AUPRC must be at least this many times the lesion prevalence."""
+LESION_DICE = 0.2
+"""The lesion segmentation's pooled Dice must reach this."""
 
 
 @dataclass(frozen=True)
@@ -32,20 +40,31 @@ class AnomalyDemoSize:
     seeds: int
 
 
-def anomaly_demo_size(quick: bool) -> AnomalyDemoSize:
+def anomaly_demo_size(quick: bool, three_d: bool = False) -> AnomalyDemoSize:
+    if three_d:
+        return (AnomalyDemoSize((32, 32, 32), 6, 2, 2, 1, 20, 4, 1) if quick
+                else AnomalyDemoSize((32, 32, 32), 10, 3, 4, 2, 40, 8, 4))
     if quick:
-        return AnomalyDemoSize((32, 32, 32), 6, 2, 2, 1, 20, 4, 1)
-    return AnomalyDemoSize((32, 32, 32), 10, 3, 4, 2, 40, 8, 4)
+        return AnomalyDemoSize((64, 64), 12, 3, 4, 2, 50, 8, 2)
+    return AnomalyDemoSize((64, 64), 16, 4, 6, 4, 75, 10, 4)
 
 
-def _settings(size: AnomalyDemoSize) -> list[str]:
-    """nnugen_plan --set flags: the run length, a small denoiser (the planned one takes ~5 s per 3D step on 2 CPU
-    cores), DDIM steps per strength and seeds (fewer than the plans' 8, to keep the demo short)."""
+def _settings(size: AnomalyDemoSize, stages: int) -> list[str]:
+    """nnugen_plan --set flags: the run length, a small denoiser of the plan's ``stages`` (16, 32, 64, 128, 128, ...;
+    the planned one takes ~5 s per 3D step on 2 CPU cores), DDIM steps per strength and seeds (fewer than the plans'
+    8, to keep the demo short)."""
+    features = str([min(16 * 2**s, 128) for s in range(stages)]).replace(" ", "")
     settings = (f"anomaly.training.epochs={size.epochs}", f"anomaly.training.iterations_per_epoch={size.iterations}",
                 "anomaly.training.val_iterations_per_epoch=2", "anomaly.training.initial_lr=0.001",
-                "anomaly.denoiser.features_per_stage=[16,32,64,128]", "anomaly.denoiser.attention_stages=[]",
+                f"anomaly.denoiser.features_per_stage={features}", "anomaly.denoiser.attention_stages=[]",
                 f"anomaly.sampler.steps={size.steps}", f"anomaly.sampler.seeds={size.seeds}")
     return [a for s in settings for a in ("--set", s)]
+
+
+def _planned_stages(preprocessed: Path, configuration: str) -> int:
+    """The number of stages nnU-Net planned for ``configuration`` (the denoiser has as many)."""
+    plans = json.loads((preprocessed / "nnUNetPlans.json").read_text(encoding="utf-8"))
+    return int(plans["configurations"][configuration]["architecture"]["arch_kwargs"]["n_stages"])
 
 
 def _read(path: Path):
@@ -54,31 +73,34 @@ def _read(path: Path):
     return sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
 
 
-def run_anomaly_demo(work_dir: Path, quick: bool, device: str, say: Callable[[str], None], log: Path) -> dict:
+def run_anomaly_demo(work_dir: Path, quick: bool, device: str, say: Callable[[str], None], log: Path,
+                     three_d: bool = False) -> Section:
     """Run the demo in ``work_dir`` (nnUNet_* folders inside it unless set); commands' output goes to ``log``.
-    Returns {"pixel_auprc", "dice", "threshold", "cases"} on the held-out lesion cases."""
+    Returns the report's section; its ``numbers``: pixel_auprc, dice, prevalence, threshold, cases (held-out)."""
     import numpy as np
 
     from nnugen.anomaly import dice, pixel_auprc
     from nnugen.atomic_files import atomic_write_json
-    from nnugen.demo.commands import cli, run_logged, set_nnunet_folders
+    from nnugen.demo.commands import cli, log_size, logged_commands, run_logged, set_nnunet_folders
     from nnugen.demo.lesion_dataset import write_lesion_dataset
     from nnugen.demo.phantom import PhantomSpec
     from nnugen.demo.progress_follow import prediction_watch, training_watch
 
-    size = anomaly_demo_size(quick)
+    size = anomaly_demo_size(quick, three_d)
+    configuration, short = ("3d_fullres", "3d") if three_d else ("2d", "2d")
     work_dir = Path(work_dir)
     folders = set_nnunet_folders(work_dir)
-    folder = f"Dataset{DATASET_ID:03d}_{DATASET_NAME}"
+    since = log_size(log)
+    folder = f"Dataset{DATASET_ID:03d}_{DATASET_NAME}{'3D' if three_d else '2D'}"
     raw = Path(folders["nnUNet_raw"]) / folder
     if not (raw / "dataset.json").is_file():
         say(f"anomaly: writing {size.n_healthy} healthy phantoms, {size.n_val_lesion} with lesions to choose the "
             f"threshold and {size.n_test_lesion} held-out ones with lesions of other families "
             f"({'x'.join(map(str, size.shape))}, synthetic lesions: a check of the machinery, not of real pathology)")
-        write_lesion_dataset(Path(folders["nnUNet_raw"]), DATASET_ID, DATASET_NAME, size.n_healthy, size.n_val_lesion,
-                             size.n_test_lesion, seed=0, spec=PhantomSpec(shape=size.shape))
+        write_lesion_dataset(Path(folders["nnUNet_raw"]), DATASET_ID, folder.split("_", 1)[1], size.n_healthy,
+                             size.n_val_lesion, size.n_test_lesion, seed=0, spec=PhantomSpec(shape=size.shape))
     say("anomaly: nnUNetv2_plan_and_preprocess (nnU-Net, unchanged)")
-    run_logged([cli("nnUNetv2_plan_and_preprocess"), "-d", str(DATASET_ID), "-c", "3d_fullres", "-np", "2",
+    run_logged([cli("nnUNetv2_plan_and_preprocess"), "-d", str(DATASET_ID), "-c", configuration, "-np", "2",
                 "-npfp", "2", "--verify_dataset_integrity"], log)
     lesions = json.loads((raw / "dataset.json").read_text())["nnugen_lesions"]
     validation = sorted(case for case in lesions["lesion_families"] if (raw / "labelsTr" / f"{case}.nii.gz").is_file())
@@ -87,17 +109,18 @@ def run_anomaly_demo(work_dir: Path, quick: bool, device: str, say: Callable[[st
                       [{"train": lesions["healthy_cases"], "val": validation}])
     say(f"anomaly: nnugen_plan ({size.epochs} epochs x {size.iterations} iterations, DDIM {size.steps} steps per "
         "strength)")
-    run_logged([cli("nnugen_plan"), "-d", str(DATASET_ID), "-c", "3d_fullres", *_settings(size)], log)
-    say(f"anomaly: nnugen_train {DATASET_ID} 0 3d --task anomaly -device {device} (healthy cases only; then the "
-        "threshold on the validation lesions)")
-    model = ModelFolder.of(folder, TRAINER, "3d_fullres", results=Path(folders["nnUNet_results"]))
-    run_logged([cli("nnugen_train"), str(DATASET_ID), "0", "3d", "--task", "anomaly", "-device", device, "--seed",
+    stages = _planned_stages(Path(folders["nnUNet_preprocessed"]) / folder, configuration)
+    run_logged([cli("nnugen_plan"), "-d", str(DATASET_ID), "-c", configuration, *_settings(size, stages)], log)
+    say(f"anomaly: nnugen_train {DATASET_ID} 0 {short} --task anomaly -device {device} (healthy cases only; then "
+        "the threshold on the validation lesions)")
+    model = ModelFolder.of(folder, TRAINER, configuration, results=Path(folders["nnUNet_results"]))
+    run_logged([cli("nnugen_train"), str(DATASET_ID), "0", short, "--task", "anomaly", "-device", device, "--seed",
                 "0"], log, training_watch(model.fold(0)))
 
     segmentations, maps = work_dir / "predictions" / TRAINER, work_dir / "predictions" / f"{TRAINER}_maps"
     for output in (segmentations, maps):
         shutil.rmtree(output, ignore_errors=True)
-    common = ["-d", str(DATASET_ID), "-c", "3d_fullres", "-f", "0", "-tr", TRAINER, "-p", "nnugenPlans", "-i",
+    common = ["-d", str(DATASET_ID), "-c", configuration, "-f", "0", "-tr", TRAINER, "-p", "nnugenPlans", "-i",
               str(raw / "imagesTs"), "-device", device, "-npp", "0", "-nps", "0"]
     say(f"anomaly: nnUNetv2_predict -tr {TRAINER} on {size.n_test_lesion} held-out cases (lesion segmentation)")
     run_logged([cli("nnUNetv2_predict"), *common, "-o", str(segmentations), "--disable_tta"], log,
@@ -112,10 +135,35 @@ def run_anomaly_demo(work_dir: Path, quick: bool, device: str, say: Callable[[st
     anomaly = [_read(maps / f"{case}_anomaly.nii.gz") for case in cases]
     threshold = json.loads((model.fold(0) / "threshold.json").read_text())["threshold"]
     pooled = np.concatenate([lab.ravel() for lab in labels])
-    result = {"pixel_auprc": pixel_auprc(anomaly, labels),
-              "dice": dice(np.concatenate([p.ravel() for p in predicted]), pooled),
-              "prevalence": float(pooled.mean()), "threshold": float(threshold), "cases": len(cases)}
-    say(f"anomaly: on {len(cases)} held-out cases: pixel AUPRC {result['pixel_auprc']:.3f} (lesion prevalence "
-        f"{result['prevalence']:.3f}, what a map without information scores), Dice {result['dice']:.3f} at the "
-        f"threshold {threshold:.4g}; maps and counterfactuals in {maps}")
-    return result
+    numbers = {"pixel_auprc": pixel_auprc(anomaly, labels),
+               "dice": dice(np.concatenate([p.ravel() for p in predicted]), pooled),
+               "prevalence": float(pooled.mean()), "threshold": float(threshold), "cases": len(cases)}
+    line = (f"On {len(cases)} held-out cases with lesions of families the threshold never saw: pixel AUPRC "
+            f"{numbers['pixel_auprc']:.3f} (lesion prevalence {numbers['prevalence']:.3f}, what a map without "
+            f"information scores), Dice {numbers['dice']:.3f} at the threshold {threshold:.4g}.")
+    say(f"anomaly: {line} Maps and counterfactuals in {maps}")
+    section = Section("Anomaly: lesions found by a model of healthy cases", numbers=numbers)
+    section.lines += [
+        f"A diffusion model trained on {size.n_healthy} healthy phantoms only ({size.epochs} epochs x "
+        f"{size.iterations} iterations) turns each image into a pseudo-healthy counterfactual ({size.steps} DDIM "
+        f"steps per strength, {size.seeds} seed(s)); the difference is the anomaly map, thresholded as chosen on "
+        f"{size.n_val_lesion} validation cases.", line]
+    section.checks += [
+        at_least(f"lesions found above chance (pixel AUPRC / prevalence, needed {AUPRC_OVER_PREVALENCE:g}x)",
+                 numbers["pixel_auprc"] / max(numbers["prevalence"], 1e-12), AUPRC_OVER_PREVALENCE, "x"),
+        at_least("the lesion segmentation overlaps the lesions (pooled Dice)", numbers["dice"], LESION_DICE)]
+    section.pictures.append(_picture(raw, cases, labels, predicted, maps, work_dir / "pictures" / "anomaly.png"))
+    section.commands += logged_commands(log, since)
+    return section
+
+
+def _picture(raw: Path, cases: list[str], labels: list, predicted: list, maps: Path, path: Path) -> Path:
+    rows = []
+    for case, label, segmentation in list(zip(cases, labels, predicted))[:3]:
+        index = busiest_slice(label) if label.ndim == 3 else None
+        rows.append([Panel(as_slice(_read(raw / "imagesTs" / f"{case}_0000.nii.gz"), index), case),
+                     Panel(as_slice(label, index), "lesions", "errors"),
+                     Panel(as_slice(_read(maps / f"{case}_counterfactual.nii.gz"), index), "counterfactual"),
+                     Panel(as_slice(_read(maps / f"{case}_anomaly.nii.gz"), index), "anomaly map", "map"),
+                     Panel(as_slice(segmentation, index), "segmentation", "errors")])
+    return write_picture(rows, path, "Held-out cases: image, lesions, pseudo-healthy counterfactual, map, segmentation")

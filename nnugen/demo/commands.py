@@ -54,3 +54,18 @@ def set_nnunet_folders(work_dir: Path) -> dict[str, str]:
     os.environ.setdefault("nnUNet_def_n_proc", "2")
     os.environ.setdefault("nnUNet_n_proc_DA", "1")
     return chosen
+
+
+def log_size(log: Path) -> int:
+    """Where the log ends now (bytes): ``logged_commands(log, since=...)`` then lists what was run after it."""
+    return Path(log).stat().st_size if Path(log).is_file() else 0
+
+
+def logged_commands(log: Path, since: int = 0) -> list[str]:
+    """The commands ``run_logged`` ran (its ``$ ...`` lines) after byte ``since`` of the log, for the report."""
+    if not Path(log).is_file():
+        return []
+    with open(log, "rb") as stream:
+        stream.seek(since)
+        text = stream.read().decode("utf-8", errors="replace")
+    return [line[2:] for line in text.splitlines() if line.startswith("$ ")]

@@ -1,38 +1,36 @@
-"""``run_demo``: the whole nnugen pipeline on phantom datasets made on the spot, through the real CLIs, in three
-parts:
+"""``run_demo``: the whole nnugen pipeline on datasets made on the spot, through the real CLIs, in three parts, then
+one page that shows them (``nnugen_work/report.html`` and ``report.png``, report.py):
 
-- ``seg``: nnUNetv2_plan_and_preprocess -> nnugen_plan -> nnugen_train (nnU-Net baseline, diffusion segmentation)
-  -> nnUNetv2_predict / nnugen_predict on held-out cases -> Dice per class of both, side by side, and uncertainty
-  images;
-- ``generation``: a small DDPM (image + label together) on the same dataset -> nnugen_sample with previews;
-- ``anomaly``: a healthy-only diffusion model on its own phantoms -> lesions found as the difference to the
-  pseudo-healthy counterfactual, through nnUNetv2_predict, with pixel AUPRC and Dice."""
+- ``seg`` (segmentation_demo.py): nnU-Net's baseline and the diffusion segmenter, same plan and budget, on held-out
+  cases: Dice and HD95 per class of both, and how well each one's uncertainty finds its own errors;
+- ``generation`` (generation_demo.py): a small DDPM of images with their label maps on the same dataset, its samples
+  next to real cases, their distance to real against noise's, and whether their labels match their images;
+- ``anomaly`` (anomaly_demo.py): a model of healthy cases only finds inserted lesions as the difference to its
+  pseudo-healthy counterfactual: pixel AUPRC against the lesion prevalence, and Dice.
+
+Each part ends with capability checks (a claim, the number it measured, the bar it needed); a failed check is named
+on the page and in the demo's last lines instead of passing silently. 2D phantoms by default (3D adds nothing to what
+the demo shows, and costs minutes): ``--3d`` for 3D phantoms, ``--real`` for the MNI152 template's augmented cases.
+"""
 
 from __future__ import annotations
 
-import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from nnugen.demo.commands import Stages, cli, run_logged, set_nnunet_folders
-from nnugen.demo.evaluation import dice_and_hd95_per_class, format_table
-from nnugen.demo.mni_dataset import LABELS as MNI_LABELS
-from nnugen.demo.mni_dataset import PROVENANCE, write_mni_dataset
-from nnugen.demo.phantom import LABELS, PhantomSpec, write_phantom_dataset
-from nnugen.demo.progress_follow import prediction_watch, training_watch
-from nnugen.folders.model_folder import ModelFolder
-from nnugen.tasks import TASKS
+from nnugen.demo.report import Section, failed_checks, write_report
 
 DATASET_ID = 990
 DATASET_NAME = "nnugenPhantom"
-ENSEMBLE = 3  # seeds averaged by the diffusion model's prediction, and the source of its uncertainty images
 PARTS = ("seg", "generation", "anomaly")
 
 
 @dataclass(frozen=True)
 class DemoRequest:
     work_dir: Path = Path("nnugen_work")
-    two_d: bool = False
+    three_d: bool = False
     quick: bool = False
     device: str = "cpu"
     real: bool = False
@@ -42,6 +40,10 @@ class DemoRequest:
         unknown = [p for p in self.parts if p not in PARTS]
         if unknown or not self.parts:
             raise ValueError(f"demo parts {', '.join(unknown) or '(none)'}: choose from {', '.join(PARTS)}")
+
+    @property
+    def configuration(self) -> str:
+        return "3d_fullres" if self.three_d or self.real else "2d"
 
 
 @dataclass(frozen=True)
@@ -54,110 +56,85 @@ class DemoSize:
 
 
 def demo_size(request: DemoRequest) -> DemoSize:
+    """The segmentation dataset and the budget both segmenters train with."""
     if request.real:  # 3 mm MNI152 crops are about 54 x 65 x 52 voxels
         return DemoSize((), 10, 3, 2 if request.quick else 6, 10 if request.quick else 20)
-    if request.two_d:
-        return DemoSize((96, 96), 12, 4, 2 if request.quick else 8, 10 if request.quick else 25)
+    if request.three_d:
+        return DemoSize((32, 32, 32), 8, 2, 2, 10) if request.quick else DemoSize((48, 48, 48), 12, 4, 6, 20)
     if request.quick:
-        return DemoSize((32, 32, 32), 8, 2, 2, 10)
-    return DemoSize((48, 48, 48), 12, 4, 6, 20)
+        return DemoSize((64, 64), 8, 4, 4, 20)
+    return DemoSize((64, 64), 12, 4, 10, 25)
 
 
-def run_demo(request: DemoRequest) -> dict[str, dict]:
-    """Run the chosen parts; returns {model: {class: Dice}} for ``seg``, plus {"generation": {"samples": folder}}
-    and {"anomaly": {metric: value}} for those parts."""
+def run_demo(request: DemoRequest) -> dict[str, dict[str, float]]:
+    """Run the chosen parts and write the report; returns {part: its measured numbers} and {"report": {path: 1}}."""
     say = Stages()
     work_dir = Path(request.work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     folders = set_nnunet_folders(work_dir)
     log = work_dir / "demo_log.txt"
-    size = demo_size(request)
-    configuration = "2d" if request.two_d else "3d_fullres"
-    dataset_id = DATASET_ID + (2 if request.real else 1 if request.two_d else 0)
-    name = "nnugenMNI152" if request.real else f"{DATASET_NAME}{'2D' if request.two_d else '3D'}"
-    labels = MNI_LABELS if request.real else LABELS
-    raw = Path(folders["nnUNet_raw"]) / f"Dataset{dataset_id:03d}_{name}"
     say(f"work folder {work_dir.resolve()} (commands and their output: {log})")
     for variable, value in folders.items():
         say(f"  {variable}={value}")
-    results: dict[str, dict] = {}
-    if "seg" not in request.parts and "generation" not in request.parts:
-        return _anomaly_part(request, work_dir, say, log, results)
+    started = time.monotonic()
+    sections: dict[str, Section] = {}
+    if "seg" in request.parts or "generation" in request.parts:
+        dataset_id, raw, labels = _prepared_dataset(request, Path(folders["nnUNet_raw"]), say, log)
+        size = demo_size(request)
+        budget = f"{size.epochs} epochs x {size.iterations} iterations"
+        if "seg" in request.parts:
+            from nnugen.demo.segmentation_demo import run_segmentation_demo
 
+            sections["seg"] = run_segmentation_demo(dataset_id, request.configuration, raw, labels, work_dir, budget,
+                                                    request.device, say, log)
+        if "generation" in request.parts:
+            from nnugen.demo.generation_demo import run_generation_demo
+
+            sections["generation"] = run_generation_demo(dataset_id, request.configuration, raw, labels, work_dir,
+                                                         request.quick, request.device, say, log)
+    if "anomaly" in request.parts:
+        from nnugen.demo.anomaly_demo import run_anomaly_demo
+
+        sections["anomaly"] = run_anomaly_demo(work_dir, request.quick, request.device, say, log,
+                                               three_d=request.configuration != "2d")
+    page = write_report(work_dir, list(sections.values()), time.monotonic() - started)
+    say(f"report: {page.resolve()} (a picture of it: {page.with_suffix('.png').resolve()})")
+    failed = failed_checks(list(sections.values()))
+    for line in failed:
+        say(f"check {line}")
+    say(f"{len(failed)} capability check(s) failed; see the report" if failed else "every capability check passed")
+    return {**{part: section.numbers for part, section in sections.items()}, "report": {str(page): 1.0}}
+
+
+def _prepared_dataset(request: DemoRequest, raw_root: Path, say, log: Path) -> tuple[int, Path, dict[str, int]]:
+    """The segmentation dataset written (once), preprocessed by nnU-Net and planned by nnugen with the demo's budget
+    for both segmenters; returns (ID, raw folder, labels)."""
+    from nnugen.demo.mni_dataset import LABELS as MNI_LABELS
+    from nnugen.demo.mni_dataset import PROVENANCE, write_mni_dataset
+    from nnugen.demo.phantom import LABELS, PhantomSpec, write_phantom_dataset
+
+    size = demo_size(request)
+    dataset_id = DATASET_ID + (2 if request.real else 0 if request.three_d else 1)
+    name = "nnugenMNI152" if request.real else f"{DATASET_NAME}{'3D' if request.three_d else '2D'}"
+    raw = raw_root / f"Dataset{dataset_id:03d}_{name}"
     if request.real:
         say(PROVENANCE)
     if request.real and not (raw / "dataset.json").is_file():
         say(f"writing {size.n_train} + {size.n_test} augmented copies of the MNI152 template (3 mm)")
-        write_mni_dataset(Path(folders["nnUNet_raw"]), dataset_id, name, size.n_train, size.n_test, seed=0)
+        write_mni_dataset(raw_root, dataset_id, name, size.n_train, size.n_test, seed=0)
     elif not (raw / "dataset.json").is_file():
         say(f"writing {size.n_train} + {size.n_test} procedural phantom scans {'x'.join(map(str, size.shape))} "
             "(synthetic anatomy: body, organ, lesion; MRI-like intensities, bias field, noise)")
-        write_phantom_dataset(Path(folders["nnUNet_raw"]), dataset_id, name, size.n_train, size.n_test,
+        write_phantom_dataset(raw_root, dataset_id, name, size.n_train, size.n_test,
                               spec=PhantomSpec(shape=size.shape), seed=0)
     say("nnUNetv2_plan_and_preprocess (nnU-Net, unchanged)")
-    run_logged([cli("nnUNetv2_plan_and_preprocess"), "-d", str(dataset_id), "-c", configuration, "-np", "2",
+    run_logged([cli("nnUNetv2_plan_and_preprocess"), "-d", str(dataset_id), "-c", request.configuration, "-np", "2",
                 "-npfp", "2", "--verify_dataset_integrity"], log)
     length = []
     for task in ("baseline", "segmentation"):
         length += ["--set", f"{task}.training.epochs={size.epochs}",
                    "--set", f"{task}.training.iterations_per_epoch={size.iterations}",
                    "--set", f"{task}.training.val_iterations_per_epoch={max(1, size.iterations // 5)}"]
-    say(f"nnugen_plan (same budget for both: {size.epochs} epochs x {size.iterations} iterations)")
-    run_logged([cli("nnugen_plan"), "-d", str(dataset_id), "-c", configuration, *length], log)
-
-    if "seg" in request.parts:
-        _segmentation_part(request, dataset_id, configuration, raw, size, labels, work_dir, say, log, results)
-    if "generation" in request.parts:
-        from nnugen.demo.generation_demo import run_generation_demo
-
-        samples = run_generation_demo(dataset_id, configuration, raw, work_dir, request.quick, request.device, say,
-                                      log)
-        results["generation"] = {"samples": str(samples)}
-    return _anomaly_part(request, work_dir, say, log, results)
-
-
-def _anomaly_part(request: DemoRequest, work_dir: Path, say, log: Path, results: dict) -> dict:
-    if "anomaly" in request.parts:
-        from nnugen.demo.anomaly_demo import run_anomaly_demo
-
-        results["anomaly"] = run_anomaly_demo(work_dir, request.quick, request.device, say, log)
-    return results
-
-
-def _segmentation_part(request: DemoRequest, dataset_id: int, configuration: str, raw: Path, size: DemoSize,
-                       labels: dict, work_dir: Path, say, log: Path, results: dict) -> None:
-    """nnU-Net's baseline and the diffusion segmenter, same plan and budget; prints both Dice tables."""
-    short = "3d" if configuration == "3d_fullres" else configuration
-    scores: dict[str, dict[str, float]] = {}
-    distances: dict[str, dict[str, float]] = {}
-    for task, title in (("baseline", "nnU-Net baseline"), ("seg", f"diffusion (5 steps x {ENSEMBLE} seeds)")):
-        trainer = TASKS[task].trainer
-        say(f"nnugen_train {dataset_id} 0 {short} --task {task} -device {request.device}")
-        run_logged([cli("nnugen_train"), str(dataset_id), "0", short, "--task", task, "-device", request.device,
-                    "--seed", "0"], log, training_watch(ModelFolder.of(dataset_id, trainer, configuration).fold(0)))
-        output = work_dir / "predictions" / trainer
-        if output.exists():
-            shutil.rmtree(output)
-        if task == "baseline":
-            say(f"nnUNetv2_predict -tr {trainer} on {size.n_test} held-out cases")
-            run_logged([cli("nnUNetv2_predict"), "-d", str(dataset_id), "-c", configuration, "-f", "0", "-tr",
-                        trainer, "-p", "nnugenPlans", "-i", str(raw / "imagesTs"), "-o", str(output), "-device",
-                        request.device, "--disable_tta", "-npp", "0", "-nps", "0"], log,
-                       prediction_watch(raw / "imagesTs", output))
-        else:
-            say(f"nnugen_predict -tr {trainer} --ensemble-size {ENSEMBLE} --save-uncertainty on {size.n_test} "
-                "held-out cases")
-            run_logged([cli("nnugen_predict"), "-d", str(dataset_id), "-c", configuration, "-f", "0", "-tr",
-                        trainer, "-i", str(raw / "imagesTs"), "-o", str(output), "-device", request.device,
-                        "--ensemble-size", str(ENSEMBLE), "--seed", "0", "--save-uncertainty", "-npp", "0", "-nps",
-                        "0"], log, prediction_watch(raw / "imagesTs", output))
-            maps = sorted(output.glob("*_entropy.nii.gz"))
-            say(f"uncertainty images (entropy of the {ENSEMBLE}-seed ensemble, variance across seeds): "
-                f"{len(maps)} cases, e.g. {maps[0] if maps else 'none'}")
-        scores[title], distances[title] = dice_and_hd95_per_class(output, raw / "labelsTs", labels)
-    cases = "augmented MNI152 cases" if request.real else "phantoms"
-    say(f"segmentation done. nnU-Net's Dice per class on the {size.n_test} held-out {cases}:")
-    print(format_table(scores), flush=True)
-    say("HD95 per class in mm (95th percentile of the surface distances, lower is better):")
-    print(format_table(distances), flush=True)
-    results.update(scores)
+    say(f"nnugen_plan (the same budget for both segmenters: {size.epochs} epochs x {size.iterations} iterations)")
+    run_logged([cli("nnugen_plan"), "-d", str(dataset_id), "-c", request.configuration, *length], log)
+    return dataset_id, raw, MNI_LABELS if request.real else LABELS

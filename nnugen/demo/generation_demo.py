@@ -1,9 +1,17 @@
-"""``run_generation_demo``: the generation step of the demo. On the demo's phantom dataset, already planned and
-preprocessed, it trains a small joint image + label DDPM through ``nnugen_train --task ddpm`` and writes a few cases
-with their previews through ``nnugen_sample``.
+"""``run_generation_demo``: the demo's generation part, on its segmentation dataset, already planned and
+preprocessed.
 
-The run length and a smaller denoiser are set with ``nnugen_plan --set ddpm.…``. The planner keeps earlier edits,
-so the other tasks' settings (the demo's baseline and segmentation budgets) stay as they were.
+``nnugen_train --task ddpm`` trains a small joint image + label DDPM (the planned objective, a smaller denoiser, the
+run length set with ``nnugen_plan --set ddpm.…``; the planner keeps the other tasks' settings); ``nnugen_sample``
+writes cases with their label maps. Then the part shows whether it learned:
+
+- distance to real: ``nnugen_evaluate --generated`` scores the samples, and as the control as many noise images
+  (Gaussian, each with a real case's mean and standard deviation), against the real training cases: the Fréchet
+  distance of the trained nnU-Net encoder's features (the demo's baseline, trained first when the segmentation part
+  did not run). A generator that learned the cases is far closer to them than noise;
+- labels that match their images: the baseline nnU-Net segments the samples (``nnUNetv2_predict``), and its Dice
+  against the sampled label maps says whether each generated label map describes its image;
+- a picture: samples with their label maps above real cases with theirs.
 """
 
 from __future__ import annotations
@@ -15,10 +23,21 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from nnugen.demo.commands import cli, run_logged
-from nnugen.demo.progress_follow import files_watch, training_watch
+import numpy as np
+
+from nnugen.demo.commands import cli, log_size, logged_commands, run_logged
+from nnugen.demo.pictures import Panel, as_slice, busiest_slice, write_picture
+from nnugen.demo.progress_follow import files_watch, prediction_watch, training_watch
+from nnugen.demo.report import Check, Section, at_least
 from nnugen.folders.model_folder import ModelFolder
 from nnugen.tasks import TASKS
+
+NOISE_RATIO = 1 / 3
+"""The samples' Fréchet distance to the real cases must be at most this fraction of noise's."""
+LABEL_DICE = 0.5
+"""The baseline's mean foreground Dice on the samples against their own label maps must reach this."""
+SAMPLES_DATASET = "Dataset989_nnugenDemoSamples"
+"""``nnugen_sample --as-dataset``: the samples as an nnU-Net raw dataset (imagesTr, labelsTr, dataset.json)."""
 
 
 @dataclass(frozen=True)
@@ -29,12 +48,16 @@ class GenerationBudget:
     steps: int
     widest: int
     """Width cap of the denoiser's stages (16, 32, ... up to this), instead of the planned 32 ... 320."""
+    batch: int = 8
+    """Patches per step (the plan's nnU-Net batch of 2 is for segmentation; a generator learns faster from more)."""
+    learning_rate: float = 3e-4
+    """AdamW's rate (the plan's 1e-4 is for long runs; 3e-4 learned fastest on the 2D curve, docs/benchmarks.md)."""
 
 
 def generation_budget(quick: bool) -> GenerationBudget:
     if quick:
-        return GenerationBudget(epochs=1, iterations=10, cases=2, steps=10, widest=64)
-    return GenerationBudget(epochs=2, iterations=15, cases=3, steps=15, widest=64)
+        return GenerationBudget(epochs=2, iterations=100, cases=4, steps=20, widest=64)
+    return GenerationBudget(epochs=4, iterations=100, cases=8, steps=25, widest=64)
 
 
 def small_features(planned: list[int], widest: int) -> list[int]:
@@ -50,12 +73,13 @@ def _planned_features(dataset_name: str, configuration: str) -> list[int]:
     return section["tasks"]["ddpm"]["denoiser"]["features_per_stage"]
 
 
-def run_generation_demo(dataset_id: int, configuration: str, raw: Path, work_dir: Path, quick: bool, device: str,
-                        say: Callable[[str], None], log: Path) -> Path:
-    """Train a small DDPM (image + label together) on fold 0 and write a few samples; returns the sample folder.
+def run_generation_demo(dataset_id: int, configuration: str, raw: Path, labels: dict[str, int], work_dir: Path,
+                        quick: bool, device: str, say: Callable[[str], None], log: Path) -> Section:
+    """Train a small DDPM (image + label together) on fold 0, sample, score and draw (see the module docstring).
 
     ``raw`` is the demo's raw dataset folder (its name is the dataset's name); ``say`` prints a stage line; every
     command and its output go to ``log``."""
+    since = log_size(log)
     budget = generation_budget(quick)
     features = small_features(_planned_features(raw.name, configuration), budget.widest)
     settings = {
@@ -63,26 +87,129 @@ def run_generation_demo(dataset_id: int, configuration: str, raw: Path, work_dir
         "training.iterations_per_epoch": budget.iterations,
         "training.val_iterations_per_epoch": 1,
         "training.preview_every": budget.epochs,
+        "training.initial_lr": budget.learning_rate,
+        "memory.batch_size": budget.batch,
         "generation.mode": "joint",
         "generation.preview_steps": budget.steps,
         "denoiser.features_per_stage": json.dumps(features, separators=(",", ":")),
         "denoiser.attention_stages": "[]",
     }
     sets = [a for key, value in settings.items() for a in ("--set", f"ddpm.{key}={value}")]
-    say(f"nnugen_plan --set ddpm.… (generator: {budget.epochs} epoch(s) x {budget.iterations} iterations, "
-        f"denoiser {features})")
+    iterations = budget.epochs * budget.iterations
+    say(f"nnugen_plan --set ddpm.… (generator: {iterations} iterations of {budget.batch} patches, denoiser "
+        f"{features})")
     run_logged([cli("nnugen_plan"), "-d", str(dataset_id), "-c", configuration, *sets], log)
     say(f"nnugen_train {dataset_id} 0 {configuration} --task ddpm -device {device} (image + label jointly)")
     fold = ModelFolder.of(dataset_id, TASKS["ddpm"].trainer, configuration).fold(0)
     run_logged([cli("nnugen_train"), str(dataset_id), "0", configuration, "--task", "ddpm", "-device", device,
                 "--seed", "0"], log, training_watch(fold))
     output = work_dir / "samples" / "ddpm"
-    if output.exists():
-        shutil.rmtree(output)
+    shutil.rmtree(output, ignore_errors=True)
     say(f"nnugen_sample: {budget.cases} synthetic cases with labels, {budget.steps} sampler steps")
     run_logged([cli("nnugen_sample"), str(dataset_id), configuration, str(budget.cases), str(output), "--steps",
-                str(budget.steps), "--seed", "0", "-device", device], log,
+                str(budget.steps), "--seed", "0", "-device", device, "--as-dataset", SAMPLES_DATASET], log,
                files_watch(output / "previews", [f"case_{k:04d}.png" for k in range(budget.cases)], "cases"))
-    say(f"synthetic cases in {output} (previews in {output / 'previews'}; real ones in {raw / 'imagesTr'}). "
-        "So short a training checks the pipeline; it does not give realistic images")
-    return output
+    dataset = output / SAMPLES_DATASET
+
+    _ensure_baseline(dataset_id, configuration, device, say, log)
+    noise = work_dir / "samples" / "noise"
+    write_noise_like(sorted((raw / "imagesTr").glob("*_0000.nii.gz"))[: budget.cases], noise)
+    distances = {}
+    for name, folder in (("samples", dataset), ("noise", noise)):
+        say(f"nnugen_evaluate --generated {folder} --real {raw / 'imagesTr'} (features of the trained nnU-Net)")
+        run_logged([cli("nnugen_evaluate"), "--generated", str(folder), "--real", str(raw / "imagesTr"), "-d",
+                    str(dataset_id), "-c", configuration, "-f", "0", "-device", device], log)
+        distances[name] = json.loads((folder / "generation_summary.json").read_text(encoding="utf-8"))
+    segmented = work_dir / "predictions" / "samples_segmented_by_nnunet"
+    shutil.rmtree(segmented, ignore_errors=True)
+    say("nnUNetv2_predict: the baseline nnU-Net segments the samples, to check their label maps")
+    run_logged([cli("nnUNetv2_predict"), "-d", str(dataset_id), "-c", configuration, "-f", "0", "-tr",
+                TASKS["baseline"].trainer, "-p", "nnugenPlans", "-i", str(dataset / "imagesTr"), "-o", str(segmented),
+                "-device", device, "--disable_tta", "-npp", "0", "-nps", "0"], log,
+               prediction_watch(dataset / "imagesTr", segmented))
+    label_dice = _label_agreement(segmented, dataset / "labelsTr", labels)
+
+    frechet = {name: result["features"]["frechet"] for name, result in distances.items()}
+    section = Section("Generation: images with their label maps")
+    section.lines += [
+        f"A joint image + label DDPM ({iterations} training iterations of {budget.batch} patches, denoiser "
+        f"{features}, the planned objective) "
+        f"sampled {budget.cases} cases in {budget.steps} steps.",
+        f"Fréchet distance to the real training cases on the trained nnU-Net's encoder features: samples "
+        f"{frechet['samples']:.4g}, noise with the real cases' mean and spread {frechet['noise']:.4g} "
+        f"(ratio {frechet['samples'] / frechet['noise']:.3f}). MS-SSIM within a set (lower = more diverse): samples "
+        f"{distances['samples']['ms_ssim']['generated']:.3f}, real {distances['samples']['ms_ssim']['real']:.3f}.",
+        f"nnU-Net (the baseline) segments the samples with a mean foreground Dice of {label_dice:.3f} against their "
+        "own generated label maps: the labels describe the images they came with."]
+    section.checks += [
+        Check(f"the samples are far closer to the real cases than noise (Fréchet ratio <= {NOISE_RATIO:.2f})",
+              f"{frechet['samples']:.4g} vs noise {frechet['noise']:.4g}",
+              bool(frechet["samples"] <= NOISE_RATIO * frechet["noise"])),
+        at_least("the generated labels match their images (nnU-Net's Dice on the samples)", label_dice, LABEL_DICE)]
+    section.pictures.append(_picture(dataset, raw, len(labels), work_dir / "pictures" / "generation.png"))
+    section.numbers.update({"frechet/samples": frechet["samples"], "frechet/noise": frechet["noise"],
+                            "label_dice": label_dice})
+    section.commands += logged_commands(log, since)
+    say(section.lines[1])
+    say(section.lines[2])
+    return section
+
+
+def _ensure_baseline(dataset_id: int, configuration: str, device: str, say, log: Path) -> None:
+    """The baseline nnU-Net whose encoder features and predictions score the samples (the segmentation part trains
+    it; alone, this part does)."""
+    fold = ModelFolder.of(dataset_id, TASKS["baseline"].trainer, configuration).fold(0)
+    if (fold / "checkpoint_final.pth").is_file():
+        return
+    say(f"nnugen_train {dataset_id} 0 {configuration} --task baseline -device {device} (to score the samples)")
+    run_logged([cli("nnugen_train"), str(dataset_id), "0", configuration, "--task", "baseline", "-device", device,
+                "--seed", "0"], log, training_watch(fold))
+
+
+def write_noise_like(images: list[Path], folder: Path, seed: int = 0) -> None:
+    """For each real image, an image of Gaussian noise with its mean and standard deviation (and its geometry), as
+    ``noise_KKKK_0000<ending>`` in ``folder``: what a generator that learned nothing but the intensities gives."""
+    import SimpleITK as sitk
+
+    from nnugen.atomic_files import atomic_write_with
+
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    for k, path in enumerate(images):
+        real = sitk.ReadImage(str(path))
+        array = sitk.GetArrayFromImage(real).astype(np.float32)
+        noise = sitk.GetImageFromArray(rng.normal(array.mean(), array.std(), array.shape).astype(np.float32))
+        noise.CopyInformation(real)
+        atomic_write_with(folder / f"noise_{k:04d}_0000.nii.gz",
+                          lambda tmp, image=noise: sitk.WriteImage(image, str(tmp), useCompression=True),
+                          suffix=".nii.gz")
+
+
+def _label_agreement(segmented: Path, sampled_labels: Path, labels: dict[str, int]) -> float:
+    """nnU-Net's mean foreground Dice of its segmentations of the samples against the samples' label maps."""
+    from nnugen.evaluation.folder_scores import folder_scores, foreground_mean
+
+    scores = folder_scores(segmented, sampled_labels, labels, ".nii.gz")
+    return foreground_mean({name: values["Dice"] for name, values in scores.items()})
+
+
+def _picture(samples: Path, raw: Path, classes: int, path: Path, shown: int = 6) -> Path:
+    """Rows: sampled images, their label maps, real images, their label maps (``samples``, ``raw``: raw datasets)."""
+    import SimpleITK as sitk
+
+    def read(file: Path):
+        return sitk.GetArrayFromImage(sitk.ReadImage(str(file)))
+
+    rows: list[list[Panel]] = []
+    for folder, caption in ((samples, "sample"), (raw, "real")):
+        label_files = sorted((folder / "labelsTr").glob("*.nii.gz"))[:shown]
+        images, maps = [], []
+        for k, label_file in enumerate(label_files):
+            label = read(label_file)
+            index = busiest_slice(label > 0) if label.ndim == 3 else None
+            image = read(folder / "imagesTr" / f"{label_file.name[: -len('.nii.gz')]}_0000.nii.gz")
+            images.append(Panel(as_slice(image, index), f"{caption} {k}"))
+            maps.append(Panel(as_slice(label, index), f"{caption} {k}: label", "label", classes))
+        rows += [images, maps]
+    return write_picture(rows, path, "Generated cases with their label maps (top) and real cases (bottom)")

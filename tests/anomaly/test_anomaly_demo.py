@@ -13,7 +13,7 @@ def test_the_anomaly_demo_trains_segments_and_scores_held_out_lesions(tmp_path, 
     import SimpleITK as sitk
 
     from nnugen.anomaly import dice
-    from nnugen.demo.anomaly_demo import DATASET_ID, DATASET_NAME, TRAINER, run_anomaly_demo
+    from nnugen.demo.anomaly_demo import DATASET_ID, DATASET_NAME, TRAINER, anomaly_demo_size, run_anomaly_demo
 
     for variable in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
         monkeypatch.setenv(variable, str(tmp_path / variable))
@@ -21,16 +21,22 @@ def test_the_anomaly_demo_trains_segments_and_scores_held_out_lesions(tmp_path, 
     monkeypatch.setenv("nnUNet_n_proc_DA", "1")
     monkeypatch.delenv("nnUNet_extTrainer", raising=False)  # the CLIs must find the trainer themselves
     messages: list[str] = []
-    result = run_anomaly_demo(tmp_path, quick=True, device="cpu", say=messages.append, log=tmp_path / "log.txt")
+    section = run_anomaly_demo(tmp_path, quick=True, device="cpu", say=messages.append, log=tmp_path / "log.txt")
+    result = section.numbers
 
-    assert result["cases"] == 2 and 0 < result["prevalence"] < 0.2
+    assert result["cases"] == anomaly_demo_size(quick=True).n_test_lesion and 0 < result["prevalence"] < 0.2
     assert result["prevalence"] <= result["pixel_auprc"] <= 1 and 0 <= result["dice"] <= 1
     assert any(f"pixel AUPRC {result['pixel_auprc']:.3f}" in m for m in messages)
-    labels = tmp_path / "nnUNet_raw" / f"Dataset{DATASET_ID}_{DATASET_NAME}" / "labelsTs"
+    labels = tmp_path / "nnUNet_raw" / f"Dataset{DATASET_ID}_{DATASET_NAME}2D" / "labelsTs"
     segmentations, maps = tmp_path / "predictions" / TRAINER, tmp_path / "predictions" / f"{TRAINER}_maps"
     read = [(sitk.GetArrayFromImage(sitk.ReadImage(str(segmentations / p.name))) == 1,
              sitk.GetArrayFromImage(sitk.ReadImage(str(p))) > 0) for p in sorted(labels.glob("*.nii.gz"))]
     # the Dice it prints is the pooled Dice of the files nnUNetv2_predict wrote
     assert result["dice"] == pytest.approx(dice(np.concatenate([p.ravel() for p, _ in read]),
                                                 np.concatenate([lab.ravel() for _, lab in read])))
-    assert len(list(maps.glob("*_anomaly.nii.gz"))) == len(list(maps.glob("*_counterfactual.nii.gz"))) == 2
+    assert len(list(maps.glob("*_anomaly.nii.gz"))) == len(list(maps.glob("*_counterfactual.nii.gz"))) == len(read)
+    # the checks say what the numbers show, and the picture is there
+    above_chance, overlap = section.checks
+    assert above_chance.passed == (result["pixel_auprc"] >= 3 * result["prevalence"])
+    assert overlap.passed == (result["dice"] >= 0.2)
+    assert section.pictures == [tmp_path / "pictures" / "anomaly.png"] and section.pictures[0].is_file()

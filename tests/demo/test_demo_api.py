@@ -19,7 +19,9 @@ def test_unknown_or_no_parts_are_refused(parts):
 def test_quick_is_smaller_than_the_full_demo():
     quick, full = demo_size(DemoRequest(quick=True)), demo_size(DemoRequest())
     assert quick.epochs * quick.iterations < full.epochs * full.iterations
-    assert len(demo_size(DemoRequest(two_d=True)).shape) == 2
+    assert len(demo_size(DemoRequest()).shape) == 2 and DemoRequest().configuration == "2d"
+    three_d = DemoRequest(three_d=True)
+    assert len(demo_size(three_d).shape) == 3 and three_d.configuration == "3d_fullres"
 
 
 def test_cli_refuses_an_unknown_part(capsys):

@@ -14,7 +14,9 @@ pytestmark = pytest.mark.slow
 
 
 def test_generation_step_trains_a_small_ddpm_and_writes_samples(tiny2d, tmp_path, monkeypatch, capsys):
-    from nnugen.demo.generation_demo import generation_budget, run_generation_demo
+    from nnugen.demo.generation_demo import NOISE_RATIO, SAMPLES_DATASET, generation_budget, run_generation_demo
+    from nnugen.demo.phantom import LABELS
+    from nnugen.evaluation.folder_scores import folder_scores, foreground_mean
 
     root = tmp_path / "demo"
     shutil.copytree(tiny2d, root, ignore=shutil.ignore_patterns("results"))
@@ -22,23 +24,40 @@ def test_generation_step_trains_a_small_ddpm_and_writes_samples(tiny2d, tmp_path
     for key, value in env.items():
         if key.startswith("nnUNet_") or key == "OMP_NUM_THREADS":
             monkeypatch.setenv(key, value)
-    run([cli("nnugen_plan"), "-d", "902", "-c", "2d", "--set", "baseline.training.epochs=3", "--set",
-         "segmentation.sampler.steps=4"], env)  # the demo's own budget for its other tasks
+    run([cli("nnugen_plan"), "-d", "902", "-c", "2d", "--set", "baseline.training.epochs=2", "--set",
+         "baseline.training.iterations_per_epoch=5", "--set", "segmentation.sampler.steps=4"], env)
     said: list[str] = []
     log = root / "demo_log.txt"
-    samples = run_generation_demo(902, "2d", root / "raw" / "Dataset902_Tiny2D", root, True, "cpu", said.append, log)
+    section = run_generation_demo(902, "2d", root / "raw" / "Dataset902_Tiny2D", LABELS, root, True, "cpu",
+                                  said.append, log)
 
     budget = generation_budget(quick=True)
-    assert samples == root / "samples" / "ddpm"
+    samples = root / "samples" / "ddpm"
+    dataset = samples / SAMPLES_DATASET
     for k in range(budget.cases):
-        for name in (f"case_{k:04d}_0000.nii.gz", f"case_{k:04d}.nii.gz", f"previews/case_{k:04d}.png"):
-            assert (samples / name).is_file(), name
+        for name in (f"imagesTr/case_{k:04d}_0000.nii.gz", f"labelsTr/case_{k:04d}.nii.gz"):
+            assert (dataset / name).is_file(), name
+        assert (samples / "previews" / f"case_{k:04d}.png").is_file()
     assert json.loads((samples / "sampling.json").read_text())["sampler"]["steps"] == budget.steps
     tasks = json.loads((root / "preprocessed" / "Dataset902_Tiny2D" / "nnugenPlans.json").read_text())[
         "configurations"]["2d"]["nnugen"]["tasks"]
     assert tasks["ddpm"]["training"]["epochs"] == budget.epochs and tasks["ddpm"]["generation"]["mode"] == "joint"
-    assert tasks["baseline"]["training"]["epochs"] == 3 and tasks["segmentation"]["sampler"]["steps"] == 4
+    assert tasks["baseline"]["training"]["epochs"] == 2 and tasks["segmentation"]["sampler"]["steps"] == 4
     assert any("nnugen_train 902 0 2d --task ddpm" in line for line in said)
+    # without the segmentation part, the part trains the baseline that scores its samples
+    assert any("--task baseline" in line and "to score the samples" in line for line in said)
+
+    # the numbers are the ones nnugen_evaluate and nnU-Net's statistics give, and the checks say what they show
+    frechet = {name: json.loads((folder / "generation_summary.json").read_text())["features"]["frechet"]
+               for name, folder in (("samples", dataset), ("noise", root / "samples" / "noise"))}
+    assert section.numbers["frechet/samples"] == frechet["samples"] and section.numbers["frechet/noise"] > 0
+    scores = folder_scores(root / "predictions" / "samples_segmented_by_nnunet", dataset / "labelsTr", LABELS)
+    assert section.numbers["label_dice"] == foreground_mean({n: v["Dice"] for n, v in scores.items()})
+    noise_check, label_check = section.checks
+    assert noise_check.passed == (frechet["samples"] <= NOISE_RATIO * frechet["noise"])
+    assert label_check.passed == (section.numbers["label_dice"] >= 0.5)
+    assert section.pictures == [root / "pictures" / "generation.png"] and section.pictures[0].is_file()
+    assert any(command.startswith(cli("nnugen_sample")) for command in section.commands)
     assert "$ " in log.read_text() and "nnugen_sample" in log.read_text()
     # the demo's bars on the terminal, while the commands' output went to the log: the training's epochs, steps and
     # loss (from its training_progress.json), then the sampled cases
