@@ -98,3 +98,14 @@ def diffseg_settings(configuration: str) -> tuple[str, ...]:
             f"segmentation.training.iterations_per_epoch={DIFFSEG_ITERATIONS[configuration]}",
             "segmentation.training.val_iterations_per_epoch=1", "segmentation.training.val_sampling_steps=2",
             "segmentation.sampler.steps=2")
+
+
+def demo_copy(prepared: Path, target: Path, monkeypatch) -> tuple[Path, dict[str, str]]:
+    """A copy of a prepared dataset root without its results, with this process's nnUNet_* variables (and thread
+    count) pointed at it, as the demo's parts read them from the environment; returns (root, the CLIs' env)."""
+    shutil.copytree(prepared, target, ignore=shutil.ignore_patterns("results"))
+    env = nnunet_environment(target)
+    for key, value in env.items():
+        if key.startswith("nnUNet_") or key == "OMP_NUM_THREADS":
+            monkeypatch.setenv(key, value)
+    return target, env

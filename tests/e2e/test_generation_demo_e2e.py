@@ -5,10 +5,9 @@ nnugen_sample, and leaves the other tasks' settings as they were."""
 from __future__ import annotations
 
 import json
-import shutil
 
 import pytest
-from e2e_helpers import cli, nnunet_environment, run
+from e2e_helpers import cli, demo_copy, run
 
 pytestmark = pytest.mark.slow
 
@@ -18,12 +17,7 @@ def test_generation_step_trains_a_small_ddpm_and_writes_samples(tiny2d, tmp_path
     from nnugen.demo.phantom import LABELS
     from nnugen.evaluation.folder_scores import folder_scores, foreground_mean
 
-    root = tmp_path / "demo"
-    shutil.copytree(tiny2d, root, ignore=shutil.ignore_patterns("results"))
-    env = nnunet_environment(root)
-    for key, value in env.items():
-        if key.startswith("nnUNet_") or key == "OMP_NUM_THREADS":
-            monkeypatch.setenv(key, value)
+    root, env = demo_copy(tiny2d, tmp_path / "demo", monkeypatch)
     run([cli("nnugen_plan"), "-d", "902", "-c", "2d", "--set", "baseline.training.epochs=2", "--set",
          "baseline.training.iterations_per_epoch=5", "--set", "segmentation.sampler.steps=4"], env)
     said: list[str] = []

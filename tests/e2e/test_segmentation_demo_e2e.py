@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 
 import pytest
-from e2e_helpers import cli, nnunet_environment, run
+from e2e_helpers import cli, demo_copy, run
 
 pytestmark = pytest.mark.slow
 
@@ -18,12 +17,7 @@ def test_segmentation_part_trains_both_models_scores_them_and_draws(tiny2d, tmp_
     from nnugen.demo.phantom import LABELS
     from nnugen.demo.segmentation_demo import ENSEMBLE, ERROR_AUROC, FOUND_DICE, TITLES, run_segmentation_demo
 
-    root = tmp_path / "demo"
-    shutil.copytree(tiny2d, root, ignore=shutil.ignore_patterns("results"))
-    env = nnunet_environment(root)
-    for key, value in env.items():
-        if key.startswith("nnUNet_") or key == "OMP_NUM_THREADS":
-            monkeypatch.setenv(key, value)
+    root, env = demo_copy(tiny2d, tmp_path / "demo", monkeypatch)
     budget = [a for task in ("baseline", "segmentation") for a in (
         "--set", f"{task}.training.epochs=1", "--set", f"{task}.training.iterations_per_epoch=6",
         "--set", f"{task}.training.val_iterations_per_epoch=1")]
