@@ -39,7 +39,7 @@ import numpy as np
 
 from nnugen.atomic_files import atomic_write_json
 from nnugen.demo.commands import cli, run_logged, set_nnunet_folders
-from nnugen.demo.evaluation import dice_per_class
+from nnugen.demo.evaluation import dice_and_hd95_per_class
 from nnugen.demo.mni_dataset import write_mni_dataset
 from nnugen.demo.phantom import PhantomSpec, write_phantom_dataset
 from nnugen.evaluation.generation_evaluation import centre_crop
@@ -95,7 +95,7 @@ def predict_dice(results: str, raw: Path, dataset: int, work: Path, log: Path) -
     run_logged([cli("nnUNetv2_predict"), "-d", str(dataset), "-c", CONFIGURATION, "-f", "all", "-tr",
                 "NnugenBaselineTrainer", "-p", "nnugenPlans", "-i", str(raw / "imagesTs"), "-o", str(output),
                 "-device", "cpu", "--disable_tta", "-npp", "0", "-nps", "0"], log)
-    return dice_per_class(output, raw / "labelsTs", dataset_labels(raw))
+    return dice_and_hd95_per_class(output, raw / "labelsTs", dataset_labels(raw))[0]
 
 
 def dataset_labels(folder: Path) -> dict[str, int]:
