@@ -28,7 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     dimension.add_argument("--3d", dest="three_d", action="store_true",
                            help="3D phantoms and 3d_fullres instead (several times longer)")
     parser.set_defaults(three_d=False)
-    parser.add_argument("--quick", action="store_true", help="smaller and shorter (about 3 minutes on 2 CPU cores)")
+    parser.add_argument("--quick", action="store_true",
+                        help="shorter training (about 4.5 minutes on 2 CPU cores; the default about 7)")
     parser.add_argument("--real", action="store_true",
                         help="real anatomy instead of phantoms: the MNI152 template bundled with nilearn, augmented "
                              "into cases (needs pip install 'nnugen[real]'); the output says what is real")

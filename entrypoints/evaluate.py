@@ -4,9 +4,11 @@
   (``distances_summary.json``), and how well the uncertainty images or probabilities beside the predictions find the
   wrongly labelled voxels (AUROC / AUPRC) and how calibrated the probabilities are (ECE). The arguments are nnU-Net's
   (``gt_folder pred_folder -djfile -pfile -o -np --chill``); ``-ref`` / ``-pred`` may name the two folders instead.
-- generated images: ``--generated SYN --real imagesTr``: MS-SSIM diversity of both sets, Fréchet distance and
-  Gaussian MMD on the features of the dataset's trained nnU-Net (``-d -c -f``), PSNR / SSIM of ``--reconstructions``
-  (``generation_summary.json``)."""
+- generated images: ``--generated SYN [SYN ...] --real imagesTr``: MS-SSIM diversity of both sets, Fréchet distance
+  and Gaussian MMD on the features of the dataset's trained nnU-Net (``-d -c -f``), PSNR / SSIM of
+  ``--reconstructions`` (``generation_summary.json`` in each SYN). Several SYN folders (checkpoints, samplers, a
+  control) are scored against one real set with one start-up and one loaded encoder; all are scored before any
+  summary is written."""
 
 from __future__ import annotations
 
@@ -54,9 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--nsd-tolerance", type=float, default=None, metavar="MM",
                         help="tolerance of the normalised surface distance in mm (default 1)")
     generation = parser.add_argument_group("generated images (instead of the segmentation folders)")
-    generation.add_argument("--generated", default=None, metavar="SYN",
+    generation.add_argument("--generated", default=None, nargs="+", metavar="SYN",
                             help="folder of synthetic images, CASE_0000<ending> per channel (nnugen_sample's output "
-                                 "folder or its imagesTr)")
+                                 "folder or its imagesTr); several folders are each scored against --real, each "
+                                 "summary in its own folder")
     generation.add_argument("--real", default=None, metavar="REAL", help="folder of real images, e.g. imagesTr")
     generation.add_argument("--reconstructions", default=None, metavar="REC",
                             help="folder of reconstructions of real cases, named as the real ones: PSNR / SSIM")
@@ -150,7 +153,7 @@ def _generation_dataset_json(args) -> dict:
         raw = raw_folder(args.d) if args.d else None
         candidates = ([raw / "dataset.json"] if raw else []) + [
             Path(args.real).parent / "dataset.json", Path(args.real) / "dataset.json",
-            Path(args.generated) / "dataset.json"]
+            Path(args.generated[0]) / "dataset.json"]
     for path in candidates:
         if path.is_file():
             return load_json(path)  # not JSON: a malformed file, exit 2
@@ -166,9 +169,14 @@ def _evaluate_generation(args) -> int:
         from nnugen.atomic_files import atomic_write_json
         from nnugen.evaluation.generation_evaluation import encoder_features, evaluate_generation, generation_table
 
-        output = Path(args.o) if args.o else Path(args.generated) / "generation_summary.json"
-        if output.suffix != ".json":
-            raise ValueError(f"-o must end with .json, got {output}")
+        if args.o and len(args.generated) > 1:
+            raise ValueError("-o names one summary; with several --generated folders each summary goes into its "
+                             "folder (leave -o out)")
+        outputs = [Path(args.o) if args.o else Path(g) / "generation_summary.json" for g in args.generated]
+        if outputs[0].suffix != ".json":
+            raise ValueError(f"-o must end with .json, got {outputs[0]}")
+        if len(set(outputs)) < len(outputs):
+            raise ValueError("a --generated folder is named twice; name each folder once")
         dataset_json = _generation_dataset_json(args)
         features, note = None, "no trained nnU-Net given (-d DATASET -c CONFIGURATION -f FOLD)"
         if args.d:
@@ -178,12 +186,16 @@ def _evaluate_generation(args) -> int:
 
             encoder = EncoderFeatures.of_dataset(results_root(), dataset_name(args.d), args.c, args.f, args.device)
             features, note = encoder_features(encoder, args.c), f"encoder of {encoder.fold_folder}"
-        result = evaluate_generation(Path(args.generated), Path(args.real), dataset_json, args.fe, features, note,
-                                     Path(args.reconstructions) if args.reconstructions else None)
-        output.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(output, result)
-        print(generation_table(result))
-        print(f"nnugen_evaluate: wrote {output}")
+        reconstructions = Path(args.reconstructions) if args.reconstructions else None
+        results = [evaluate_generation(Path(g), Path(args.real), dataset_json, args.fe, features, note, reconstructions)
+                   for g in args.generated]
+        for output, result in zip(outputs, results):
+            output.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(output, result)
+            if len(results) > 1:
+                print(result["generated_folder"])
+            print(generation_table(result))
+            print(f"nnugen_evaluate: wrote {output}")
         return 0
 
     return run_reporting_errors("nnugen_evaluate", body, (ValueError, OSError))

@@ -88,15 +88,15 @@ def run_demo(request: DemoRequest) -> dict[str, dict[str, float]]:
             sections["seg"] = run_segmentation_demo(dataset_id, request.configuration, raw, labels, work_dir, budget,
                                                     request.device, say, log)
         if "generation" in request.parts:
-            from nnugen.demo.generation_demo import run_generation_demo
+            from nnugen.demo.generation_demo import generation_budget, run_generation_demo
 
             sections["generation"] = run_generation_demo(dataset_id, request.configuration, raw, labels, work_dir,
-                                                         request.quick, request.device, say, log)
+                                                         generation_budget(request.quick), request.device, say, log)
     if "anomaly" in request.parts:
-        from nnugen.demo.anomaly_demo import run_anomaly_demo
+        from nnugen.demo.anomaly_demo import anomaly_demo_size, run_anomaly_demo
 
-        sections["anomaly"] = run_anomaly_demo(work_dir, request.quick, request.device, say, log,
-                                               three_d=request.configuration != "2d")
+        size = anomaly_demo_size(request.quick, three_d=request.configuration != "2d")
+        sections["anomaly"] = run_anomaly_demo(work_dir, size, request.device, say, log)
     page = write_report(work_dir, list(sections.values()), time.monotonic() - started)
     say(f"report: {page.resolve()} (a picture of it: {page.with_suffix('.png').resolve()})")
     failed = failed_checks(list(sections.values()))

@@ -98,5 +98,26 @@ def write_mni_dataset(raw_root: Path, dataset_id: int, name: str, n_train: int, 
         _write(image, spacing, folder / f"images{split}" / f"{case}_0000.nii.gz")
         _write(labels, spacing, folder / f"labels{split}" / f"{case}.nii.gz")
     write_dataset_json(folder, {"0": "T1"}, dict(LABELS), n_train, ".nii.gz", dataset_name=name,
-                       description=PROVENANCE, license="MNI152 2009 template: see nilearn's documentation")
+                       description=PROVENANCE, license="MNI152 2009 template: see nilearn's documentation",
+                       nnugen_mni={"seed": seed, "numTest": n_test})
     return folder
+
+
+def write_unseen_mni_images(dataset: Path, folder: Path, n: int) -> list[Path]:
+    """``n`` more augmented cases of a dataset written by ``write_mni_dataset`` (its seed from dataset.json): the
+    cases that would follow its training and test cases, images only (``unseen_KKK_0000.nii.gz``) into ``folder``."""
+    import json
+
+    described = json.loads((Path(dataset) / "dataset.json").read_text(encoding="utf-8"))
+    meta = described.get("nnugen_mni")
+    if meta is None:
+        raise ValueError(f"{dataset} was not written by write_mni_dataset (its dataset.json has no 'nnugen_mni' "
+                         "recipe); rewrite it with nnugen_demo --real in a new work folder")
+    t1, label, spacing = load_mni152()
+    first = int(described["numTraining"]) + int(meta["numTest"])
+    written = []
+    for k in range(n):
+        image, _ = augmented_case(t1, label, np.random.default_rng([int(meta["seed"]), first + k]))
+        written.append(Path(folder) / f"unseen_{k:03d}_0000.nii.gz")
+        _write(image, spacing, written[-1])
+    return written

@@ -186,6 +186,30 @@ def write_phantom_dataset(raw_root: Path, dataset_id: int, name: str, n_train: i
     return folder
 
 
+def write_unseen_phantom_images(dataset: Path, folder: Path, n: int) -> list[Path]:
+    """``n`` more cases of a dataset written by ``write_phantom_dataset``, by its own recipe (the spec and seed its
+    dataset.json records): the cases that would follow its training and test cases, so no model of the dataset saw
+    them. Images only (``unseen_KKK_CCCC.nii.gz``, every channel) into ``folder``; returns the first channel's
+    files. A reference for how far real cases of the same kind lie from the training cases."""
+    import json
+
+    described = json.loads((Path(dataset) / "dataset.json").read_text(encoding="utf-8"))
+    meta = described.get("nnugen_phantom")
+    if meta is None:
+        raise ValueError(f"{dataset} was not written by write_phantom_dataset (its dataset.json has no "
+                         "'nnugen_phantom' recipe); pass a phantom dataset")
+    spec = PhantomSpec(**{key: tuple(value) if isinstance(value, list) else value
+                          for key, value in meta["spec"].items()})
+    first = int(described["numTraining"]) + int(meta["numTest"])
+    written = []
+    for k in range(n):
+        images, _ = make_phantom_case(spec, np.random.default_rng([int(meta["seed"]), first + k]))
+        for channel, image in enumerate(images):
+            write_phantom_image(image, spec, Path(folder) / f"unseen_{k:03d}_{channel:04d}.nii.gz")
+        written.append(Path(folder) / f"unseen_{k:03d}_0000.nii.gz")
+    return written
+
+
 def write_phantom_image(array: np.ndarray, spec: PhantomSpec, path: Path) -> None:
     """Write ``array`` (array order: an image or a label map of ``spec.shape``) as a NIfTI file with the spec's
     geometry, atomically; the parent folder is created."""

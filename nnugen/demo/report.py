@@ -98,6 +98,8 @@ def _html(work_dir: Path, sections: list[Section], seconds: float) -> str:
 
 def _picture(path: Path, sections: list[Section], seconds: float) -> None:
     """The page as one PNG: per section its title, checks and tables as text, then its pictures."""
+    import textwrap
+
     import matplotlib
 
     matplotlib.use("Agg")
@@ -106,7 +108,9 @@ def _picture(path: Path, sections: list[Section], seconds: float) -> None:
 
     blocks: list[tuple[str, object]] = [("text", f"nnugen demo: {len(sections)} part(s) in {seconds:.0f} s")]
     for section in sections:
-        text = [section.title, *(check.line() for check in section.checks)]
+        # monospace at 8 pt fills the 10-inch page at about 140 characters: longer check lines wrap
+        text = [section.title, *(textwrap.fill(check.line(), 140, subsequent_indent="    ")
+                                 for check in section.checks)]
         for caption, table in section.tables:
             text += [caption, table]
         blocks.append(("text", "\n".join(text)))

@@ -1,5 +1,6 @@
-"""The anomaly step of nnugen_demo (quick size) through the real CLIs: it trains on healthy phantoms, segments the
-held-out lesions with nnUNetv2_predict, writes maps with nnugen_predict and reports scores it computed from them."""
+"""The anomaly step of nnugen_demo (smaller than its own size) through the real CLIs: it trains on healthy
+phantoms, segments the held-out lesions with nnUNetv2_predict, writes maps with nnugen_predict and reports scores it
+computed from them."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ def test_the_anomaly_demo_trains_segments_and_scores_held_out_lesions(tmp_path, 
     import SimpleITK as sitk
 
     from nnugen.anomaly import dice
-    from nnugen.demo.anomaly_demo import DATASET_ID, DATASET_NAME, TRAINER, anomaly_demo_size, run_anomaly_demo
+    from nnugen.demo.anomaly_demo import DATASET_ID, DATASET_NAME, TRAINER, AnomalyDemoSize, run_anomaly_demo
 
     for variable in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
         monkeypatch.setenv(variable, str(tmp_path / variable))
@@ -21,10 +22,12 @@ def test_the_anomaly_demo_trains_segments_and_scores_held_out_lesions(tmp_path, 
     monkeypatch.setenv("nnUNet_n_proc_DA", "1")
     monkeypatch.delenv("nnUNet_extTrainer", raising=False)  # the CLIs must find the trainer themselves
     messages: list[str] = []
-    section = run_anomaly_demo(tmp_path, quick=True, device="cpu", say=messages.append, log=tmp_path / "log.txt")
+    size = AnomalyDemoSize((64, 64), n_healthy=8, n_val_lesion=2, n_test_lesion=3, epochs=2, iterations=20, steps=4,
+                           seeds=1)
+    section = run_anomaly_demo(tmp_path, size, device="cpu", say=messages.append, log=tmp_path / "log.txt")
     result = section.numbers
 
-    assert result["cases"] == anomaly_demo_size(quick=True).n_test_lesion and 0 < result["prevalence"] < 0.2
+    assert result["cases"] == size.n_test_lesion and 0 < result["prevalence"] < 0.2
     assert result["prevalence"] <= result["pixel_auprc"] <= 1 and 0 <= result["dice"] <= 1
     assert any(f"pixel AUPRC {result['pixel_auprc']:.3f}" in m for m in messages)
     labels = tmp_path / "nnUNet_raw" / f"Dataset{DATASET_ID}_{DATASET_NAME}2D" / "labelsTs"

@@ -9,7 +9,14 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from nnugen.demo.phantom import CONTRASTS, LABELS, PhantomSpec, make_phantom_case, write_phantom_dataset
+from nnugen.demo.phantom import (
+    CONTRASTS,
+    LABELS,
+    PhantomSpec,
+    make_phantom_case,
+    write_phantom_dataset,
+    write_unseen_phantom_images,
+)
 
 SPEC_3D = PhantomSpec(shape=(16, 32, 40), spacing=(3.0, 0.8, 0.8), n_channels=2)
 SPEC_2D = PhantomSpec(shape=(40, 48), spacing=(0.7, 0.7), n_channels=2)
@@ -118,6 +125,23 @@ def test_cases_do_not_depend_on_dataset_size(tmp_path):
         a, b = (sitk.GetArrayFromImage(sitk.ReadImage(str(f / relative))) for f in (small, large))
         np.testing.assert_array_equal(a, b)
     assert not (small / "imagesTs").exists()
+
+
+def test_unseen_cases_are_the_ones_that_follow_the_dataset(tmp_path):
+    # the generation demo's real reference: cases of the dataset's own recipe that are neither training nor test cases
+    dataset = write_phantom_dataset(tmp_path / "a", 1, "P", n_train=2, n_test=1, spec=SPEC_2D, seed=5)
+    longer = write_phantom_dataset(tmp_path / "b", 1, "P", n_train=5, spec=SPEC_2D, seed=5)
+    written = write_unseen_phantom_images(dataset, tmp_path / "unseen", 2)
+    assert [f.name for f in written] == ["unseen_000_0000.nii.gz", "unseen_001_0000.nii.gz"]
+    assert (tmp_path / "unseen" / "unseen_001_0001.nii.gz").is_file()  # every channel
+    for k, file in enumerate(written):
+        expected = sitk.ReadImage(str(longer / "imagesTr" / f"P_{3 + k:03d}_0000.nii.gz"))
+        image = sitk.ReadImage(str(file))
+        np.testing.assert_array_equal(sitk.GetArrayFromImage(image), sitk.GetArrayFromImage(expected))
+        assert image.GetSpacing() == expected.GetSpacing() and image.GetDirection() == expected.GetDirection()
+    (dataset / "dataset.json").write_text(json.dumps({"numTraining": 2}))
+    with pytest.raises(ValueError, match="write_phantom_dataset"):
+        write_unseen_phantom_images(dataset, tmp_path / "other", 1)
 
 
 def test_existing_folder_and_clashing_ids(tmp_path):

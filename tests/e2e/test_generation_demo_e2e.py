@@ -1,6 +1,7 @@
-"""The demo's generation step (``run_generation_demo``, quick budget) on the tiny 2D phantoms, already planned as the
-demo plans them: it trains a joint image + label DDPM through nnugen_train, writes samples with previews through
-nnugen_sample, and leaves the other tasks' settings as they were."""
+"""The demo's generation step (``run_generation_demo``, a budget smaller than ``--quick``'s) on the tiny 2D
+phantoms, already planned as the demo plans them: it trains a joint image + label DDPM through nnugen_train, writes
+samples with previews through nnugen_sample, scores them, unseen real cases and noise in one nnugen_evaluate call, and
+leaves the other tasks' settings as they were."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_generation_step_trains_a_small_ddpm_and_writes_samples(tiny2d, tmp_path, monkeypatch, capsys):
-    from nnugen.demo.generation_demo import NOISE_RATIO, SAMPLES_DATASET, generation_budget, run_generation_demo
+    from nnugen.demo.generation_demo import NOISE_SHARE, SAMPLES_DATASET, GenerationBudget, run_generation_demo
     from nnugen.demo.phantom import LABELS
     from nnugen.evaluation.folder_scores import folder_scores, foreground_mean
 
@@ -22,10 +23,10 @@ def test_generation_step_trains_a_small_ddpm_and_writes_samples(tiny2d, tmp_path
          "baseline.training.iterations_per_epoch=5", "--set", "segmentation.sampler.steps=4"], env)
     said: list[str] = []
     log = root / "demo_log.txt"
-    section = run_generation_demo(902, "2d", root / "raw" / "Dataset902_Tiny2D", LABELS, root, True, "cpu",
+    budget = GenerationBudget(epochs=2, iterations=10, cases=4, steps=5, widest=32, batch=4)
+    section = run_generation_demo(902, "2d", root / "raw" / "Dataset902_Tiny2D", LABELS, root, budget, "cpu",
                                   said.append, log)
 
-    budget = generation_budget(quick=True)
     samples = root / "samples" / "ddpm"
     dataset = samples / SAMPLES_DATASET
     for k in range(budget.cases):
@@ -42,13 +43,19 @@ def test_generation_step_trains_a_small_ddpm_and_writes_samples(tiny2d, tmp_path
     assert any("--task baseline" in line and "to score the samples" in line for line in said)
 
     # the numbers are the ones nnugen_evaluate and nnU-Net's statistics give, and the checks say what they show
-    frechet = {name: json.loads((folder / "generation_summary.json").read_text())["features"]["frechet"]
-               for name, folder in (("samples", dataset), ("noise", root / "samples" / "noise"))}
-    assert section.numbers["frechet/samples"] == frechet["samples"] and section.numbers["frechet/noise"] > 0
+    summaries = {name: json.loads((folder / "generation_summary.json").read_text())
+                 for name, folder in (("samples", dataset), ("unseen_real", root / "samples" / "unseen_real"),
+                                      ("noise", root / "samples" / "noise"))}
+    assert {s["cases"]["generated"] for s in summaries.values()} == {budget.cases}  # three sets of one size
+    frechet = {name: summary["features"]["frechet"] for name, summary in summaries.items()}
+    for name, value in frechet.items():
+        assert section.numbers[f"frechet/{name}"] == value
+    share = (frechet["samples"] - frechet["unseen_real"]) / (frechet["noise"] - frechet["unseen_real"])
+    assert section.numbers["noise_share"] == pytest.approx(share)
     scores = folder_scores(root / "predictions" / "samples_segmented_by_nnunet", dataset / "labelsTr", LABELS)
     assert section.numbers["label_dice"] == foreground_mean({n: v["Dice"] for n, v in scores.items()})
     noise_check, label_check = section.checks
-    assert noise_check.passed == (frechet["samples"] <= NOISE_RATIO * frechet["noise"])
+    assert noise_check.passed == (share <= NOISE_SHARE) and f"{share:.2f}" in noise_check.measured
     assert label_check.passed == (section.numbers["label_dice"] >= 0.5)
     assert section.pictures == [root / "pictures" / "generation.png"] and section.pictures[0].is_file()
     assert any(command.startswith(cli("nnugen_sample")) for command in section.commands)

@@ -110,6 +110,40 @@ def test_frechet_distance_of_one_feature_is_the_closed_form(folders):
     assert result["features"]["dimensions"] == 2 and result["features"]["gaussian_mmd"] > 0
 
 
+def test_several_generated_folders_are_each_scored_as_alone(folders, tmp_path, capsys):
+    import shutil
+
+    raw, generated, _, _ = folders
+    other = tmp_path / "control"
+    shutil.copytree(generated, other)
+    _write(_image(99) * 3, other / "case_0001_0000.nii.gz")
+    assert main(["--generated", str(other), "--real", str(raw / "imagesTr")]) == 0
+    alone = json.loads((other / "generation_summary.json").read_text())
+    (other / "generation_summary.json").unlink()
+    capsys.readouterr()
+    assert main(["--generated", str(generated), str(other), "--real", str(raw / "imagesTr")]) == 0
+    both = [json.loads((g / "generation_summary.json").read_text()) for g in (generated, other)]
+    assert both[1] == alone and both[0]["generated_folder"] == str(generated)
+    assert both[0]["ms_ssim"]["generated"] != both[1]["ms_ssim"]["generated"]
+    assert capsys.readouterr().out.count("nnugen_evaluate: wrote") == 2
+
+
+def test_several_generated_folders_write_nothing_when_one_is_bad(folders, tmp_path, capsys):
+    raw, generated, _, _ = folders
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    _write(_image(5), bad / "case_0000_0000.nii.gz")  # one image: no diversity
+    assert main(["--generated", str(generated), str(bad), "--real", str(raw / "imagesTr")]) == 1
+    assert "the generated folder holds 1 image(s)" in capsys.readouterr().err
+    _nothing_written(generated, bad)
+    for argv in (["--generated", str(generated), str(bad), "--real", str(raw / "imagesTr"), "-o",
+                  str(tmp_path / "x.json")],
+                 ["--generated", str(generated), str(generated), "--real", str(raw / "imagesTr")]):
+        assert main(argv) == 1
+        assert "nnugen_evaluate: error: " in capsys.readouterr().err
+    _nothing_written(generated, bad, tmp_path)
+
+
 def _nothing_written(*folders: Path) -> None:
     for folder in folders:
         assert not list(folder.rglob("generation_summary*.json")) and not list(folder.rglob(".*tmp*"))
