@@ -201,8 +201,6 @@ def noise_share(samples: float, real: float, noise: float) -> float:
 
 def write_unseen_real(raw: Path, folder: Path, n: int) -> None:
     """``n`` real cases of the demo dataset's own recipe that no model saw, images only, into ``folder``."""
-    import json
-
     from nnugen.demo.mni_dataset import write_unseen_mni_images
     from nnugen.demo.phantom import write_unseen_phantom_images
 
