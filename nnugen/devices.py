@@ -1,8 +1,10 @@
 """The one check of a device name a user typed (``-device`` of nnugen_train / nnugen_predict / nnugen_sample,
 nnugen_demo). ``check_device_name`` needs no torch (the checks before anything is loaded);
-``torch_device`` also checks that the device is there."""
+``torch_device`` also checks that the device is there. ``usable_cpu_cores``: the cores a CPU run may use."""
 
 from __future__ import annotations
+
+import os
 
 DEVICES = ("cuda", "cpu", "mps")
 
@@ -24,3 +26,11 @@ def torch_device(name: str, flag: str = "-device"):
     if name == "mps" and not torch.backends.mps.is_available():
         raise ValueError(f"{flag} mps: MPS is not available here; use {flag} cpu")
     return torch.device(name)
+
+
+def usable_cpu_cores() -> int:
+    """The cores this process may run on: its CPU affinity (what ``taskset``, a SLURM job's cpuset or a container's
+    cpuset leave it) where the system reports one, else every core of the machine."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1

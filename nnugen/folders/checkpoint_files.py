@@ -53,9 +53,26 @@ def save_nnunet_checkpoint(trainer, filename: str) -> None:
         "trainer_name": trainer.__class__.__name__,
         "inference_allowed_mirroring_axes": trainer.inference_allowed_mirroring_axes,
         "nnugen_rng": rng_states(),
+        "nnugen_world_size": _world_size(),
         **trainer.extra_checkpoint_state(),
     }
     atomic_torch_save(checkpoint, filename)
+
+
+def _world_size() -> int:
+    distributed = torch.distributed
+    return distributed.get_world_size() if distributed.is_available() and distributed.is_initialized() else 1
+
+
+def check_resume_world_size(filename: str, world_size: int) -> None:
+    """CheckpointError when ``--c`` would continue a run with another number of processes than trained it: the
+    batch plan for the world size, the ranks' random streams and so the run would change halfway. Checkpoints
+    written before nnugen recorded the number are not checked."""
+    trained = load_nnunet_checkpoint(filename, torch.device("cpu")).get("nnugen_world_size")
+    if trained is not None and int(trained) != world_size:
+        raise CheckpointError(f"{filename} was trained by {int(trained)} process(es) and this run has {world_size}; "
+                              f"resume it with {int(trained)} (torchrun's --nnodes x --nproc_per_node, or "
+                              "-num_gpus), or train the fold again without --c")
 
 
 def remove_torn_writes(folder: str) -> list[str]:

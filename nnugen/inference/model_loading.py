@@ -7,13 +7,12 @@ predictor)."""
 
 from __future__ import annotations
 
-import multiprocessing
 import pickle
 import warnings
 from functools import partial
 from pathlib import Path
 
-from nnugen.devices import torch_device
+from nnugen.devices import torch_device, usable_cpu_cores
 from nnugen.run.ext_trainer_path import ensure_ext_trainer_path
 
 
@@ -69,6 +68,6 @@ def load_diffusion_predictor(model_folder: Path, folds: tuple, request, partitio
         raise ValueError(f"--steps {request.steps}: this model was trained with {trained} timesteps, so it samples "
                          f"with at most {trained} steps; for more, train with more timesteps (e.g. "
                          "NnugenDiffSegTrainer_T1000)")
-    threads = multiprocessing.cpu_count() if partition is None else partition.place.cpu_threads
+    threads = usable_cpu_cores() if partition is None else partition.place.cpu_threads
     torch.set_num_threads(threads if device.type == "cpu" else 1)
     return predictor, network

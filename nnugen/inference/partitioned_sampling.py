@@ -81,14 +81,12 @@ def joined_ranks(device_name: str, timeout_s: float) -> Iterator[RankPlace]:
     """This process's place; under torchrun with more than one process, inside the process group for the block."""
     import torch
 
-    from nnugen.devices import torch_device
+    from nnugen.devices import torch_device, usable_cpu_cores
 
     timeout = timedelta(seconds=timeout_s)
     place = torchrun_rank()
     if place is None or place.world_size == 1:
-        import multiprocessing
-
-        yield RankPlace(0, 1, torch_device(device_name), timeout, multiprocessing.cpu_count())
+        yield RankPlace(0, 1, torch_device(device_name), timeout, usable_cpu_cores())
         return
     import torch.distributed as dist
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nnugen.devices import torch_device
+from nnugen.devices import torch_device, usable_cpu_cores
 from nnugen.inference.generator_loading import load_generator
 from nnugen.inference.sample_output_folder import claim_dataset_folder
 from nnugen.inference.sample_request import (
@@ -62,9 +62,7 @@ def _sample_cases(request: SampleRequest, plan: SamplePlan, place) -> list[Path]
 
     device = torch_device(request.device) if place is None else place.device
     if device.type == "cpu":
-        import multiprocessing
-
-        torch.set_num_threads(multiprocessing.cpu_count() if place is None else place.cpu_threads)
+        torch.set_num_threads(usable_cpu_cores() if place is None else place.cpu_threads)
     partition = None if place is None else check_partition(request.partition, plan.sampling_shape, plan.patch_size,
                                                            False)
     writes = place is None or place.rank == 0

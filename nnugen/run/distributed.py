@@ -9,7 +9,6 @@ continue from, training and the final validation (each rank validates its share 
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 from dataclasses import dataclass
 
@@ -49,8 +48,10 @@ def check_torchrun_device(device: str) -> str:
 
 
 def cpu_threads_per_rank() -> int:
-    """The CPU's cores shared among the processes torchrun started on this node (all of them outside torchrun)."""
-    return max(1, multiprocessing.cpu_count() // int(os.environ.get("LOCAL_WORLD_SIZE") or 1))
+    """The usable cores shared among the processes torchrun started on this node (all of them outside torchrun)."""
+    from nnugen.devices import usable_cpu_cores
+
+    return max(1, usable_cpu_cores() // int(os.environ.get("LOCAL_WORLD_SIZE") or 1))
 
 
 def train_under_torchrun(dataset: str, configuration: str, fold: str, trainer_name: str, plans_identifier: str,

@@ -83,7 +83,7 @@ def check_request(request: TrainRequest) -> tuple[str, str]:
 
         plan_world_batch(settings.memory.batch_size, settings.memory.grad_accumulation, world_size)
     if request.continue_training:
-        check_resume_checkpoint(request, configuration, task.trainer)
+        check_resume_checkpoint(request, configuration, task.trainer, max(world_size, 1))
     if request.only_validation:
         check_final_checkpoint(request, configuration, task.trainer)
     if request.pretrained_weights is not None:
@@ -154,9 +154,10 @@ def _data_identifier(plans: dict, configuration: str) -> str:
     return PlansManager(plans).get_configuration(configuration).data_identifier
 
 
-def check_resume_checkpoint(request: TrainRequest, configuration: str, trainer: str) -> None:
-    """A broken checkpoint that ``--c`` would load is refused here, before nnU-Net's run writes its training log."""
-    from nnugen.folders.checkpoint_files import check_checkpoint_file, resume_checkpoint
+def check_resume_checkpoint(request: TrainRequest, configuration: str, trainer: str, world_size: int) -> None:
+    """A broken checkpoint that ``--c`` would load, or one that another number of processes trained, is refused
+    here, before nnU-Net's run writes its training log."""
+    from nnugen.folders.checkpoint_files import check_checkpoint_file, check_resume_world_size, resume_checkpoint
     from nnugen.folders.model_folder import ModelFolder
 
     if not os.environ.get("nnUNet_results"):
@@ -165,6 +166,7 @@ def check_resume_checkpoint(request: TrainRequest, configuration: str, trainer: 
     checkpoint = resume_checkpoint(str(folder.fold("all" if request.fold == "all" else int(request.fold))))
     if checkpoint is not None:
         check_checkpoint_file(checkpoint)
+        check_resume_world_size(checkpoint, world_size)
 
 
 def check_final_checkpoint(request: TrainRequest, configuration: str, trainer: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +24,13 @@ def nnunet_environment(root: Path, **extra: str) -> dict[str, str]:
                OMP_NUM_THREADS="2", PYTHONUNBUFFERED="1")
     env.update(extra)
     return env
+
+
+def free_local_port() -> int:
+    """A TCP port free on this machine now, for a rendezvous endpoint ``localhost:PORT``."""
+    with socket.socket() as probe:
+        probe.bind(("localhost", 0))
+        return probe.getsockname()[1]
 
 
 def succeeded(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:

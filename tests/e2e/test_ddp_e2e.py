@@ -33,7 +33,7 @@ def test_torchrun_more_cpu_ranks_than_the_batch_train_one_model(tiny2d, fresh_re
     model = root / "results" / "Dataset902_Tiny2D" / "NnugenDiffSegTrainer__nnugenPlans__2d"
     fold = model / "fold_0"
     final = torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=False)
-    assert len(final["logging"]["train_losses"]) == 1
+    assert len(final["logging"]["train_losses"]) == 1 and final["nnugen_world_size"] == RANKS
     rank0, *others = (torch.load(dumps / f"rank_{rank}.pt", weights_only=True)["network"] for rank in range(RANKS))
     for other in others:
         assert rank0.keys() == other.keys() == final["network_weights"].keys()

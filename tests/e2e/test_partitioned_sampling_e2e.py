@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from e2e_helpers import cli, run_all
+from e2e_helpers import cli, free_local_port, run_all
 
 SIZE = ("48", "96", "72")  # the patch is 48^3: 1 x 3 x 2 windows
 SMALL = ("ddpm.denoiser.features_per_stage=[4,8,8,8]", "ddpm.denoiser.attention_stages=[]",
@@ -105,6 +105,24 @@ def test_two_processes_write_the_files_of_one(untrained_ddpm):
             scale = float(np.abs(reference[name]).max()) or 1.0
             np.testing.assert_allclose(image, reference[name], rtol=0, atol=1e-5 * scale, err_msg=name)
         assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in (root / "one").iterdir())
+
+
+def test_two_agents_joined_by_rendezvous_write_the_files_of_one(untrained_ddpm):
+    # two torchrun agents of one process each, as two nodes start them (docs/scaling.md, issue 19 part 3)
+    root, env = untrained_ddpm
+    endpoint = f"localhost:{free_local_port()}"
+    agents = [[sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node_rank", str(node),
+               "--nproc_per_node", "1", "--rdzv_backend", "c10d", "--rdzv_endpoint", endpoint, "--rdzv_id",
+               "nnugen-sample", *_command(root / "agents", ("1", "1", "2"))] for node in (0, 1)]
+    run_all([(_command(root / "alone", ("1", "1", "1")), env), *((agent, env) for agent in agents)], timeout=600)
+    reference, images = _images(root / "alone"), _images(root / "agents")
+    assert reference and images.keys() == reference.keys()
+    for name, image in images.items():
+        if name.count("_") == 1:  # the label map (see above)
+            assert (image != reference[name]).mean() < 1e-4, name
+            continue
+        scale = float(np.abs(reference[name]).max()) or 1.0
+        np.testing.assert_allclose(image, reference[name], rtol=0, atol=1e-5 * scale, err_msg=name)
 
 
 @pytest.mark.parametrize(("partition", "message"), [

@@ -29,11 +29,21 @@ def test_torchrun_rank_is_read_from_the_environment():
 
 
 def test_cpu_threads_are_shared_among_the_ranks_of_a_node(monkeypatch):
-    monkeypatch.setattr("multiprocessing.cpu_count", lambda: 16)
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(16)))
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
     assert cpu_threads_per_rank() == 4
     monkeypatch.delenv("LOCAL_WORLD_SIZE")
     assert cpu_threads_per_rank() == 16
+
+
+def test_cpu_threads_are_those_the_process_may_run_on(monkeypatch):
+    # a SLURM job's cpuset or taskset leaves 6 of the node's 64 cores: 3 threads for each of 2 ranks, not 32
+    monkeypatch.setattr("os.cpu_count", lambda: 64)
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {3, 4, 5, 10, 11, 12})
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    assert cpu_threads_per_rank() == 3
+    monkeypatch.delattr("os.sched_getaffinity")  # macOS, Windows: every core
+    assert cpu_threads_per_rank() == 32
 
 
 @pytest.mark.parametrize(("environment", "changes", "message"), [

@@ -95,3 +95,19 @@ def test_resume_checkpoint_is_picked_as_nnunet_picks_it_and_a_broken_one_is_refu
     assert resume_checkpoint(str(tmp_path)) == str(final)
     with pytest.raises(CheckpointError, match="checkpoint_final.pth does not load .*delete it and resume with --c"):
         check_checkpoint_file(str(final))
+
+
+def test_resume_with_another_number_of_processes_is_refused(tmp_path):
+    import torch
+
+    from nnugen.folders.checkpoint_files import CheckpointError, check_resume_world_size
+
+    two_ranks, older = tmp_path / "checkpoint_latest.pth", tmp_path / "checkpoint_older.pth"
+    torch.save({"network_weights": {}, "current_epoch": 3, "nnugen_world_size": 2}, two_ranks)
+    torch.save({"network_weights": {}, "current_epoch": 3}, older)
+    check_resume_world_size(str(two_ranks), 2)
+    with pytest.raises(CheckpointError, match=r"trained by 2 process\(es\) and this run has 1; resume it with 2 "):
+        check_resume_world_size(str(two_ranks), 1)
+    with pytest.raises(CheckpointError, match="and this run has 4"):
+        check_resume_world_size(str(two_ranks), 4)
+    check_resume_world_size(str(older), 4)  # written before the number was recorded: not checked
