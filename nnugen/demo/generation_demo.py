@@ -57,7 +57,10 @@ class GenerationBudget:
     """AdamW's rate (the plan's 1e-4 is for long runs; 3e-4 learned fastest on the 2D curve, docs/benchmarks.md)."""
 
 
-def generation_budget(quick: bool) -> GenerationBudget:
+def generation_budget(quick: bool, three_d: bool = False) -> GenerationBudget:
+    if three_d:  # a 3D patch cost ~1 s per sample and iteration at width 64 and batch 8 (--real, 2 cores, 2026-12-05)
+        return GenerationBudget(epochs=2 if quick else 6, iterations=100, cases=4 if quick else 8, steps=20,
+                                widest=32, batch=2)
     if quick:
         return GenerationBudget(epochs=2, iterations=100, cases=8, steps=20, widest=64)
     return GenerationBudget(epochs=6, iterations=100, cases=16, steps=25, widest=64)
