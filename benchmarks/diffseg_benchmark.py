@@ -11,13 +11,15 @@ With ``--warm-start N [N ...]`` the diffusion segmenter is also fine-tuned from 
 (``nnugen_train --task seg -pretrained_weights .../checkpoint_final.pth``) for N iterations each (the plan's
 iterations per epoch times N / iterations epochs), predicted as the diffusion model trained from scratch: the
 fine-tuning curve of issue 16, next to the baseline's Dice. At 0 iterations the warm-started model's segmentation is
-the baseline's exactly (tests/networks/test_plain_unet_weights.py, tests/e2e/test_warm_start_e2e.py).
+the baseline's exactly (tests/networks/test_plain_unet_weights.py, tests/e2e/test_warm_start_e2e.py). With
+``--equal-budget`` the baseline is also trained for its budget plus the largest N (the warm start's total number of
+iterations), so that the curve's end can be compared with nnU-Net at equal compute.
 
 Time is not measured here (process start-up swamps it on a small test set): ``predict_time.py`` times prediction
 per case in one process, ``sampler_comparison.py`` the samplers. Results go to WORK/diffseg_benchmark.json.
 
     python benchmarks/diffseg_benchmark.py --work-dir /tmp/bench [--2d] [--epochs 6] [--iterations 25]
-        [--train-seeds 0 1 2] [--ablations] [--warm-start 25 50 100 200]
+        [--train-seeds 0 1 2] [--ablations] [--warm-start 25 50 100 200 [--equal-budget]]
 """
 
 from __future__ import annotations
@@ -117,13 +119,13 @@ def train(dataset: int, configuration: str, trainer: str, seed: int, destination
     return seconds
 
 
-def replan(dataset: int, configuration: str, epochs: int, iterations: int) -> None:
-    """Set the diffusion segmentation budget of the plans (the other tasks' settings and edits stay)."""
+def replan(dataset: int, configuration: str, epochs: int, iterations: int, task: str = "segmentation") -> None:
+    """Set the training budget of one task of the plans (the other tasks' settings and edits stay)."""
     if epochs < 1:
         raise SystemExit(f"--warm-start needs multiples of --iterations ({iterations})")
     run([str(BIN / "nnugen_plan"), "-d", str(dataset), "-c", configuration, "--no-check",
-         "--set", f"segmentation.training.epochs={epochs}",
-         "--set", f"segmentation.training.iterations_per_epoch={iterations}"])
+         "--set", f"{task}.training.epochs={epochs}",
+         "--set", f"{task}.training.iterations_per_epoch={iterations}"])
 
 
 def scores(output: Path, raw: Path) -> dict[str, dict[str, float]]:
@@ -170,6 +172,9 @@ def main() -> None:
     parser.add_argument("--warm-start", type=int, nargs="+", default=[], metavar="N",
                         help="also fine-tune diffusion from each seed's baseline for N iterations (multiples of "
                              "--iterations)")
+    parser.add_argument("--equal-budget", action="store_true",
+                        help="with --warm-start: also train the baseline for its budget plus the largest N, the "
+                             "warm start's total, so the fine-tuning curve can be read at equal compute")
     parser.add_argument(
         "--variants",
         nargs="+",
@@ -246,6 +251,20 @@ def main() -> None:
             command = [str(BIN / "nnugen_predict"), "-m", str(model), "--seed", "0", "--steps", "5"]
             for name, extra in ((f"{label}, 5 steps", []), (f"{label}, 5 steps x 5 seeds", ["--ensemble-size", "5"])):
                 record(results, name, predict([*command, *extra], raw,
+                                              work / "predictions" / f"seed_{seed}" / name.replace(" ", "_")), seed)
+            (work / "diffseg_benchmark.json").write_text(json.dumps(results, indent=2))
+        if args.equal_budget and args.warm_start:
+            total = args.epochs * args.iterations + max(args.warm_start)
+            label = f"nnU-Net baseline, {total} iterations"
+            model = work / "models" / f"seed_{seed}" / f"baseline_{total}"
+            if not (model / "fold_0" / "checkpoint_final.pth").is_file():
+                replan(dataset, configuration, total // args.iterations, args.iterations, task="baseline")
+                seconds = train(dataset, configuration, "NnugenBaselineTrainer", seed, model)
+                results["training_seconds"][f"{label} seed {seed}"] = round(seconds, 1)
+                replan(dataset, configuration, args.epochs, args.iterations, task="baseline")
+            baseline = [str(BIN / "nnUNetv2_predict_from_modelfolder"), "-m", str(model)]
+            for name, extra in ((f"{label}, no TTA", ["--disable_tta"]), (f"{label}, mirroring TTA", [])):
+                record(results, name, predict([*baseline, *extra], raw,
                                               work / "predictions" / f"seed_{seed}" / name.replace(" ", "_")), seed)
             (work / "diffseg_benchmark.json").write_text(json.dumps(results, indent=2))
 

@@ -1,16 +1,16 @@
 """What the demo steps share: stage messages with elapsed time, the CLIs of this environment, commands run with
-their output appended to the demo's log (and a progress bar following a long one, progress_follow.py), and the
-nnUNet_* folders inside the work folder."""
+their output appended to the demo's log (started without their imports, preloaded_commands.py, and a progress bar
+following a long one, progress_follow.py), and the nnUNet_* folders inside the work folder."""
 
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-from nnugen.demo.progress_follow import Watch, run_watched
+from nnugen.demo.preloaded_commands import start_command
+from nnugen.demo.progress_follow import Watch, follow
 
 
 class Stages:
@@ -33,11 +33,8 @@ def run_logged(command: list[str], log: Path, watch: Watch | None = None) -> Non
     (progress_follow.py). RuntimeError naming the log when it fails."""
     with open(log, "a", encoding="utf-8") as stream:
         stream.write(f"\n$ {' '.join(command)}\n")
-        stream.flush()
-        if watch is None:
-            returncode = subprocess.run(command, stdout=stream, stderr=subprocess.STDOUT).returncode
-        else:
-            returncode = run_watched(command, stream, watch)
+        process = start_command(command, stream)
+        returncode = process.wait() if watch is None else follow(process, watch)
     if returncode != 0:
         raise RuntimeError(f"{Path(command[0]).name} failed (exit {returncode}); see {log}")
 

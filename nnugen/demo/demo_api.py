@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nnugen.demo.commands import Stages, cli, run_logged, set_nnunet_folders
+from nnugen.demo.preloaded_commands import start_forkserver
 from nnugen.demo.report import Section, failed_checks, write_report
 
 DATASET_ID = 990
@@ -73,6 +74,7 @@ def run_demo(request: DemoRequest) -> dict[str, dict[str, float]]:
     work_dir.mkdir(parents=True, exist_ok=True)
     folders = set_nnunet_folders(work_dir)
     log = work_dir / "demo_log.txt"
+    start_forkserver()  # its imports run while the first dataset is written (preloaded_commands.py)
     say(f"work folder {work_dir.resolve()} (commands and their output: {log})")
     for variable, value in folders.items():
         say(f"  {variable}={value}")

@@ -1,11 +1,11 @@
 """The demo's progress bars: a tqdm bar on the terminal for every training, prediction and sampling the demo runs,
 while the command's own output goes to the demo's log.
 
-The commands run as subprocesses with their output in the log file, so the demo cannot draw their bars. It watches
-what they write instead: a training's ``training_progress.json`` (every nnugen trainer writes it on rank 0, the demo's
-nnU-Net baseline included, as ``NnugenBaselineTrainer``; nnugen/trainers/training_progress.py), and the case files
-a prediction or ``nnugen_sample`` writes one by one. Forwarding the commands' own bars instead would interleave them
-with the log and needs a terminal in the subprocess; a file is read the same way under any launcher.
+The commands run in their own processes with their output in the log file, so the demo cannot draw their bars. It
+watches what they write instead: a training's ``training_progress.json`` (every nnugen trainer writes it on rank 0,
+the demo's nnU-Net baseline included, as ``NnugenBaselineTrainer``; nnugen/trainers/training_progress.py), and the
+case files a prediction or ``nnugen_sample`` writes one by one. Forwarding the commands' own bars instead would
+interleave them with the log and needs a terminal in the subprocess; a file is read the same way under any launcher.
 """
 
 from __future__ import annotations
@@ -66,12 +66,11 @@ def prediction_watch(images: Path, output: Path, title: str = "cases") -> Watch:
     return files_watch(output, [f"{case}.nii.gz" for case in cases], title)
 
 
-def run_watched(command: list[str], stream: TextIO, watch: Watch, file: TextIO | None = None) -> int:
-    """Run ``command`` with its output into ``stream`` while a tqdm bar (on ``file``, default stderr) follows
-    ``watch`` every POLL_SECONDS; returns the exit code."""
+def follow(process, watch: Watch, file: TextIO | None = None) -> int:
+    """Wait for the started ``process`` (``subprocess.Popen``'s ``poll`` / ``wait``) while a tqdm bar (on ``file``,
+    default stderr) follows ``watch`` every POLL_SECONDS; returns the exit code."""
     from tqdm import tqdm
 
-    process = subprocess.Popen(command, stdout=stream, stderr=subprocess.STDOUT)
     with tqdm(total=None, file=file, dynamic_ncols=True, mininterval=POLL_SECONDS) as bar:
         while True:
             finished = process.poll() is not None

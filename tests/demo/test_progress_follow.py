@@ -10,7 +10,8 @@ import textwrap
 import pytest
 
 from nnugen.demo.commands import run_logged
-from nnugen.demo.progress_follow import Done, files_watch, prediction_watch, run_watched, training_watch
+from nnugen.demo.preloaded_commands import start_command
+from nnugen.demo.progress_follow import Done, files_watch, follow, prediction_watch, training_watch
 from nnugen.trainers.training_progress import PROGRESS_FILE, TrainingProgress, write_training_progress
 
 
@@ -32,7 +33,7 @@ def test_a_training_bar_follows_the_progress_file_and_the_output_goes_to_the_log
     assert not (tmp_path / PROGRESS_FILE).exists() and watch() is None
     screen, log = io.StringIO(), tmp_path / "log.txt"
     with open(log, "w") as stream:
-        assert run_watched(_fake_training(tmp_path), stream, watch, file=screen) == 0
+        assert follow(start_command(_fake_training(tmp_path), stream), watch, file=screen) == 0
     assert log.read_text() == "Epoch 0\nEpoch 1\n"
     last = [text for text in screen.getvalue().split("\r") if text.strip()][-1]  # the final state stays
     assert last.startswith("epoch 2/2: 100%") and "10/10 [" in last and last.rstrip().endswith("step 0/5, loss 0.25]")
