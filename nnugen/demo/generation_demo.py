@@ -9,8 +9,10 @@ writes cases with their label maps. Then the part shows whether it learned:
   cases, by the Fréchet distance of the trained nnU-Net encoder's features (the demo's baseline, trained first when
   the segmentation part did not run): the samples; unseen real cases of the dataset's own recipe (the lowest
   distance a set of that size can reach: with a few cases in hundreds of feature dimensions, even real cases lie
-  far from the training set); and noise (Gaussian, each image with a real case's mean and standard deviation). The
-  check is where the samples lie between the two: 0 as close as real cases, 1 as far as noise;
+  far from the training set); noise (Gaussian, each image with a real case's mean and standard deviation); and
+  phase-scrambled real cases (their power spectrum, so their intensities and blob scale, without their anatomy;
+  reference_images.py). The checks are where the samples lie between unseen real cases and each reference: 0 as
+  close as real cases, 1 as far as the reference;
 - labels that match their images: the baseline nnU-Net segments the samples (``nnUNetv2_predict``), and its Dice
   against the sampled label maps says whether each generated label map describes its image;
 - a picture: samples with their label maps above real cases with theirs.
@@ -25,8 +27,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from nnugen.demo.commands import cli, log_size, logged_commands, run_logged
 from nnugen.demo.pictures import Panel, as_slice, busiest_slice, write_picture
 from nnugen.demo.progress_follow import files_watch, prediction_watch, training_watch
@@ -37,6 +37,9 @@ from nnugen.tasks import TASKS
 NOISE_SHARE = 1 / 3
 """The samples' Fréchet distance to the training cases may exceed unseen real cases' by at most this share of what
 noise's exceeds it by."""
+SCRAMBLED_SHARE = 0.5
+"""... and by at most this share of what phase-scrambled real cases' exceeds it by: nearer real anatomy than to
+images with the data's intensities and power spectrum but no anatomy."""
 LABEL_DICE = 0.5
 """The baseline's mean foreground Dice on the samples against their own label maps must reach this."""
 SAMPLES_DATASET = "Dataset989_nnugenDemoSamples"
@@ -95,15 +98,18 @@ def run_generation_demo(dataset_id: int, configuration: str, raw: Path, labels: 
 
     frechet = {name: result["features"]["frechet"] for name, result in distances.items()}
     share = noise_share(frechet["samples"], frechet["unseen real"], frechet["noise"])
+    scrambled = noise_share(frechet["samples"], frechet["unseen real"], frechet["scrambled"])
     section = Section("Generation: images with their label maps")
     section.lines += [
         f"A joint image + label DDPM ({budget.epochs * budget.iterations} training iterations of {budget.batch} "
         f"patches, denoiser {features}, the planned objective) sampled {budget.cases} cases in {budget.steps} steps.",
         f"Fréchet distance of {budget.cases} images to the real training cases, on the trained nnU-Net's encoder "
         f"features: unseen real cases {frechet['unseen real']:.4g}, samples {frechet['samples']:.4g}, noise with the "
-        f"real cases' mean and spread {frechet['noise']:.4g}: the samples lie {share:.2f} of the way from real to "
-        f"noise. MS-SSIM within a set (lower = more diverse): samples "
-        f"{distances['samples']['ms_ssim']['generated']:.3f}, real {distances['samples']['ms_ssim']['real']:.3f}.",
+        f"real cases' mean and spread {frechet['noise']:.4g}, phase-scrambled real cases (their intensities and "
+        f"power spectrum, no anatomy) {frechet['scrambled']:.4g}: the samples lie {share:.2f} of the way from real "
+        f"to noise and {scrambled:.2f} of the way to the scrambled cases. MS-SSIM within a set (lower = more "
+        f"diverse): samples {distances['samples']['ms_ssim']['generated']:.3f}, real "
+        f"{distances['samples']['ms_ssim']['real']:.3f}.",
         f"nnU-Net (the baseline) segments the samples with a mean foreground Dice of {label_dice:.3f} against their "
         "own generated label maps: the labels describe the images they came with."]
     section.checks += [
@@ -111,10 +117,15 @@ def run_generation_demo(dataset_id: int, configuration: str, raw: Path, labels: 
               "from unseen real cases to noise)",
               f"{share:.2f} (unseen real {frechet['unseen real']:.4g}, samples {frechet['samples']:.4g}, noise "
               f"{frechet['noise']:.4g})", bool(share <= NOISE_SHARE)),
+        Check(f"the samples have the anatomy, not only the texture (Fréchet: at most {SCRAMBLED_SHARE:.2f} of the "
+              "way from unseen real cases to phase-scrambled real cases)",
+              f"{scrambled:.2f} (scrambled {frechet['scrambled']:.4g})", bool(scrambled <= SCRAMBLED_SHARE)),
         at_least("the generated labels match their images (nnU-Net's Dice on the samples)", label_dice, LABEL_DICE)]
     section.pictures.append(_picture(dataset, raw, len(labels), work_dir / "pictures" / "generation.png"))
     section.numbers.update({"frechet/samples": frechet["samples"], "frechet/unseen_real": frechet["unseen real"],
-                            "frechet/noise": frechet["noise"], "noise_share": share, "label_dice": label_dice})
+                            "frechet/noise": frechet["noise"], "noise_share": share,
+                            "frechet/scrambled": frechet["scrambled"], "scrambled_share": scrambled,
+                            "label_dice": label_dice})
     section.commands += logged_commands(log, since)
     say(section.lines[1])
     say(section.lines[2])
@@ -156,13 +167,18 @@ def _train_and_sample(dataset_id: int, configuration: str, features: list[int], 
 
 def _distances_to_real(dataset_id: int, configuration: str, raw: Path, samples: Path, work_dir: Path, cases: int,
                        device: str, say, log: Path) -> dict[str, dict]:
-    """The samples, as many unseen real cases and as many noise images, scored against the training cases in one
-    ``nnugen_evaluate --generated`` call; returns each set's generation_summary.json."""
-    noise, unseen = work_dir / "samples" / "noise", work_dir / "samples" / "unseen_real"
-    training_images = sorted((raw / "imagesTr").glob("*_0000.nii.gz"))
-    write_noise_like([training_images[k % len(training_images)] for k in range(cases)], noise)
+    """The samples, as many unseen real cases and as many images of each reference (reference_images.py), scored
+    against the training cases in one ``nnugen_evaluate --generated`` call; returns each set's
+    generation_summary.json."""
+    from nnugen.demo.reference_images import REFERENCES, write_reference_set
+
+    unseen = work_dir / "samples" / "unseen_real"
     write_unseen_real(raw, unseen, cases)
-    sets = {"samples": samples, "unseen real": unseen, "noise": noise}
+    sets = {"samples": samples, "unseen real": unseen}
+    training_images = sorted((raw / "imagesTr").glob("*_0000.nii.gz"))
+    for kind in REFERENCES:
+        sets[kind] = work_dir / "samples" / kind
+        write_reference_set(kind, [training_images[k % len(training_images)] for k in range(cases)], sets[kind])
     say(f"nnugen_evaluate --generated {' '.join(str(f) for f in sets.values())} --real {raw / 'imagesTr'} "
         "(features of the trained nnU-Net)")
     run_logged([cli("nnugen_evaluate"), "--generated", *map(str, sets.values()), "--real", str(raw / "imagesTr"),
@@ -211,26 +227,6 @@ def write_unseen_real(raw: Path, folder: Path, n: int) -> None:
     described = json.loads((raw / "dataset.json").read_text(encoding="utf-8"))
     writer = write_unseen_mni_images if "nnugen_mni" in described else write_unseen_phantom_images
     writer(raw, folder, n)
-
-
-def write_noise_like(images: list[Path], folder: Path, seed: int = 0) -> None:
-    """For each real image, an image of Gaussian noise with its mean and standard deviation (and its geometry), as
-    ``noise_KKKK_0000<ending>`` in ``folder``: what a generator that learned nothing but the intensities gives."""
-    import SimpleITK as sitk
-
-    from nnugen.atomic_files import atomic_write_with
-
-    shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(seed)
-    for k, path in enumerate(images):
-        real = sitk.ReadImage(str(path))
-        array = sitk.GetArrayFromImage(real).astype(np.float32)
-        noise = sitk.GetImageFromArray(rng.normal(array.mean(), array.std(), array.shape).astype(np.float32))
-        noise.CopyInformation(real)
-        atomic_write_with(folder / f"noise_{k:04d}_0000.nii.gz",
-                          lambda tmp, image=noise: sitk.WriteImage(image, str(tmp), useCompression=True),
-                          suffix=".nii.gz")
 
 
 def _label_agreement(segmented: Path, sampled_labels: Path, labels: dict[str, int]) -> float:

@@ -1,7 +1,7 @@
 """The demo's generation step (``run_generation_demo``, a budget smaller than ``--quick``'s) on the tiny 2D
 phantoms, already planned as the demo plans them: it trains a joint image + label DDPM through nnugen_train, writes
-samples with previews through nnugen_sample, scores them, unseen real cases and noise in one nnugen_evaluate call, and
-leaves the other tasks' settings as they were."""
+samples with previews through nnugen_sample, scores them, unseen real cases, noise and phase-scrambled real cases in
+one nnugen_evaluate call, and leaves the other tasks' settings as they were."""
 
 from __future__ import annotations
 
@@ -14,7 +14,13 @@ pytestmark = pytest.mark.slow
 
 
 def test_generation_step_trains_a_small_ddpm_and_writes_samples(tiny2d, tmp_path, monkeypatch, capsys):
-    from nnugen.demo.generation_demo import NOISE_SHARE, SAMPLES_DATASET, GenerationBudget, run_generation_demo
+    from nnugen.demo.generation_demo import (
+        NOISE_SHARE,
+        SAMPLES_DATASET,
+        SCRAMBLED_SHARE,
+        GenerationBudget,
+        run_generation_demo,
+    )
     from nnugen.demo.phantom import LABELS
     from nnugen.evaluation.folder_scores import folder_scores, foreground_mean
 
@@ -45,17 +51,21 @@ def test_generation_step_trains_a_small_ddpm_and_writes_samples(tiny2d, tmp_path
     # the numbers are the ones nnugen_evaluate and nnU-Net's statistics give, and the checks say what they show
     summaries = {name: json.loads((folder / "generation_summary.json").read_text())
                  for name, folder in (("samples", dataset), ("unseen_real", root / "samples" / "unseen_real"),
-                                      ("noise", root / "samples" / "noise"))}
-    assert {s["cases"]["generated"] for s in summaries.values()} == {budget.cases}  # three sets of one size
+                                      ("noise", root / "samples" / "noise"),
+                                      ("scrambled", root / "samples" / "scrambled"))}
+    assert {s["cases"]["generated"] for s in summaries.values()} == {budget.cases}  # four sets of one size
     frechet = {name: summary["features"]["frechet"] for name, summary in summaries.items()}
     for name, value in frechet.items():
         assert section.numbers[f"frechet/{name}"] == value
     share = (frechet["samples"] - frechet["unseen_real"]) / (frechet["noise"] - frechet["unseen_real"])
     assert section.numbers["noise_share"] == pytest.approx(share)
+    scrambled = (frechet["samples"] - frechet["unseen_real"]) / (frechet["scrambled"] - frechet["unseen_real"])
+    assert section.numbers["scrambled_share"] == pytest.approx(scrambled)
     scores = folder_scores(root / "predictions" / "samples_segmented_by_nnunet", dataset / "labelsTr", LABELS)
     assert section.numbers["label_dice"] == foreground_mean({n: v["Dice"] for n, v in scores.items()})
-    noise_check, label_check = section.checks
+    noise_check, scrambled_check, label_check = section.checks
     assert noise_check.passed == (share <= NOISE_SHARE) and f"{share:.2f}" in noise_check.measured
+    assert scrambled_check.passed == (scrambled <= SCRAMBLED_SHARE) and f"{scrambled:.2f}" in scrambled_check.measured
     assert label_check.passed == (section.numbers["label_dice"] >= 0.5)
     assert section.pictures == [root / "pictures" / "generation.png"] and section.pictures[0].is_file()
     assert any(command.startswith(cli("nnugen_sample")) for command in section.commands)
