@@ -3,17 +3,21 @@ geometry, as ``PREFIX_KKKK_0000<ending>`` files an nnU-Net raw folder of images 
 
 - noise: Gaussian noise with each real image's mean and standard deviation, what a generator that learnt nothing
   but the intensities gives; far from real in any feature space, so it shows that the features see something;
-- phase-scrambled real images: each real image's Fourier magnitudes with random phases (the surrogate images of
-  vision science and of nonlinear time-series testing). They keep the image's mean, spread and power spectrum (the
-  scale of its blobs and edges) and lose where things are: no body outline, no organ. A generator that learnt the
-  texture and the blob scale of the data but not its anatomy makes images like these; being nearer real cases than
-  these is the stronger check.
+- scrambled real images: each real image's Fourier magnitudes with random phases, then given the image's exact
+  histogram (the iterated amplitude-adjusted surrogates of nonlinear time-series testing, IAAFT). They keep the
+  image's intensities, its dark background's share and its power spectrum (the scale of its blobs and edges) and
+  lose where things are: no outline, no organ, no folds. A generator that learnt the intensities and the texture of
+  the data but not its anatomy makes images like these; being nearer real cases than these is the stronger check.
+  On the MNI152 demo the 3D generator's blob-like samples scored 0.067 against the training cases where unseen real
+  cases scored 0.020, these surrogates 0.038 and Gaussian noise 0.202 (2026-12-05): nearer real than noise, farther
+  than the surrogates.
 """
 
 from __future__ import annotations
 
 import shutil
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -24,18 +28,35 @@ def gaussian_like(array: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return rng.normal(array.mean(), array.std(), array.shape)
 
 
-def phase_scrambled(array: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def phase_scrambled(array: np.ndarray, rng: np.random.Generator, iterations: int = 0) -> np.ndarray:
     """``array`` with its Fourier phases replaced by those of white noise: the same power spectrum (so the same mean
-    and, to round-off, the same spread) and a real result, since the noise's phases are Hermitian-symmetric."""
+    and, to round-off, the same spread) and a real result, since the noise's phases are Hermitian-symmetric.
+
+    With ``iterations`` > 0, the iterated amplitude-adjusted surrogate (IAAFT, Schreiber & Schmitz 1996): alternately
+    give the result ``array``'s exact histogram (rank order) and its power spectrum, ending on the histogram, so the
+    background stays as dark and as large as the real one and the spectrum is kept to a good approximation."""
     spectrum = np.fft.fftn(array)
+    magnitude = np.abs(spectrum)
     phases = np.angle(np.fft.fftn(rng.standard_normal(array.shape)))
     phases.flat[0] = np.angle(spectrum.flat[0])  # the mean keeps its sign
-    return np.fft.ifftn(np.abs(spectrum) * np.exp(1j * phases)).real
+    result = np.fft.ifftn(magnitude * np.exp(1j * phases)).real
+    if iterations:
+        values = np.sort(array, axis=None)
+        for step in range(iterations):
+            ranked = np.empty(array.size)
+            ranked[np.argsort(result, axis=None)] = values
+            result = ranked.reshape(array.shape)
+            if step < iterations - 1:
+                result = np.fft.ifftn(magnitude * np.exp(1j * np.angle(np.fft.fftn(result)))).real
+    return result
 
+
+SCRAMBLING_ITERATIONS = 20
+"""IAAFT rounds of the "scrambled" reference (the spectrum's correlation with the real one is above 0.99 by then)."""
 
 REFERENCES: dict[str, Callable[[np.ndarray, np.random.Generator], np.ndarray]] = {
     "noise": gaussian_like,
-    "scrambled": phase_scrambled,
+    "scrambled": partial(phase_scrambled, iterations=SCRAMBLING_ITERATIONS),
 }
 
 

@@ -23,6 +23,18 @@ def test_phase_scrambling_keeps_the_power_spectrum_and_loses_the_layout(shape):
     assert abs(np.corrcoef(image.ravel(), scrambled.ravel())[0, 1]) < 0.3
 
 
+def test_the_amplitude_adjusted_surrogate_has_the_exact_histogram_and_nearly_the_spectrum():
+    rng = np.random.default_rng(2)
+    image = np.zeros((48, 40))
+    image[12:36, 8:30] = 3.0 + rng.normal(0, 0.2, (24, 22))  # a body on a black background
+    surrogate = phase_scrambled(image, rng, iterations=20)
+    np.testing.assert_array_equal(np.sort(surrogate, axis=None), np.sort(image, axis=None))
+    assert (surrogate == 0).mean() == (image == 0).mean()  # the background keeps its share
+    spectra = [np.abs(np.fft.fft2(a)).ravel() for a in (image, surrogate)]
+    assert np.corrcoef(*spectra)[0, 1] > 0.95  # the same pixels shuffled: 0.45
+    assert abs(np.corrcoef(image.ravel(), surrogate.ravel())[0, 1]) < 0.5
+
+
 def test_gaussian_reference_has_the_images_mean_and_spread():
     rng = np.random.default_rng(1)
     image = rng.gamma(2.0, 3.0, (64, 64))
