@@ -63,11 +63,20 @@ def _console_script(name: str):
     return next(iter(found), None)
 
 
-def _run_console_script(argv: list[str], log: str, environment: dict[str, str], folder: str) -> None:
-    """In the forked child: become the command ``argv`` with its output appended to ``log``."""
+def become_the_command(environment: dict[str, str], folder: str, start_method: str) -> None:
+    """In the forked child: the command's environment, working folder and multiprocessing start method (a child of
+    the forkserver would otherwise start its own processes through a forkserver too, where a command run from a
+    shell forks them)."""
     os.environ.clear()
     os.environ.update(environment)
     os.chdir(folder)
+    multiprocessing.set_start_method(start_method, force=True)
+
+
+def _run_console_script(argv: list[str], log: str, environment: dict[str, str], folder: str,
+                        start_method: str) -> None:
+    """In the forked child: become the command ``argv`` with its output appended to ``log``."""
+    become_the_command(environment, folder, start_method)
     descriptor = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
     os.dup2(descriptor, 1)
     os.dup2(descriptor, 2)
@@ -83,7 +92,8 @@ class PreloadedCommand:
     def __init__(self, command: list[str], log: Path) -> None:
         self.args = command
         self.process = _forkserver().Process(
-            target=_run_console_script, args=(command, str(Path(log).resolve()), dict(os.environ), os.getcwd())
+            target=_run_console_script,
+            args=(command, str(Path(log).resolve()), dict(os.environ), os.getcwd(), multiprocessing.get_start_method()),
         )
         self.process.start()
 

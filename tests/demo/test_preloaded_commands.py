@@ -4,13 +4,21 @@ working folder, exit code and output, exactly as when the command runs from a sh
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import subprocess
 import sys
 
 import pytest
 
 from nnugen.demo.commands import cli, run_logged
-from nnugen.demo.preloaded_commands import PRELOAD, PreloadedCommand, start_command, start_forkserver
+from nnugen.demo.preloaded_commands import (
+    PRELOAD,
+    PreloadedCommand,
+    become_the_command,
+    start_command,
+    start_forkserver,
+)
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the forkserver path is Linux only")
 
@@ -55,3 +63,23 @@ def test_nothing_preloaded_reads_nnunets_folders():
               "print(sorted(m for m in sys.modules if m.startswith(('nnunetv2', 'nnugen'))))")
     result = subprocess.run([sys.executable, "-c", script, *PRELOAD], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def _probe(environment: dict[str, str], folder: str, start_method: str, report: str) -> None:
+    become_the_command(environment, folder, start_method)
+    with open(report, "w") as stream:
+        stream.write(f"{multiprocessing.get_start_method()} {os.getcwd()} {os.environ.get('NNUGEN_PROBE')}")
+
+
+def test_the_child_starts_its_own_processes_as_a_shell_run_would(tmp_path, monkeypatch):
+    """A forkserver child inherits "forkserver" as its start method; nnU-Net's data loaders then would not fork."""
+    start_forkserver()
+    monkeypatch.setenv("NNUGEN_PROBE", "seen")
+    context = multiprocessing.get_context("forkserver")
+    shell = subprocess.run([sys.executable, "-c", "import multiprocessing; print(multiprocessing.get_start_method())"],
+                           capture_output=True, text=True, check=True).stdout.strip()
+    report = tmp_path / "report.txt"
+    process = context.Process(target=_probe, args=(dict(os.environ), str(tmp_path), shell, str(report)))
+    process.start()
+    process.join(60)
+    assert process.exitcode == 0 and report.read_text() == f"{shell} {tmp_path} seen"
