@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import math
-import multiprocessing
 import os
 import tempfile
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ import numpy as np
 
 from nnugen.atomic_files import atomic_path, atomic_write_json
 from nnugen.evaluation.case_checks import check_image_files
+from nnugen.evaluation.case_pool import map_cases
 from nnugen.evaluation.error_detection import (
     NUM_BINS,
     POOLED_VOXELS,
@@ -168,11 +168,9 @@ def evaluate_uncertainty(cases: list[EvaluationCase], reader_writer, ignore_labe
     """The error-detection and calibration block over ``cases``: per case, mean over cases, pooled (JSON-ready)."""
     jobs = [(case, index, reader_writer, ignore_label, use_probabilities, capacity, seed)
             for index, case in enumerate(cases)]
-    if num_processes > 1 and len(jobs) > 1:
-        with multiprocessing.get_context("spawn").Pool(min(num_processes, len(jobs))) as pool:
-            results = pool.map(_evaluate_case_star, jobs)
-    else:
-        results = [_evaluate_case_star(job) for job in jobs]
+    files = [file for case in cases for file in (case.reference, case.prediction, *case.maps.values(),
+                                                 *([case.probabilities] if case.probabilities else []))]
+    results = map_cases(_evaluate_case_star, jobs, num_processes, files)
     per_case = [entry for entry, _, _ in results]
     pools: dict[str, PooledSample] = {}
     bins_total = None

@@ -21,13 +21,13 @@ standard (no NaN / Infinity): every undefined number is ``null``. numpy arrays, 
 from __future__ import annotations
 
 import math
-import multiprocessing
 import warnings
 from pathlib import Path
 
 import numpy as np
 
 from nnugen.evaluation.case_checks import check_image_files, check_same_geometry
+from nnugen.evaluation.case_pool import map_cases
 
 PERCENTILE = 95.0
 """Percentile of the Hausdorff distance (HD95)."""
@@ -149,14 +149,10 @@ def distances_on_files(pairs: list[tuple[str, str]], reader_writer, labels_or_re
                        ignore_label: int | None = None, tolerance_mm: float = NSD_TOLERANCE_MM,
                        num_processes: int = 1) -> dict:
     """``summarise`` of ``case_distances`` for each ``(reference_file, prediction_file)``; computed in
-    ``num_processes`` spawned processes (as nnU-Net's ``compute_metrics_on_folder``)."""
+    ``num_processes`` spawned processes where the cases are big enough (case_pool.py)."""
     jobs = [(reference, prediction, reader_writer, list(labels_or_regions), ignore_label, tolerance_mm)
             for reference, prediction in pairs]
-    if num_processes > 1 and len(jobs) > 1:
-        with multiprocessing.get_context("spawn").Pool(min(num_processes, len(jobs))) as pool:
-            per_case = pool.map(_case_distances_star, jobs)
-    else:
-        per_case = [_case_distances_star(job) for job in jobs]
+    per_case = map_cases(_case_distances_star, jobs, num_processes, [file for pair in pairs for file in pair])
     return summarise(per_case, tolerance_mm)
 
 
