@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import site
 import subprocess
 import sys
 from importlib.metadata import entry_points
@@ -46,6 +47,10 @@ PRELOAD = (
     "blosc2",
 )
 
+# nnugen's start-up file in site-packages (setup.py): it adds nnugen's trainer folder to nnUNet_extTrainer when a
+# Python starts. A child takes the demo's environment after its start, so it runs the file again, as a new Python would.
+STARTUP_FILE = "nnugen_ext_trainer.pth"
+
 _context = None
 
 
@@ -64,13 +69,21 @@ def _console_script(name: str):
 
 
 def become_the_command(environment: dict[str, str], folder: str, start_method: str) -> None:
-    """In the forked child: the command's environment, working folder and multiprocessing start method (a child of
-    the forkserver would otherwise start its own processes through a forkserver too, where a command run from a
-    shell forks them)."""
+    """In the forked child: the command's environment (with what nnugen's start-up file adds to it), working folder
+    and multiprocessing start method (a child of the forkserver would otherwise start its own processes through a
+    forkserver too, where a command run from a shell forks them)."""
     os.environ.clear()
     os.environ.update(environment)
+    _run_startup_file()
     os.chdir(folder)
     multiprocessing.set_start_method(start_method, force=True)
+
+
+def _run_startup_file() -> None:
+    """Run nnugen's start-up file with the command's environment, as the interpreter of a shell run would."""
+    for folder in dict.fromkeys([*site.getsitepackages(), site.getusersitepackages()]):
+        if os.path.isfile(os.path.join(folder, STARTUP_FILE)):
+            site.addpackage(folder, STARTUP_FILE, set(sys.path))
 
 
 def _run_console_script(argv: list[str], log: str, environment: dict[str, str], folder: str,

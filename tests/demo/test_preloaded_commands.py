@@ -83,3 +83,25 @@ def test_the_child_starts_its_own_processes_as_a_shell_run_would(tmp_path, monke
     process.start()
     process.join(60)
     assert process.exitcode == 0 and report.read_text() == f"{shell} {tmp_path} seen"
+
+
+def _trainer_probe(environment: dict[str, str], folder: str, start_method: str, report: str) -> None:
+    become_the_command(environment, folder, start_method)
+    with open(report, "w") as stream:
+        stream.write(os.environ.get("nnUNet_extTrainer", "unset"))
+
+
+def test_the_child_finds_nnugens_trainers_as_a_shell_run_would(tmp_path, monkeypatch):
+    """A shell run's Python adds nnugen's trainer folder to nnUNet_extTrainer at start (nnugen_ext_trainer.pth); a child
+    that takes an environment without it must add it too, or nnUNetv2_predict cannot find NnugenAnomalyTrainer."""
+    start_forkserver()
+    monkeypatch.delenv("nnUNet_extTrainer", raising=False)
+    shell = subprocess.run([sys.executable, "-c", "import os; print(os.environ['nnUNet_extTrainer'])"],
+                           capture_output=True, text=True, check=True).stdout.strip()
+    assert shell.endswith(os.path.join("nnugen", "nnunet_ext"))
+    report = tmp_path / "report.txt"
+    process = multiprocessing.get_context("forkserver").Process(
+        target=_trainer_probe, args=(dict(os.environ), str(tmp_path), "fork", str(report)))
+    process.start()
+    process.join(60)
+    assert process.exitcode == 0 and report.read_text() == shell
