@@ -14,6 +14,9 @@ def test_unseen_cases_are_the_ones_that_follow_the_dataset(tmp_path):
     dataset = write_mni_dataset(tmp_path / "a", 1, "M", n_train=1, n_test=1, seed=3)
     longer = write_mni_dataset(tmp_path / "b", 1, "M", n_train=3, n_test=0, seed=3)
     assert json.loads((dataset / "dataset.json").read_text())["nnugen_mni"] == {"seed": 3, "numTest": 1}
+    from nnunetv2.experiment_planning.verify_dataset_integrity import verify_dataset_integrity
+
+    verify_dataset_integrity(str(dataset), num_processes=1)  # raises on any problem; the demo skips the check
     (written,) = write_unseen_mni_images(dataset, tmp_path / "unseen", 1)
     assert written.name == "unseen_000_0000.nii.gz"
     expected = sitk.ReadImage(str(longer / "imagesTr" / "M_002_0000.nii.gz"))
