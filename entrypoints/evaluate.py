@@ -187,8 +187,9 @@ def _evaluate_generation(args) -> int:
             encoder = EncoderFeatures.of_dataset(results_root(), dataset_name(args.d), args.c, args.f, args.device)
             features, note = encoder_features(encoder, args.c), f"encoder of {encoder.fold_folder}"
         reconstructions = Path(args.reconstructions) if args.reconstructions else None
-        results = [evaluate_generation(Path(g), Path(args.real), dataset_json, args.fe, features, note, reconstructions)
-                   for g in args.generated]
+        memo: dict = {}  # the real set's MS-SSIM, computed once for every --generated folder
+        results = [evaluate_generation(Path(g), Path(args.real), dataset_json, args.fe, features, note, reconstructions,
+                                       memo) for g in args.generated]
         for output, result in zip(outputs, results):
             output.parent.mkdir(parents=True, exist_ok=True)
             atomic_write_json(output, result)

@@ -121,8 +121,9 @@ def reconstruction_scores(real: dict[str, np.ndarray], real_properties: dict[str
 
 def evaluate_generation(generated_folder: Path, real_folder: Path, dataset_json: dict, file_ending: str | None = None,
                         features: Features | None = None, features_note: str = "",
-                        reconstruction_folder: Path | None = None) -> dict:
-    """The ``generation_summary.json`` content; reads and checks everything, writes nothing."""
+                        reconstruction_folder: Path | None = None, memo: dict | None = None) -> dict:
+    """The ``generation_summary.json`` content; reads and checks everything, writes nothing. ``memo``, one dict shared
+    by the calls of one ``nnugen_evaluate --generated A B ...``, keeps the real set's MS-SSIM for the next call."""
     import torch
     from nnunetv2.imageio.reader_writer_registry import determine_reader_writer_from_dataset_json
 
@@ -158,16 +159,21 @@ def evaluate_generation(generated_folder: Path, real_folder: Path, dataset_json:
         "conventions": {
             "crop": "both sets centre-cropped to the smallest shape among all images",
             "ms_ssim": "mean MS-SSIM over all pairs of a set (Wang et al. 2003, MONAI); lower = more diverse",
-            "frechet": "Fréchet distance of Gaussians fitted to the encoder features (Heusel et al. 2017, MONAI)",
+            "frechet": "Fréchet distance of Gaussians fitted to the encoder features (Heusel et al. 2017; as MONAI's)",
             "gaussian_mmd": "biased MMD^2, Gaussian kernel, median-distance bandwidth (Gretton et al. 2012)",
             "data_range": "real set's max - min, for MS-SSIM, PSNR and SSIM",
         },
         "ms_ssim": {"generated": mean_pairwise_ms_ssim(torch.from_numpy(_spatial(synthetic_set)), data_range),
-                    "real": mean_pairwise_ms_ssim(torch.from_numpy(_spatial(real_set)), data_range)},
+                    "real": None},
         "features": None,
         "features_note": features_note,
         "reconstructions": None,
     }
+    memo = {} if memo is None else memo
+    real_key = ("ms_ssim", str(real_folder), tuple(everything.shape[1:]))
+    if real_key not in memo:
+        memo[real_key] = mean_pairwise_ms_ssim(torch.from_numpy(_spatial(real_set)), data_range)
+    result["ms_ssim"]["real"] = memo[real_key]
     if features is not None:
         vectors = torch.from_numpy(np.asarray(features(everything), dtype=np.float64))
         fake, true = vectors[:len(generated)], vectors[len(generated):]

@@ -98,7 +98,7 @@ def test_frechet_distance_of_one_feature_is_the_closed_form(folders):
     from nnugen.evaluation.generation_evaluation import evaluate_generation
 
     raw, generated, real, synthetic = folders
-    def features(images):  # the mean intensity, and a constant (MONAI's FIDMetric needs two dimensions)
+    def features(images):  # the mean intensity, and a constant
         return np.stack([images.reshape(len(images), -1).mean(axis=1), np.zeros(len(images))], axis=1)
 
     result = evaluate_generation(generated, raw / "imagesTr", DATASET, features=features)
