@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
                            help="3D phantoms and 3d_fullres instead (several times longer)")
     parser.set_defaults(three_d=False)
     parser.add_argument("--quick", action="store_true",
-                        help="shorter training (about 4.5 minutes on 2 CPU cores; the default about 7)")
+                        help="shorter training (about 2.5 minutes on 2 CPU cores; the default about 5)")
     parser.add_argument("--real", action="store_true",
                         help="real anatomy instead of phantoms: the MNI152 template bundled with nilearn, augmented "
                              "into cases (needs pip install 'nnugen[real]'); the output says what is real")
