@@ -101,7 +101,7 @@ def run_anomaly_demo(work_dir: Path, size: AnomalyDemoSize, device: str, say: Ca
         write_lesion_dataset(Path(folders["nnUNet_raw"]), DATASET_ID, folder.split("_", 1)[1], size.n_healthy,
                              size.n_val_lesion, size.n_test_lesion, seed=0, spec=PhantomSpec(shape=size.shape))
     say("anomaly: nnUNetv2_plan_and_preprocess (nnU-Net, unchanged)")
-    # no --verify_dataset_integrity: the datasets written here pass it in tests/demo, and its pool costs 3 s
+    # no --verify_dataset_integrity: the datasets written here pass it in tests/anomaly, and its pool costs 3 s
     run_logged([cli("nnUNetv2_plan_and_preprocess"), "-d", str(DATASET_ID), "-c", configuration, "-np", "2",
                 "-npfp", "2"], log)
     lesions = json.loads((raw / "dataset.json").read_text())["nnugen_lesions"]

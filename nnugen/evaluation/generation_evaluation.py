@@ -152,6 +152,10 @@ def evaluate_generation(generated_folder: Path, real_folder: Path, dataset_json:
     everything = centre_crop(generated + real)
     synthetic_set, real_set = everything[:len(generated)], everything[len(generated):]
     data_range = float(np.max([a.max() for a in real]) - np.min([a.min() for a in real])) or 1.0
+    memo = {} if memo is None else memo
+    real_key = ("ms_ssim", str(real_folder), tuple(everything.shape[1:]))
+    if real_key not in memo:
+        memo[real_key] = mean_pairwise_ms_ssim(torch.from_numpy(_spatial(real_set)), data_range)
     result = {
         "generated_folder": str(generated_folder), "real_folder": str(real_folder), "file_ending": file_ending,
         "cases": {"generated": len(generated), "real": len(real)},
@@ -164,16 +168,11 @@ def evaluate_generation(generated_folder: Path, real_folder: Path, dataset_json:
             "data_range": "real set's max - min, for MS-SSIM, PSNR and SSIM",
         },
         "ms_ssim": {"generated": mean_pairwise_ms_ssim(torch.from_numpy(_spatial(synthetic_set)), data_range),
-                    "real": None},
+                    "real": memo[real_key]},
         "features": None,
         "features_note": features_note,
         "reconstructions": None,
     }
-    memo = {} if memo is None else memo
-    real_key = ("ms_ssim", str(real_folder), tuple(everything.shape[1:]))
-    if real_key not in memo:
-        memo[real_key] = mean_pairwise_ms_ssim(torch.from_numpy(_spatial(real_set)), data_range)
-    result["ms_ssim"]["real"] = memo[real_key]
     if features is not None:
         vectors = torch.from_numpy(np.asarray(features(everything), dtype=np.float64))
         fake, true = vectors[:len(generated)], vectors[len(generated):]
