@@ -71,8 +71,10 @@ setup(
         "imageio",
     ],
     extras_require={
-        "test": ["pytest", "ruff", "nilearn", "pybids>=0.16", "hypothesis", "diffusers"],
+        "test": ["pytest", "ruff", "nilearn", "pybids>=0.16", "hypothesis", "diffusers", "nvidia-physicsnemo>=2.2.2"],
         "bids": ["pybids>=0.16"],
+        # spatially partitioned training (nnugen/networks/spatial_partition.py): PhysicsNeMo's ShardTensor
+        "partition": ["nvidia-physicsnemo>=2.2.2"],
         "real": ["nilearn"],
     },
     entry_points={
