@@ -40,6 +40,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="start from a trained nnU-Net (nnU-Net's flag): e.g. .../nnUNetTrainer__nnUNetPlans__"
                              "3d_fullres/fold_0/checkpoint_final.pth of the same architecture; --task seg maps it into "
                              "the denoiser (new inputs and time modulation start at zero), --task baseline loads it")
+    parser.add_argument("--partition", type=int, nargs="+", default=None, metavar="PIECES",
+                        help="under torchrun: split each patch into this many blocks per spatial axis (their "
+                             "product the number of processes), one block per process, e.g. --partition 1 1 2; --task "
+                             "baseline; needs pip install 'nnugen[partition]' (docs/scaling.md)")
     return parser
 
 
@@ -52,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
         train(TrainRequest(dataset=args.dataset, fold=args.fold, configuration=args.configuration, task=args.task,
                            device=args.device, continue_training=args.c, num_gpus=args.num_gpus, seed=args.seed,
                            progress=args.progress, plans=args.plans, only_validation=args.val,
-                           save_probabilities=args.npz, pretrained_weights=args.pretrained_weights))
+                           save_probabilities=args.npz, pretrained_weights=args.pretrained_weights,
+                           partition=tuple(args.partition) if args.partition else None))
         return 0
 
     from nnugen.folders.checkpoint_files import CheckpointError

@@ -146,6 +146,22 @@ def test_train_pretrained_weights_reach_the_trainer_as_an_absolute_path(monkeypa
     assert RunFlags.from_environment().pretrained_weights is None
 
 
+def test_train_partition_flag_reaches_the_trainer(train_requests, monkeypatch):
+    """``--partition Z Y X`` becomes the request's pieces and travels to the trainer as run_flags' variable; a
+    variable that is not a list of integers is refused in one line."""
+    from nnugen.run_flags import PARTITION_VARIABLE, RunFlags
+
+    assert _train(["4", "0", "3d", "--partition", "1", "2", "1"]) == 0
+    assert train_requests[0].partition == (1, 2, 1)
+    monkeypatch.setenv(PARTITION_VARIABLE, " ".join(map(str, train_requests[0].partition)))
+    assert RunFlags.from_environment().partition == (1, 2, 1)
+    assert RunFlags(partition=(2, 1)).environment()[PARTITION_VARIABLE] == "2 1"
+    assert RunFlags().environment()[PARTITION_VARIABLE] == ""  # a run without it clears an earlier run's
+    monkeypatch.setenv(PARTITION_VARIABLE, "1 x")
+    with pytest.raises(ValueError, match="NNUGEN_PARTITION='1 x' is not a list of integers"):
+        RunFlags.from_environment()
+
+
 # --- nnugen_sample -------------------------------------------------------------------------------------------------
 
 

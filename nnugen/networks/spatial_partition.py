@@ -51,7 +51,8 @@ def partition_ready(network: nn.Module, device: torch.device | str = "cpu") -> n
     """Make ``network`` run on spatially sharded input, in place, and return it.
 
     Every affine InstanceNorm becomes ``GroupNorm(C, C)``: per sample and channel statistics over all spatial
-    positions, the same eps, the same ``weight`` / ``bias`` (so state dicts and checkpoints load either way).
+    positions, the same eps, the same ``weight`` / ``bias`` Parameters (an optimiser made before keeps stepping
+    them; state dicts and checkpoints load either way).
     Refused: BatchNorm and InstanceNorm with running statistics (statistics of one block, not of the patch), and
     attention blocks on a CPU partition (ring attention needs CUDA).
     """
@@ -70,8 +71,9 @@ def partition_ready(network: nn.Module, device: torch.device | str = "cpu") -> n
                                          "affine=True (nnU-Net's default)")
                 if id(child) not in replacements:
                     group_norm = nn.GroupNorm(child.num_features, child.num_features, eps=child.eps, affine=True)
-                    group_norm.load_state_dict(child.state_dict())
-                    replacements[id(child)] = group_norm.to(child.weight.device)
+                    # the same Parameter objects: an optimiser built before the swap keeps stepping them
+                    group_norm.weight, group_norm.bias = child.weight, child.bias
+                    replacements[id(child)] = group_norm
                 setattr(parent, name, replacements[id(child)])
             elif device.type != "cuda" and "Attention" in type(child).__name__:
                 raise PartitionError(

@@ -43,6 +43,8 @@ class TrainRequest:
     save_probabilities: bool = False
     pretrained_weights: str | None = None
     """A trained nnU-Net's checkpoint to start from (nnU-Net's ``-pretrained_weights``); seg and baseline only."""
+    partition: tuple[int, ...] | None = None
+    """Pieces per spatial axis of each patch, one block per torchrun process (``--partition``); baseline only."""
 
 
 def check_request(request: TrainRequest) -> tuple[str, str]:
@@ -78,7 +80,9 @@ def check_request(request: TrainRequest) -> tuple[str, str]:
                          f"{', '.join(plans.get('configurations', {}))}")
     settings = section_of(plans["configurations"][configuration], configuration).task(task.section)
     world_size = rank.world_size if rank is not None else request.num_gpus
-    if world_size > 1:  # the trainer applies this plan; here only what it cannot satisfy stops the launch
+    if request.partition is not None:
+        check_partition_request(request, task.section, plans, configuration, world_size if rank is not None else None)
+    elif world_size > 1:  # the trainer applies this plan; here only what it cannot satisfy stops the launch
         from nnugen.trainers.world_batch import plan_world_batch
 
         plan_world_batch(settings.memory.batch_size, settings.memory.grad_accumulation, world_size)
@@ -94,6 +98,24 @@ def check_request(request: TrainRequest) -> tuple[str, str]:
         check_healthy_training_cases(plans["dataset_name"], _data_identifier(plans, configuration), request.fold,
                                      settings.anomaly.healthy_cases_file)
     return configuration, task.trainer
+
+
+def check_partition_request(request: TrainRequest, section: str, plans: dict, configuration: str,
+                            world_size: int | None) -> None:
+    """``--partition`` is refused before anything runs outside torchrun, for a task other than baseline, without
+    PhysicsNeMo, or with pieces the planned patch and network cannot take (networks/spatial_partition.py)."""
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    from nnugen.networks.spatial_partition import check_partition, domain_parallel
+
+    if world_size is None:
+        raise ValueError("--partition splits each patch across the processes of a torchrun job; start it with torchrun "
+                         "--nproc_per_node N $(which nnugen_train) ... (N the product of the pieces)")
+    if section != "baseline":
+        raise ValueError(f"--partition trains --task baseline (nnU-Net's network) for now, not --task {request.task}")
+    manager = PlansManager(plans).get_configuration(configuration)
+    check_partition(request.partition, manager.patch_size, manager.network_arch_init_kwargs["strides"], world_size)
+    domain_parallel()
 
 
 def check_visible_gpus(request: TrainRequest, rank: TorchrunRank | None) -> None:
@@ -192,7 +214,7 @@ def train(request: TrainRequest) -> None:
     pretrained = os.path.abspath(request.pretrained_weights) if request.pretrained_weights else None
     # the trainer's flags (run_flags.py)
     progress = progress_wanted(request.progress, sys.stdout)
-    os.environ.update(RunFlags(request.seed, progress, pretrained).environment())
+    os.environ.update(RunFlags(request.seed, progress, pretrained, request.partition).environment())
 
     # nnU-Net's trainer lookup imports timm, whose hrnet module warns about torch.jit.interface on every run: noise
     # on stderr that is neither nnugen's nor the user's to fix

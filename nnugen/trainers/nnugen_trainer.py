@@ -45,6 +45,7 @@ from nnugen.folders.checkpoint_files import (
 from nnugen.models.compile_policy import apply_compile_policy
 from nnugen.models.model_builders import MODEL_BUILDERS, ModelSpec, build_model
 from nnugen.models.model_summary import log_task_summary
+from nnugen.networks.spatial_partition import whole
 from nnugen.run_flags import RunFlags
 from nnugen.seeding import seed_everything
 from nnugen.tasks import task_settings
@@ -57,6 +58,7 @@ from nnugen.trainers.peak_memory import peak_memory_gb, peak_memory_note
 from nnugen.trainers.pretrained_start import PRETRAINED_TASKS, load_into_nnunet_network, nnunet_weights
 from nnugen.trainers.progress_report import ProgressReport
 from nnugen.trainers.seeded_augmenter import seeded_augmenter
+from nnugen.trainers.spatial_training import SpatialDomain, describe, spatial_domain
 from nnugen.trainers.training_augmentation import spatial_setup, training_transforms
 from nnugen.trainers.training_precision import training_amp_dtype, training_autocast
 from nnugen.trainers.training_previews import first_case, preview_due, preview_path, send_to_wandb
@@ -116,6 +118,7 @@ class NnugenTrainer(nnUNetTrainer):
         self.progress_report = ProgressReport(self.output_folder, self.local_rank)
         flags = RunFlags.from_environment()  # nnugen_train's --seed, --progress, -pretrained_weights (run_flags.py)
         self.seed, self.show_progress, self.pretrained_weights = flags.seed, flags.progress, flags.pretrained_weights
+        self.partition = flags.partition  # pieces per spatial axis of a patch split across the ranks, or None
         if self.seed is not None:
             seed_everything(self.seed + self.local_rank)
 
@@ -148,8 +151,21 @@ class NnugenTrainer(nnUNetTrainer):
             self.print_to_log_file(f"started from {self.pretrained_weights}: {taken} tensors of nnU-Net's network")
         self.compile_networks()
         self.network = self.training_network(self.network)
-        if self.is_ddp:
+        if self.is_ddp and self.partition:
+            self.partition_over_ranks()
+        elif self.is_ddp:
             split_over_ranks(self)
+
+    def partition_over_ranks(self) -> None:
+        """``--partition``: the ranks train one batch together, each on its block of the patch (spatial_training.py);
+        nnU-Net's own network only, for now: the diffusion tasks' losses draw noise per rank."""
+        if self.nnugen_task in MODEL_BUILDERS:
+            raise ValueError(f"--partition trains --task baseline (nnU-Net's network) for now; {type(self).__name__} "
+                             "cannot split its patch across ranks yet")
+        patch = tuple(self.configuration_manager.patch_size)
+        strides = self.configuration_manager.network_arch_init_kwargs["strides"]
+        self.network = spatial_domain(self.network, self.partition, patch, strides, self.device)
+        self.print_to_log_file(describe(self.partition, patch, self.configuration_manager.batch_size))
 
     @classmethod
     def load_pretrained(cls, network: torch.nn.Module, filename: str, image_channels: int) -> int:
@@ -255,6 +271,8 @@ class NnugenTrainer(nnUNetTrainer):
         target = batch["target"]
         target = [t.to(self.device, non_blocking=True) for t in target] if isinstance(target, list) \
             else target.to(self.device, non_blocking=True)
+        if isinstance(self.network, SpatialDomain):
+            data, target = self.network.shard_batch(data, target)
         accumulation = self.settings.memory.grad_accumulation
         if self._micro_step % accumulation == 0:
             self.optimizer.zero_grad(set_to_none=True)
@@ -263,7 +281,7 @@ class NnugenTrainer(nnUNetTrainer):
         with self.autocast(), gradient_sync(self.network, self.is_ddp, last_micro_step):
             loss = self.compute_loss(data, target)
             # all ranks skip together, else the next gradient all-reduce would wait forever
-            finite = all_ranks_agree(bool(torch.isfinite(loss.detach()).all()), self.device)
+            finite = all_ranks_agree(bool(torch.isfinite(whole(loss.detach())).all()), self.device)
             if not finite:  # a finite step is recorded once its optimiser step had a finite gradient too
                 self.nonfinite.skip("non-finite loss skipped", self.settings.memory.amp, self.print_to_log_file)
                 self.optimizer.zero_grad(set_to_none=True)
@@ -273,7 +291,7 @@ class NnugenTrainer(nnUNetTrainer):
         self._micro_step += 1
         if last_micro_step:
             self.optimizer_step()
-        return {"loss": loss.detach().float().cpu().numpy()}
+        return {"loss": whole(loss.detach()).float().cpu().numpy()}
 
     def optimizer_step(self) -> None:
         """Clip and step; without fp16's GradScaler a non-finite gradient skips the step (optimizer_step.py)."""

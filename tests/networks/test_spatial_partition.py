@@ -32,17 +32,22 @@ CASES = {  # name: (pieces per spatial axis, network kind)
     "nnunet_axis2": ((1, 1, 2), "nnunet"),
     "seg_denoiser_axis1": ((1, 2, 1), "seg_denoiser"),
     "generative_denoiser_axis0": ((2, 1, 1), "generative_denoiser"),
+    "nnunet_2d_axis1": ((1, 2), "nnunet_2d"),
 }
 
 
 def _network(kind: str) -> nn.Module:
     torch.manual_seed(0)
     stages = {"kernel_sizes": [[3, 3, 3]] * 3, "strides": [[1, 1, 1], [2, 2, 2], [2, 2, 2]]}
-    if kind == "nnunet":
+    if kind.startswith("nnunet"):
         from dynamic_network_architectures.architectures.unet import PlainConvUNet
 
-        network = PlainConvUNet(2, 3, [8, 16, 32], nn.Conv3d, n_conv_per_stage=[2, 2, 2], num_classes=3,
-                                n_conv_per_stage_decoder=[2, 2], conv_bias=True, norm_op=nn.InstanceNorm3d,
+        two_d = kind == "nnunet_2d"
+        if two_d:
+            stages = {"kernel_sizes": [[3, 3]] * 3, "strides": [[1, 1], [2, 2], [2, 2]]}
+        network = PlainConvUNet(2, 3, [8, 16, 32], nn.Conv2d if two_d else nn.Conv3d, n_conv_per_stage=[2, 2, 2],
+                                num_classes=3, n_conv_per_stage_decoder=[2, 2], conv_bias=True,
+                                norm_op=nn.InstanceNorm2d if two_d else nn.InstanceNorm3d,
                                 norm_op_kwargs={"eps": 1e-5, "affine": True}, nonlin=nn.LeakyReLU,
                                 nonlin_kwargs={"inplace": True}, deep_supervision=True, **stages)
     elif kind == "seg_denoiser":
@@ -60,10 +65,11 @@ def _network(kind: str) -> nn.Module:
 
 def _batch(kind: str) -> dict[str, torch.Tensor]:
     generator = torch.Generator().manual_seed(2)
-    channels = {"nnunet": 2, "seg_denoiser": 5, "generative_denoiser": 2}[kind]
-    return {"x": torch.randn(2, channels, *PATCH, generator=generator),
+    channels = {"nnunet": 2, "nnunet_2d": 2, "seg_denoiser": 5, "generative_denoiser": 2}[kind]
+    patch = PATCH[1:] if kind == "nnunet_2d" else PATCH
+    return {"x": torch.randn(2, channels, *patch, generator=generator),
             "t": torch.tensor([3, 1]),
-            "target": torch.randint(0, 3, (2, 1, *PATCH), generator=generator)}
+            "target": torch.randint(0, 3, (2, 1, *patch), generator=generator)}
 
 
 def _loss(kind: str, network: nn.Module, batch: dict, shard=lambda tensor: tensor) -> torch.Tensor:
@@ -74,8 +80,9 @@ def _loss(kind: str, network: nn.Module, batch: dict, shard=lambda tensor: tenso
 
     dice_ce = DC_and_CE_loss({"batch_dice": True, "smooth": 1e-5, "do_bg": False, "ddp": False}, {}, weight_ce=1,
                              weight_dice=1, ignore_label=None, dice_class=MemoryEfficientSoftDiceLoss)
-    if kind == "nnunet":
-        targets = [batch["target"][:, :, ::2**level, ::2**level, ::2**level] for level in range(3)]
+    if kind.startswith("nnunet"):
+        targets = [batch["target"][(..., *(slice(None, None, 2**level),) * (batch["target"].ndim - 2))]
+                   for level in range(3)]
         return DeepSupervisionWrapper(dice_ce, [4 / 7, 2 / 7, 1 / 7])(network(shard(batch["x"])),
                                                                       [shard(t) for t in targets])
     prediction = network(shard(batch["x"]), batch["t"])
@@ -84,8 +91,8 @@ def _loss(kind: str, network: nn.Module, batch: dict, shard=lambda tensor: tenso
     return ((prediction - shard(batch["x"])) ** 2).mean()
 
 
-def _worker(rank: int, folder: str) -> None:
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(WORLD), MASTER_ADDR="127.0.0.1")
+def _worker(rank: int, folder: str, port: int) -> None:
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(WORLD), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=WORLD)
     try:
@@ -95,7 +102,7 @@ def _worker(rank: int, folder: str) -> None:
             mesh = domain_mesh(pieces)
             loss = _loss(kind, network, _batch(kind), lambda tensor, mesh=mesh: shard_spatial(tensor, mesh))
             loss.backward()
-            time = () if kind == "nnunet" else (_batch(kind)["t"],)
+            time = () if kind.startswith("nnunet") else (_batch(kind)["t"],)
             outputs = network(shard_spatial(_batch(kind)["x"], mesh), *time)
             first = outputs[0] if isinstance(outputs, (list, tuple)) else outputs
             results[name] = {"loss": float(whole(loss)), "output": whole(first).detach(),
@@ -108,8 +115,8 @@ def _worker(rank: int, folder: str) -> None:
 @pytest.fixture(scope="module")
 def partitioned(tmp_path_factory) -> list[dict]:
     folder = tmp_path_factory.mktemp("spatial_partition")
-    os.environ["MASTER_PORT"] = str(29500 + os.getpid() % 2000)
-    mp.start_processes(_worker, args=(str(folder),), nprocs=WORLD, join=True, start_method="spawn")
+    port = 29500 + os.getpid() % 2000  # set in the workers only: a MASTER_PORT left here would reach later CLIs
+    mp.start_processes(_worker, args=(str(folder), port), nprocs=WORLD, join=True, start_method="spawn")
     return [torch.load(folder / f"rank_{rank}.pt", weights_only=True) for rank in range(WORLD)]
 
 
@@ -120,7 +127,7 @@ def test_two_blocks_give_one_process_loss_output_and_gradients(partitioned, name
     loss = _loss(kind, network, _batch(kind))
     loss.backward()
     with torch.no_grad():
-        outputs = network(_batch(kind)["x"], *(() if kind == "nnunet" else (_batch(kind)["t"],)))
+        outputs = network(_batch(kind)["x"], *(() if kind.startswith("nnunet") else (_batch(kind)["t"],)))
     output = outputs[0] if isinstance(outputs, (list, tuple)) else outputs
     grads = {n: p.grad for n, p in network.named_parameters() if p.grad is not None}
     scale = max(float(g.abs().max()) for g in grads.values())
@@ -141,6 +148,7 @@ def test_instance_norm_becomes_the_same_group_norm():
     network = _network("nnunet")
     before = {k: v.clone() for k, v in network.state_dict().items()}
     instance_norms = sum(isinstance(m, nn.InstanceNorm3d) for m in network.modules())
+    parameters = list(network.parameters())  # what an optimiser made before the swap holds
     x = torch.randn(1, 2, *PATCH)
     with torch.no_grad():
         expected = network(x)[0]
@@ -150,6 +158,7 @@ def test_instance_norm_becomes_the_same_group_norm():
     group_norms = sum(isinstance(m, nn.GroupNorm) and m.num_groups == m.num_channels for m in network.modules())
     assert group_norms == instance_norms == 10
     assert network.state_dict().keys() == before.keys()
+    assert all(a is b for a, b in zip(network.parameters(), parameters, strict=True))
     assert [n for n, _ in network.named_parameters()] == [n for n, _ in _network("nnunet").named_parameters()]
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
 
