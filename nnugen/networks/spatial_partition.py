@@ -6,7 +6,8 @@ Every rank holds the whole network and the whole batch, and turns the batch into
 (strided and transposed included) exchange halos with the neighbouring blocks in forward and backward, GroupNorm
 reduces its statistics over the blocks, reductions such as nnU-Net's Dice and cross-entropy come out global, and
 every weight gradient is reduced over the blocks, so each rank's gradients are those of the whole patch and the
-optimiser steps stay identical without DDP. Nothing of this is nnU-Net specific.
+optimiser steps stay identical without DDP. :func:`run_partitioned` does this inside a model: the network gets its
+block and hands back whole outputs, so the loss around it needs no change. Nothing of this is nnU-Net specific.
 
 Two things the engine lacks are mended here: InstanceNorm (nnU-Net's norm) becomes the GroupNorm with one group
 per channel, the same function with the same parameter names (:func:`partition_ready`), and each block's shape is
@@ -129,6 +130,27 @@ def shard_spatial(tensor: torch.Tensor, mesh, first_spatial: int = 2):
         block = block.chunk(count, dim=axis)[coordinate]
     return engine.ShardTensor.from_local(block.contiguous(), mesh, [Shard(axis) for axis in axes],
                                          sharding_shapes="chunk", global_shape=tuple(tensor.shape))
+
+
+def run_partitioned(network: nn.Module, mesh) -> list:
+    """Make every call of ``network`` in training mode run on this rank's block: its first argument (``(B, C, *S)``)
+    is cut into blocks on the way in, and its outputs (a tensor or a list of them) come back whole, gathered from the
+    blocks. Backward through the gathering hands each rank its block's share of the gradient, so losses computed on
+    the whole outputs, the same on every rank, give every rank the whole patch's weight gradients. In eval mode the
+    network runs as it is. Forward hooks, so names and state dicts stay; returns the hooks' handles."""
+
+    def cut_input(module: nn.Module, args: tuple, kwargs: dict):
+        if not module.training:
+            return None
+        return (shard_spatial(args[0], mesh), *args[1:]), kwargs
+
+    def whole_output(module: nn.Module, args: tuple, kwargs: dict, output):
+        if not module.training:
+            return None
+        return type(output)(whole(o) for o in output) if isinstance(output, (list, tuple)) else whole(output)
+
+    return [network.register_forward_pre_hook(cut_input, with_kwargs=True),
+            network.register_forward_hook(whole_output, with_kwargs=True)]
 
 
 def whole(tensor: torch.Tensor) -> torch.Tensor:

@@ -100,9 +100,13 @@ def check_request(request: TrainRequest) -> tuple[str, str]:
     return configuration, task.trainer
 
 
+PARTITIONED_TASKS = ("baseline", "seg", "ddpm")
+"""The tasks whose training ``--partition`` runs (their trainers' ``partitioned_network``)."""
+
+
 def check_partition_request(request: TrainRequest, section: str, plans: dict, configuration: str,
                             world_size: int | None) -> None:
-    """``--partition`` is refused before anything runs outside torchrun, for a task other than baseline, without
+    """``--partition`` is refused before anything runs outside torchrun, for a task it does not train, without
     PhysicsNeMo, or with pieces the planned patch and network cannot take (networks/spatial_partition.py)."""
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
@@ -111,10 +115,18 @@ def check_partition_request(request: TrainRequest, section: str, plans: dict, co
     if world_size is None:
         raise ValueError("--partition splits each patch across the processes of a torchrun job; start it with torchrun "
                          "--nproc_per_node N $(which nnugen_train) ... (N the product of the pieces)")
-    if section != "baseline":
-        raise ValueError(f"--partition trains --task baseline (nnU-Net's network) for now, not --task {request.task}")
+    if request.task not in PARTITIONED_TASKS:
+        raise ValueError(f"--partition trains --task {', '.join(PARTITIONED_TASKS)} for now, not --task {request.task}")
     manager = PlansManager(plans).get_configuration(configuration)
-    check_partition(request.partition, manager.patch_size, manager.network_arch_init_kwargs["strides"], world_size)
+    strides = manager.network_arch_init_kwargs["strides"]
+    if section != "baseline":  # the denoiser's own plan
+        denoiser = section_of(manager.configuration, configuration).task(section).denoiser
+        strides = denoiser.strides
+        if denoiser.attention_stages and request.device != "cuda":
+            raise ValueError(f"--partition on -device {request.device}: the {request.task} denoiser has attention "
+                             f"(stages {', '.join(map(str, denoiser.attention_stages))}), whose partitioned form needs "
+                             f"CUDA; plan it without: nnugen_plan ... --set {section}.denoiser.attention_stages=[]")
+    check_partition(request.partition, manager.patch_size, strides, world_size)
     domain_parallel()
 
 

@@ -49,6 +49,12 @@ class NnugenDDPMTrainer(NnugenGenerativeTrainer):
     def generator(self) -> ImageGenerator:
         return self.network.module if self.is_ddp else self.network
 
+    def partitioned_network(self) -> torch.nn.Module:
+        if self.base is not None:
+            raise ValueError("--partition: a label adapter feeds the denoiser residuals of the whole patch; train the "
+                             "adapter unpartitioned")
+        return self.network.denoiser  # before the SpatialDomain wrap
+
     def initialize(self):
         super().initialize()
         if self.base is not None:

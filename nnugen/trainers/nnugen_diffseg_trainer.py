@@ -75,6 +75,12 @@ class NnugenDiffSegTrainer(NnugenTrainer):
                              "nnU-Net's logits are x0 logits, plan the segmentation task with model_output x0")
         return load_into_denoiser(network.denoiser, nnunet_weights(filename), image_channels, filename)
 
+    def partitioned_network(self) -> torch.nn.Module:
+        if self.settings.diffusion.deep_supervision:
+            raise ValueError("--partition: the denoiser's deep supervision (diffusion.deep_supervision) bypasses the "
+                             "partitioned forward; plan the segmentation task without it")
+        return self.network.denoiser  # before the SpatialDomain wrap
+
     def segmenter(self) -> DiffusionSegmenter:
         return self.network.module if self.is_ddp else self.network
 

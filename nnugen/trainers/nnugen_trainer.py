@@ -58,7 +58,7 @@ from nnugen.trainers.peak_memory import peak_memory_gb, peak_memory_note
 from nnugen.trainers.pretrained_start import PRETRAINED_TASKS, load_into_nnunet_network, nnunet_weights
 from nnugen.trainers.progress_report import ProgressReport
 from nnugen.trainers.seeded_augmenter import seeded_augmenter
-from nnugen.trainers.spatial_training import SpatialDomain, describe, spatial_domain
+from nnugen.trainers.spatial_training import SpatialDomain, describe, same_step_everywhere, spatial_domain
 from nnugen.trainers.training_augmentation import spatial_setup, training_transforms
 from nnugen.trainers.training_precision import training_amp_dtype, training_autocast
 from nnugen.trainers.training_previews import first_case, preview_due, preview_path, send_to_wandb
@@ -157,15 +157,23 @@ class NnugenTrainer(nnUNetTrainer):
             split_over_ranks(self)
 
     def partition_over_ranks(self) -> None:
-        """``--partition``: the ranks train one batch together, each on its block of the patch (spatial_training.py);
-        nnU-Net's own network only, for now: the diffusion tasks' losses draw noise per rank."""
-        if self.nnugen_task in MODEL_BUILDERS:
-            raise ValueError(f"--partition trains --task baseline (nnU-Net's network) for now; {type(self).__name__} "
-                             "cannot split its patch across ranks yet")
+        """``--partition``: the ranks train one batch together, the task's network on one block of the patch per
+        rank (spatial_training.py)."""
+        network = self.partitioned_network()
         patch = tuple(self.configuration_manager.patch_size)
-        strides = self.configuration_manager.network_arch_init_kwargs["strides"]
-        self.network = spatial_domain(self.network, self.partition, patch, strides, self.device)
-        self.print_to_log_file(describe(self.partition, patch, self.configuration_manager.batch_size))
+        strides = getattr(network, "strides", None) or self.configuration_manager.network_arch_init_kwargs["strides"]
+        self.network = spatial_domain(self.network, network, self.partition, patch, strides, self.device)
+        self.print_to_log_file(describe(self.partition, patch, self.configuration_manager.batch_size,
+                                        type(network).__name__))
+
+    def partitioned_network(self) -> torch.nn.Module:
+        """The network ``--partition`` runs on blocks of the patch: called with the whole patch as its first argument
+        in training, its outputs the whole patch's. nnU-Net's network here; a task whose model wraps a denoiser
+        returns it, and a task that cannot be partitioned raises ValueError."""
+        if self.nnugen_task in MODEL_BUILDERS:
+            raise ValueError(f"--partition is not built for {type(self).__name__} yet; it trains --task baseline, seg "
+                             "and ddpm")
+        return self.network
 
     @classmethod
     def load_pretrained(cls, network: torch.nn.Module, filename: str, image_channels: int) -> int:
@@ -272,7 +280,7 @@ class NnugenTrainer(nnUNetTrainer):
         target = [t.to(self.device, non_blocking=True) for t in target] if isinstance(target, list) \
             else target.to(self.device, non_blocking=True)
         if isinstance(self.network, SpatialDomain):
-            data, target = self.network.shard_batch(data, target)
+            data, target = same_step_everywhere(data, target, self.device)
         accumulation = self.settings.memory.grad_accumulation
         if self._micro_step % accumulation == 0:
             self.optimizer.zero_grad(set_to_none=True)

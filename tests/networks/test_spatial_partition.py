@@ -20,6 +20,7 @@ from nnugen.networks.spatial_partition import (
     check_partition,
     domain_mesh,
     partition_ready,
+    run_partitioned,
     shard_spatial,
     whole,
 )
@@ -33,6 +34,8 @@ CASES = {  # name: (pieces per spatial axis, network kind)
     "seg_denoiser_axis1": ((1, 2, 1), "seg_denoiser"),
     "generative_denoiser_axis0": ((2, 1, 1), "generative_denoiser"),
     "nnunet_2d_axis1": ((1, 2), "nnunet_2d"),
+    "hooked_nnunet_axis2": ((1, 1, 2), "nnunet"),  # run_partitioned: blocks in, whole outputs out, plain loss
+    "hooked_seg_denoiser_axis0": ((2, 1, 1), "seg_denoiser"),
 }
 
 
@@ -100,12 +103,22 @@ def _worker(rank: int, folder: str, port: int) -> None:
         for name, (pieces, kind) in CASES.items():
             network = partition_ready(_network(kind))
             mesh = domain_mesh(pieces)
-            loss = _loss(kind, network, _batch(kind), lambda tensor, mesh=mesh: shard_spatial(tensor, mesh))
-            loss.backward()
             time = () if kind.startswith("nnunet") else (_batch(kind)["t"],)
-            outputs = network(shard_spatial(_batch(kind)["x"], mesh), *time)
+            seen: list[str] = []  # what the first convolution is handed: this rank's block, not the whole patch
+            first_conv = next(m for m in network.modules() if isinstance(m, (nn.Conv2d, nn.Conv3d)))
+            first_conv.register_forward_pre_hook(lambda m, args, seen=seen: seen.append(
+                f"{type(args[0]).__name__} {tuple(getattr(args[0], 'to_local', lambda a=args[0]: a)().shape)}"))
+            if name.startswith("hooked"):
+                run_partitioned(network, mesh)
+                loss = _loss(kind, network, _batch(kind))
+                loss.backward()
+                outputs = network(_batch(kind)["x"], *time)
+            else:
+                loss = _loss(kind, network, _batch(kind), lambda tensor, mesh=mesh: shard_spatial(tensor, mesh))
+                loss.backward()
+                outputs = network(shard_spatial(_batch(kind)["x"], mesh), *time)
             first = outputs[0] if isinstance(outputs, (list, tuple)) else outputs
-            results[name] = {"loss": float(whole(loss)), "output": whole(first).detach(),
+            results[name] = {"loss": float(whole(loss)), "output": whole(first).detach(), "seen": seen[0],
                              "grads": {n: p.grad.clone() for n, p in network.named_parameters() if p.grad is not None}}
         torch.save(results, os.path.join(folder, f"rank_{rank}.pt"))
     finally:
@@ -131,8 +144,11 @@ def test_two_blocks_give_one_process_loss_output_and_gradients(partitioned, name
     output = outputs[0] if isinstance(outputs, (list, tuple)) else outputs
     grads = {n: p.grad for n, p in network.named_parameters() if p.grad is not None}
     scale = max(float(g.abs().max()) for g in grads.values())
+    pieces = CASES[name][0]
+    block = tuple(size // count for size, count in zip(_batch(kind)["x"].shape[2:], pieces))
     for rank, result in enumerate(partitioned):
         got = result[name]
+        assert got["seen"] == f"ShardTensor {(2, _batch(kind)['x'].shape[1], *block)}"
         assert got["loss"] == pytest.approx(float(loss), rel=1e-5), rank
         torch.testing.assert_close(got["output"], output, rtol=0, atol=1e-5 * float(output.abs().max()))
         assert set(got["grads"]) == set(grads)

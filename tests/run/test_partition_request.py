@@ -40,7 +40,8 @@ def test_a_partition_the_plan_takes_passes(planned, monkeypatch):
 
 @pytest.mark.parametrize("partition, world, task, message", [
     ((1, 1, 2), None, "baseline", "--partition splits each patch across the processes of a torchrun job"),
-    ((1, 1, 2), 2, "seg", "--partition trains --task baseline (nnU-Net's network) for now, not --task seg"),
+    ((1, 1, 2), 2, "anomaly", "--partition trains --task baseline, seg, ddpm for now, not --task anomaly"),
+    ((1, 1, 2), 2, "ddpm", "--partition on -device cpu: the ddpm denoiser has attention (stages"),
     ((1, 2, 2), 2, "baseline", "--partition 1 2 2 makes 4 blocks but 2 process(es) run"),
     ((1, 1, 4), 4, "baseline", "spatial axis 2 of the patch (48 voxels) does not split into 4 blocks of a multiple "
                                "of 8 voxels"),
