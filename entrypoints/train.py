@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--partition", type=int, nargs="+", default=None, metavar="PIECES",
                         help="under torchrun: split each patch into this many blocks per spatial axis (their "
                              "product the number of processes), one block per process, e.g. --partition 1 1 2; --task "
-                             "baseline; needs pip install 'nnugen[partition]' (docs/scaling.md)")
+                             "baseline, seg or ddpm; needs pip install 'nnugen[partition]' (docs/scaling.md)")
     return parser
 
 

@@ -44,7 +44,7 @@ class TrainRequest:
     pretrained_weights: str | None = None
     """A trained nnU-Net's checkpoint to start from (nnU-Net's ``-pretrained_weights``); seg and baseline only."""
     partition: tuple[int, ...] | None = None
-    """Pieces per spatial axis of each patch, one block per torchrun process (``--partition``); baseline only."""
+    """Pieces per spatial axis of each patch, one block per torchrun process (``--partition``): baseline, seg, ddpm."""
 
 
 def check_request(request: TrainRequest) -> tuple[str, str]:
