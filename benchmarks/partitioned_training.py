@@ -3,7 +3,8 @@ supervision, nnU-Net's Dice + CE and SGD, one training step after another on the
 on whole patches and in P gloo processes on blocks of them (networks/spatial_partition.py, PhysicsNeMo's
 ShardTensor). Every process runs one thread. Reports the median seconds per step after one warm-up step, how far each
 process's resident memory rises above its level between steps (the activations of a step: what the partition
-divides; Linux's peak-RSS reset, /proc/self/clear_refs), and the halo bytes one
+divides; Linux's peak-RSS reset, /proc/self/clear_refs), the tensors autograd keeps for backward in one forward
+(torch.autograd.graph.saved_tensors_hooks), and the halo bytes one
 forward exchanges (conv inputs only; backward sends the same again), and checks that the loss agrees.
 
     python benchmarks/partitioned_training.py --patch 64 64 64 --features 32 64 128 256 --pieces 1 1 2 --steps 4
@@ -90,6 +91,22 @@ def _train(network, loss, data, targets, steps: int, shard=lambda tensor: tensor
             "losses": losses}
 
 
+def _saved_mb(network: nn.Module, data: torch.Tensor) -> float:
+    """MB of the tensors autograd keeps for backward in one forward (each storage once; a ShardTensor's local part)."""
+    storages: dict[int, int] = {}
+
+    def keep(tensor: torch.Tensor) -> torch.Tensor:
+        local = getattr(tensor, "to_local", lambda: tensor)()
+        storage = local.untyped_storage()
+        storages.setdefault(storage.data_ptr(), storage.nbytes())
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(keep, lambda tensor: tensor):
+        outputs = network(data)
+    del outputs
+    return sum(storages.values()) / 2**20
+
+
 def _halo_bytes(network: nn.Module, pieces: list[int], patch: list[int], data: torch.Tensor) -> int:
     """Bytes one rank sends in one forward: for every 3x3x3 conv, one slice of its input per cut axis and side."""
     sizes: list[tuple[int, ...]] = []
@@ -117,6 +134,7 @@ def _worker(rank: int, world: int, port: int, args: dict, folder: str) -> None:
         network = partition_ready(_network(args["features"], len(args["patch"])))
         mesh = domain_mesh(args["pieces"])
         result = _train(network, _loss(levels), data, targets, args["steps"], lambda t: shard_spatial(t, mesh))
+        result["saved_for_backward_mb"] = _saved_mb(network, shard_spatial(data, mesh))
         with open(os.path.join(folder, f"rank_{rank}.json"), "w") as file:
             json.dump(result, file)
     finally:
@@ -135,7 +153,9 @@ def main() -> None:
 
     torch.set_num_threads(1)
     data, targets = _batch(args["patch"], levels)
-    single = _train(_network(args["features"], len(args["patch"])), _loss(levels), data, targets, args["steps"])
+    network = _network(args["features"], len(args["patch"]))
+    single = _train(network, _loss(levels), data, targets, args["steps"])
+    single["saved_for_backward_mb"] = _saved_mb(network, data)
     halo = _halo_bytes(_network(args["features"], len(args["patch"])), args["pieces"], args["patch"], data)
     with tempfile.TemporaryDirectory() as folder:
         mp.start_processes(_worker, args=(world, 29500 + os.getpid() % 2000, args, folder), nprocs=world, join=True,
@@ -147,7 +167,8 @@ def main() -> None:
     print(json.dumps(report, indent=2))
     print(f"| | 1 process | {world} processes ({' x '.join(map(str, args['pieces']))}), per rank |")
     print("| --- | --- | --- |")
-    for label, key, digits in (("s / step", "seconds_per_step", 2), ("peak RSS growth, MB", "peak_rss_growth_mb", 0)):
+    for label, key, digits in (("s / step", "seconds_per_step", 2), ("peak RSS growth, MB", "peak_rss_growth_mb", 0),
+                               ("saved for backward, MB", "saved_for_backward_mb", 0)):
         per_rank = " / ".join(f"{r[key]:.{digits}f}" for r in ranks)
         print(f"| {label} | {single[key]:.{digits}f} | {per_rank} |")
 
