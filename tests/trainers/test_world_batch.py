@@ -66,7 +66,7 @@ def _initialize_worker(rank: int, folder: str) -> None:
         trainer.configuration_manager.configuration = {"batch_size": 2}
         trainer.oversample_foreground_percent = 0.33
         trainer.network, trainer.ddp_find_unused_parameters = torch.nn.Linear(2, 2), False
-        trainer.pretrained_weights = None
+        trainer.pretrained_weights, trainer.partition = None, None
         trainer._build_loss = lambda: None
         lines = []
         trainer.print_to_log_file = lambda *args, **kwargs: lines.append(" ".join(map(str, args)))
