@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shutil
 import statistics
@@ -287,9 +288,15 @@ def record(results: dict, label: str, per_class: dict[str, dict[str, float]], se
 
 
 def _cell(values: list[float]) -> str:
-    if len(values) == 1:
-        return f"{values[0]:.3f}"
-    return f"{statistics.fmean(values):.3f} +- {statistics.stdev(values):.3f}"
+    """Mean +- standard deviation over the seeds; an undefined value (HD95 of a class neither predicted nor present is
+    NaN) is left out and the cell says over how many seeds it is defined."""
+    defined = [v for v in values if not math.isnan(v)]
+    if not defined:
+        return "undefined"
+    suffix = "" if len(defined) == len(values) else f" ({len(defined)} of {len(values)} seeds)"
+    if len(defined) == 1:
+        return f"{defined[0]:.3f}{suffix}"
+    return f"{statistics.fmean(defined):.3f} +- {statistics.stdev(defined):.3f}{suffix}"
 
 
 if __name__ == "__main__":
