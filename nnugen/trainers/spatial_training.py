@@ -53,24 +53,25 @@ def spatial_domain(model: nn.Module, network: nn.Module, pieces: tuple[int, ...]
 _GLOO_TYPES = (torch.float32, torch.float64, torch.float16, torch.int64, torch.int32, torch.uint8, torch.int8)
 
 
-def from_rank_zero(tensor: torch.Tensor) -> torch.Tensor:
-    """Rank 0's tensor of the same shape and dtype (types gloo cannot send travel as float32 or int64)."""
+def rank_zero_tensor(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Rank 0's tensor of the same shape, dtype and device. It travels on ``device`` (NCCL sends CUDA tensors only),
+    and types gloo cannot send travel as float32 or int64."""
     sent = tensor if tensor.dtype in _GLOO_TYPES else tensor.to(torch.float32 if tensor.is_floating_point()
                                                                    else torch.int64)
-    sent = sent.contiguous()
+    sent = sent.to(device).contiguous()
     dist.broadcast(sent, src=0)
-    return sent.to(tensor.dtype)
+    return sent.to(tensor.device, tensor.dtype)
 
 
 def same_step_everywhere(data: torch.Tensor, target: torch.Tensor | list[torch.Tensor], device: torch.device):
     """Rank 0's batch for every rank, and rank 0's random state (CPU, and the rank's GPU), so the draws of the loss
     that follows (timesteps, noise) are rank 0's on every rank; rank 0's own stream is left as it is."""
-    state = from_rank_zero(torch.get_rng_state())
-    torch.set_rng_state(state)
+    torch.set_rng_state(rank_zero_tensor(torch.get_rng_state(), device))
     if device.type == "cuda":
-        torch.cuda.set_rng_state(from_rank_zero(torch.cuda.get_rng_state(device)).cpu(), device)
-    target = [from_rank_zero(t) for t in target] if isinstance(target, list) else from_rank_zero(target)
-    return from_rank_zero(data), target
+        torch.cuda.set_rng_state(rank_zero_tensor(torch.cuda.get_rng_state(device), device), device)
+    if isinstance(target, list):
+        return rank_zero_tensor(data, device), [rank_zero_tensor(t, device) for t in target]
+    return rank_zero_tensor(data, device), rank_zero_tensor(target, device)
 
 
 def describe(pieces: tuple[int, ...], patch_size: tuple[int, ...], batch_size: int, network: str) -> str:
