@@ -120,8 +120,12 @@ def check_partition_request(request: TrainRequest, section: str, plans: dict, co
     manager = PlansManager(plans).get_configuration(configuration)
     strides = manager.network_arch_init_kwargs["strides"]
     if section != "baseline":  # the denoiser's own plan
-        denoiser = section_of(manager.configuration, configuration).task(section).denoiser
+        settings_of = section_of(manager.configuration, configuration).task(section)
+        denoiser = settings_of.denoiser
         strides = denoiser.strides
+        if section == "segmentation" and settings_of.diffusion.deep_supervision:
+            raise ValueError("--partition: the denoiser's deep supervision (diffusion.deep_supervision) bypasses the "
+                             "partitioned forward; plan the segmentation task without it")
         if denoiser.attention_stages and request.device != "cuda":
             raise ValueError(f"--partition on -device {request.device}: the {request.task} denoiser has attention "
                              f"(stages {', '.join(map(str, denoiser.attention_stages))}), whose partitioned form needs "

@@ -55,6 +55,16 @@ def test_partitions_that_cannot_run_are_refused(planned, monkeypatch, partition,
     assert message in str(refused.value) and "\n" not in str(refused.value)
 
 
+def test_the_segmentation_denoisers_deep_supervision_is_refused_at_the_door(fake_preprocessed, tmp_path, monkeypatch):
+    fake_preprocessed("isotropic")
+    plan_dataset(PlanRequest(dataset="901", sets=("segmentation.diffusion.deep_supervision=true",
+                                                      "segmentation.denoiser.attention_stages=[]")))
+    monkeypatch.setenv("nnUNet_results", str(tmp_path / "results"))
+    _under_torchrun(monkeypatch, 2)
+    with pytest.raises(ValueError, match="deep supervision .diffusion.deep_supervision. bypasses"):
+        check_request(_request((1, 1, 2), "seg"))
+
+
 def test_without_physicsnemo_the_door_says_how_to_install_it(planned, monkeypatch):
     _under_torchrun(monkeypatch, 2)
     spatial_partition.domain_parallel.cache_clear()
