@@ -60,23 +60,17 @@ def test_seg_starts_from_a_trained_nnunet(trained_baseline3d, fresh_results):
         assert np.array_equal(labels_diffusion[clear], labels_nnunet[clear]), case
 
 
-def test_bad_pretrained_weights_are_refused_before_anything_is_written(trained_diffseg3d, tmp_path):
+def test_a_checkpoint_of_another_network_is_refused_before_anything_is_written(trained_diffseg3d):
+    """The CLI's one line for a checkpoint whose layers the planned network lacks (a diffusion model's, not
+    nnU-Net's); the checks that need no checkpoint (task, --c / --val, a missing file) are tests/run/
+    test_pretrained_request.py."""
     root = trained_diffseg3d.parents[2]
-    env = nnunet_environment(root)
-    own = trained_diffseg3d / "fold_0" / "checkpoint_final.pth"  # a diffusion model's, not nnU-Net's network
-    cases = [
-        (["--task", "seg", "-pretrained_weights", str(own)],
-         r"layer denoiser\.time_embedding\.\S+ has no counterpart in the planned denoiser"),
-        (["--task", "seg", "-pretrained_weights", str(tmp_path / "missing.pth")], "no such file"),
-        (["--task", "ddpm", "-pretrained_weights", str(own)], "works with --task seg and baseline"),
-        (["--task", "seg", "--c", "-pretrained_weights", str(own)], "drop it with --c or --val"),
-    ]
-    for flags, message in cases:
-        result = subprocess.run([cli("nnugen_train"), "901", "1", "3d", "-device", "cpu", *flags], env=env,
-                                capture_output=True, text=True, timeout=300)
-        assert result.returncode == 1, result.stderr
-        (line,) = result.stderr.strip().splitlines()
-        assert line.startswith("nnugen_train: error: ")
-        assert re.search(message, line), line
-        assert not (trained_diffseg3d / "fold_1").exists()
-
+    own = trained_diffseg3d / "fold_0" / "checkpoint_final.pth"
+    result = subprocess.run([cli("nnugen_train"), "901", "1", "3d", "-device", "cpu", "--task", "seg",
+                             "-pretrained_weights", str(own)], env=nnunet_environment(root), capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 1, result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("nnugen_train: error: ")
+    assert re.search(r"layer denoiser\.time_embedding\.\S+ has no counterpart in the planned denoiser", line), line
+    assert not (trained_diffseg3d / "fold_1").exists()
