@@ -57,6 +57,9 @@ def main() -> None:
     parser.add_argument("--ensemble", action="store_true", help="the issue-16 modes (see the module docstring)")
     parser.add_argument("--labels", type=Path, default=None, help="labelsTs-like folder, for Dice with --ensemble")
     parser.add_argument("--seeds", type=int, default=5, help="ensemble size with --ensemble")
+    parser.add_argument("--extra", nargs="*", default=[], metavar="STEPS,SEEDS",
+                        help="with --ensemble, further modes: that many steps x seeds with uncertainty in one window "
+                             "(e.g. 2,4: 8 network passes per tile, nnU-Net's 3D mirroring count)")
     args = parser.parse_args()
 
     ensure_ext_trainer_path()
@@ -128,12 +131,22 @@ def ensemble_cost(args) -> None:
         return lambda data, seed: predict_case(diffusion, segmenter, data, "case", seed, seeds, uncertainty,
                                                window if one_window else None).logits
 
+    def smaller_ensemble(extra_steps: int, extra_seeds: int):
+        def run(data, seed):
+            with segmenter.sampling(replace(segmenter.planned_sampler, steps=extra_steps)):
+                return predict_case(diffusion, segmenter, data, "case", seed, extra_seeds, True, window).logits
+        return run
+
     members = f"diffusion {steps} steps x {seeds} seeds"
     modes = [("baseline, no TTA", baseline, network_logits(baseline)),
              ("baseline, mirroring TTA", baseline_tta, network_logits(baseline_tta)),
              (members, diffusion, ensemble(False, False)),
              (f"{members} + uncertainty, one window", diffusion, ensemble(True, True)),
              (f"{members} + uncertainty, member by member", diffusion, ensemble(True, False))]
+    for extra in args.extra:
+        extra_steps, extra_seeds = (int(v) for v in extra.split(","))
+        modes.append((f"diffusion {extra_steps} steps x {extra_seeds} seeds + uncertainty, one window", diffusion,
+                      smaller_ensemble(extra_steps, extra_seeds)))
     labels = list(diffusion.label_manager.foreground_labels)
     times = {name: [[] for _ in cases] for name, _, _ in modes}
     dice: dict[str, list[float]] = {name: [float("nan")] * len(cases) for name, _, _ in modes}

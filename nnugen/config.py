@@ -294,6 +294,10 @@ class AnomalySettings(Section):
     healthy_cases_file: str = ""
     condition_channel: str = ""
     mask_to_anatomy: bool = True
+    erode_region: int = 0
+    """Voxels by which the map's region (body and anatomy masks, as switched on) is eroded before it masks the map
+    (face connectivity, not at tile borders): counterfactuals rebuild the body's edge worst, so residuals crowd there
+    (Baur et al. 2021 and Behrendt et al. 2023 erode the brain mask for the same reason); 0 = off."""
     max_batch: int = 8
     """The most samples per denoiser call when the counterfactuals of all strengths and seeds are denoised together
     (stacked on the batch axis, one sampler loop per group, filled strength by strength: 8 holds the planned 8 seeds
@@ -317,6 +321,7 @@ class AnomalySettings(Section):
         check_choice("anomaly.threshold_rule", self.threshold_rule, ("best_dice", "fpr"))
         check_range("anomaly.median_filter", self.median_filter, 0)
         check_range("anomaly.min_component_voxels", self.min_component_voxels, 0)
+        check_range("anomaly.erode_region", self.erode_region, 0, 64)
         check_range("anomaly.target_fpr", self.target_fpr, 0.0, 1.0)
         check_range("anomaly.max_batch", self.max_batch, 1)
         check_range("anomaly.inversion_iterations", self.inversion_iterations, 0, 1000)

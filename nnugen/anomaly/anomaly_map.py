@@ -86,6 +86,27 @@ def remove_small_components(binary: ArrayLike, min_voxels: int) -> ArrayLike:
     return _per_volume(binary, clean)
 
 
+def erode_mask(mask: ArrayLike, voxels: int) -> ArrayLike:
+    """Binary (B, C, *spatial) eroded by ``voxels`` steps of face connectivity (4 neighbours in 2D, 6 in 3D), per
+    (sample, channel). The array's own border does not erode it (scipy's ``border_value=1``): a sliding-window tile
+    cuts the body without being its edge. ``voxels`` 0 returns the mask unchanged.
+
+    Why: a counterfactual rebuilds the body's edge worst, so residuals crowd along it; Baur et al. 2021 (their
+    comparative study's post-processing) and Behrendt et al. 2023 erode the brain mask before scoring for that reason.
+    """
+    _check_batched("mask", mask)
+    if isinstance(voxels, bool) or not isinstance(voxels, int) or voxels < 0:
+        raise ValueError(f"voxels must be an integer >= 0 (0 = no erosion), got {voxels!r}")
+    if voxels == 0:
+        return mask
+
+    def erode(volume: np.ndarray) -> np.ndarray:
+        structure = ndimage.generate_binary_structure(volume.ndim, 1)
+        return ndimage.binary_erosion(volume.astype(bool), structure, iterations=voxels, border_value=1)
+
+    return _per_volume(mask, erode)
+
+
 def postprocess(
     anomaly_map: Tensor,
     median_filter: int = 3,

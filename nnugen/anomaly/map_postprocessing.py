@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from nnugen.anomaly.anomaly_map import body_mask, ensemble_map, postprocess
+from nnugen.anomaly.anomaly_map import body_mask, ensemble_map, erode_mask, postprocess
 
 LOGIT_SCALE = 100.0
 """Lesion logit per unit of anomaly score above the threshold; maps are residuals in [-1, 1] units (0 ... 2), so the
@@ -39,15 +39,16 @@ class MapPostprocessing:
     mask_to_body: bool = True
     mask_to_anatomy: bool = True
     min_component_voxels: int = 0
+    erode_region: int = 0
 
     def region(self, image: Tensor, anatomy: Tensor | None) -> Tensor | None:
         """Where the map may be non-zero (B, 1, *spatial) bool, for model-range image channels ``image`` and the
-        anatomy mask: the body mask (``mask_to_body``) and the anatomy mask (``mask_to_anatomy``); None when neither
-        applies."""
+        anatomy mask: the body mask (``mask_to_body``) and the anatomy mask (``mask_to_anatomy``), eroded by
+        ``erode_region`` voxels (anomaly_map.erode_mask); None when neither applies."""
         body = body_mask(image) if self.mask_to_body else None
-        if anatomy is None or not self.mask_to_anatomy:
-            return body
-        return anatomy if body is None else body & anatomy.to(body.device)
+        if anatomy is not None and self.mask_to_anatomy:
+            body = anatomy if body is None else body & anatomy.to(body.device)
+        return None if body is None else erode_mask(body, self.erode_region)
 
     def smoothed(self, strength_maps: Tensor, image: Tensor, anatomy: Tensor | None) -> Tensor:
         """(S, B, 1, *spatial) maps of S strengths -> their mean, median-filtered and masked to ``region``."""

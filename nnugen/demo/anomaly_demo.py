@@ -78,14 +78,11 @@ def run_anomaly_demo(work_dir: Path, size: AnomalyDemoSize, device: str, say: Ca
     """Run the demo at ``size`` (``anomaly_demo_size``; a 3D shape runs 3d_fullres) in ``work_dir`` (nnUNet_*
     folders inside it unless set); commands' output goes to ``log``. Returns the report's section; its ``numbers``:
     pixel_auprc, dice, prevalence, threshold, cases (held-out)."""
-    import numpy as np
-
-    from nnugen.anomaly import dice, pixel_auprc
     from nnugen.atomic_files import atomic_write_json
     from nnugen.demo.commands import cli, log_size, logged_commands, run_logged, set_nnunet_folders
     from nnugen.demo.lesion_dataset import write_lesion_dataset
     from nnugen.demo.phantom import PhantomSpec
-    from nnugen.demo.progress_follow import prediction_watch, training_watch
+    from nnugen.demo.progress_follow import training_watch
 
     three_d = len(size.shape) == 3
     configuration, short = ("3d_fullres", "3d") if three_d else ("2d", "2d")
@@ -119,27 +116,10 @@ def run_anomaly_demo(work_dir: Path, size: AnomalyDemoSize, device: str, say: Ca
     run_logged([cli("nnugen_train"), str(DATASET_ID), "0", short, "--task", "anomaly", "-device", device, "--seed",
                 "0"], log, training_watch(model.fold(0)))
 
-    segmentations, maps = work_dir / "predictions" / TRAINER, work_dir / "predictions" / f"{TRAINER}_maps"
-    for output in (segmentations, maps):
-        shutil.rmtree(output, ignore_errors=True)
-    common = ["-d", str(DATASET_ID), "-c", configuration, "-f", "0", "-tr", TRAINER, "-p", "nnugenPlans", "-i",
-              str(raw / "imagesTs"), "-device", device, "-npp", "0", "-nps", "0"]
-    say(f"anomaly: nnUNetv2_predict -tr {TRAINER} on {size.n_test_lesion} held-out cases (lesion segmentation)")
-    run_logged([cli("nnUNetv2_predict"), *common, "-o", str(segmentations), "--disable_tta"], log,
-               prediction_watch(raw / "imagesTs", segmentations))
-    say(f"anomaly: nnugen_predict -tr {TRAINER} (anomaly maps and pseudo-healthy counterfactuals)")
-    run_logged([cli("nnugen_predict"), *common, "-o", str(maps), "--seed", "0"], log,
-               prediction_watch(raw / "imagesTs", maps))
-
-    cases = sorted(p.name[: -len(".nii.gz")] for p in (raw / "labelsTs").glob("*.nii.gz"))
-    labels = [_read(raw / "labelsTs" / f"{case}.nii.gz") > 0 for case in cases]
-    predicted = [_read(segmentations / f"{case}.nii.gz") == 1 for case in cases]
-    anomaly = [_read(maps / f"{case}_anomaly.nii.gz") for case in cases]
-    threshold = json.loads((model.fold(0) / "threshold.json").read_text())["threshold"]
-    pooled = np.concatenate([lab.ravel() for lab in labels])
-    numbers = {"pixel_auprc": pixel_auprc(anomaly, labels),
-               "dice": dice(np.concatenate([p.ravel() for p in predicted]), pooled),
-               "prevalence": float(pooled.mean()), "threshold": float(threshold), "cases": len(cases)}
+    held_out = predict_held_out(raw, model, configuration, device, work_dir, say, log)
+    cases, labels, predicted, maps, numbers = (held_out.cases, held_out.labels, held_out.predicted, held_out.maps,
+                                               held_out.numbers)
+    threshold = numbers["threshold"]
     line = (f"On {len(cases)} held-out cases with lesions of families the threshold never saw: pixel AUPRC "
             f"{numbers['pixel_auprc']:.3f} (lesion prevalence {numbers['prevalence']:.3f}, what a map without "
             f"information scores), Dice {numbers['dice']:.3f} at the threshold {threshold:.4g}.")
@@ -157,6 +137,53 @@ def run_anomaly_demo(work_dir: Path, size: AnomalyDemoSize, device: str, say: Ca
     section.pictures.append(_picture(raw, cases, labels, predicted, maps, work_dir / "pictures" / "anomaly.png"))
     section.commands += logged_commands(log, since)
     return section
+
+
+@dataclass(frozen=True)
+class HeldOut:
+    cases: list[str]
+    labels: list
+    """Lesion masks (bool arrays) of the held-out cases."""
+    predicted: list
+    """nnUNetv2_predict's lesion segmentations (bool arrays)."""
+    maps: Path
+    """nnugen_predict's folder: CASE_anomaly / CASE_counterfactual images."""
+    numbers: dict
+    """pixel_auprc, dice, prevalence, threshold, cases."""
+
+
+def predict_held_out(raw: Path, model: ModelFolder, configuration: str, device: str, work_dir: Path,
+                     say: Callable[[str], None], log: Path) -> HeldOut:
+    """The trained anomaly model on the held-out cases of ``raw``: nnUNetv2_predict (the lesion segmentation at the
+    stored threshold) and nnugen_predict (maps and counterfactuals), scored against labelsTs (pixel AUPRC, Dice)."""
+    import numpy as np
+
+    from nnugen.anomaly import dice, pixel_auprc
+    from nnugen.demo.commands import cli, run_logged
+    from nnugen.demo.progress_follow import prediction_watch
+
+    segmentations, maps = work_dir / "predictions" / TRAINER, work_dir / "predictions" / f"{TRAINER}_maps"
+    for output in (segmentations, maps):
+        shutil.rmtree(output, ignore_errors=True)
+    common = ["-d", str(DATASET_ID), "-c", configuration, "-f", "0", "-tr", TRAINER, "-p", "nnugenPlans", "-i",
+              str(raw / "imagesTs"), "-device", device, "-npp", "0", "-nps", "0"]
+    cases = sorted(p.name[: -len(".nii.gz")] for p in (raw / "labelsTs").glob("*.nii.gz"))
+    say(f"anomaly: nnUNetv2_predict -tr {TRAINER} on {len(cases)} held-out cases (lesion segmentation)")
+    run_logged([cli("nnUNetv2_predict"), *common, "-o", str(segmentations), "--disable_tta"], log,
+               prediction_watch(raw / "imagesTs", segmentations))
+    say(f"anomaly: nnugen_predict -tr {TRAINER} (anomaly maps and pseudo-healthy counterfactuals)")
+    run_logged([cli("nnugen_predict"), *common, "-o", str(maps), "--seed", "0"], log,
+               prediction_watch(raw / "imagesTs", maps))
+
+    labels = [_read(raw / "labelsTs" / f"{case}.nii.gz") > 0 for case in cases]
+    predicted = [_read(segmentations / f"{case}.nii.gz") == 1 for case in cases]
+    anomaly = [_read(maps / f"{case}_anomaly.nii.gz") for case in cases]
+    threshold = json.loads((model.fold(0) / "threshold.json").read_text())["threshold"]
+    pooled = np.concatenate([lab.ravel() for lab in labels])
+    numbers = {"pixel_auprc": pixel_auprc(anomaly, labels),
+               "dice": dice(np.concatenate([p.ravel() for p in predicted]), pooled),
+               "prevalence": float(pooled.mean()), "threshold": float(threshold), "cases": len(cases)}
+    return HeldOut(cases, labels, predicted, maps, numbers)
 
 
 def _picture(raw: Path, cases: list[str], labels: list, predicted: list, maps: Path, path: Path) -> Path:

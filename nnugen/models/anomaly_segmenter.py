@@ -163,7 +163,8 @@ class AnomalySegmenter(AnomalySampledModel, nn.Module):
     @property
     def postprocessing(self) -> MapPostprocessing:
         a = self.anomaly
-        return MapPostprocessing(a.median_filter, a.mask_to_body, a.mask_to_anatomy, a.min_component_voxels)
+        return MapPostprocessing(a.median_filter, a.mask_to_body, a.mask_to_anatomy, a.min_component_voxels,
+                                 a.erode_region)
 
     def body(self, image: Tensor) -> Tensor | None:
         """Where the map of a preprocessed input (B, C_in, *spatial) may be non-zero: body and anatomy masks as

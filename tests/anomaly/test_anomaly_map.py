@@ -132,3 +132,49 @@ def test_seed_averaged_residuals_average_the_counterfactuals_per_strength():
     torch.testing.assert_close(seed_averaged_residuals(image, counterfactuals[:2], seeds=1), per_seed[:2])
     with pytest.raises(ValueError, match="dividing"):
         seed_averaged_residuals(image, counterfactuals, seeds=3)
+
+
+def test_erode_mask_shrinks_by_face_steps_and_not_at_the_array_border():
+    from nnugen.anomaly import erode_mask
+
+    square = np.zeros((1, 1, 12, 12), bool)
+    square[0, 0, 2:10, 3:11] = True
+    eroded = erode_mask(square, 2)
+    expected = np.zeros_like(square)
+    expected[0, 0, 4:8, 5:9] = True
+    assert np.array_equal(eroded, expected)
+    # face connectivity: one step takes a diamond's corners off, not a square's (a 3 x 3 structure would)
+    plus = np.zeros((1, 1, 5, 5), bool)
+    plus[0, 0, 1:4, 1:4] = True
+    assert erode_mask(plus, 1)[0, 0].sum() == 1
+    # a mask that runs off the array (a tile cutting the body) is eroded only where it ends inside
+    half = torch.zeros(2, 1, 6, 6, 6, dtype=torch.bool)
+    half[:, :, :, :, :3] = True
+    eroded = erode_mask(half, 1)
+    assert isinstance(eroded, torch.Tensor) and eroded.dtype == torch.bool
+    assert torch.equal(eroded[:, :, :, :, :2], half[:, :, :, :, :2]) and not eroded[:, :, :, :, 2:].any()
+    assert erode_mask(square, 0) is square
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, True])
+def test_erode_mask_refuses_what_is_not_a_count(bad):
+    from nnugen.anomaly import erode_mask
+
+    with pytest.raises(ValueError, match="voxels must be an integer >= 0"):
+        erode_mask(np.ones((1, 1, 4, 4), bool), bad)
+
+
+def test_the_map_region_is_the_eroded_body_and_anatomy():
+    from nnugen.anomaly import MapPostprocessing, body_mask, erode_mask
+
+    image = torch.full((1, 1, 16, 16), -1.0)
+    image[:, :, 2:14, 2:14] = 1.0  # a bright body on a dark background
+    anatomy = torch.zeros(1, 1, 16, 16, dtype=torch.bool)
+    anatomy[:, :, 3:13, :10] = True
+    expected = torch.zeros_like(anatomy)
+    expected[:, :, 5:11, 0:8] = True  # the anatomy shrunk by 2, except where it runs off the array
+    assert torch.equal(MapPostprocessing(mask_to_body=False, erode_region=2).region(image, anatomy), expected)
+    both = body_mask(image) & anatomy
+    assert torch.equal(MapPostprocessing(erode_region=0).region(image, anatomy), both)
+    assert torch.equal(MapPostprocessing(erode_region=1).region(image, anatomy), erode_mask(both, 1))
+    assert MapPostprocessing(mask_to_body=False, erode_region=3).region(image, None) is None

@@ -1,0 +1,106 @@
+"""The anomaly map's region eroded (``anomaly.erode_region``, issue 20: "anomaly maps light up at the body's edge").
+
+One model, several erosions, through the real CLIs: ``run_anomaly_demo`` trains the demo's anomaly model (2D
+phantoms with synthetic lesions; ``--3d`` for its 3D size) and scores it as planned; then, for each ``--erode N``,
+the setting is written into the plans (nnUNet_preprocessed's and the model folder's copy alike), ``nnugen_train ...
+--val`` chooses the threshold again on the validation lesions with the new region, and the held-out cases are
+predicted and scored again (``anomaly_demo.predict_held_out``). Besides pixel AUPRC and Dice it reports where the
+false positives lie: the share of them within 2 voxels of the body's edge (the unmasked body mask's boundary).
+
+    python benchmarks/anomaly_erosion.py --work-dir /tmp/erosion --erode 1 2 3 [--3d] [-device cpu]
+
+Writes WORK/anomaly_erosion.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+
+from nnugen.atomic_files import atomic_write_json
+from nnugen.demo.anomaly_demo import (
+    DATASET_ID,
+    TRAINER,
+    anomaly_demo_size,
+    predict_held_out,
+    run_anomaly_demo,
+)
+from nnugen.demo.commands import cli, run_logged
+from nnugen.folders.model_folder import ModelFolder
+
+
+def set_erosion(plans_file: Path, configuration: str, voxels: int) -> None:
+    plans = json.loads(plans_file.read_text(encoding="utf-8"))
+    anomaly = plans["configurations"][configuration]["nnugen"]["anomaly"]["anomaly"]
+    if "median_filter" not in anomaly:
+        raise SystemExit(f"{plans_file}: no anomaly settings where expected")
+    anomaly["erode_region"] = voxels
+    atomic_write_json(plans_file, plans)
+
+
+def _read(path: Path) -> np.ndarray:
+    import SimpleITK as sitk
+
+    return sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
+
+
+def false_positives_at_the_edge(raw: Path, segmentations: Path) -> dict:
+    """False-positive voxels of the held-out segmentations, and the share of them within 2 voxels of the body's
+    edge (on either side; body: nnugen's body_mask of the image, as the map's region uses it)."""
+    from nnugen.anomaly import body_mask
+
+    near, total = 0, 0
+    for label_file in sorted((raw / "labelsTs").glob("*.nii.gz")):
+        case = label_file.name[: -len(".nii.gz")]
+        image = _read(raw / "imagesTs" / f"{case}_0000.nii.gz").astype(np.float32)
+        body = body_mask(image[None, None])[0, 0]
+        ring = (ndimage.binary_dilation(body, iterations=2) & ~ndimage.binary_erosion(body, iterations=2))
+        false_positive = (_read(segmentations / f"{case}.nii.gz") == 1) & ~(_read(label_file) > 0)
+        near += int((false_positive & ring).sum())
+        total += int(false_positive.sum())
+    return {"false_positive_voxels": total, "false_positives_at_edge": near / total if total else 0.0}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work-dir", type=Path, required=True)
+    parser.add_argument("--erode", type=int, nargs="+", required=True, metavar="N")
+    parser.add_argument("--3d", dest="three_d", action="store_true")
+    parser.add_argument("-device", default="cpu")
+    args = parser.parse_args(argv)
+    work, log = args.work_dir, args.work_dir / "commands.log"
+    work.mkdir(parents=True, exist_ok=True)
+    say = lambda line: print(line, flush=True)  # noqa: E731
+    section = run_anomaly_demo(work, anomaly_demo_size(False, args.three_d), args.device, say, log)
+    configuration, short = ("3d_fullres", "3d") if args.three_d else ("2d", "2d")
+    folder = f"Dataset{DATASET_ID:03d}_nnugenLesions{'3D' if args.three_d else '2D'}"
+    raw, model = work / "nnUNet_raw" / folder, ModelFolder.of(folder, TRAINER, configuration,
+                                                                  results=work / "nnUNet_results")
+    segmentations = work / "predictions" / TRAINER
+    planned = json.loads((model.path / "plans.json").read_text())["configurations"][configuration]["nnugen"]
+    rows = [{"erode_region": planned["anomaly"]["anomaly"].get("erode_region", 0), **section.numbers,
+             **false_positives_at_the_edge(raw, segmentations)}]
+    for voxels in args.erode:
+        for plans_file in (work / "nnUNet_preprocessed" / folder / "nnugenPlans.json", model.path / "plans.json"):
+            set_erosion(plans_file, configuration, voxels)
+        say(f"erode_region {voxels}: nnugen_train --val (the threshold again), then the held-out cases")
+        run_logged([cli("nnugen_train"), str(DATASET_ID), "0", short, "--task", "anomaly", "-device", args.device,
+                    "--val"], log)
+        numbers = predict_held_out(raw, model, configuration, args.device, work, say, log).numbers
+        rows.append({"erode_region": voxels, **numbers, **false_positives_at_the_edge(raw, segmentations)})
+    print(f"{'erode':>5} {'AUPRC':>7} {'x prev':>7} {'Dice':>6} {'threshold':>10} {'FP voxels':>9} {'at edge':>7}")
+    for row in rows:
+        print(f"{row['erode_region']:>5} {row['pixel_auprc']:7.3f} {row['pixel_auprc'] / row['prevalence']:7.2f} "
+              f"{row['dice']:6.3f} {row['threshold']:10.4g} {row['false_positive_voxels']:9d} "
+              f"{row['false_positives_at_edge']:7.2f}")
+    atomic_write_json(work / "anomaly_erosion.json", {"rows": rows, "command": sys.argv})
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
