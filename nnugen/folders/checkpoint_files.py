@@ -68,7 +68,8 @@ def check_resume_world_size(filename: str, world_size: int) -> None:
     """CheckpointError when ``--c`` would continue a run with another number of processes than trained it: the
     batch plan for the world size, the ranks' random streams and so the run would change halfway. Checkpoints
     written before nnugen recorded the number are not checked."""
-    trained = load_nnunet_checkpoint(filename, torch.device("cpu")).get("nnugen_world_size")
+    # memory-mapped: only the pickled entries are read here, not the weights, which the run itself loads next
+    trained = load_nnunet_checkpoint(filename, torch.device("cpu"), mmap=True).get("nnugen_world_size")
     if trained is not None and int(trained) != world_size:
         raise CheckpointError(f"{filename} was trained by {int(trained)} process(es) and this run has {world_size}; "
                               f"resume it with {int(trained)} (torchrun's --nnodes x --nproc_per_node, or "
@@ -109,7 +110,9 @@ def _does_not_load(filename: str, error: BaseException) -> CheckpointError:
                            "the previous checkpoint, or train again")
 
 
-def load_nnunet_checkpoint(filename: str, device: torch.device) -> dict:
+def load_nnunet_checkpoint(filename: str, device: torch.device, mmap: bool = False) -> dict:
+    """The checkpoint as a dict, loaded weights only onto the CPU; with ``mmap`` its tensors are memory-mapped from
+    the file (read only when touched). CheckpointError naming the file and the fix when it does not load."""
     if not os.path.isfile(filename):
         raise CheckpointError(f"{filename} does not exist; train first (nnugen_train) or check the fold and "
                               "configuration")
@@ -119,7 +122,7 @@ def load_nnunet_checkpoint(filename: str, device: torch.device) -> dict:
         # whatever the training device: the RNG states must be CPU ByteTensors (torch.set_rng_state refuses a CUDA
         # tensor), and load_state_dict copies weights and optimiser moments to their parameters' devices anyway
         with torch.serialization.safe_globals(_numpy_globals()):
-            checkpoint = torch.load(filename, map_location="cpu", weights_only=True)
+            checkpoint = torch.load(filename, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as error:
         refused = re.search(r"but got <class '([^']+)'>|GLOBAL ([\w.]+)", str(error))
         if "Weights only load failed" not in str(error) or refused is None:
