@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from nnugen.anomaly import HEALTHY_CASES_FILE, healthy_cases_file, read_case_list
+from nnugen.trainers.crossval_split import case_identifiers, nnunet_splits
 
 
 def has_foreground(dataset, key: str) -> bool:
@@ -42,19 +43,11 @@ def healthy_training_cases(train_keys: list[str], listing: Path | None, foregrou
 
 
 def fold_training_keys(preprocessed_base: Path, data_folder: Path, fold: str) -> list[str] | None:
-    """The fold's training cases as nnU-Net's ``do_split`` will choose them, without writing ``splits_final.json``:
-    from that file when it exists, else from nnU-Net's own seeded 5-fold split of all cases. None for a fold beyond
-    the splits (nnU-Net then draws a random 80:20 split itself)."""
-    from batchgenerators.utilities.file_and_folder_operations import load_json
-    from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
-    from nnunetv2.utilities.crossval_split import generate_crossval_split
-
-    identifiers = sorted(infer_dataset_class(str(data_folder)).get_identifiers(str(data_folder)))
+    """The fold's training cases as nnU-Net's ``do_split`` will choose them, without writing ``splits_final.json``.
+    None for a fold beyond the splits (nnU-Net then draws a random 80:20 split itself)."""
     if fold == "all":
-        return identifiers
-    splits_file = preprocessed_base / "splits_final.json"
-    splits = load_json(str(splits_file)) if splits_file.is_file() else \
-        generate_crossval_split(identifiers, seed=12345, n_splits=5)  # nnU-Net's do_split, same arguments
+        return case_identifiers(data_folder)
+    splits = nnunet_splits(preprocessed_base, data_folder)
     return list(splits[int(fold)]["train"]) if int(fold) < len(splits) else None
 
 

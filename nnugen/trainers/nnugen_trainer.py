@@ -203,6 +203,17 @@ class NnugenTrainer(TrainingStepHooks, EpochHooks, CheckpointHooks):
         if self.local_rank == 0 and os.path.isfile(os.path.join(self.output_folder, "debug.json")):
             make_portable(os.path.join(self.output_folder, "debug.json"))
 
+    def do_split(self):
+        """nnU-Net's split, its ``splits_final.json`` written whole first: under torchrun every rank splits at once,
+        and nnU-Net's plain write lets a rank read a half-written file (crossval_split.py)."""
+        from pathlib import Path
+
+        from nnugen.trainers.crossval_split import write_missing_splits
+
+        if self.fold != "all":
+            write_missing_splits(Path(self.preprocessed_dataset_folder_base), Path(self.preprocessed_dataset_folder))
+        return super().do_split()
+
     def perform_actual_validation(self, save_probabilities: bool = False):
         """nnU-Net's validation, then HD95 / NSD beside its ``validation/summary.json`` (surface_distances.py)."""
         from nnugen.evaluation.surface_distances import write_validation_distances

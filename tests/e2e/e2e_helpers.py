@@ -34,10 +34,17 @@ def free_local_port() -> int:
 
 
 def succeeded(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
-    """``result`` if its command exited with 0; otherwise an AssertionError with the ends of its output."""
+    """``result`` if its command exited with 0; otherwise an AssertionError with the ends of its output and, for
+    torchrun, each rank's own error lines (``[rankN]: ...``), which the tails alone cut off when a rank that did not
+    fail first prints its connection error last."""
     if result.returncode != 0:
+        by_rank: dict[str, list[str]] = {}
+        for line in result.stderr.splitlines():
+            if line.startswith("[rank") and "]:" in line:
+                by_rank.setdefault(line[:line.index("]:") + 2], []).append(line)
+        rank_errors = "\n".join(line for lines in by_rank.values() for line in lines[-25:])
         raise AssertionError(f"{' '.join(result.args)} failed ({result.returncode}):\n{result.stdout[-3000:]}\n"
-                             f"{result.stderr[-3000:]}")
+                             f"{result.stderr[-3000:]}" + (f"\nrank errors:\n{rank_errors}" if by_rank else ""))
     return result
 
 
