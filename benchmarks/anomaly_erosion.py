@@ -1,13 +1,13 @@
 """The anomaly map's region eroded (``anomaly.erode_region``, issue 20: "anomaly maps light up at the body's edge").
 
 One model, several erosions, through the real CLIs: ``run_anomaly_demo`` trains the demo's anomaly model (2D
-phantoms with synthetic lesions; ``--3d`` for its 3D size) and scores it as planned; then, for each ``--erode N``,
-the setting is written into the plans (nnUNet_preprocessed's and the model folder's copy alike), ``nnugen_train ...
---val`` chooses the threshold again on the validation lesions with the new region, and the held-out cases are
-predicted and scored again (``anomaly_demo.predict_held_out``). Besides pixel AUPRC and Dice it reports where the
-false positives lie: the share of them within 2 voxels of the body's edge (the unmasked body mask's boundary).
+phantoms with synthetic lesions; ``--3d`` for its 3D size; a model already in WORK is reused); then, for each
+``--erode N`` (0 = off), the setting is written into the plans (nnUNet_preprocessed's and the model folder's copy
+alike), ``nnugen_train ... --val`` chooses the threshold again on the validation lesions with the new region, and the
+held-out cases are predicted and scored again (``anomaly_demo.predict_held_out``). Besides pixel AUPRC and Dice it
+reports where the false positives lie: the share of them within 2 voxels of the body's edge (either side of it).
 
-    python benchmarks/anomaly_erosion.py --work-dir /tmp/erosion --erode 1 2 3 [--3d] [-device cpu]
+    python benchmarks/anomaly_erosion.py --work-dir /tmp/erosion --erode 0 1 2 3 [--3d] [-device cpu]
 
 Writes WORK/anomaly_erosion.json.
 """
@@ -30,13 +30,13 @@ from nnugen.demo.anomaly_demo import (
     predict_held_out,
     run_anomaly_demo,
 )
-from nnugen.demo.commands import cli, run_logged
+from nnugen.demo.commands import cli, run_logged, set_nnunet_folders
 from nnugen.folders.model_folder import ModelFolder
 
 
 def set_erosion(plans_file: Path, configuration: str, voxels: int) -> None:
     plans = json.loads(plans_file.read_text(encoding="utf-8"))
-    anomaly = plans["configurations"][configuration]["nnugen"]["anomaly"]["anomaly"]
+    anomaly = plans["configurations"][configuration]["nnugen"]["tasks"]["anomaly"]["anomaly"]
     if "median_filter" not in anomaly:
         raise SystemExit(f"{plans_file}: no anomaly settings where expected")
     anomaly["erode_region"] = voxels
@@ -76,15 +76,14 @@ def main(argv: list[str] | None = None) -> int:
     work, log = args.work_dir, args.work_dir / "commands.log"
     work.mkdir(parents=True, exist_ok=True)
     say = lambda line: print(line, flush=True)  # noqa: E731
-    section = run_anomaly_demo(work, anomaly_demo_size(False, args.three_d), args.device, say, log)
+    set_nnunet_folders(work)  # nnUNet_* inside WORK unless set (as the demo does)
     configuration, short = ("3d_fullres", "3d") if args.three_d else ("2d", "2d")
     folder = f"Dataset{DATASET_ID:03d}_nnugenLesions{'3D' if args.three_d else '2D'}"
-    raw, model = work / "nnUNet_raw" / folder, ModelFolder.of(folder, TRAINER, configuration,
-                                                                  results=work / "nnUNet_results")
-    segmentations = work / "predictions" / TRAINER
-    planned = json.loads((model.path / "plans.json").read_text())["configurations"][configuration]["nnugen"]
-    rows = [{"erode_region": planned["anomaly"]["anomaly"].get("erode_region", 0), **section.numbers,
-             **false_positives_at_the_edge(raw, segmentations)}]
+    raw = work / "nnUNet_raw" / folder
+    model = ModelFolder.of(folder, TRAINER, configuration, results=work / "nnUNet_results")
+    if not (model.fold(0) / "checkpoint_final.pth").is_file():  # an earlier run's model is scored again
+        run_anomaly_demo(work, anomaly_demo_size(False, args.three_d), args.device, say, log)
+    rows = []
     for voxels in args.erode:
         for plans_file in (work / "nnUNet_preprocessed" / folder / "nnugenPlans.json", model.path / "plans.json"):
             set_erosion(plans_file, configuration, voxels)
@@ -92,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
         run_logged([cli("nnugen_train"), str(DATASET_ID), "0", short, "--task", "anomaly", "-device", args.device,
                     "--val"], log)
         numbers = predict_held_out(raw, model, configuration, args.device, work, say, log).numbers
-        rows.append({"erode_region": voxels, **numbers, **false_positives_at_the_edge(raw, segmentations)})
+        rows.append({"erode_region": voxels, **numbers,
+                     **false_positives_at_the_edge(raw, work / "predictions" / TRAINER)})
     print(f"{'erode':>5} {'AUPRC':>7} {'x prev':>7} {'Dice':>6} {'threshold':>10} {'FP voxels':>9} {'at edge':>7}")
     for row in rows:
         print(f"{row['erode_region']:>5} {row['pixel_auprc']:7.3f} {row['pixel_auprc'] / row['prevalence']:7.2f} "

@@ -64,6 +64,10 @@ def test_anisotropic_plan_keeps_strides_and_kernels_in_every_denoiser(fake_prepr
     # anomaly maps average 8 seeds' counterfactuals per strength
     assert _task(plans, "anomaly")["sampler"]["seeds"] == 8
     assert _task(plans, "anomaly")["anomaly"]["seed_average"] == "counterfactual"
+    # no erosion of the map's region through 20 slices; the in-plane-only 2d configuration erodes its 2D maps
+    assert _task(plans, "anomaly")["anomaly"]["erode_region"] == 0
+    assert _task(plans, "anomaly", "2d")["anomaly"]["erode_region"] == min(plans["configurations"]["2d"]
+                                                                           ["patch_size"]) // 25 > 0
     # the autoencoder takes the plan's first (in-plane only) downsamplings; the latent denoiser the remaining stages
     assert _task(plans, "autoencoder")["autoencoder"]["strides"] == [[1, 1, 1], [1, 2, 2], [1, 2, 2]]
     latent = _task(plans, "ldm")["denoiser"]
