@@ -5,9 +5,13 @@ phantoms with synthetic lesions; ``--3d`` for its 3D size; a model already in WO
 ``--erode N`` (0 = off), the setting is written into the plans (nnUNet_preprocessed's and the model folder's copy
 alike), ``nnugen_train ... --val`` chooses the threshold again on the validation lesions with the new region, and the
 held-out cases are predicted and scored again (``anomaly_demo.predict_held_out``). Besides pixel AUPRC and Dice it
-reports where the false positives lie: the share of them within 2 voxels of the body's edge (either side of it).
+reports where the false positives lie (the share of them within 2 voxels of the body's edge, either side of it) and
+the validation Dice at the threshold chosen (threshold.json), which a user can see without held-out lesions.
 
-    python benchmarks/anomaly_erosion.py --work-dir /tmp/erosion --erode 0 1 2 3 [--3d] [-device cpu]
+    python benchmarks/anomaly_erosion.py --work-dir /tmp/erosion --erode 0 1 2 3 [--search 8] [--3d] [-device cpu]
+
+``--search N`` rows choose the erosion with the threshold on the validation cases among 0..N (``anomaly.erode_search``,
+what the planner sets), the "used" column says which.
 
 Writes WORK/anomaly_erosion.json.
 """
@@ -32,14 +36,15 @@ from nnugen.demo.anomaly_demo import (
 )
 from nnugen.demo.commands import cli, run_logged, set_nnunet_folders
 from nnugen.folders.model_folder import ModelFolder
+from nnugen.trainers.anomaly_threshold_hooks import SUMMARY_FILE, THRESHOLD_FILE
 
 
-def set_erosion(plans_file: Path, configuration: str, voxels: int) -> None:
+def set_erosion(plans_file: Path, configuration: str, voxels: int, search: int) -> None:
     plans = json.loads(plans_file.read_text(encoding="utf-8"))
     anomaly = plans["configurations"][configuration]["nnugen"]["tasks"]["anomaly"]["anomaly"]
     if "median_filter" not in anomaly:
         raise SystemExit(f"{plans_file}: no anomaly settings where expected")
-    anomaly["erode_region"] = voxels
+    anomaly["erode_region"], anomaly["erode_search"] = voxels, search
     atomic_write_json(plans_file, plans)
 
 
@@ -69,7 +74,9 @@ def false_positives_at_the_edge(raw: Path, segmentations: Path) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work-dir", type=Path, required=True)
-    parser.add_argument("--erode", type=int, nargs="+", required=True, metavar="N")
+    parser.add_argument("--erode", type=int, nargs="*", default=[], metavar="N", help="fixed erosions (erode_region)")
+    parser.add_argument("--search", type=int, nargs="*", default=[], metavar="N",
+                        help="erosions chosen on validation among 0..N (erode_search)")
     parser.add_argument("--3d", dest="three_d", action="store_true")
     parser.add_argument("-device", default="cpu")
     args = parser.parse_args(argv)
@@ -84,20 +91,27 @@ def main(argv: list[str] | None = None) -> int:
     if not (model.fold(0) / "checkpoint_final.pth").is_file():  # an earlier run's model is scored again
         run_anomaly_demo(work, anomaly_demo_size(False, args.three_d), args.device, say, log)
     rows = []
-    for voxels in args.erode:
+    settings = [(voxels, 0) for voxels in args.erode] + [(0, search) for search in args.search]
+    for voxels, search in settings:
         for plans_file in (work / "nnUNet_preprocessed" / folder / "nnugenPlans.json", model.path / "plans.json"):
-            set_erosion(plans_file, configuration, voxels)
-        say(f"erode_region {voxels}: nnugen_train --val (the threshold again), then the held-out cases")
+            set_erosion(plans_file, configuration, voxels, search)
+        name = f"search 0..{search}" if search else str(voxels)
+        say(f"erosion {name}: nnugen_train --val (the threshold again), then the held-out cases")
         run_logged([cli("nnugen_train"), str(DATASET_ID), "0", short, "--task", "anomaly", "-device", args.device,
                     "--val"], log)
+        chosen = json.loads((model.fold(0) / THRESHOLD_FILE).read_text(encoding="utf-8"))
+        summary = json.loads((model.fold(0) / "validation" / SUMMARY_FILE).read_text(encoding="utf-8"))
         numbers = predict_held_out(raw, model, configuration, args.device, work, say, log).numbers
-        rows.append({"erode_region": voxels, **numbers,
+        rows.append({"erosion": name, "erode_region": summary.get("erode_region", voxels), **numbers,
+                     "validation_dice": chosen["value"],
                      **false_positives_at_the_edge(raw, work / "predictions" / TRAINER)})
-    print(f"{'erode':>5} {'AUPRC':>7} {'x prev':>7} {'Dice':>6} {'threshold':>10} {'FP voxels':>9} {'at edge':>7}")
+    print(f"{'erosion':>12} {'used':>4} {'AUPRC':>7} {'x prev':>7} {'Dice':>6} {'threshold':>10} {'FP voxels':>9} "
+          f"{'at edge':>7} {'val Dice':>8}")
     for row in rows:
-        print(f"{row['erode_region']:>5} {row['pixel_auprc']:7.3f} {row['pixel_auprc'] / row['prevalence']:7.2f} "
+        print(f"{row['erosion']:>12} {row['erode_region']:>4} {row['pixel_auprc']:7.3f} "
+              f"{row['pixel_auprc'] / row['prevalence']:7.2f} "
               f"{row['dice']:6.3f} {row['threshold']:10.4g} {row['false_positive_voxels']:9d} "
-              f"{row['false_positives_at_edge']:7.2f}")
+              f"{row['false_positives_at_edge']:7.2f} {row['validation_dice']:8.3f}")
     atomic_write_json(work / "anomaly_erosion.json", {"rows": rows, "command": sys.argv})
     return 0
 

@@ -18,7 +18,10 @@ iterations), so that the curve's end can be compared with nnU-Net at equal compu
 Time is not measured here (process start-up swamps it on a small test set): ``predict_time.py`` times prediction
 per case in one process, ``sampler_comparison.py`` the samplers. Results go to WORK/diffseg_benchmark.json.
 
-    python benchmarks/diffseg_benchmark.py --work-dir /tmp/bench [--2d] [--epochs 6] [--iterations 25]
+With ``--real`` the cases are the augmented MNI152 scans of ``nnugen_demo --real`` (12 training, 4 held-out; one real
+template under random deformations, so not a test of generalisation) instead of phantoms.
+
+    python benchmarks/diffseg_benchmark.py --work-dir /tmp/bench [--2d] [--real] [--epochs 6] [--iterations 25]
         [--train-seeds 0 1 2] [--ablations] [--warm-start 25 50 100 200 [--equal-budget]]
 """
 
@@ -36,7 +39,8 @@ import time
 from pathlib import Path
 
 from nnugen.demo.commands import set_nnunet_folders
-from nnugen.demo.phantom import LABELS, PhantomSpec, write_phantom_dataset
+from nnugen.demo.mni_dataset import write_mni_dataset
+from nnugen.demo.phantom import PhantomSpec, write_phantom_dataset
 from nnugen.evaluation.folder_scores import folder_scores, foreground_mean
 
 BIN = Path(sys.executable).parent
@@ -57,12 +61,18 @@ def run(command: list[str], env: dict[str, str] | None = None) -> float:
     return time.perf_counter() - start
 
 
-def prepare(work: Path, dataset: int, configuration: str, shape: tuple[int, ...], epochs: int, iterations: int) -> Path:
+def prepare(work: Path, dataset: int, configuration: str, shape: tuple[int, ...] | None, epochs: int,
+            iterations: int) -> Path:
+    """Write the dataset (phantoms of ``shape``; the augmented MNI152 cases when ``shape`` is None), plan and
+    preprocess it with nnU-Net, and plan nnugen's budget."""
     folders = set_nnunet_folders(work)
-    name = f"BenchPhantom{len(shape)}D"
+    name = f"BenchPhantom{len(shape)}D" if shape else "BenchMNI"
     raw = Path(folders["nnUNet_raw"]) / f"Dataset{dataset}_{name}"
     if not raw.exists():
-        write_phantom_dataset(Path(folders["nnUNet_raw"]), dataset, name, 12, 4, PhantomSpec(shape=shape), seed=1)
+        if shape:
+            write_phantom_dataset(Path(folders["nnUNet_raw"]), dataset, name, 12, 4, PhantomSpec(shape=shape), seed=1)
+        else:
+            write_mni_dataset(Path(folders["nnUNet_raw"]), dataset, name, 12, 4, seed=1)
         run(
             [
                 str(BIN / "nnUNetv2_plan_and_preprocess"),
@@ -131,7 +141,12 @@ def replan(dataset: int, configuration: str, epochs: int, iterations: int, task:
 
 def scores(output: Path, raw: Path) -> dict[str, dict[str, float]]:
     """nnU-Net's Dice and HD95 / NSD per class: {class: {"Dice", "HD95", "NSD"}}."""
-    return folder_scores(output, raw / "labelsTs", LABELS, distances=True)
+    return folder_scores(output, raw / "labelsTs", labels_of(raw), distances=True)
+
+
+def labels_of(raw: Path) -> dict[str, int]:
+    """The dataset's classes (dataset.json's ``labels``: the phantoms' or the MNI152 cases')."""
+    return {name: int(value) for name, value in json.loads((raw / "dataset.json").read_text())["labels"].items()}
 
 
 def predict(command: list[str], raw: Path, output: Path) -> dict[str, dict[str, float]]:
@@ -166,6 +181,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work-dir", type=Path, required=True)
     parser.add_argument("--2d", dest="two_d", action="store_true", help="96 x 96 phantoms, the 2d configuration")
+    parser.add_argument("--real", action="store_true",
+                        help="the augmented MNI152 cases of nnugen_demo --real (grey and white matter) instead of "
+                             "phantoms; with --2d, nnU-Net's 2d configuration of them")
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--iterations", type=int, default=25)
     parser.add_argument("--train-seeds", type=int, nargs="+", default=[0])
@@ -187,6 +205,8 @@ def main() -> None:
     work = args.work_dir.resolve()
     work.mkdir(parents=True, exist_ok=True)
     dataset, configuration, shape = (981, "2d", (96, 96)) if args.two_d else (980, "3d_fullres", (48, 48, 48))
+    if args.real:
+        dataset, shape = 982 if args.two_d else 983, None
     raw = prepare(work, dataset, configuration, shape, args.epochs, args.iterations)
     trainers = ["NnugenBaselineTrainer", "NnugenDiffSegTrainer", *(ABLATIONS if args.ablations else ()), *args.variants]
     results: dict = {
@@ -269,7 +289,7 @@ def main() -> None:
                                               work / "predictions" / f"seed_{seed}" / name.replace(" ", "_")), seed)
             (work / "diffseg_benchmark.json").write_text(json.dumps(results, indent=2))
 
-    classes = [name for name, value in LABELS.items() if value]
+    classes = [name for name, value in labels_of(raw).items() if value]
     spread = "mean +- sd over training seeds" if len(args.train_seeds) > 1 else "one training seed"
     for metric, key in (("Dice", "dice"), ("HD95 mm", "hd95_mm")):
         print(f"\n| model, {metric} ({spread}) | {' | '.join(classes)} | mean |\n|---|" + "---|" * (len(classes) + 1))

@@ -298,6 +298,10 @@ class AnomalySettings(Section):
     """Voxels by which the map's region (body and anatomy masks, as switched on) is eroded before it masks the map
     (face connectivity, not at tile borders): counterfactuals rebuild the body's edge worst, so residuals crowd there
     (Baur et al. 2021 and Behrendt et al. 2023 erode the brain mask for the same reason); 0 = off."""
+    erode_search: int = 0
+    """With the ``best_dice`` rule: the final validation also tries every erosion 0..N of the map's region and keeps
+    the one whose best threshold reaches the highest validation Dice (the smaller on a tie), stored in the model with
+    the threshold in place of ``erode_region``; 0 = off (``erode_region`` as set)."""
     max_batch: int = 8
     """The most samples per denoiser call when the counterfactuals of all strengths and seeds are denoised together
     (stacked on the batch axis, one sampler loop per group, filled strength by strength: 8 holds the planned 8 seeds
@@ -322,6 +326,7 @@ class AnomalySettings(Section):
         check_range("anomaly.median_filter", self.median_filter, 0)
         check_range("anomaly.min_component_voxels", self.min_component_voxels, 0)
         check_range("anomaly.erode_region", self.erode_region, 0, 64)
+        check_range("anomaly.erode_search", self.erode_search, 0, 64)
         check_range("anomaly.target_fpr", self.target_fpr, 0.0, 1.0)
         check_range("anomaly.max_batch", self.max_batch, 1)
         check_range("anomaly.inversion_iterations", self.inversion_iterations, 0, 1000)

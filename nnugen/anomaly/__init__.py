@@ -15,6 +15,7 @@ from nnugen.anomaly.anomaly_map import (
 )
 from nnugen.anomaly.case_scores import score_cases
 from nnugen.anomaly.counterfactual import NOISES, check_strength, counterfactual, multi_strength_counterfactuals
+from nnugen.anomaly.erosion_choice import choose_erosion
 from nnugen.anomaly.filtered_noise import filtered_noise, filtered_noise_like
 from nnugen.anomaly.healthy_cases import HEALTHY_CASES_FILE, healthy_cases_file, read_case_list
 from nnugen.anomaly.map_postprocessing import (
@@ -70,6 +71,7 @@ __all__ = [
     "body_mask",
     "check_strength",
     "check_threshold",
+    "choose_erosion",
     "choose_threshold",
     "counterfactual",
     "dice",

@@ -30,7 +30,7 @@ from nnugen.inference.anomaly_export import anomaly_output_files, export_anomaly
 from nnugen.inference.ensemble_prediction import finite_logits
 from nnugen.models.anomaly_sampling import checked_strengths
 from nnugen.models.anomaly_segmenter import NO_THRESHOLD, AnomalySegmenter
-from nnugen.models.anomaly_views import PackedView
+from nnugen.models.anomaly_views import PackedView, packed_dataset_json
 
 
 @dataclass(frozen=True)
@@ -126,10 +126,3 @@ def packed_predictor(predictor, view: PackedView):
                                                                                        view.channels),
                                      predictor.trainer_name, predictor.allowed_mirroring_axes)
     return packed
-
-
-def packed_dataset_json(dataset_json: dict, channels: int) -> dict:
-    """``dataset_json`` with one plain label per packed channel (nnU-Net's label manager counts the channels of its
-    result buffer from the labels); the pass never turns them into a segmentation."""
-    labels = {"background": 0, **{f"packed_{k}": k for k in range(1, channels)}}
-    return {**{k: v for k, v in dataset_json.items() if k != "regions_class_order"}, "labels": labels}

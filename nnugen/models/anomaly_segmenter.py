@@ -5,7 +5,8 @@ A diffusion model of healthy images (an ``ImageGenerator`` in image mode, held b
 eps-MSE training loss are reused as they are) turns a partially noised scan back into a pseudo-healthy one; the
 residual to the input is the anomaly map (nnugen.anomaly). The model also carries the threshold chosen on the fold's
 validation cases (buffer ``threshold``, with ``threshold_chosen`` telling whether it has been chosen: a NaN sentinel
-would be refused by the checkpoint writer, which never saves non-finite tensors).
+would be refused by the checkpoint writer, which never saves non-finite tensors) and, with ``anomaly.erode_search``,
+the erosion of the map's region chosen with it (buffer ``erosion``, -1 until chosen).
 
 The segmenter composes small pieces, each of one concern:
 
@@ -37,6 +38,8 @@ residuals from the mask's one-hot (Mou et al. 2023).
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 from torch import Tensor, nn
 
@@ -45,7 +48,7 @@ from nnugen.config import AnomalySettings, IntensitySettings
 from nnugen.models.anomaly_input import AnomalyInput
 from nnugen.models.anomaly_outputs import AnomalyResult
 from nnugen.models.anomaly_sampling import AnomalySampledModel
-from nnugen.models.anomaly_views import MapView, PackedView, TrainingLoss
+from nnugen.models.anomaly_views import ErosionSearchView, MapView, PackedView, TrainingLoss
 from nnugen.models.counterfactual_ensemble import counterfactual_ensemble
 from nnugen.models.image_generator import ImageGenerator
 from nnugen.models.intensity_map import IntensityMap
@@ -93,6 +96,8 @@ class AnomalySegmenter(AnomalySampledModel, nn.Module):
         self.logit_scale = logit_scale
         self.register_buffer("threshold", torch.zeros(()))
         self.register_buffer("threshold_chosen", torch.zeros((), dtype=torch.bool))
+        self.register_buffer("erosion", torch.tensor(-1))  # chosen with the threshold (erode_search); -1: the plans'
+        self.register_load_state_dict_pre_hook(_erosion_not_chosen)
         self.init_sampling(generator.sampler)
 
     # --- state the trainer sets and the checkpoint keeps -------------------------------------------------------------
@@ -160,11 +165,22 @@ class AnomalySegmenter(AnomalySampledModel, nn.Module):
             return None
         return LatentCodec(self.autoencoder, self.latent_scale, self.generator.patch_size)
 
+    def set_erosion(self, voxels: int) -> None:
+        """Store the erosion of the map's region chosen on validation data (``anomaly.erode_search``); -1 = none
+        chosen, the plans' ``anomaly.erode_region`` applies."""
+        self.erosion.fill_(int(voxels))
+
+    @property
+    def erode_region(self) -> int:
+        """The erosion of the map's region in use: the one chosen on validation data, else ``anomaly.erode_region``."""
+        chosen = int(self.erosion)
+        return chosen if chosen >= 0 else self.anomaly.erode_region
+
     @property
     def postprocessing(self) -> MapPostprocessing:
         a = self.anomaly
         return MapPostprocessing(a.median_filter, a.mask_to_body, a.mask_to_anatomy, a.min_component_voxels,
-                                 a.erode_region)
+                                 self.erode_region)
 
     def body(self, image: Tensor) -> Tensor | None:
         """Where the map of a preprocessed input (B, C_in, *spatial) may be non-zero: body and anatomy masks as
@@ -207,6 +223,20 @@ class AnomalySegmenter(AnomalySampledModel, nn.Module):
             healthy = torch.stack([intensity.to_preprocessed(member) for member in ensemble.members])
             return AnomalyResult(result, ensemble.residuals(), healthy)
 
+    @torch.no_grad()
+    def maps_by_erosion(self, image: Tensor, widest: int) -> Tensor:
+        """(B, widest + 1, *spatial): channel k is the post-processed map of ``image`` with its region eroded by k
+        voxels, every channel from the same counterfactuals, so the erosion can be chosen on validation cases
+        (``anomaly.erode_search``) at the cost of one map."""
+        with planned_autocast(image.device, self.amp):
+            x, anatomy = self.split(image)
+            ensemble = counterfactual_ensemble(self.generator, x, anatomy, self.codec(), self.anomaly, self.strengths,
+                                               self.sampling_request)
+            strength_maps = ensemble.strength_maps(self.anomaly.seed_average)
+            post = self.postprocessing
+            return torch.cat([replace(post, erode_region=k).smoothed(strength_maps, x, anatomy)
+                              for k in range(widest + 1)], dim=1)
+
     def anomaly_map(self, image: Tensor, threshold: float | None = None) -> Tensor:
         """The post-processed anomaly map (B, 1, *spatial) of a preprocessed image (B, C_in, *spatial)."""
         return self.run(image, threshold).map
@@ -223,6 +253,10 @@ class AnomalySegmenter(AnomalySampledModel, nn.Module):
         """A module whose forward is the raw map (channel 1 of the logits' layout), for choosing the threshold."""
         return MapView(self)
 
+    def erosion_search_view(self, widest: int) -> ErosionSearchView:
+        """A module whose forward is the map at every erosion 0..``widest`` (``maps_by_erosion``)."""
+        return ErosionSearchView(self, widest)
+
     def packed_view(self, threshold: float | None = None) -> PackedView:
         """A module whose forward is every output of ``nnugen_predict`` stacked; a ``threshold`` replaces the stored
         one."""
@@ -231,3 +265,8 @@ class AnomalySegmenter(AnomalySampledModel, nn.Module):
     def training_loss(self) -> TrainingLoss:
         """A module whose forward is the training loss of a preprocessed batch (what the trainer and DDP call)."""
         return TrainingLoss(self)
+
+
+def _erosion_not_chosen(module, state_dict, prefix, *args) -> None:
+    """Checkpoints written before the erosion was chosen with the threshold have no ``erosion``: none was chosen."""
+    state_dict.setdefault(f"{prefix}erosion", torch.tensor(-1))

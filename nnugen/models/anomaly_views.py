@@ -5,6 +5,8 @@ checkpoint written through a view is the segmenter's.
 
 - ``MapView``: the raw anomaly map, in the layout of the logits (threshold 0, scale 1); the final validation averages
   it with nnU-Net's sliding window to choose the threshold.
+- ``ErosionSearchView``: the raw map at every erosion of its region 0..N from the same counterfactuals, for the
+  final validation to choose the erosion with the threshold.
 - ``PackedView``: every output of ``nnugen_predict`` stacked on the channel axis, so that one pass of nnU-Net's sliding
   window averages all of them over tiles and folds; ``unpack`` splits one case again.
 - ``TrainingLoss``: the training loss of a batch of healthy cases. The trainer trains through it, and under DDP it is
@@ -46,6 +48,19 @@ class MapView(SegmenterView):
 
     def forward(self, image: Tensor) -> Tensor:
         return map_to_logits(self.segmenter.anomaly_map(image), 0.0, 1.0, self.segmenter.num_classes)
+
+
+class ErosionSearchView(SegmenterView):
+    """forward: preprocessed input (B, C_in, *spatial) -> (B, ``widest`` + 1, *spatial), channel k the raw map with
+    its region eroded by k voxels, per tile as prediction erodes it; the final validation stitches the channels with
+    nnU-Net's sliding window and chooses the erosion with the threshold (``anomaly.erode_search``)."""
+
+    def __init__(self, segmenter: AnomalySegmenter, widest: int):
+        super().__init__(segmenter)
+        self.widest = widest
+
+    def forward(self, image: Tensor) -> Tensor:
+        return self.segmenter.maps_by_erosion(image, self.widest)
 
 
 class PackedView(SegmenterView):
@@ -96,3 +111,11 @@ class TrainingLoss(SegmenterView):
                 x = codec.encode(x)
         condition = anatomy_condition(anatomy) if segmenter.generator.adapter is not None else None
         return segmenter.generator(x, condition)
+
+
+def packed_dataset_json(dataset_json: dict, channels: int) -> dict:
+    """``dataset_json`` for nnU-Net's predictor over a view of ``channels`` outputs (``PackedView``,
+    ``ErosionSearchView``): one plain label per channel, since nnU-Net's label manager counts the channels of its
+    result buffer from the labels; the pass never turns them into a segmentation."""
+    labels = {"background": 0, **{f"packed_{k}": k for k in range(1, channels)}}
+    return {**{k: v for k, v in dataset_json.items() if k != "regions_class_order"}, "labels": labels}

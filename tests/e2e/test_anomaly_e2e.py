@@ -86,6 +86,13 @@ def test_trains_on_healthy_cases_and_chooses_the_threshold_on_validation(anomaly
     for key in ("pixel_auprc", "pixel_auprc_per_volume_mean", "dice_at_threshold", "image_auroc"):
         assert 0 <= summary[key] <= 1, key
     assert summary["threshold"] == pytest.approx(record.threshold)
+    # the erosion of the map's region, chosen with the threshold (planned search 0..4 for a 32^3 patch), is in the
+    # model and the summary, and the log names the Dice of every width tried
+    plans = json.loads((fold.parent / "plans.json").read_text())
+    assert plans["configurations"]["3d_fullres"]["nnugen"]["tasks"]["anomaly"]["anomaly"]["erode_search"] == 4
+    assert int(weights["erosion"]) == summary["erode_region"] in range(5)
+    assert f"erosion of the map's region chosen on validation: {summary['erode_region']} voxels (best Dice for 0..4:" \
+        in log
     assert (fold / "validation" / "summary.json").is_file()  # nnU-Net's own, from the segmentations at the threshold
     assert len(list((fold / "validation").glob("*.nii.gz"))) == 3
 

@@ -68,6 +68,10 @@ def test_anisotropic_plan_keeps_strides_and_kernels_in_every_denoiser(fake_prepr
     assert _task(plans, "anomaly")["anomaly"]["erode_region"] == 0
     assert _task(plans, "anomaly", "2d")["anomaly"]["erode_region"] == min(plans["configurations"]["2d"]
                                                                            ["patch_size"]) // 25 > 0
+    # the validation tries erosions up to the shortest extent / 8 (2 through 20 slices), at most 8
+    assert _task(plans, "anomaly")["anomaly"]["erode_search"] == 2
+    assert _task(plans, "anomaly", "2d")["anomaly"]["erode_search"] == min(
+        min(plans["configurations"]["2d"]["patch_size"]) // 8, 8) > 2
     # the autoencoder takes the plan's first (in-plane only) downsamplings; the latent denoiser the remaining stages
     assert _task(plans, "autoencoder")["autoencoder"]["strides"] == [[1, 1, 1], [1, 2, 2], [1, 2, 2]]
     latent = _task(plans, "ldm")["denoiser"]

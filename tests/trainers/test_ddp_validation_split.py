@@ -62,9 +62,10 @@ def _trainer_validation(rank: int, folder: str) -> dict:
     trainer.output_folder = f"{folder}/fold_0"  # nnU-Net's constructor creates it
     Path(trainer.output_folder).mkdir(exist_ok=True)
     trainer.do_split = lambda: (["train_case"], KEYS)
-    trainer.validation_maps = lambda keys: _maps(keys, slow=rank == 0)
+    trainer.validation_maps = lambda keys, widest=0: _maps(keys, slow=rank == 0)
+    trainer.erosion_search = lambda: 0  # the erosion as planned (its choice: tests/e2e/test_anomaly_e2e.py)
     trainer.choose_threshold = lambda cases: ThresholdRecord(_threshold(cases), "fpr", 0.05, "model")
-    trainer.segmenter = lambda: SimpleNamespace(set_threshold=calls["threshold"].append)
+    trainer.segmenter = lambda: SimpleNamespace(set_threshold=calls["threshold"].append, set_erosion=lambda v: None)
     trainer.save_checkpoint = calls["saved"].append
     trainer.summary = lambda cases, record: calls["summarised"].append(list(cases)) or {
         "pixel_auprc": 0.5, "dice_at_threshold": 0.5, "image_auroc": 0.5}
