@@ -201,6 +201,14 @@ class AnomalySegmenter(AnomalySampledModel, nn.Module):
 
     # --- what the pieces compute together ----------------------------------------------------------------------------
 
+    def _counterfactuals(self, image: Tensor):
+        """(model channels, anatomy mask or None, the counterfactual ensemble of every strength and seed) of a
+        preprocessed input, sampled as the ``sampling`` block in force says; call inside the planned autocast."""
+        x, anatomy = self.split(image)
+        ensemble = counterfactual_ensemble(self.generator, x, anatomy, self.codec(), self.anomaly, self.strengths,
+                                           self.sampling_request)
+        return x, anatomy, ensemble
+
     @torch.no_grad()
     def run(self, image: Tensor, threshold: float | None = None) -> AnomalyResult:
         """Counterfactuals, residual maps and the post-processed map of ``image`` (B, C_in, *spatial, preprocessed),
@@ -212,9 +220,7 @@ class AnomalySegmenter(AnomalySampledModel, nn.Module):
         (precision.py): nnU-Net's predictor opens an fp16 autocast on a GPU whatever the plan.
         """
         with planned_autocast(image.device, self.amp):
-            x, anatomy = self.split(image)
-            ensemble = counterfactual_ensemble(self.generator, x, anatomy, self.codec(), self.anomaly, self.strengths,
-                                               self.sampling_request)
+            x, anatomy, ensemble = self._counterfactuals(image)
             post = self.postprocessing
             result = post.smoothed(ensemble.strength_maps(self.anomaly.seed_average), x, anatomy)
             if threshold is not None:
@@ -229,9 +235,7 @@ class AnomalySegmenter(AnomalySampledModel, nn.Module):
         voxels, every channel from the same counterfactuals, so the erosion can be chosen on validation cases
         (``anomaly.erode_search``) at the cost of one map."""
         with planned_autocast(image.device, self.amp):
-            x, anatomy = self.split(image)
-            ensemble = counterfactual_ensemble(self.generator, x, anatomy, self.codec(), self.anomaly, self.strengths,
-                                               self.sampling_request)
+            x, anatomy, ensemble = self._counterfactuals(image)
             strength_maps = ensemble.strength_maps(self.anomaly.seed_average)
             post = self.postprocessing
             return torch.cat([replace(post, erode_region=k).smoothed(strength_maps, x, anatomy)

@@ -14,7 +14,7 @@ from pathlib import Path
 SPLITS_FILE = "splits_final.json"
 
 
-def nnunet_splits(preprocessed_base: Path, data_folder: Path) -> list[dict]:
+def nnunet_splits(preprocessed_base: str | Path, data_folder: str | Path) -> list[dict]:
     """The splits nnU-Net's ``do_split`` uses: ``splits_final.json`` when it exists, else nnU-Net's own seeded
     5-fold split of all preprocessed cases (same function, same arguments)."""
     from batchgenerators.utilities.file_and_folder_operations import load_json
@@ -26,14 +26,14 @@ def nnunet_splits(preprocessed_base: Path, data_folder: Path) -> list[dict]:
     return generate_crossval_split(case_identifiers(data_folder), seed=12345, n_splits=5)
 
 
-def case_identifiers(data_folder: Path) -> list[str]:
+def case_identifiers(data_folder: str | Path) -> list[str]:
     """The preprocessed cases, sorted as nnU-Net's ``do_split`` sorts them."""
     from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
 
     return sorted(infer_dataset_class(str(data_folder)).get_identifiers(str(data_folder)))
 
 
-def write_missing_splits(preprocessed_base: Path, data_folder: Path) -> bool:
+def write_missing_splits(preprocessed_base: str | Path, data_folder: str | Path) -> bool:
     """Write nnU-Net's split to ``splits_final.json`` atomically when the file is missing; whether it was written."""
     from nnugen.atomic_files import atomic_write_json
 

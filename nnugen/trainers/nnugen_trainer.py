@@ -206,12 +206,10 @@ class NnugenTrainer(TrainingStepHooks, EpochHooks, CheckpointHooks):
     def do_split(self):
         """nnU-Net's split, its ``splits_final.json`` written whole first: under torchrun every rank splits at once,
         and nnU-Net's plain write lets a rank read a half-written file (crossval_split.py)."""
-        from pathlib import Path
-
         from nnugen.trainers.crossval_split import write_missing_splits
 
         if self.fold != "all":
-            write_missing_splits(Path(self.preprocessed_dataset_folder_base), Path(self.preprocessed_dataset_folder))
+            write_missing_splits(self.preprocessed_dataset_folder_base, self.preprocessed_dataset_folder)
         return super().do_split()
 
     def perform_actual_validation(self, save_probabilities: bool = False):
