@@ -53,9 +53,16 @@ def _same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
     return all(torch.equal(a[k], b[k]) for k in a)
 
 
+def _differences(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> str:
+    """The tensors that differ, each with its largest difference, for the failure message."""
+    return "; ".join(f"{k}: {(a[k].float() - b[k].float()).abs().max().item():.3g}"
+                     for k in a if not torch.equal(a[k], b[k]))
+
+
 @pytest.mark.parametrize("workers", [1, 2])
 def test_seeded_runs_repeat(seeded_training, workers):
     first = seeded_training(0, workers)
-    assert _same(first, seeded_training(0, workers)), f"two runs with seed 0 and {workers} worker(s) differ"
+    second = seeded_training(0, workers)
+    assert _same(first, second), f"two runs with seed 0 and {workers} worker(s) differ: {_differences(first, second)}"
     if workers == 1:  # once is enough: the seed reaches the run
         assert not _same(first, seeded_training(1, workers)), "seed 1 gave the weights of seed 0"
