@@ -79,7 +79,7 @@ def _print_training_times(plans_file: Path, requested: tuple[str, ...]) -> None:
     """The estimated time of each planned task's training (nnugen_planner/time_estimate.py's cost model)."""
     import json
 
-    from nnugen_planner.planned_time import assumption_line, planned_times
+    from nnugen_planner.planned_time import assumption_line, planned_times, unplanned_tasks
     from nnugen_planner.planner import num_segmentation_heads, resolve_configuration_names
 
     plans = json.loads(plans_file.read_text(encoding="utf-8"))
@@ -89,6 +89,8 @@ def _print_training_times(plans_file: Path, requested: tuple[str, ...]) -> None:
     for estimate in planned_times(plans, channels, num_segmentation_heads(dataset_json), names):
         print(estimate.line())
     print(assumption_line())
+    for line in unplanned_tasks(plans, names):
+        print(line)
 
 
 def _print_network_summaries(plans_file: Path) -> None:

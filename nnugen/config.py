@@ -216,6 +216,9 @@ class MemorySettings(Section):
     amp: str = "bf16"
     activation_checkpointing: bool = False
     estimated_gb: float = 0.0
+    partition: tuple[int, ...] = ()
+    """Pieces per spatial axis of each training patch, one block per process of a torchrun job (the default of
+    ``nnugen_train --partition``); planned where batch 1 does not fit ``budget_gb`` whole; () for none."""
 
     def __post_init__(self) -> None:
         check_range("memory.budget_gb", self.budget_gb, 0.1)
@@ -223,6 +226,14 @@ class MemorySettings(Section):
         check_range("memory.grad_accumulation", self.grad_accumulation, 1)
         check_choice("memory.amp", self.amp, AMP_DTYPES)
         check_range("memory.estimated_gb", self.estimated_gb, 0.0)
+        if any(not isinstance(p, int) or p < 1 for p in self.partition):
+            fail("memory.partition", f"{list(self.partition)} must be positive piece counts, one per spatial axis of "
+                 "the patch (e.g. [1, 1, 2]), or [] for none")
+
+    @property
+    def planned_partition(self) -> tuple[int, ...] | None:
+        """``partition`` when it cuts the patch into more than one block, else None."""
+        return self.partition if math.prod(self.partition) > 1 else None
 
 
 @dataclass(frozen=True)
@@ -423,6 +434,9 @@ class NnugenSection(Section):
     version: int = SECTION_VERSION
     intensity: IntensitySettings = field(default_factory=IntensitySettings)
     tasks: dict[str, TaskSettings] = field(default_factory=dict)
+    unfit: dict[str, str] = field(default_factory=dict)
+    """Tasks the planner left out because their training does not fit the GPU budget, each with the planner's
+    one-line reason (what to change); training such a task is refused with it."""
 
     def __post_init__(self) -> None:
         if self.version != SECTION_VERSION:
@@ -457,14 +471,25 @@ class NnugenSection(Section):
             if missing:
                 fail(f"{where}.tasks.{name}", f"missing {', '.join(missing)}, which task {name} needs; write it back "
                                               "or re-run nnugen_plan --overwrite")
+        unfit = data.pop("unfit", {})
+        if not isinstance(unfit, dict) or not all(isinstance(v, str) for v in unfit.values()):
+            fail(f"{where}.unfit", "expected a mapping of task name -> why it was not planned; re-run nnugen_plan")
+        unknown = sorted(map(str, set(unfit) - set(TASK_SECTIONS)))
+        if unknown:
+            fail(f"{where}.unfit", f"unknown task(s) {', '.join(unknown)}; valid: {', '.join(TASK_SECTIONS)}")
         base = super().from_dict(data, where)
-        return dataclasses.replace(base, tasks=parsed)
+        return dataclasses.replace(base, tasks=parsed, unfit=dict(unfit))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"version": self.version, "intensity": self.intensity.to_dict(),
-                "tasks": {name: self.tasks[name].to_dict() for name in TASK_SECTIONS if name in self.tasks}}
+        written = {"version": self.version, "intensity": self.intensity.to_dict(),
+                   "tasks": {name: self.tasks[name].to_dict() for name in TASK_SECTIONS if name in self.tasks}}
+        if self.unfit:
+            written["unfit"] = dict(self.unfit)
+        return written
 
     def task(self, name: str) -> TaskSettings:
+        if name not in self.tasks and name in self.unfit:
+            raise ValueError(f"task '{name}' was not planned: {self.unfit[name]}")
         if name not in self.tasks:
             raise ValueError(f"the nnugen section has no settings for task '{name}'; re-run nnugen_plan")
         return self.tasks[name]

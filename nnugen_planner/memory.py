@@ -1,5 +1,6 @@
-"""The memory plan: batch size, gradient accumulation, AMP dtype and activation checkpointing, chosen from an
-estimate of a training step's peak GPU memory against a budget (default 8 GB, as nnU-Net plans for).
+"""The memory plan: batch size, gradient accumulation, AMP dtype, activation checkpointing and, where batch 1 does
+not fit, a spatial partition of each patch across processes, chosen from an estimate of a training step's peak GPU
+memory against a budget (default 8 GB, as nnU-Net plans for).
 
 The estimate counts what autograd keeps for the backward pass of the time-conditioned U-Net (conv, norm, scale-shift
 and activation outputs per conv block, skips and concatenations in the decoder), plus weights, gradients and two
@@ -66,14 +67,20 @@ class MemoryPlan:
     amp: str
     activation_checkpointing: bool
     estimated_gb: float
+    partition: tuple[int, ...] = ()
+    """Pieces per spatial axis of each patch, one block per process of a torchrun job; () for none."""
 
 
-def _stage_voxels(shape: UNetShape) -> list[int]:
+def _stage_voxels(shape: UNetShape, pieces: Sequence[int] | None = None) -> list[int]:
+    """Voxels per stage of one sample, or of one block of it when the patch is cut into ``pieces`` per axis: the
+    block grown by the halo its convolutions receive from both neighbours along every cut axis."""
+    pieces = pieces or (1,) * len(shape.patch_size)
     size = list(shape.patch_size)
     voxels = []
-    for stride in shape.strides:
+    for stride, kernel in zip(shape.strides, shape.kernel_sizes):
         size = [max(1, s // st) for s, st in zip(size, stride)]
-        voxels.append(math.prod(size))
+        block = [s // p + (2 * (k // 2) if p > 1 else 0) for s, p, k in zip(size, pieces, kernel)]
+        voxels.append(math.prod(block))
     return voxels
 
 
@@ -96,9 +103,10 @@ def parameter_count(shape: UNetShape) -> int:
     return count + shape.features_per_stage[0] * shape.out_channels
 
 
-def activation_elements(shape: UNetShape, checkpointing: bool) -> int:
-    """Elements kept for backward per sample; with checkpointing only stage boundaries plus one stage's peak."""
-    voxels = _stage_voxels(shape)
+def activation_elements(shape: UNetShape, checkpointing: bool, pieces: Sequence[int] | None = None) -> int:
+    """Elements kept for backward per sample (per block of it with ``pieces``); with checkpointing only stage
+    boundaries plus one stage's peak."""
+    voxels = _stage_voxels(shape, pieces)
     per_stage = []
     for s, (features, n_conv) in enumerate(zip(shape.features_per_stage, shape.n_conv_per_stage)):
         per_stage.append(TENSORS_PER_CONV_BLOCK * n_conv * features * voxels[s])
@@ -154,29 +162,43 @@ def combined(*extras: TrainingExtras) -> TrainingExtras:
 
 
 def estimate_gb(shape: UNetShape, batch_size: int, amp: str, checkpointing: bool,
-                extras: TrainingExtras = NO_EXTRAS) -> float:
+                extras: TrainingExtras = NO_EXTRAS, pieces: Sequence[int] | None = None) -> float:
+    """Peak GB of one device; with ``pieces`` of a process that trains one block of every patch (the weights, their
+    optimiser state and the extras are each process's whole copy)."""
     bytes_per_element = BYTES_FP32 if amp == "fp32" else BYTES_AMP
-    elements = activation_elements(shape, checkpointing) + extras.activation_elements
+    elements = activation_elements(shape, checkpointing, pieces) + extras.activation_elements
     weights = BYTES_PER_PARAM * (parameter_count(shape) + extras.trained_parameters) + \
         BYTES_PER_FROZEN_PARAM * extras.frozen_parameters
     return (batch_size * elements * bytes_per_element + weights) / 1024**3 + CONTEXT_GB
 
 
 def plan_memory(shape: UNetShape, batch_size: int, budget_gb: float, amp: str = "bf16",
-                extras: TrainingExtras = NO_EXTRAS) -> MemoryPlan:
+                extras: TrainingExtras = NO_EXTRAS, partitions: Sequence[Sequence[int]] = ()) -> MemoryPlan:
     """Keep nnU-Net's batch size if it fits; else turn on checkpointing; else lower the batch and accumulate
-    gradients so the effective batch stays ``batch_size``. Raises MemoryBudgetError if batch 1 does not fit."""
+    gradients so the effective batch stays ``batch_size``; else split each patch into the first of ``partitions``
+    (pieces per axis, fewest blocks first) whose blocks fit, one per process. Raises MemoryBudgetError if none fits."""
+    for pieces in (None, *partitions):
+        plan = _fitting_plan(shape, batch_size, budget_gb, amp, extras, pieces)
+        if plan is not None:
+            return plan
+    need = estimate_gb(shape, 1, amp, True, extras)
+    tried = f", nor split into up to {max(math.prod(p) for p in partitions)} blocks" if partitions else ""
+    raise MemoryBudgetError(
+        f"the {len(shape.patch_size)}D patch {'x'.join(map(str, shape.patch_size))} needs about {need:.2f} GB at "
+        f"batch 1 with activation checkpointing{tried}, more than the budget of {budget_gb:g} GB: raise "
+        "--gpu-memory-gb, or re-plan nnU-Net with a smaller patch (nnUNetv2_plan_experiment -gpu_memory_target) and "
+        "run nnugen_plan again")
+
+
+def _fitting_plan(shape: UNetShape, batch_size: int, budget_gb: float, amp: str, extras: TrainingExtras,
+                  pieces: Sequence[int] | None) -> MemoryPlan | None:
     # only batches that divide nnU-Net's, so batch x accumulation is exactly nnU-Net's effective batch
     divisors = [batch for batch in range(batch_size, 0, -1) if batch_size % batch == 0]
     for checkpointing in (False, True):
         for batch in divisors:
-            gb = estimate_gb(shape, batch, amp, checkpointing, extras)
+            gb = estimate_gb(shape, batch, amp, checkpointing, extras, pieces)
             if gb <= budget_gb:
-                return MemoryPlan(batch, batch_size // batch, amp, checkpointing, round(gb, 2))
+                return MemoryPlan(batch, batch_size // batch, amp, checkpointing, round(gb, 2), tuple(pieces or ()))
             if not checkpointing:
                 break  # first try checkpointing at the full batch before shrinking it
-    need = estimate_gb(shape, 1, amp, True, extras)
-    raise MemoryBudgetError(
-        f"the {len(shape.patch_size)}D patch {'x'.join(map(str, shape.patch_size))} needs about {need:.2f} GB at "
-        f"batch 1 with activation checkpointing, more than the budget of {budget_gb:g} GB: raise --gpu-memory-gb, or "
-        "re-plan nnU-Net with a smaller patch (nnUNetv2_plan_experiment -gpu_memory_target) and run nnugen_plan again")
+    return None

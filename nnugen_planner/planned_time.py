@@ -16,6 +16,7 @@ Which network a task trains, with which channels, is what its model builder buil
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -51,6 +52,8 @@ class TaskTime:
     seconds_per_iteration: float
     budget_gb: float
     throughput: Throughput = GPU_THROUGHPUT
+    blocks: int = 1
+    """Processes each patch is split across (``memory.partition``); the time is theirs together."""
 
     @property
     def total_seconds(self) -> float:
@@ -59,6 +62,8 @@ class TaskTime:
     def line(self) -> str:
         accumulated = f" x {self.grad_accumulation} accumulated" if self.grad_accumulation > 1 else ""
         device = f"{self.throughput.name} of {self.budget_gb:g} GB"
+        if self.blocks > 1:
+            device = f"{self.blocks} x {device} (each patch split across them, halo exchange not counted)"
         return (f"nnugen_plan: {self.configuration} {self.task}: {self.epochs} epochs x {self.iterations_per_epoch} "
                 f"iterations (batch {self.batch_size}{accumulated}), about {_seconds(self.seconds_per_iteration)} per "
                 f"iteration on {device} -> {readable_duration(self.total_seconds)}")
@@ -146,10 +151,21 @@ def planned_times(plans: dict[str, Any], n_channels: int, n_classes: int, config
         for task, settings in section.tasks.items():
             macs = task_network(task, section, configuration, name, n_channels, n_classes).step_macs()
             memory, training = settings.memory, settings.training
-            seconds = seconds_per_iteration(macs, memory.batch_size, memory.grad_accumulation, throughput)
+            blocks = math.prod(memory.partition)
+            seconds = seconds_per_iteration(macs, memory.batch_size, memory.grad_accumulation, throughput) / blocks
             times.append(TaskTime(name, task, training.epochs, training.iterations_per_epoch, memory.batch_size,
-                                  memory.grad_accumulation, seconds, memory.budget_gb, throughput))
+                                  memory.grad_accumulation, seconds, memory.budget_gb, throughput, blocks))
     return times
+
+
+def unplanned_tasks(plans: dict[str, Any], configurations: Sequence[str]) -> list[str]:
+    """One line per task the planner left out of a configuration because it does not fit the budget."""
+    lines = []
+    for name in configurations:
+        section = plans["configurations"][name].get("nnugen")
+        for task, reason in (section or {}).get("unfit", {}).items():
+            lines.append(f"nnugen_plan: {name} {task}: not planned: {reason}")
+    return lines
 
 
 def assumption_line(throughput: Throughput = GPU_THROUGHPUT) -> str:

@@ -187,11 +187,10 @@ def _planned(plans: dict[str, Any], name: str, n_channels: int, n_classes: int, 
              images: list[ImageStatistics] | None = None) -> dict:
     """The ``nnugen`` section the planner gives configuration ``name`` (before edits and overrides), as written."""
     configuration = plans["configurations"][name]
-    return NnugenSection(
-        intensity=intensity_from_plans(plans, configuration, images),
-        tasks=plan_tasks(arch_kwargs_of(configuration, name), configuration["patch_size"],
-                         int(configuration["batch_size"]), n_channels, n_classes, gpu_memory_gb, name),
-    ).to_dict()
+    tasks, unfit = plan_tasks(arch_kwargs_of(configuration, name), configuration["patch_size"],
+                              int(configuration["batch_size"]), n_channels, n_classes, gpu_memory_gb, name)
+    return NnugenSection(intensity=intensity_from_plans(plans, configuration, images), tasks=tasks,
+                         unfit=unfit).to_dict()
 
 
 def _validated(section: dict[str, Any], name: str, configuration: dict[str, Any], channel_names: dict) -> dict:

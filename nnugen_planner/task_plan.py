@@ -11,6 +11,9 @@ denoiser from the plan, and a memory plan for each task's own network. The choic
   per strength, 8 seeds averaged into each strength's counterfactual.
 - autoencoder: medimgen's heuristics (perceptual 1, adversarial 0.25, at most 3 downsamplings, few filters).
 - baseline: nnU-Net's own trainer; only its length comes from here.
+- memory: nnU-Net's batch where it fits the GPU budget, else activation checkpointing, else a smaller batch with
+  gradient accumulation; where batch 1 does not fit, the tasks that train partitioned (baseline, segmentation, ddpm)
+  split each patch across up to ``MAX_BLOCKS`` processes (Hou et al. 2019; ``nnugen_train`` under torchrun).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from nnugen.config import (
     TrainingSettings,
 )
 from nnugen.folders.dataset_folders import InputError
+from nnugen.patch_blocks import aligned_partitions
 from nnugen_planner.denoiser_plan import denoiser_from_arch, downsampled_patch
 from nnugen_planner.memory import (
     NO_EXTRAS,
@@ -67,9 +71,17 @@ exact ODE's, where a grid uniform in t under-disperses by up to half (docs/bench
 GENERATIVE_SAMPLER = SamplerSettings(name="dpm_solver++", steps=20, spacing=PLANNED_SPACING)
 
 
+MAX_BLOCKS = 8
+"""The most processes a planned partition splits one patch across: the GPUs of one node."""
+
+
 def _shape(denoiser: DenoiserSettings, in_channels: int, out_channels: int, patch: Sequence[int]) -> UNetShape:
     return UNetShape(in_channels, out_channels, tuple(patch), denoiser.features_per_stage, denoiser.kernel_sizes,
                      denoiser.strides, denoiser.n_conv_per_stage, denoiser.n_conv_per_stage_decoder)
+
+
+class TaskDoesNotFit(InputError):
+    """A task's training does not fit the GPU budget, however its batch is cut."""
 
 
 @dataclass(frozen=True)
@@ -81,15 +93,19 @@ class _Budget:
     budget_gb: float
     configuration: str
 
-    def memory(self, shape: UNetShape, task: str, extras: TrainingExtras = NO_EXTRAS) -> MemorySettings:
-        """The memory plan of ``task``'s network ``shape``; InputError naming the configuration and task."""
+    def memory(self, shape: UNetShape, task: str, extras: TrainingExtras = NO_EXTRAS,
+               partitionable: bool = False) -> MemorySettings:
+        """The memory plan of ``task``'s network ``shape``, split across up to ``MAX_BLOCKS`` processes where batch 1
+        does not fit and the task trains partitioned; InputError naming the configuration and task."""
+        partitions = aligned_partitions(shape.patch_size, shape.strides, MAX_BLOCKS) if partitionable else ()
         try:
-            plan = plan_memory(shape, self.batch, self.budget_gb, extras=extras)
+            plan = plan_memory(shape, self.batch, self.budget_gb, extras=extras, partitions=partitions)
         except MemoryBudgetError as error:
-            raise InputError(f"{self.configuration} / {task}: {error}") from None
+            raise TaskDoesNotFit(f"{self.configuration} / {task}: {error}") from None
         return MemorySettings(budget_gb=self.budget_gb, batch_size=plan.batch_size,
                               grad_accumulation=plan.grad_accumulation, amp=plan.amp,
-                              activation_checkpointing=plan.activation_checkpointing, estimated_gb=plan.estimated_gb)
+                              activation_checkpointing=plan.activation_checkpointing, estimated_gb=plan.estimated_gb,
+                              partition=plan.partition)
 
 
 def _ema(shape: UNetShape) -> TrainingExtras:
@@ -104,30 +120,45 @@ def autoencoder_strides(plan_strides: Sequence[Sequence[int]], levels: int = 2) 
 
 
 def plan_tasks(arch: dict[str, Any], patch: Sequence[int], batch: int, n_channels: int, n_classes: int,
-               budget_gb: float, configuration: str) -> dict[str, TaskSettings]:
+               budget_gb: float, configuration: str) -> tuple[dict[str, TaskSettings], dict[str, str]]:
     """All tasks' settings for one configuration with ``n_channels`` image channels and ``n_classes`` output
-    channels (segmentation heads, background included)."""
+    channels (segmentation heads, background included), and the tasks left out because they do not fit the budget,
+    each with the reason. InputError when no task fits."""
     budget = _Budget(batch, budget_gb, configuration)
     denoiser = denoiser_from_arch(arch, patch)
     plain = _shape(denoiser, n_channels, n_classes, patch)
-    tasks = {"baseline": TaskSettings(memory=budget.memory(plain, "baseline"))}
-    tasks["segmentation"] = _segmentation(denoiser, n_channels, n_classes, patch, budget)
-    tasks["ddpm"] = _ddpm(denoiser, n_channels + n_classes, patch, budget)  # image + one-hot label generated together
     ae = AutoencoderSettings(strides=autoencoder_strides(arch["strides"]))
-    tasks["autoencoder"] = _autoencoder(ae, plain, n_channels, patch, budget)
     latent_patch = downsampled_patch(patch, ae.strides)
     latent_denoiser = _latent_denoiser(arch, latent_patch, levels=len(ae.strides) - 1)
-    if latent_denoiser is not None:
-        tasks["ldm"] = _ldm(latent_denoiser, ae.latent_channels, latent_patch, budget)
-    tasks["anomaly"] = _anomaly(denoiser, latent_denoiser, n_channels, patch, budget)
-    return tasks
+    planners = {
+        "baseline": lambda: TaskSettings(memory=budget.memory(plain, "baseline", partitionable=True)),
+        "segmentation": lambda: _segmentation(denoiser, n_channels, n_classes, patch, budget),
+        # image + one-hot label generated together
+        "ddpm": lambda: _ddpm(denoiser, n_channels + n_classes, patch, budget),
+        "autoencoder": lambda: _autoencoder(ae, plain, n_channels, patch, budget),
+        "ldm": None if latent_denoiser is None else
+        lambda: _ldm(latent_denoiser, ae.latent_channels, latent_patch, budget),
+        "anomaly": lambda: _anomaly(denoiser, latent_denoiser, n_channels, patch, budget),
+    }
+    tasks, unfit = {}, {}
+    for name, plan in planners.items():
+        if plan is None:
+            continue
+        try:
+            tasks[name] = plan()
+        except TaskDoesNotFit as error:
+            unfit[name] = str(error)
+    if not tasks:
+        raise InputError(unfit["baseline"])
+    return tasks, unfit
 
 
 def _segmentation(denoiser: DenoiserSettings, n_channels: int, n_classes: int, patch: Sequence[int],
                   budget: _Budget) -> TaskSettings:
     """ImgX-DiffSeg: the denoiser sees the image and the noisy mask, and predicts the mask."""
     return TaskSettings(
-        memory=budget.memory(_shape(denoiser, n_channels + n_classes, n_classes, patch), "segmentation"),
+        memory=budget.memory(_shape(denoiser, n_channels + n_classes, n_classes, patch), "segmentation",
+                             partitionable=True),
         denoiser=replace(denoiser, residual_stages=False, zero_init_conditioning=True),
         diffusion=DiffusionSettings(timesteps=5, model_output="x0", recycling=True, mse_weight=0.0),
         sampler=SamplerSettings(name="ddpm", steps=5, seeds=1, spacing=PLANNED_SPACING),
@@ -138,7 +169,7 @@ def _ddpm(denoiser: DenoiserSettings, joint: int, patch: Sequence[int], budget: 
     """The image and one-hot label generated together: ``joint`` channels in and out."""
     shape = _shape(denoiser, joint, joint, patch)
     return TaskSettings(
-        training=GENERATIVE_TRAINING, memory=budget.memory(shape, "ddpm", _ema(shape)),
+        training=GENERATIVE_TRAINING, memory=budget.memory(shape, "ddpm", _ema(shape), partitionable=True),
         denoiser=denoiser, diffusion=GENERATIVE_DIFFUSION, sampler=GENERATIVE_SAMPLER, generation=GenerationSettings())
 
 

@@ -135,7 +135,7 @@ PLAN_ERRORS = {
     "plans not an object": (["-d", "901"], _plans_is_a_list, r"nnUNetPlans\.json does not hold a JSON object"),
     "unknown configuration": (["-d", "901", "-c", "3d_highres"], None,
                               r"unknown configuration '3d_highres'; this plan has 2d, 3d_lowres, 3d_fullres"),
-    "budget too small": (["-d", "901", "--gpu-memory-gb", "2"], None, r"more than the budget of 2 GB: raise "
+    "budget too small": (["-d", "901", "--gpu-memory-gb", "1.5"], None, r"more than the budget of 1.5 GB: raise "
                                                                       r"--gpu-memory-gb"),
     "negative budget": (["-d", "901", "--gpu-memory-gb", "-1"], None, r"--gpu-memory-gb -1(\.0)?: must be a positive"),
     "bad --set key": (["-d", "901", "--set", "segmentation.sampler.stepz=3"], None,

@@ -27,6 +27,8 @@ from types import ModuleType
 import torch
 from torch import nn
 
+from nnugen.patch_blocks import misaligned_axis
+
 INSTALL_HINT = "spatial partitioning needs NVIDIA PhysicsNeMo's ShardTensor: pip install 'nnugen[partition]'"
 _INSTANCE_NORMS = (nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d)
 _BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
@@ -96,14 +98,9 @@ def check_partition(pieces: Sequence[int], patch_size: Sequence[int], strides: S
     if math.prod(pieces) != world_size:
         raise PartitionError(f"--partition {' '.join(map(str, pieces))} makes {math.prod(pieces)} blocks but "
                              f"{world_size} process(es) run; start as many processes as blocks")
-    for axis, (count, size) in enumerate(zip(pieces, patch_size)):
-        stride = math.prod(int(s[axis]) for s in strides)
-        if size % (count * stride):
-            raise PartitionError(
-                f"spatial axis {axis} of the patch ({size} voxels) does not split into {count} blocks of a multiple "
-                f"of {stride} voxels (the network's downsampling along it); choose pieces that divide "
-                f"{size // stride}"
-            )
+    problem = misaligned_axis(pieces, patch_size, strides)
+    if problem is not None:
+        raise PartitionError(problem)
 
 
 def domain_mesh(pieces: Sequence[int], device: torch.device | str = "cpu"):

@@ -6,10 +6,11 @@ more ranks than visible GPUs are refused before anything runs."""
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from nnugen import PLANS_IDENTIFIER
 from nnugen.config import configuration_name, section_of
@@ -80,6 +81,11 @@ def check_request(request: TrainRequest) -> tuple[str, str]:
                          f"{', '.join(plans.get('configurations', {}))}")
     settings = section_of(plans["configurations"][configuration], configuration).task(task.section)
     world_size = rank.world_size if rank is not None else request.num_gpus
+    planned = settings.memory.planned_partition
+    if request.partition is None and planned is not None:
+        check_planned_partition(request, task.section, planned, settings.memory.budget_gb,
+                                world_size if rank is not None else None)
+        request = replace(request, partition=planned)
     if request.partition is not None:
         check_partition_request(request, task.section, plans, configuration, world_size if rank is not None else None)
     elif world_size > 1:  # the trainer applies this plan; here only what it cannot satisfy stops the launch
@@ -102,6 +108,21 @@ def check_request(request: TrainRequest) -> tuple[str, str]:
 
 PARTITIONED_TASKS = ("baseline", "seg", "ddpm")
 """The tasks whose training ``--partition`` runs (their trainers' ``partitioned_network``)."""
+
+
+def check_planned_partition(request: TrainRequest, section: str, planned: tuple[int, ...], budget_gb: float,
+                            world_size: int | None) -> None:
+    """A task the plan partitions (batch 1 of its patch does not fit the budget whole) trains under torchrun with one
+    process per block, unless ``--partition`` says otherwise; ValueError saying how to start it."""
+    blocks = math.prod(planned)
+    if world_size == blocks:
+        return
+    running = "one process" if world_size is None else f"{world_size} process(es)"
+    raise ValueError(
+        f"the plan splits each {request.task} patch into {blocks} blocks ({section}.memory.partition "
+        f"{list(planned)}: batch 1 does not fit {budget_gb:g} GB whole) and this is {running}: start "
+        f"torchrun --nproc_per_node {blocks} $(which nnugen_train) ..., or re-plan with a larger --gpu-memory-gb "
+        f"(or --set {section}.memory.partition=[] to train the whole patch)")
 
 
 def check_partition_request(request: TrainRequest, section: str, plans: dict, configuration: str,

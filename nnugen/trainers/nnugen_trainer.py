@@ -95,7 +95,8 @@ class NnugenTrainer(TrainingStepHooks, EpochHooks, CheckpointHooks):
         self.progress_report = ProgressReport(self.output_folder, self.local_rank)
         flags = RunFlags.from_environment()  # nnugen_train's --seed, --progress, -pretrained_weights (run_flags.py)
         self.seed, self.show_progress, self.pretrained_weights = flags.seed, flags.progress, flags.pretrained_weights
-        self.partition = flags.partition  # pieces per spatial axis of a patch split across the ranks, or None
+        # pieces per spatial axis of a patch split across the ranks (--partition, else the plan's), or None
+        self.partition = flags.partition or memory.planned_partition
         if self.seed is not None:
             seed_everything(self.seed + self.local_rank)
 
@@ -128,6 +129,9 @@ class NnugenTrainer(TrainingStepHooks, EpochHooks, CheckpointHooks):
             self.partition_over_ranks()
         elif self.is_ddp:
             split_over_ranks(self)
+        elif self.partition:  # nnUNetv2_train without torchrun (nnugen_train refuses this at the door)
+            self.print_to_log_file(f"the plan splits each patch into blocks {list(self.partition)} (memory.partition), "
+                                   "but this run is one process: it trains the whole patch")
 
     def partition_over_ranks(self) -> None:
         """``--partition``: the ranks train one batch together, the task's network on one block of the patch per

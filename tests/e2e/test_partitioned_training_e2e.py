@@ -1,7 +1,8 @@
 """``torchrun --nproc_per_node 2 nnugen_train ... --partition 1 2`` (issue 19, part 4): two gloo processes train
 nnU-Net's network (``--task baseline``) or the diffusion segmenter's denoiser (``--task seg``, its timesteps and
-noise drawn alike on both ranks) on the two halves of every patch, and end where one process training on whole
-patches ends, with one set of files. Plus a partition outside torchrun, refused in one line with nothing written."""
+noise drawn alike on both ranks; its partition planned, ``memory.partition``, not flagged) on the two halves of every
+patch, and end where one process training on whole patches ends, with one set of files. Plus a partition outside
+torchrun, refused in one line with nothing written."""
 
 from __future__ import annotations
 
@@ -30,12 +31,18 @@ def _fold(root, task: str):
 @pytest.mark.parametrize("task", list(TASKS))
 def test_two_processes_on_half_patches_train_what_one_process_trains(tiny2d, fresh_results, tmp_path, task):
     single, partitioned = fresh_results(tiny2d), tmp_path / "partitioned"
-    run([cli("nnugen_plan"), "-d", "902", *(a for s in SETTINGS for a in ("--set", s))], nnunet_environment(single))
     shutil.copytree(single, partitioned)
+    run([cli("nnugen_plan"), "-d", "902", *(a for s in SETTINGS for a in ("--set", s))], nnunet_environment(single))
+    # baseline: the partition from nnugen_train's flag; seg: from the plan (memory.partition, which the memory planner
+    # chooses where batch 1 does not fit: tests/planner/test_partition_plan.py), with no flag
+    planned = ("segmentation.memory.partition=[1,2]",) if task == "seg" else ()
+    run([cli("nnugen_plan"), "-d", "902", *(a for s in SETTINGS + planned for a in ("--set", s))],
+        nnunet_environment(partitioned))
     train = ("902", "0", "2d", "--task", task, "-device", "cpu", "--seed", "0")
     run([cli("nnugen_train"), *train], nnunet_environment(single, OMP_NUM_THREADS="1"))
-    run([cli("torchrun"), "--standalone", "--nproc_per_node", "2", cli("nnugen_train"), *train, "--partition", "1",
-         "2"], nnunet_environment(partitioned))
+    flag = () if planned else ("--partition", "1", "2")
+    run([cli("torchrun"), "--standalone", "--nproc_per_node", "2", cli("nnugen_train"), *train, *flag],
+        nnunet_environment(partitioned))
 
     (log,) = _fold(partitioned, task).glob("training_log_*.txt")  # one set of files, from rank 0
     assert (f"spatial partition over 2 ranks (1 x 2 pieces): every rank runs {TASKS[task][1]} on blocks of 64 x 32 "

@@ -222,7 +222,7 @@ def test_smaller_budget_lowers_batch_or_checkpoints(fake_preprocessed):
         assert checkpointing == sorted(checkpointing), task
 
 
-@pytest.mark.parametrize("variant, budget", [("anisotropic", 3.0), ("isotropic", 0.9)])
+@pytest.mark.parametrize("variant, budget", [("anisotropic", 1.5), ("isotropic", 0.9)])
 def test_budget_too_small_for_batch_one_names_the_flag_and_writes_nothing(fake_preprocessed, variant, budget):
     folder = fake_preprocessed(variant)
     with pytest.raises(InputError, match="--gpu-memory-gb"):
@@ -235,7 +235,7 @@ def test_failed_replan_leaves_the_existing_file_untouched(fake_preprocessed):
     folder = fake_preprocessed("anisotropic")
     before = plan_dataset(PlanRequest(dataset="901")).read_bytes()
     with pytest.raises(InputError, match="--gpu-memory-gb"):
-        plan_dataset(PlanRequest(dataset="901", gpu_memory_gb=3.0, overwrite=True))
+        plan_dataset(PlanRequest(dataset="901", gpu_memory_gb=1.5, overwrite=True))
     with pytest.raises(InputError, match="--gpu-memory-gb"):
         plan_dataset(PlanRequest(dataset="901", gpu_memory_gb=0))
     assert (folder / "nnugenPlans.json").read_bytes() == before
