@@ -8,7 +8,7 @@ imports point down these rows or sideways within a row, never up::
     models/  evaluation/                                  evaluation/ imports models/, never trainers/
     folders/  tasks.py                                    no torch at import, except where a checkpoint is read
     diffusion/  samplers/  networks/  losses/  anomaly/   torch, never nnunetv2
-    config.py  typed_section.py  atomic_files.py  seeding.py
+    config.py  typed_section.py  atomic_files.py  seeding.py  patch_blocks.py
 
 The planner and the light modules the CLIs' ``--help`` load import no torch (a runtime check in a fresh interpreter
 confirms it for the transitive imports too). Every rule is one row of ``RULES``; the real test and the self-test (a
@@ -29,7 +29,7 @@ MATH_PACKAGES = ("nnugen/diffusion", "nnugen/samplers", "nnugen/networks", "nnug
 CLI = ("nnugen.entrypoints", "entrypoints")
 UPPER_LAYERS = ("nnugen.trainers", "nnugen.models", "nnugen.inference", "nnugen.run", *CLI)
 TORCH_FREE_MODULES = ("nnugen/__init__.py", "nnugen/config.py", "nnugen/atomic_files.py", "nnugen/seeding.py",
-                      "nnugen/tasks.py", "nnugen/folders")
+                      "nnugen/patch_blocks.py", "nnugen/tasks.py", "nnugen/folders")
 
 
 def _module_name(path: Path) -> str:
