@@ -148,6 +148,8 @@ def plan_tasks(arch: dict[str, Any], patch: Sequence[int], batch: int, n_channel
             tasks[name] = plan()
         except TaskDoesNotFit as error:
             unfit[name] = str(error)
+    if "autoencoder" in unfit and tasks.pop("ldm", None) is not None:  # it trains on the autoencoder's latents
+        unfit["ldm"] = f"it trains on the latents of the autoencoder, which was not planned: {unfit['autoencoder']}"
     if not tasks:
         raise InputError(unfit["baseline"])
     return tasks, unfit

@@ -14,6 +14,7 @@ from nnugen.config import NnugenSection
 from nnugen.patch_blocks import aligned_partitions, misaligned_axis
 from nnugen.run.train_api import TrainRequest, check_request
 from nnugen_planner.memory import UNetShape, estimate_gb, plan_memory
+from nnugen_planner.planned_time import planned_times, unplanned_tasks
 from nnugen_planner.planner import PlanRequest, plan_dataset
 
 # the anisotropic fixture's 3d_fullres network (20 x 320 x 256; 6 downsamplings, the first two in-plane only)
@@ -61,11 +62,12 @@ def tight(fake_preprocessed, tmp_path, monkeypatch):
     folder = fake_preprocessed("anisotropic")
     path = plan_dataset(PlanRequest(dataset="901", gpu_memory_gb=3.0))
     monkeypatch.setenv("nnUNet_results", str(tmp_path / "results"))
-    return json.loads(path.read_text())["configurations"], folder
+    return json.loads(path.read_text()), folder
 
 
 def test_the_plan_splits_what_does_not_fit_and_leaves_out_what_cannot_be_split(tight):
-    configurations, _ = tight
+    plans, _ = tight
+    configurations = plans["configurations"]
     section = NnugenSection.from_dict(configurations["3d_fullres"]["nnugen"], "3d_fullres.nnugen")
     for task in ("baseline", "segmentation", "ddpm"):
         memory = section.task(task).memory
@@ -73,7 +75,7 @@ def test_the_plan_splits_what_does_not_fit_and_leaves_out_what_cannot_be_split(t
         assert misaligned_axis(memory.partition, (20, 320, 256), section.task(task).denoiser.strides
                                if task != "baseline" else STRIDES) is None
         assert memory.estimated_gb <= 3.0 and memory.batch_size * memory.grad_accumulation == 2, task
-    assert set(section.unfit) == {"autoencoder", "anomaly"}
+    assert set(section.unfit) == {"autoencoder", "anomaly", "ldm"}
     with pytest.raises(ValueError, match=r"task 'anomaly' was not planned: 3d_fullres / anomaly: .*--gpu-memory-gb"):
         section.task("anomaly")
     lowres = NnugenSection.from_dict(configurations["3d_lowres"]["nnugen"], "3d_lowres.nnugen")
@@ -86,8 +88,21 @@ def _under_torchrun(monkeypatch, world_size: int) -> None:
         monkeypatch.setenv(key, value)
 
 
+def test_nnugen_plan_prints_the_split_and_what_it_left_out(tight):
+    plans, _ = tight
+    times = {(t.configuration, t.task): t for t in planned_times(plans, 1, 3, ["3d_fullres"])}
+    assert set(times) == {("3d_fullres", task) for task in ("baseline", "segmentation", "ddpm")}
+    split = times[("3d_fullres", "segmentation")]
+    assert split.blocks == 2 and "on 2 x " in split.line() and "each patch split across them" in split.line()
+    lines = unplanned_tasks(plans, ["3d_lowres", "3d_fullres"])
+    assert [line.split(":")[1] for line in lines] == [" 3d_fullres autoencoder", " 3d_fullres anomaly",
+                                                       " 3d_fullres ldm"]
+    assert "not planned: 3d_fullres / autoencoder: the 3D patch" in lines[0]
+    assert "not planned: it trains on the latents of the autoencoder, which was not planned: 3d_fullres" in lines[2]
+
+
 def test_nnugen_train_runs_a_planned_partition_with_one_process_per_block(tight, monkeypatch):
-    configurations, _ = tight
+    configurations = tight[0]["configurations"]
     pieces = NnugenSection.from_dict(configurations["3d_fullres"]["nnugen"]).task("baseline").memory.partition
     request = TrainRequest(dataset="901", fold="0", configuration="3d", task="baseline", device="cpu")
     with pytest.raises(ValueError) as alone:
