@@ -59,10 +59,20 @@ def _differences(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> str:
                      for k in a if not torch.equal(a[k], b[k]))
 
 
+def _within_rounding(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    """Every tensor within 1e-4 of its largest magnitude: float rounding, 30x below what another batch makes."""
+    return all(float((a[k].float() - b[k].float()).abs().max()) <= 1e-4 * max(float(a[k].abs().max()), 1e-6)
+               for k in a)
+
+
 @pytest.mark.parametrize("workers", [1, 2])
 def test_seeded_runs_repeat(seeded_training, workers):
     first = seeded_training(0, workers)
     second = seeded_training(0, workers)
-    assert _same(first, second), f"two runs with seed 0 and {workers} worker(s) differ: {_differences(first, second)}"
+    # One worker: bit for bit. Two: CI once (2026-12-06) saw a rerun differ below the printout's 4 decimals, which 10
+    # reruns here (4 quiet, 6 under a 3-process load) did not repeat; a batch drawn or ordered differently changes
+    # weights by up to 3e-3 (docs/scaling.md, "Seeds"), which this still catches.
+    same = _same if workers == 1 else _within_rounding
+    assert same(first, second), f"two runs with seed 0 and {workers} worker(s) differ: {_differences(first, second)}"
     if workers == 1:  # once is enough: the seed reaches the run
         assert not _same(first, seeded_training(1, workers)), "seed 1 gave the weights of seed 0"
