@@ -103,7 +103,7 @@ def main() -> None:
     one, many = results[1][0]["whole"], results[args.processes][0]["whole"]
     voxels, patch_voxels = torch.tensor(args.volume).prod().item(), torch.tensor(args.patch).prod().item()
     report = {"volume": args.volume, "patch": args.patch, "volume_over_patch_voxels": voxels / patch_voxels,
-              "grid": grid, "steps": args.steps, "threads_per_rank": 1,
+              "grid": grid, "steps": args.steps, "channels": args.channels, "threads_per_rank": 1,
               "one_process": results[1][0]["stats"],
               "partitioned": [r["stats"] for r in results[args.processes]],
               "max_abs_difference": float((one - many).abs().max()), "sample_std": float(one.std())}
