@@ -5,7 +5,7 @@ would write.
 
 - ``check_partition``: before anything is loaded or written, on every rank: a grid with one number per spatial
   axis, whose product is torchrun's WORLD_SIZE (1 without torchrun), that leaves every rank at least one window per
-  axis, for a pixel-space model (the latent model's chunked decoding is not partitioned).
+  axis; for the latent model, of its latents (``sampled_volume``), each rank then decoding its own latent box.
 - ``check_partition_flags`` / ``check_grid`` / ``joined_ranks`` / ``broadcast_from_rank_zero`` serve
   ``nnugen_predict --partition`` too (``partitioned_prediction.py``).
 - ``joined_ranks``: joins torchrun's process group (gloo on the CPU, NCCL on CUDA, ``cuda:LOCAL_RANK``) with the
@@ -64,16 +64,25 @@ def check_grid(grid: tuple[int, ...], axes: int) -> None:
                          f"{world}")
 
 
-def check_partition(grid: tuple[int, ...], volume: tuple[int, ...], patch: tuple[int, ...], latent: bool):
-    """The ``VolumePartition`` of ``volume`` for ``--partition grid``; ValueError saying what to change."""
+def check_partition(grid: tuple[int, ...], volume: tuple[int, ...], patch: tuple[int, ...]):
+    """The ``VolumePartition`` of ``volume`` (the sampled volume; a latent model's latents) for ``--partition grid``,
+    windows of ``patch``; ValueError saying what to change."""
     from nnugen.diffusion.volume_partition import partition_volume
     from nnugen.models.sliding_windows import nnunet_windows
 
-    if latent:
-        raise ValueError(f"--partition {' '.join(map(str, grid))}: the latent diffusion model (--task ldm) cannot be "
-                         "partitioned yet; sample it in one process (leave out --partition)")
     check_grid(grid, len(volume))
     return partition_volume(volume, patch, nnunet_windows(volume, patch)[0], grid)
+
+
+def sampled_volume(generator, shape: tuple[int, ...], patch: tuple[int, ...]) -> tuple[tuple[int, ...],
+                                                                                       tuple[int, ...]]:
+    """What a partition of ``generator``'s sampling cuts, and the windows' patch: the image volume ``shape`` with
+    ``patch``, or a latent model's latents with its latent patch."""
+    from nnugen.models.latent_generator import LatentGenerator
+
+    if isinstance(generator, LatentGenerator):
+        return generator.latent_shape(shape), tuple(generator.latent_model.patch_size)
+    return shape, patch
 
 
 @contextmanager
@@ -114,14 +123,20 @@ def broadcast_from_rank_zero(value, place: RankPlace):
 
 
 def sample_partitioned(generator, partition, place: RankPlace, condition, seed: int, sampler, guidance: dict,
-                       callback=None, traffic: list[int] | None = None):
+                       callback=None, traffic: list[int] | None = None, shape: tuple[int, ...] | None = None):
     """One case (1, C, *volume) on rank 0 (None on the others): this rank samples its extent with positional noise
     and the partitioned denoiser, then rank 0 gathers the owned boxes. ``condition`` is the whole volume's one-hot
-    label map (or None); each rank cuts its extent from it."""
+    label map (or None); each rank cuts its extent from it.
+
+    A latent model's partition cuts its latents (``sampled_volume``): the ranks sample them so, every rank receives
+    the whole latent (small: the autoencoder downsamples every axis), decodes the image of the latent box it owns
+    (with the decoder's margin, so exactly as a whole decode: ``decode_box``), and rank 0 gathers the image,
+    cropped to ``shape`` as ``LatentGenerator.sample`` crops it."""
     from nnugen.diffusion.halo_exchange import gather_volume
     from nnugen.diffusion.partitioned_denoiser import partitioned_denoiser
     from nnugen.diffusion.positional_noise import PositionalNoise
     from nnugen.diffusion.volume_partition import Box
+    from nnugen.models.latent_generator import LatentGenerator
     from nnugen.models.sliding_windows import nnunet_windows
 
     me = partition.pieces[place.rank]
@@ -134,6 +149,44 @@ def sample_partitioned(generator, partition, place: RankPlace, condition, seed: 
     def tiling(denoise):
         return partitioned_denoiser(denoise, partition, place.rank, nnunet_windows, place.timeout, traffic)
 
-    x = generator.sample(1, me.extent.shape, condition=local, generator=noise, sampler=sampler, device=place.device,
-                         callback=callback, tiling=tiling, **guidance)
-    return gather_volume(x, partition, place.rank, place.timeout)
+    latent = isinstance(generator, LatentGenerator)
+    model = generator.latent_model if latent else generator
+    x = model.sample(1, me.extent.shape, condition=local, generator=noise, sampler=sampler, device=place.device,
+                     callback=callback, tiling=tiling, **guidance)
+    whole = gather_volume(x, partition, place.rank, place.timeout)
+    if not latent:
+        return whole
+    return _decoded_on_every_rank(generator, _on_every_rank(whole, x, partition.volume, place), partition, place,
+                                  shape or generator.patch_size)
+
+
+def _on_every_rank(whole, like, volume: tuple[int, ...], place: RankPlace):
+    """Rank 0's ``whole`` (B, C, *volume) on every rank."""
+    if place.world_size == 1:
+        return whole
+    import torch.distributed as dist
+
+    if whole is None:
+        whole = like.new_empty((*like.shape[:2], *volume))
+    dist.broadcast(whole, src=0)
+    return whole
+
+
+def _decoded_on_every_rank(generator, z, partition, place: RankPlace, shape: tuple[int, ...]):
+    """Each rank decodes the image of its owned latent box; rank 0 gathers and crops them (None elsewhere)."""
+    from nnugen.diffusion.halo_exchange import gather_volume
+    from nnugen.diffusion.volume_partition import Box, Piece, VolumePartition
+    from nnugen.networks.chunked_decoding import decode_box
+
+    me = partition.pieces[place.rank]
+    factors = generator.autoencoder.downsampling
+    image = decode_box(generator.autoencoder, z / generator.scale_factor, list(zip(me.owned.lo, me.owned.hi)))
+
+    def scaled(box: Box) -> Box:
+        return Box(tuple(v * f for v, f in zip(box.lo, factors)), tuple(v * f for v, f in zip(box.hi, factors)))
+
+    pixels = VolumePartition(tuple(v * f for v, f in zip(partition.volume, factors)),
+                             tuple(p * f for p, f in zip(partition.patch, factors)), partition.grid,
+                             tuple(Piece(p.rank, scaled(p.owned), scaled(p.owned), ()) for p in partition.pieces))
+    whole = gather_volume(image, pixels, place.rank, place.timeout)
+    return None if whole is None else generator.cropped(whole, shape)

@@ -56,17 +56,17 @@ def _sample_cases(request: SampleRequest, plan: SamplePlan, place) -> list[Path]
     """The cases of this run; ``place``: this rank of a partitioned run (None: one process on its own)."""
     import torch
 
-    from nnugen.inference.partitioned_sampling import broadcast_from_rank_zero, check_partition
+    from nnugen.inference.partitioned_sampling import broadcast_from_rank_zero, check_partition, sampled_volume
     from nnugen.inference.sample_writing import SampleWriter
     from nnugen.models.intensity_map import IntensityMap
 
     device = torch_device(request.device) if place is None else place.device
     if device.type == "cpu":
         torch.set_num_threads(usable_cpu_cores() if place is None else place.cpu_threads)
-    partition = None if place is None else check_partition(request.partition, plan.sampling_shape, plan.patch_size,
-                                                           False)
     writes = place is None or place.rank == 0
     generator = load_generator(plan.files, device)
+    partition = None if place is None else check_partition(
+        request.partition, *sampled_volume(generator, plan.sampling_shape, plan.patch_size))
     writer = SampleWriter(Path(request.output_folder), plan.files.dataset_json, plan.geometry,
                           IntensityMap(plan.intensity), request.as_dataset)
     cases = request.cases
@@ -155,7 +155,7 @@ def _sample_case(generator, plan: SamplePlan, label: np.ndarray | None, source, 
 
             partition, place, seed = source
             x = sample_partitioned(generator, partition, place, condition, seed, plan.sampler, guidance,
-                                   callback=lambda *_: bar.update())
+                                   callback=lambda *_: bar.update(), shape=plan.sampling_shape)
             if x is None:
                 return None
         else:

@@ -185,7 +185,15 @@ def check_request(request: SampleRequest) -> SamplePlan:
     if request.partition is not None:
         from nnugen.inference.partitioned_sampling import check_partition
 
-        check_partition(request.partition, plan.sampling_shape, patch, files.task.section == "ldm")
+        volume, windows = plan.sampling_shape, patch
+        if files.task.section == "ldm":  # the partition cuts the latents (partitioned_sampling.sampled_volume)
+            from nnugen.networks.autoencoder import downsampling, latent_patch, latent_sampling_shape
+
+            section = section_of(configuration.configuration, files.configuration)
+            strides = section.task("autoencoder").autoencoder.strides
+            windows = latent_patch(patch, strides)
+            volume = latent_sampling_shape(plan.sampling_shape, downsampling(strides), windows)
+        check_partition(request.partition, volume, windows)
     identity = run_identity(request, plan)
     if request.num_parts > 1:
         check_run_folder(request, identity)

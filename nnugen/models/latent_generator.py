@@ -4,7 +4,6 @@ autoencoder, in overlapping chunks when ``decode_chunks`` > 1 (Medical Diffusion
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
@@ -12,7 +11,7 @@ from torch import Tensor, nn
 
 from nnugen.models.image_generator import ImageGenerator
 from nnugen.models.latent_files import LATENT_FILE  # noqa: F401 - where older code and tests import it from
-from nnugen.networks.autoencoder import Autoencoder
+from nnugen.networks.autoencoder import Autoencoder, latent_sampling_shape
 from nnugen.networks.chunked_decoding import decode_chunked
 
 
@@ -34,6 +33,12 @@ class LatentGenerator(nn.Module):
     def patch_size(self) -> tuple[int, ...]:
         return tuple(p * d for p, d in zip(self.latent_model.patch_size, self.autoencoder.downsampling))
 
+    def latent_shape(self, spatial_shape: Sequence[int] | None = None) -> tuple[int, ...]:
+        """The latents sampled for images of ``spatial_shape``: at least ``spatial / downsampling`` and the latent
+        patch per axis."""
+        return latent_sampling_shape(tuple(spatial_shape or self.patch_size), self.autoencoder.downsampling,
+                                     self.latent_model.patch_size)
+
     @torch.no_grad()
     def sample(self, batch: int, spatial_shape: Sequence[int] | None = None, condition: Tensor | None = None,
                generator: torch.Generator | None = None, sampler=None, device=None, callback=None) -> Tensor:
@@ -42,9 +47,12 @@ class LatentGenerator(nn.Module):
             raise ValueError("the latent diffusion model is unconditional; --labels-from needs a label-conditioned "
                              "DDPM")
         shape = tuple(spatial_shape or self.patch_size)
-        latent_shape = tuple(max(math.ceil(s / d), p) for s, d, p in
-                             zip(shape, self.autoencoder.downsampling, self.latent_model.patch_size))
-        z = self.latent_model.sample(batch, latent_shape, generator=generator, sampler=sampler, device=device,
-                                     callback=callback)
+        z = self.latent_model.sample(batch, self.latent_shape(shape), generator=generator, sampler=sampler,
+                                     device=device, callback=callback)
         image = decode_chunked(self.autoencoder, z / self.scale_factor, self.decode_chunks)
+        return self.cropped(image, shape)
+
+    @staticmethod
+    def cropped(image: Tensor, shape: Sequence[int]) -> Tensor:
+        """Decoded images cut to ``shape`` (from the origin) and clamped to [-1, 1]."""
         return image[(slice(None), slice(None), *(slice(0, s) for s in shape))].clamp(-1, 1)

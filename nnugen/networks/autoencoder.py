@@ -189,3 +189,10 @@ def downsampling(strides: Sequence[Sequence[int]]) -> tuple[int, ...]:
 def latent_patch(spatial_shape: Sequence[int], strides: Sequence[Sequence[int]]) -> tuple[int, ...]:
     """The latent size of an input of ``spatial_shape`` (rounded down: the latent patch of an image patch)."""
     return tuple(size // factor for size, factor in zip(spatial_shape, downsampling(strides)))
+
+
+def latent_sampling_shape(spatial_shape: Sequence[int], factors: Sequence[int],
+                          patch: Sequence[int]) -> tuple[int, ...]:
+    """The latents sampled for images of ``spatial_shape`` by an autoencoder that downsamples by ``factors``: at
+    least ``spatial / factors`` (rounded up) and the latent ``patch`` per axis."""
+    return tuple(max(math.ceil(s / f), p) for s, f, p in zip(spatial_shape, factors, patch))

@@ -66,16 +66,29 @@ def decode_chunked(
     bounds = [[(i * n // c, (i + 1) * n // c) for i in range(c)] for n, c in zip(spatial, counts)]
     out: Tensor | None = None
     for tile in itertools.product(*bounds):
-        grown = [(max(0, lo - m), min(n, hi + m)) for (lo, hi), m, n in zip(tile, margin, spatial)]
-        piece = autoencoder.decode(z[(..., *(slice(lo, hi) for lo, hi in grown))])
-        keep = tuple(slice((lo - g) * f, (hi - g) * f) for (lo, hi), (g, _), f in zip(tile, grown, scale))
+        piece = decode_box(autoencoder, z, tile, margin)
         if out is None:
             shape = (*piece.shape[:2], *(n * f for n, f in zip(spatial, scale)))
             out = piece.new_empty(shape, device=out_device if out_device is not None else piece.device)
         target = tuple(slice(lo * f, hi * f) for (lo, hi), f in zip(tile, scale))
-        out[(..., *target)] = piece[(..., *keep)].to(out.device)
+        out[(..., *target)] = piece.to(out.device)
     assert out is not None  # at least one tile
     return out
+
+
+def decode_box(autoencoder: Autoencoder, z: Tensor, box: Sequence[tuple[int, int]],
+               margin: Sequence[int] | None = None) -> Tensor:
+    """The decoded image of the latent voxels ``lo <= index < hi`` (one ``(lo, hi)`` per spatial axis of ``z``):
+    the box decoded with ``margin`` more latent voxels on every side (fewer at the border; default the decoder's
+    ``latent_margin``, which makes it exact), and cut back to the box's image, ``(hi - lo) * downsampling`` voxels
+    per axis."""
+    spatial = tuple(z.shape[2:])
+    margin = autoencoder.latent_margin if margin is None else margin
+    grown = [(max(0, lo - m), min(n, hi + m)) for (lo, hi), m, n in zip(box, margin, spatial)]
+    piece = autoencoder.decode(z[(..., *(slice(lo, hi) for lo, hi in grown))])
+    keep = tuple(slice((lo - g) * f, (hi - g) * f)
+                 for (lo, hi), (g, _), f in zip(box, grown, autoencoder.downsampling))
+    return piece[(..., *keep)]
 
 
 def _chunk_counts(chunks: int | Sequence[int], spatial: tuple[int, ...]) -> tuple[int, ...]:

@@ -129,3 +129,34 @@ def test_autoencoder_resume_continues_where_it_stopped(generators):
     assert checkpoint["nnugen_iteration"] == 4, "the discriminator's schedule did not continue"
     history = json.loads((fold / "progress_losses.json").read_text())
     assert len(history["train/l1"]) == 2 and None not in history["train/l1"]  # epoch 0's value survived the resume
+
+
+def test_two_processes_sample_the_latent_models_image_of_one(generators, tmp_path):
+    """``torchrun ... nnugen_sample --task ldm --partition 1 2 1`` (issue 19): the partition cuts the latents (8 x 16 x
+    8 for this 32 x 64 x 32 image, 3 latent windows along the cut axis), each rank decodes its own latent box, and
+    rank 0 writes the image one process writes (``--partition 1 1 1``)."""
+    import sys
+
+    import numpy as np
+    import SimpleITK as sitk
+    from e2e_helpers import run_all
+
+    _, env = generators
+
+    def command(out: Path, partition: tuple[str, ...], processes: int) -> list[str]:
+        sample = [cli("nnugen_sample"), "901", "3d", "1", str(out), "--task", "ldm", "--size", "32", "64", "32",
+                  "--steps", "2", "--seed", "3", "-device", "cpu", "--no-progress", "--partition", *partition]
+        if processes == 1:
+            return sample
+        return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes),
+                *sample]
+
+    env = {**env, "OMP_NUM_THREADS": "1"}
+    _, partitioned = run_all([(command(tmp_path / "one", ("1", "1", "1"), 1), env),
+                              (command(tmp_path / "two", ("1", "2", "1"), 2), env)], timeout=600)
+    assert "partitioned 1 x 2 x 1 over 2 process(es)" in partitioned.stdout
+    one, two = (sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / name / "case_0000_0000.nii.gz")))
+                for name in ("one", "two"))
+    assert one.shape == (32, 64, 32) and one.std() > 0
+    np.testing.assert_allclose(two, one, rtol=0, atol=1e-5 * float(np.abs(one).max()))
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == sorted(p.name for p in (tmp_path / "one").iterdir())
