@@ -18,6 +18,7 @@ The rest, each in its own file, as nnU-Net hook overrides this class inherits:
 
 from __future__ import annotations
 
+import math
 import os
 from typing import ClassVar
 
@@ -129,7 +130,8 @@ class NnugenTrainer(TrainingStepHooks, EpochHooks, CheckpointHooks):
             self.partition_over_ranks()
         elif self.is_ddp:
             split_over_ranks(self)
-        elif self.partition:  # nnUNetv2_train without torchrun (nnugen_train refuses this at the door)
+        elif self.partition and math.prod(self.partition) > 1:
+            # nnUNetv2_train without torchrun (nnugen_train refuses this at the door)
             self.print_to_log_file(f"the plan splits each patch into blocks {list(self.partition)} (memory.partition), "
                                    "but this run is one process: it trains the whole patch")
 

@@ -80,3 +80,24 @@ def test_a_partition_outside_torchrun_is_refused_in_one_line(tiny2d, fresh_resul
     assert "--partition splits each patch across the processes of a torchrun job; start it with torchrun" \
         in result.stderr
     assert not (root / "results").exists()
+
+
+def test_a_planned_partition_in_one_process_trains_the_whole_patch_and_says_so(tiny2d, tmp_path, monkeypatch):
+    """``nnUNetv2_train`` (no torchrun, so no door) on a plan that splits the patch: the trainer runs unpartitioned on
+    whole patches and its log says so."""
+    from e2e_helpers import in_process_trainer, planned_copy
+
+    from nnugen.trainers.nnugen_baseline_trainer import NnugenBaselineTrainer
+
+    env = planned_copy(tiny2d, tmp_path / "root", 902, ("baseline.memory.partition=[1,2]",))
+    for key in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+        monkeypatch.setenv(key, env[key])
+    for key in ("NNUGEN_PARTITION", "NNUGEN_SEED"):
+        monkeypatch.delenv(key, raising=False)
+    trainer = in_process_trainer(NnugenBaselineTrainer, tmp_path / "root" / "preprocessed" / "Dataset902_Tiny2D", "2d")
+    assert trainer.partition == (1, 2)
+    trainer.initialize()
+    assert type(trainer.network).__name__ != "SpatialDomain" and not trainer.is_ddp
+    (log,) = _fold(tmp_path / "root", "baseline").glob("training_log_*.txt")
+    assert ("the plan splits each patch into blocks [1, 2] (memory.partition), but this run is one process: it trains "
+            "the whole patch") in log.read_text()
