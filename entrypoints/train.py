@@ -43,7 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--partition", type=int, nargs="+", default=None, metavar="PIECES",
                         help="under torchrun: split each patch into this many blocks per spatial axis (their "
                              "product the number of processes), one block per process, e.g. --partition 1 1 2; --task "
-                             "baseline, seg or ddpm; needs pip install 'nnugen[partition]' (docs/scaling.md)")
+                             "baseline, seg or ddpm; default: the plan's memory.partition (none unless batch 1 does "
+                             "not fit the GPU budget); needs pip install 'nnugen[partition]' (docs/scaling.md)")
     return parser
 
 
