@@ -82,7 +82,7 @@ def check_request(request: TrainRequest) -> tuple[str, str]:
     settings = section_of(plans["configurations"][configuration], configuration).task(task.section)
     world_size = rank.world_size if rank is not None else request.num_gpus
     planned = settings.memory.planned_partition
-    if request.partition is None and planned is not None:
+    if request.partition is None and planned is not None and not request.only_validation:  # --val: whole cases
         check_planned_partition(request, task.section, planned, settings.memory.budget_gb,
                                 world_size if rank is not None else None)
         request = replace(request, partition=planned)

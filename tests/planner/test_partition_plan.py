@@ -110,6 +110,10 @@ def test_nnugen_train_runs_a_planned_partition_with_one_process_per_block(tight,
     message = str(alone.value)
     assert f"torchrun --nproc_per_node {math.prod(pieces)} $(which nnugen_train)" in message
     assert "baseline.memory.partition" in message and "one process" in message and "\n" not in message
+    # --val predicts whole cases in one process: no partition asked for, only the missing checkpoint
+    with pytest.raises(ValueError, match="--val: .*checkpoint_final.pth does not exist"):
+        check_request(TrainRequest(dataset="901", fold="0", configuration="3d", task="baseline", device="cpu",
+                                   only_validation=True))
     _under_torchrun(monkeypatch, math.prod(pieces) + 1)
     with pytest.raises(ValueError, match=f"this is {math.prod(pieces) + 1} process"):
         check_request(request)
