@@ -14,6 +14,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
+from gloo_ranks import ranks_of
 
 from nnugen.diffusion import alphas_cumprod, make_betas, sampling_timesteps
 from nnugen.diffusion.halo_exchange import RankLost, gather_volume
@@ -78,16 +79,8 @@ def _partitioned(volume, patch, grid, rank, timeout=timedelta(seconds=60), die_a
     return gather_volume(out, partition, rank, timeout), traffic
 
 
-def _worker(rank: int, folder: str) -> None:
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{folder}/store", rank=rank, world_size=WORLD,
-                            timeout=timedelta(seconds=60))
-    try:
-        results = {name: _partitioned(*case, rank) for name, case in CASES.items()}
-        torch.save(results, f"{folder}/rank_{rank}.pt")
-        dist.barrier()
-    finally:
-        dist.destroy_process_group()
+def _rank(rank: int) -> dict:
+    return {name: _partitioned(*case, rank) for name, case in CASES.items()}
 
 
 def _dying_worker(rank: int, folder: str) -> None:
@@ -103,22 +96,9 @@ def _dying_worker(rank: int, folder: str) -> None:
         raise
 
 
-def _spawn(worker, folder, join=True):
-    return mp.start_processes(worker, args=(str(folder),), nprocs=WORLD, join=join, start_method="spawn")
-
-
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory) -> list[dict]:
-    # one retry when a rank dies by a signal at gloo's start (seen under CI load, see test_ddp_objective)
-    for attempt in range(2):
-        folder = tmp_path_factory.mktemp("partitioned")
-        try:
-            _spawn(_worker, folder)
-            break
-        except mp.ProcessExitedException:
-            if attempt == 1:
-                raise
-    return [torch.load(folder / f"rank_{rank}.pt", weights_only=True) for rank in range(WORLD)]
+    return ranks_of(_rank, WORLD, tmp_path_factory, "partitioned")
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
@@ -171,7 +151,7 @@ def test_a_partition_that_leaves_a_piece_without_a_window_is_refused(grid, messa
 
 def test_a_rank_killed_mid_sampling_ends_its_neighbour_within_the_timeout(tmp_path):
     started = time.monotonic()
-    context = _spawn(_dying_worker, tmp_path, join=False)
+    context = mp.start_processes(_dying_worker, args=(str(tmp_path),), nprocs=WORLD, join=False, start_method="spawn")
     for process in context.processes:
         process.join(timeout=90)
     assert all(p.exitcode is not None for p in context.processes), "a rank still waits after 90 s"

@@ -36,14 +36,14 @@ def seeded_training(planned2d, fresh_results, monkeypatch):
 
     def train(seed: int, workers: int) -> dict[str, torch.Tensor]:
         """One training run; the network weights of its checkpoint_final."""
+        from nnugen.folders.checkpoint_files import load_nnunet_checkpoint
         from nnugen.trainers.nnugen_diffseg_trainer import NnugenDiffSegTrainer
 
         monkeypatch.setenv("NNUGEN_SEED", str(seed))
         monkeypatch.setenv("nnUNet_n_proc_DA", str(workers))
         trainer = in_process_trainer(NnugenDiffSegTrainer, folder, "2d")
         trainer.run_training()
-        checkpoint = torch.load(f"{trainer.output_folder}/checkpoint_final.pth", map_location="cpu",
-                                weights_only=False)
+        checkpoint = load_nnunet_checkpoint(f"{trainer.output_folder}/checkpoint_final.pth", torch.device("cpu"))
         return checkpoint["network_weights"]
 
     return train

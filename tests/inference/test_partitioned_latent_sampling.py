@@ -8,8 +8,7 @@ from datetime import timedelta
 
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
+from gloo_ranks import ranks_of
 
 from nnugen.config import DiffusionSettings, GenerationSettings, SamplerSettings
 from nnugen.diffusion.positional_noise import PositionalNoise
@@ -49,29 +48,13 @@ def _sample(grid: tuple[int, ...], rank: int, world: int):
         return sample_partitioned(generator, partition, place, None, SEED, SAMPLER, {}, shape=IMAGE)
 
 
-def _worker(rank: int, folder: str) -> None:
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{folder}/store", rank=rank, world_size=WORLD,
-                            timeout=timedelta(seconds=60))
-    try:
-        torch.save({"image": _sample((2, 1), rank, WORLD)}, f"{folder}/rank_{rank}.pt")
-        dist.barrier()
-    finally:
-        dist.destroy_process_group()
+def _rank(rank: int) -> dict:
+    return {"image": _sample((2, 1), rank, WORLD)}
 
 
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory) -> list[dict]:
-    # one retry when a rank dies by a signal at gloo's start (seen under CI load, see test_ddp_objective)
-    for attempt in range(2):
-        folder = tmp_path_factory.mktemp("latent_partition")
-        try:
-            mp.start_processes(_worker, args=(str(folder),), nprocs=WORLD, join=True, start_method="spawn")
-            break
-        except mp.ProcessExitedException:
-            if attempt == 1:
-                raise
-    return [torch.load(folder / f"rank_{rank}.pt", weights_only=True) for rank in range(WORLD)]
+    return ranks_of(_rank, WORLD, tmp_path_factory, "latent_partition")
 
 
 def test_the_partition_cuts_the_latents():

@@ -10,8 +10,7 @@ from datetime import timedelta
 
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
+from gloo_ranks import ranks_of
 from torch import nn
 
 from nnugen.config import DiffusionSettings, SamplerSettings
@@ -92,30 +91,14 @@ def _one_process(name: str) -> dict[str, torch.Tensor]:
     return _predict(name, RankPlace(0, 1, torch.device("cpu"), timedelta(seconds=60), 1))
 
 
-def _worker(rank: int, folder: str) -> None:
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{folder}/store", rank=rank, world_size=WORLD,
-                            timeout=timedelta(seconds=60))
-    try:
-        place = RankPlace(rank, WORLD, torch.device("cpu"), timedelta(seconds=60), 1)
-        torch.save({name: _predict(name, place) for name in CASES}, f"{folder}/rank_{rank}.pt")
-        dist.barrier()
-    finally:
-        dist.destroy_process_group()
+def _rank(rank: int) -> dict:
+    place = RankPlace(rank, WORLD, torch.device("cpu"), timedelta(seconds=60), 1)
+    return {name: _predict(name, place) for name in CASES}
 
 
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory) -> list[dict]:
-    # one retry when a rank dies by a signal at gloo's start (seen under CI load, see test_ddp_objective)
-    for attempt in range(2):
-        folder = tmp_path_factory.mktemp("partitioned_prediction")
-        try:
-            mp.start_processes(_worker, args=(str(folder),), nprocs=WORLD, join=True, start_method="spawn")
-            break
-        except mp.ProcessExitedException:
-            if attempt == 1:
-                raise
-    return [torch.load(folder / f"rank_{rank}.pt", weights_only=True) for rank in range(WORLD)]
+    return ranks_of(_rank, WORLD, tmp_path_factory, "partitioned_prediction")
 
 
 @pytest.mark.parametrize("name", sorted(CASES))

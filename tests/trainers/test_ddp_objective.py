@@ -15,8 +15,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
+from gloo_ranks import ranks_of
 
 from nnugen.config import DiffusionSettings, SamplerSettings
 from nnugen.diffusion import dice_ce_loss, soft_dice_loss
@@ -119,29 +118,13 @@ def _failing(rank: int) -> str:
     return "no error"
 
 
-def _worker(rank: int, folder: str) -> None:
-    dist.init_process_group("gloo", init_method=f"file://{folder}/store", rank=rank, world_size=WORLD)
-    try:
-        torch.save({"dice": _dice(rank), "coins": _coins(rank), "ldm": _ldm(rank), "failing": _failing(rank)},
-                   f"{folder}/rank_{rank}.pt")
-        dist.barrier()
-    finally:
-        dist.destroy_process_group()
+def _rank(rank: int) -> dict:
+    return {"dice": _dice(rank), "coins": _coins(rank), "ldm": _ldm(rank), "failing": _failing(rank)}
 
 
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory) -> list[dict]:
-    # One retry when a rank dies by a signal: under a loaded CI machine gloo's start once aborted rank 0 ("terminate
-    # called without an active exception") before any test code ran. A Python error in a rank is not retried.
-    for attempt in range(2):
-        folder = tmp_path_factory.mktemp("ddp_objective")
-        try:
-            mp.start_processes(_worker, args=(str(folder),), nprocs=WORLD, join=True, start_method="spawn")
-            break
-        except mp.ProcessExitedException:
-            if attempt == 1:
-                raise
-    return [torch.load(folder / f"rank_{rank}.pt", weights_only=True) for rank in range(WORLD)]
+    return ranks_of(_rank, WORLD, tmp_path_factory, "ddp_objective", timeout_s=None, threads=None)
 
 
 def test_the_dice_over_ranks_is_the_batch_dice_of_the_whole_batch(ranks):
