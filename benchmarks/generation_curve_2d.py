@@ -58,27 +58,10 @@ OBJECTIVES = {  # nnugen_plan settings of the ddpm task per objective
 def write_slice_dataset(raw_root: Path, orientation: str, train_volumes: int = 12, test_volumes: int = 4) -> Path:
     """``Dataset98X_GenCurve<Orientation>``: slices of the training volumes in imagesTr / labelsTr, slices of the
     held-out volumes in imagesTs / labelsTs (same cases as write_mni_dataset's, seed 0)."""
-    from nnugen.demo.mni_dataset import LABELS, PROVENANCE, _write, augmented_case, brain_slices, load_mni152
-    from nnugen.folders.dataset_json import write_dataset_json
+    from nnugen.demo.mni_dataset import write_mni_slice_dataset
 
     dataset_id, name = DATASETS[orientation]
-    folder = raw_root / f"Dataset{dataset_id}_{name}"
-    if (folder / "dataset.json").is_file():
-        return folder
-    t1, label, spacing = load_mni152()
-    count = 0
-    for volume in range(train_volumes + test_volumes):
-        image, labels = augmented_case(t1, label, np.random.default_rng([0, volume]))
-        split = "Tr" if volume < train_volumes else "Ts"
-        for index, (image_slice, label_slice) in enumerate(brain_slices(image, labels, AXES[orientation])):
-            case = f"{name}_{volume:02d}{index:02d}"
-            _write(image_slice, spacing, folder / f"images{split}" / f"{case}_0000.nii.gz")
-            _write(label_slice, spacing, folder / f"labels{split}" / f"{case}.nii.gz")
-            count += split == "Tr"
-    write_dataset_json(folder, {"0": "T1"}, dict(LABELS), count, ".nii.gz", dataset_name=name,
-                       description=f"{orientation} slices, brain middle. " + PROVENANCE,
-                       license="MNI152 2009 template: see nilearn's documentation")
-    return folder
+    return write_mni_slice_dataset(raw_root, dataset_id, name, train_volumes, test_volumes, axis=AXES[orientation])
 
 
 def log_spaced_epochs(epochs: int) -> list[int]:

@@ -6,6 +6,11 @@
   Rician noise and a global intensity scale; labels (1 grey matter, 2 white matter, from the maps) move with it.
 
 So it shows the pipeline on real anatomy and real MRI contrast; it is not a benchmark of generalisation.
+
+Two layouts: ``write_mni_dataset``, whole 3 mm volumes (3d_fullres), and ``write_mni_slice_dataset``, the
+brain-middle slices of the same volumes as 2D cases (what ``nnugen_demo --real`` and the 2D benchmarks use: a 2D
+generator learns real anatomy within minutes of a CPU, a 3D one does not). Each records its recipe in dataset.json,
+so ``write_unseen_mni_images`` can write real cases that no model saw.
 """
 
 from __future__ import annotations
@@ -103,21 +108,58 @@ def write_mni_dataset(raw_root: Path, dataset_id: int, name: str, n_train: int, 
     return folder
 
 
+def write_mni_slice_dataset(raw_root: Path, dataset_id: int, name: str, train_volumes: int, test_volumes: int,
+                            axis: int = 0, test_stride: int = 1, seed: int = 0) -> Path:
+    """Write ``Dataset{id}_{name}`` of 2D cases: the brain-middle slices (``brain_slices``) along the array ``axis``
+    (0 axial, 1 coronal) of ``write_mni_dataset``'s volumes. Every slice of the first ``train_volumes`` volumes goes
+    to imagesTr / labelsTr, every ``test_stride``-th slice of the next ``test_volumes`` to imagesTs / labelsTs; case
+    ``{name}_{volume:02d}{slice:02d}``. A dataset already written (its dataset.json) is left as it is."""
+    if train_volumes < 1 or test_volumes < 0 or test_stride < 1 or axis not in (0, 1, 2):
+        raise ValueError(f"need train_volumes >= 1, test_volumes >= 0, test_stride >= 1 and axis 0, 1 or 2; got "
+                         f"{train_volumes}, {test_volumes}, {test_stride} and {axis}")
+    folder = Path(raw_root) / f"Dataset{dataset_id:03d}_{name}"
+    if (folder / "dataset.json").is_file():
+        return folder
+    t1, label, spacing = load_mni152()
+    count = 0
+    for volume in range(train_volumes + test_volumes):
+        image, labels = augmented_case(t1, label, np.random.default_rng([seed, volume]))
+        split = "Tr" if volume < train_volumes else "Ts"
+        for index, (image_slice, label_slice) in enumerate(brain_slices(image, labels, axis)):
+            if split == "Ts" and index % test_stride:
+                continue
+            case = f"{name}_{volume:02d}{index:02d}"
+            _write(image_slice, spacing, folder / f"images{split}" / f"{case}_0000.nii.gz")
+            _write(label_slice, spacing, folder / f"labels{split}" / f"{case}.nii.gz")
+            count += split == "Tr"
+    recipe = {"seed": seed, "volumes": train_volumes + test_volumes, "axis": axis, "stride": test_stride}
+    write_dataset_json(folder, {"0": "T1"}, dict(LABELS), count, ".nii.gz", dataset_name=name,
+                       description=f"Brain-middle slices along array axis {axis} of augmented volumes. " + PROVENANCE,
+                       license="MNI152 2009 template: see nilearn's documentation", nnugen_mni_slices=recipe)
+    return folder
+
+
 def write_unseen_mni_images(dataset: Path, folder: Path, n: int) -> list[Path]:
-    """``n`` more augmented cases of a dataset written by ``write_mni_dataset`` (its seed from dataset.json): the
-    cases that would follow its training and test cases, images only (``unseen_KKK_0000.nii.gz``) into ``folder``."""
+    """``n`` more augmented cases of a dataset written by ``write_mni_dataset`` or ``write_mni_slice_dataset`` (its
+    recipe from dataset.json), images only (``unseen_KKK_0000.nii.gz``) into ``folder``: the volumes that would
+    follow its training and test volumes, whole, or every ``stride``-th of their brain-middle slices."""
     import json
 
     described = json.loads((Path(dataset) / "dataset.json").read_text(encoding="utf-8"))
-    meta = described.get("nnugen_mni")
-    if meta is None:
-        raise ValueError(f"{dataset} was not written by write_mni_dataset (its dataset.json has no 'nnugen_mni' "
-                         "recipe); rewrite it with nnugen_demo --real in a new work folder")
+    volumes, slices = described.get("nnugen_mni"), described.get("nnugen_mni_slices")
+    if volumes is None and slices is None:
+        raise ValueError(f"{dataset} was not written by write_mni_dataset or write_mni_slice_dataset (its "
+                         "dataset.json has no 'nnugen_mni' recipe); rewrite it with nnugen_demo --real in a new "
+                         "work folder")
+    recipe = volumes or slices
     t1, label, spacing = load_mni152()
-    first = int(described["numTraining"]) + int(meta["numTest"])
-    written = []
-    for k in range(n):
-        image, _ = augmented_case(t1, label, np.random.default_rng([int(meta["seed"]), first + k]))
-        written.append(Path(folder) / f"unseen_{k:03d}_0000.nii.gz")
-        _write(image, spacing, written[-1])
+    volume = int(described["numTraining"]) + int(recipe["numTest"]) if volumes else int(recipe["volumes"])
+    written: list[Path] = []
+    while len(written) < n:
+        image, labels = augmented_case(t1, label, np.random.default_rng([int(recipe["seed"]), volume]))
+        images = [image] if volumes else [s for s, _ in brain_slices(image, labels, int(recipe["axis"]))]
+        for image in images[:: 1 if volumes else int(recipe["stride"])][: n - len(written)]:
+            written.append(Path(folder) / f"unseen_{len(written):03d}_0000.nii.gz")
+            _write(image, spacing, written[-1])
+        volume += 1
     return written
