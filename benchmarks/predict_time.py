@@ -57,9 +57,10 @@ def main() -> None:
     parser.add_argument("--ensemble", action="store_true", help="the issue-16 modes (see the module docstring)")
     parser.add_argument("--labels", type=Path, default=None, help="labelsTs-like folder, for Dice with --ensemble")
     parser.add_argument("--seeds", type=int, default=5, help="ensemble size with --ensemble")
-    parser.add_argument("--extra", nargs="*", default=[], metavar="STEPS,SEEDS",
+    parser.add_argument("--extra", nargs="*", default=[], metavar="STEPS,SEEDS[,shared]",
                         help="with --ensemble, further modes: that many steps x seeds with uncertainty in one window "
-                             "(e.g. 2,4: 8 network passes per tile, nnU-Net's 3D mirroring count)")
+                             "(e.g. 2,4: 8 network passes per tile, nnU-Net's 3D mirroring count; 2,4,shared: the "
+                             "members share their first step, 5 passes)")
     args = parser.parse_args()
 
     ensure_ext_trainer_path()
@@ -131,9 +132,9 @@ def ensemble_cost(args) -> None:
         return lambda data, seed: predict_case(diffusion, segmenter, data, "case", seed, seeds, uncertainty,
                                                window if one_window else None).logits
 
-    def smaller_ensemble(extra_steps: int, extra_seeds: int):
+    def smaller_ensemble(extra_steps: int, extra_seeds: int, shared: bool):
         def run(data, seed):
-            with segmenter.sampling(replace(segmenter.planned_sampler, steps=extra_steps)):
+            with segmenter.sampling(replace(segmenter.planned_sampler, steps=extra_steps, shared_first_step=shared)):
                 return predict_case(diffusion, segmenter, data, "case", seed, extra_seeds, True, window).logits
         return run
 
@@ -144,9 +145,13 @@ def ensemble_cost(args) -> None:
              (f"{members} + uncertainty, one window", diffusion, ensemble(True, True)),
              (f"{members} + uncertainty, member by member", diffusion, ensemble(True, False))]
     for extra in args.extra:
-        extra_steps, extra_seeds = (int(v) for v in extra.split(","))
-        modes.append((f"diffusion {extra_steps} steps x {extra_seeds} seeds + uncertainty, one window", diffusion,
-                      smaller_ensemble(extra_steps, extra_seeds)))
+        extra_steps, extra_seeds, *kind = extra.split(",")
+        shared = kind == ["shared"]
+        if kind not in ([], ["shared"]):
+            raise SystemExit(f"--extra {extra}: STEPS,SEEDS or STEPS,SEEDS,shared")
+        modes.append((f"diffusion {extra_steps} steps x {extra_seeds} seeds + uncertainty, one window"
+                      + (", shared first step" if shared else ""), diffusion,
+                      smaller_ensemble(int(extra_steps), int(extra_seeds), shared)))
     labels = list(diffusion.label_manager.foreground_labels)
     times = {name: [[] for _ in cases] for name, _, _ in modes}
     dice: dict[str, list[float]] = {name: [float("nan")] * len(cases) for name, _, _ in modes}

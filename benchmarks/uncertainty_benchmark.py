@@ -4,8 +4,8 @@ baseline nnU-Net's softmax, on the same held-out cases, through the real CLIs.
 1. ``nnUNetv2_predict_from_modelfolder -m BASELINE --save_probabilities``, without and with nnU-Net's mirroring TTA
    (only without: ``--disable_tta``): segmentation + ``CASE.npz``;
 2. for every ``--model`` and every ``--samplers`` entry, ``nnugen_predict -m MODEL --ensemble-size K
-   --save-uncertainty --save_probabilities --seed S [--sampler --steps --eta]``: segmentation + ``CASE_entropy`` /
-   ``CASE_variance`` + ``CASE.npz`` (the ensemble's mean probabilities);
+   --save-uncertainty --save_probabilities --seed S [--sampler --steps --eta --[no-]shared-first-step]``:
+   segmentation + ``CASE_entropy`` / ``CASE_variance`` + ``CASE.npz`` (the ensemble's mean probabilities);
 3. ``nnugen_evaluate -ref LABELS -pred ...`` on every folder: nnU-Net's ``summary.json`` and
    ``uncertainty_summary.json`` (AUROC / AUPRC of each uncertainty for the wrong voxels, pooled and mean over cases;
    ECE of the probabilities).
@@ -18,7 +18,7 @@ trained model folders (the ones that hold ``fold_X``).
         --model scratch=RESULTS/.../NnugenDiffSegTrainer__nnugenPlans__2d warm=MODELS/warm_200 \
         --baseline RESULTS/.../NnugenBaselineTrainer__nnugenPlans__2d \
         --images imagesTs --labels labelsTs --work-dir /tmp/unc [-f 0] [--ensemble-size 5] [--steps 10] \
-        [--samplers ddpm,5 ddim,5,0 ddim,5,1] [--seed 0] [-device cuda]
+        [--samplers ddpm,5 ddim,5,0 ddim,5,1 ddpm,2,,shared] [--seed 0] [-device cuda]
 """
 
 from __future__ import annotations
@@ -88,9 +88,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-f", nargs="+", default=["0"], help="folds (default 0)")
     parser.add_argument("--ensemble-size", type=int, default=5)
     parser.add_argument("--steps", type=int, default=None, help="sampler steps (default: the model's plans)")
-    parser.add_argument("--samplers", nargs="+", default=["plans"], metavar="NAME[,STEPS[,ETA]]",
-                        help="sampler settings to compare on every model, e.g. ddpm,5 ddim,5,0 ddim,5,1 (default: "
-                             "the plans' sampler with --steps)")
+    parser.add_argument("--samplers", nargs="+", default=["plans"], metavar="NAME[,STEPS[,ETA[,shared]]]",
+                        help="sampler settings to compare on every model, e.g. ddpm,5 ddim,5,0 ddim,5,1 ddpm,2,,shared "
+                             "(shared: --shared-first-step; otherwise --no-shared-first-step) (default: the plans' "
+                             "sampler with --steps)")
     parser.add_argument("--seed", type=int, default=0, help="prediction seed and pooled-sample seed (default 0)")
     parser.add_argument("--disable_tta", action="store_true", help="baseline only without mirroring (default: "
                                                                    "both with and without)")
@@ -114,10 +115,13 @@ def main(argv: list[str] | None = None) -> int:
                        str(work / _folder(label)), "-m", folder, "-f", *args.f, "--ensemble-size",
                        str(args.ensemble_size), "--save-uncertainty", "--save_probabilities", "--seed", str(args.seed),
                        "-device", args.device, "-npp", "1", "-nps", "1", "--disable_progress_bar"]
-            sampler, steps, eta = (spec.split(",") + [None, None])[:3] if spec != "plans" else (None, None, None)
+            sampler, steps, eta, shared = ((spec.split(",") + [None] * 3)[:4] if spec != "plans"
+                                           else (None, None, None, None))
             steps = steps or (str(args.steps) if args.steps is not None else None)
             command += [*(("--sampler", sampler) if sampler else ()), *(("--steps", steps) if steps else ()),
-                        *(("--eta", eta) if eta else ())]
+                        *(("--eta", eta) if eta else ()),
+                        *(() if spec == "plans" else ("--shared-first-step" if shared == "shared"
+                                                       else "--no-shared-first-step",))]
             commands[label] = command
     results = {}
     for label, command in commands.items():

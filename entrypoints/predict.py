@@ -66,6 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--eta", type=float, default=None, help="DDIM eta in [0, 1] (default: the model's plans)")
     parser.add_argument("--spacing", default=None,
                         help="step grid: uniform, trailing or log-snr (default: the model's plans, sampler.spacing)")
+    parser.add_argument("--shared-first-step", dest="shared_first_step", action=argparse.BooleanOptionalAction,
+                        default=None,
+                        help="ensembles of ddpm (or ddim with eta > 0): the members start from one noise and share "
+                             "the first network call, 1 + N x (steps - 1) passes instead of N x steps (default: the "
+                             "model's plans, sampler.shared_first_step)")
     parser.add_argument("--seed", type=int, default=0,
                         help="base seed; each case samples with a seed derived from (seed, case name) (default 0)")
     parser.add_argument("--save-uncertainty", dest="save_uncertainty", action="store_true",
@@ -113,7 +118,8 @@ def main(argv: list[str] | None = None) -> int:
             previous_stage_predictions=Path(args.prev_stage_predictions) if args.prev_stage_predictions else None,
             num_parts=args.num_parts, part_id=args.part_id, device=args.device,
             progress_bar=not args.disable_progress_bar, on_device=not args.not_on_device, sampler=args.sampler,
-            steps=args.steps, seeds=args.seeds, eta=args.eta, spacing=args.spacing, seed=args.seed,
+            steps=args.steps, seeds=args.seeds, eta=args.eta, spacing=args.spacing,
+            shared_first_step=args.shared_first_step, seed=args.seed,
             save_uncertainty=args.save_uncertainty,
             strengths=tuple(args.strengths) if args.strengths else None,
             threshold_file=Path(args.threshold_file) if args.threshold_file else None,

@@ -161,6 +161,20 @@ class SamplerSettings(Section):
     plans log-SNR for every task (chosen by benchmarks/step_spacing.py: docs/benchmarks.md, "Sampler step spacing");
     uniform, the default, is how every plans file written before the setting existed samples, so such a model folder
     samples as it did."""
+    shared_first_step: bool = False
+    """Diffusion segmentation's ensembles: the members start from one noise (member 0's) and share the first network
+    call, then part with the fresh noise the sampler draws at every step, so S members cost 1 + S (steps - 1) passes
+    instead of S steps. Only where the sampler draws that noise (ddpm, ddim with eta above 0: ``shares_first_step``);
+    ddim at eta 0 and dpm_solver++ would make the members identical and ignore it. The first step sees the noise at
+    the last training timestep, where a mask keeps sqrt(alpha-bar) of its signal (0.006 for the planned 5-step linear
+    schedule): what a member's first estimate could learn from its own start noise is that little. The generators
+    and the anomaly task do not read it."""
+
+    @property
+    def shares_first_step(self) -> bool:
+        """Whether the members share their start and first call: ``shared_first_step`` with a sampler that draws
+        fresh noise at every step."""
+        return self.shared_first_step and (self.name == "ddpm" or (self.name == "ddim" and self.eta > 0))
 
     def __post_init__(self) -> None:
         check_choice("sampler.name", self.name, SAMPLERS)

@@ -122,7 +122,7 @@ def test_old_section_version_says_replan():
 
 def test_unknown_key_is_rejected_with_the_valid_keys():
     with pytest.raises(ValueError, match=r"SamplerSettings: unknown key\(s\) stepz; valid keys: eta, mirroring, name, "
-                                         r"seeds, spacing, steps"):
+                                         r"seeds, shared_first_step, spacing, steps"):
         SamplerSettings.from_dict({"stepz": 3})
 
 

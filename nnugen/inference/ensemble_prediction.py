@@ -55,7 +55,7 @@ def _member_by_member(predictor, segmenter: DiffusionSegmenter, data: Tensor, ca
     sampler = segmenter.sampling_request.sampler
     moments = None
     for k in range(members):
-        with segmenter.sampling(replace(sampler, seeds=1), seed=seed + k):
+        with segmenter.sampling(replace(sampler, seeds=1), seed=seed, first_member=k):
             logits = finite_logits(predictor.predict_logits_from_preprocessed_data(data), case)
         moments = add_member(moments, predictor.label_manager.apply_inference_nonlin(logits))
     return CasePrediction(moments.mean.clamp_min(_LOG_FLOOR).log(), uncertainty_maps(moments))

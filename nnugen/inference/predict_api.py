@@ -66,6 +66,7 @@ class PredictRequest:
     seeds: int | None = None
     eta: float | None = None
     spacing: str | None = None
+    shared_first_step: bool | None = None
     seed: int = 0
     save_uncertainty: bool = False
     strengths: tuple[float, ...] | None = None
@@ -113,9 +114,10 @@ class PredictRequest:
         check_partition_flags(self.partition, self.partition_timeout)
 
     def sampler_changes(self) -> dict:
-        """The sampler settings this request overrides (``SamplerSettings``: name, steps, seeds, eta, spacing)."""
+        """The sampler settings this request overrides (``SamplerSettings``: name, steps, seeds, eta, spacing,
+        shared_first_step)."""
         changes = {"name": self.sampler, "steps": self.steps, "seeds": self.seeds, "eta": self.eta,
-                   "spacing": self.spacing}
+                   "spacing": self.spacing, "shared_first_step": self.shared_first_step}
         return {k: v for k, v in changes.items() if v is not None}
 
 

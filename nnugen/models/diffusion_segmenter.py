@@ -10,11 +10,15 @@ sampler, its steps, the ensemble size and eta come from the plans in the model f
 (validation inside training, ``nnugen_predict``) says them for the duration of its call with
 ``with segmenter.sampling(settings, seed):`` (sampling.py).
 
-No sampler steps are shared across members: with DDIM at eta = 0 and DPM-Solver++ the members differ only by their
-initial noise, a deterministic map of which is the whole trajectory, so a shared trunk would make them identical;
-with DDPM or DDIM at eta > 0 members sharing x_t up to some step are draws from p(x_0 | that x_t), not from the
-model's p(x_0 | image): they are correlated, their variance understates the model's, and the ensemble would no longer
-be the one the seeds name. The saving (the shared steps of S - 1 members) does not pay for a different estimator.
+Shared steps: with DDIM at eta = 0 and DPM-Solver++ the members differ only by their initial noise, a deterministic
+map of which is the whole trajectory, so a shared trunk would make them identical. With DDPM or DDIM at eta > 0,
+members sharing x_t down to some step s are draws from p(x_0 | x_s), not from the model's p(x_0 | image): correlated,
+with a variance that understates the model's. Only the first step is cheap to share: its input is noise at the last
+training timestep, which keeps sqrt(alpha-bar_T) of the mask (0.006 for the planned schedule), so p(x_0 | x_T) is
+p(x_0 | image) up to that much signal. ``sampler.shared_first_step`` (where ``shares_first_step``) therefore starts
+every member from member 0's noise and computes the first call once, on B rows, repeated S times: 1 + S (steps - 1)
+passes instead of S steps. Each member still draws its own start (and discards it), so member k's later noise is the
+same with and without sharing, and member 0 is the same member.
 """
 
 from __future__ import annotations
@@ -76,14 +80,17 @@ class DiffusionSegmenter(SampledModel, nn.Module):
         """The network's raw output (x0 logits, eps or v) for the image (B, C_in, ...) and noisy mask x_t."""
         return self.denoiser(_network_input(image, x_t, x0_condition), t.to(image.dtype))
 
-    def x0_denoiser(self, image: Tensor) -> Denoiser:
-        """``denoise(x_t, t) -> x0_hat`` in diffusion space, conditioned on the image (fresh per sampling run)."""
+    def x0_denoiser(self, image: Tensor, shared_rows: int | None = None) -> Denoiser:
+        """``denoise(x_t, t) -> x0_hat`` in diffusion space, conditioned on the image (fresh per sampling run). With
+        ``shared_rows`` B, the first call's input is S copies of its first B rows (members sharing their start): the
+        network sees those B rows once and its output is repeated."""
         kind, schedule = self.diffusion.model_output, self.alphas_cumprod
+        model_output = self.model_output if shared_rows is None else _first_call_once(self.model_output, shared_rows)
         if not self.diffusion.self_conditioning:
-            return segmentation_x0_denoiser(lambda x_t, t: self.model_output(image, x_t, t), schedule, kind)
+            return segmentation_x0_denoiser(lambda x_t, t: model_output(image, x_t, t), schedule, kind)
 
         def conditioned(x_t: Tensor, t: Tensor, x0_condition: Tensor) -> Tensor:
-            model = lambda x, s: self.model_output(image, x, s, x0_condition)  # noqa: E731
+            model = lambda x, s: model_output(image, x, s, x0_condition)  # noqa: E731
             return segmentation_x0_denoiser(model, schedule, kind)(x_t, t)
 
         return self_conditioned_denoiser(conditioned)
@@ -127,13 +134,19 @@ class DiffusionSegmenter(SampledModel, nn.Module):
     def _sample_members(self, image: Tensor, members: range, sampler: Sampler, timesteps: Tensor) -> Tensor:
         """Members ``members`` as one batch: the image (B, C_in, *spatial) repeated member-major (rows j*B to
         (j+1)*B - 1 are member members[j]), one generator per member -> (len(members), B, C_out, *spatial)."""
-        seed, batch = self.sampling_request.seed, image.shape[0]
-        generators = [torch.Generator(device=image.device).manual_seed(seed + k) for k in members]
+        request, batch = self.sampling_request, image.shape[0]
+        first = request.first_member
+        generators = [torch.Generator(device=image.device).manual_seed(request.seed + first + k) for k in members]
         images = image.repeat(len(members), *([1] * (image.ndim - 1)))
         shape = (images.shape[0], self.num_classes, *image.shape[2:])
         # the sampler state is float32 (float64 for a float64 image) whatever precision the network runs in
         noise = randn_like(torch.empty(shape, device=image.device, dtype=working_dtype(image)), generators)
-        x0 = sampler(self.x0_denoiser(images), noise, self.host_alphas_cumprod, timesteps, generator=generators)
+        shared = request.sampler.shares_first_step
+        if shared:  # every member starts from member 0's noise (its first draw), wherever member 0 is sampled
+            start = torch.Generator(device=image.device).manual_seed(request.seed)
+            noise = randn_like(noise[:batch], start).repeat(len(members), *([1] * (noise.ndim - 1)))
+        denoiser = self.x0_denoiser(images, shared_rows=batch if shared else None)
+        x0 = sampler(denoiser, noise, self.host_alphas_cumprod, timesteps, generator=generators)
         return diffusion_space_to_probs(x0.float()).unflatten(0, (len(members), batch))
 
     def training_loss(self, image: Tensor, target_onehot: Tensor) -> Tensor:
@@ -174,6 +187,22 @@ class DiffusionSegmenter(SampledModel, nn.Module):
             return self.training_loss(image, target_onehot)
         probabilities = self.sample_probabilities(image).mean(dim=0)
         return probabilities.clamp_min(1e-8).log()
+
+
+def _first_call_once(model_output, rows: int):
+    """``model_output(image, x_t, t, x0_condition=None)`` whose first call computes its first ``rows`` rows only and
+    repeats them (the caller guarantees that the other rows are copies); later calls pass through."""
+    called = []
+
+    def output(image: Tensor, x_t: Tensor, t: Tensor, x0_condition: Tensor | None = None) -> Tensor:
+        if called:
+            return model_output(image, x_t, t, x0_condition)
+        called.append(True)
+        head = model_output(image[:rows], x_t[:rows], t[:rows],
+                            None if x0_condition is None else x0_condition[:rows])
+        return head.repeat(x_t.shape[0] // rows, *([1] * (head.ndim - 1)))
+
+    return output
 
 
 def _distributed() -> bool:

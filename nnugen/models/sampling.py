@@ -23,11 +23,13 @@ from nnugen.config import SamplerSettings
 
 @dataclass(frozen=True)
 class SamplingRequest:
-    """How one call samples: ``sampler``'s settings, and ``seed``, which fixes the noise of member k as
-    ``seed + k`` (so a case is repeatable whatever else is predicted)."""
+    """How one call samples: ``sampler``'s settings, and ``seed``, which fixes the noise of ensemble member k as
+    ``seed + k`` (so a case is repeatable whatever else is predicted). The call samples members ``first_member`` to
+    ``first_member + sampler.seeds - 1`` of that ensemble (one member at a time: ``seeds=1, first_member=k``)."""
 
     sampler: SamplerSettings
     seed: int = 0
+    first_member: int = 0
 
 
 class SampledModel:
@@ -44,12 +46,16 @@ class SampledModel:
         """ValueError when this model cannot sample with ``sampler``; every setting is allowed by default."""
 
     @contextmanager
-    def sampling(self, sampler: SamplerSettings | None = None, seed: int | None = None) -> Iterator[SamplingRequest]:
-        """Sample with ``sampler`` (default: the settings in force) and ``seed`` (default: the seed in force) inside
-        the block; the previous request is back when the block is left, whatever happens inside."""
+    def sampling(self, sampler: SamplerSettings | None = None, seed: int | None = None,
+                 first_member: int = 0) -> Iterator[SamplingRequest]:
+        """Sample with ``sampler`` (default: the settings in force), ``seed`` (default: the seed in force) and the
+        members from ``first_member`` on inside the block; the previous request is back when the block is left,
+        whatever happens inside."""
+        if first_member < 0:
+            raise ValueError(f"first_member must be at least 0, got {first_member}")
         previous = self.sampling_request
         request = SamplingRequest(previous.sampler if sampler is None else sampler,
-                                  previous.seed if seed is None else int(seed))
+                                  previous.seed if seed is None else int(seed), int(first_member))
         self.check_sampler(request.sampler)
         self.sampling_request = request
         try:

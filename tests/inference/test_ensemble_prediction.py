@@ -1,5 +1,6 @@
 """One case's ensemble: member k is sampled with seed ``case_seed + k`` whether the members are averaged inside the
-network or predicted one by one for the uncertainty maps, so both modes give the same mean; non-finite output is
+network or predicted one by one for the uncertainty maps (as member k of the case's ensemble, so a shared first step
+is shared in both), so both modes give the same mean; non-finite output is
 refused naming the case. A tiny untrained DiffusionSegmenter stands in for a model, and a one-tile stand-in for
 nnU-Net's predictor (whose sliding window is nnU-Net's business)."""
 
@@ -27,7 +28,7 @@ class SoftmaxLabels:
 
 class OneTilePredictor:
     """``predict_logits_from_preprocessed_data`` as nnU-Net's predictor has it for an image of one tile; records the
-    (seed, seeds) the network was set to at each call."""
+    (seed, first member, seeds) the network was set to at each call."""
 
     def __init__(self, network: torch.nn.Module, output: torch.Tensor | None = None):
         self.network, self.output, self.calls = network.eval(), output, []
@@ -36,17 +37,18 @@ class OneTilePredictor:
     @torch.inference_mode()
     def predict_logits_from_preprocessed_data(self, data: torch.Tensor) -> torch.Tensor:
         request = self.network.sampling_request
-        self.calls.append((request.seed, request.sampler.seeds))
+        self.calls.append((request.seed, request.first_member, request.sampler.seeds))
         return self.network(data[None])[0] if self.output is None else self.output.clone()
 
 
-def segmenter(dim: str) -> DiffusionSegmenter:
+def segmenter(dim: str, sampler: str = "ddim") -> DiffusionSegmenter:
     torch.manual_seed(0)
     n = len(SPATIAL[dim])
     denoiser = TimeConditionedUNet(1 + CLASSES, CLASSES, features_per_stage=(4, 8), kernel_sizes=((3,) * n,) * 2,
                                    strides=((1,) * n, (2,) * n), n_conv_per_stage=(1, 1), n_conv_per_stage_decoder=(1,))
     diffusion = DiffusionSettings(timesteps=5, model_output="x0", recycling=True, mse_weight=0.0)
-    return DiffusionSegmenter(denoiser, CLASSES, diffusion, SamplerSettings(name="ddim", steps=2, seeds=1))
+    return DiffusionSegmenter(denoiser, CLASSES, diffusion,
+                              SamplerSettings(name=sampler, steps=2, seeds=1, shared_first_step=sampler == "ddpm"))
 
 
 def image(dim: str) -> torch.Tensor:
@@ -54,12 +56,13 @@ def image(dim: str) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("dim", SPATIAL)
-def test_members_use_the_same_seeds_in_both_modes(dim):
-    network = segmenter(dim)
+@pytest.mark.parametrize("sampler", ["ddim", "ddpm"])  # ddpm as planned for segmentation: a shared first step
+def test_members_use_the_same_seeds_in_both_modes(dim, sampler):
+    network = segmenter(dim, sampler)
     predictor = OneTilePredictor(network)
     together = predict_case(predictor, network, image(dim), "case", seed=10, members=3, with_uncertainty=False)
     one_by_one = predict_case(predictor, network, image(dim), "case", seed=10, members=3, with_uncertainty=True)
-    assert predictor.calls == [(10, 3), (10, 1), (11, 1), (12, 1)]
+    assert predictor.calls == [(10, 0, 3), (10, 0, 1), (10, 1, 1), (10, 2, 1)]
     assert together.maps is None and together.logits.shape == (CLASSES, *SPATIAL[dim])
     torch.testing.assert_close(one_by_one.logits.softmax(0), together.logits.softmax(0), rtol=1e-4, atol=1e-5)
     entropy, variance = one_by_one.maps
@@ -78,7 +81,7 @@ def test_a_case_leaves_no_sampling_settings_behind_for_the_next():
         for seed in (7, 20):
             predict_case(predictor, network, image("2d"), "case", seed, network.sampling_request.sampler.seeds, True)
             assert network.sampling_request == before
-    assert predictor.calls == [(7, 1), (8, 1), (20, 1), (21, 1)]
+    assert predictor.calls == [(7, 0, 1), (7, 1, 1), (20, 0, 1), (20, 1, 1)]
     assert network.sampling_request.sampler == network.planned_sampler
 
 

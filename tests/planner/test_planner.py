@@ -99,6 +99,23 @@ def test_every_planned_sampler_spaces_its_steps_in_log_snr_and_old_plans_keep_un
     assert section_of(configuration).task("segmentation").sampler.spacing == "uniform"
 
 
+def test_segmentation_ensembles_share_their_first_step_and_old_plans_do_not(fake_preprocessed):
+    """New plans let the members of a segmentation ensemble share the first call (docs/benchmarks.md, "A shared first
+    step"); no other task reads the setting, and a plans file from before it samples every member whole."""
+    from nnugen.config import section_of
+
+    fake_preprocessed("isotropic")
+    plans = _plan()
+    shared = {name: task["sampler"]["shared_first_step"] for name, task in _section(plans)["tasks"].items()
+              if "sampler" in task}
+    assert shared == {"segmentation": True, "ddpm": False, "ldm": False, "anomaly": False}
+    configuration = plans["configurations"]["3d_fullres"]
+    sampler = section_of(configuration).task("segmentation").sampler
+    assert sampler.name == "ddpm" and sampler.shares_first_step
+    del configuration["nnugen"]["tasks"]["segmentation"]["sampler"]["shared_first_step"]
+    assert not section_of(configuration).task("segmentation").sampler.shares_first_step
+
+
 def test_generators_plan_v_prediction_with_min_snr_and_the_anomaly_task_keeps_eps(fake_preprocessed):
     """The objective the 2D generation benchmark chose (docs/benchmarks.md, "Generation quality against compute") for
     ddpm and ldm; the anomaly task keeps the eps-prediction and cosine schedule its benchmarks were measured with."""
