@@ -31,8 +31,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true",
                         help="shorter training (about 2.5 minutes on 2 CPU cores; the default about 5)")
     parser.add_argument("--real", action="store_true",
-                        help="real anatomy instead of phantoms: the MNI152 template bundled with nilearn, augmented "
-                             "into cases (needs pip install 'nnugen[real]'); the output says what is real")
+                        help="real anatomy instead of phantoms: axial brain slices of the MNI152 template bundled "
+                             "with nilearn, augmented into cases (with --3d: its whole 3 mm volumes); needs pip "
+                             "install 'nnugen[real]'; the output says what is real")
     parser.add_argument("--parts", nargs="+", default=["seg", "generation", "anomaly"],
                         choices=["seg", "generation", "anomaly"],
                         help="which parts to run (default all): seg (baseline vs diffusion segmentation), generation "

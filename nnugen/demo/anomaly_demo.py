@@ -4,7 +4,8 @@ anomaly (healthy cases only; the threshold is chosen on validation cases with le
 nnUNetv2_predict on held-out cases with lesions of other families (the segmentation) and nnugen_predict (the anomaly
 maps) -> pixel AUPRC and Dice, a picture (image, lesions, counterfactual, map, segmentation) and the checks: AUPRC
 several times the lesion prevalence (what a map without information scores) and a Dice well above 0. 2D phantoms by
-default, 3D with ``three_d``. The synthetic lesions check the machinery, not performance on real pathology."""
+default, 3D with ``three_d``; with ``real``, brain-middle slices of the augmented MNI152 volumes with the same kinds of
+lesions (mni_lesion_slices.py). The synthetic lesions check the machinery, not performance on real pathology."""
 
 from __future__ import annotations
 
@@ -21,6 +22,10 @@ from nnugen.tasks import TASKS
 
 DATASET_ID = 993
 DATASET_NAME = "nnugenLesions"
+MNI_DATASET_ID = 995
+MNI_DATASET_NAME = "nnugenMNI152Lesions"
+SLICE_STRIDE = 3
+"""Of the MNI152 volumes that choose the threshold, are scored and stay healthy, every third brain-middle slice."""
 TRAINER = TASKS["anomaly"].trainer
 AUPRC_OVER_PREVALENCE = 3.0
 """The pixel AUPRC must be at least this many times the lesion prevalence."""
@@ -38,9 +43,18 @@ class AnomalyDemoSize:
     iterations: int
     steps: int
     seeds: int
+    real: bool = False
+    """MNI152 slices: ``n_healthy`` counts training volumes (every brain-middle slice), and one volume each gives the
+    validation, test and held-out healthy slices (every SLICE_STRIDE-th; ``n_val_lesion``, ``n_test_lesion`` unused)."""
+    settings: tuple[str, ...] = ()
+    """More ``nnugen_plan --set`` settings of the anomaly task."""
 
 
-def anomaly_demo_size(quick: bool, three_d: bool = False) -> AnomalyDemoSize:
+def anomaly_demo_size(quick: bool, three_d: bool = False, real: bool = False) -> AnomalyDemoSize:
+    if real:  # the MNI152 slice benchmark's model (docs/benchmarks.md): v + min-SNR, no augmentation, batch 8
+        return AnomalyDemoSize((), 8, 1, 1, 8 if quick else 16, 32, 10, 8, real=True, settings=(
+            "diffusion.model_output=v", "diffusion.loss_weighting=min_snr", "training.augmentation=none",
+            "memory.batch_size=8"))
     if three_d:
         return (AnomalyDemoSize((32, 32, 32), 6, 2, 2, 1, 20, 4, 1) if quick
                 else AnomalyDemoSize((32, 32, 32), 10, 3, 4, 4, 60, 8, 4))
@@ -57,7 +71,8 @@ def _settings(size: AnomalyDemoSize, stages: int) -> list[str]:
     settings = (f"anomaly.training.epochs={size.epochs}", f"anomaly.training.iterations_per_epoch={size.iterations}",
                 "anomaly.training.val_iterations_per_epoch=2", "anomaly.training.initial_lr=0.001",
                 f"anomaly.denoiser.features_per_stage={features}", "anomaly.denoiser.attention_stages=[]",
-                f"anomaly.sampler.steps={size.steps}", f"anomaly.sampler.seeds={size.seeds}")
+                f"anomaly.sampler.steps={size.steps}", f"anomaly.sampler.seeds={size.seeds}",
+                *(f"anomaly.{s}" for s in size.settings))
     return [a for s in settings for a in ("--set", s)]
 
 
@@ -81,6 +96,7 @@ def run_anomaly_demo(work_dir: Path, size: AnomalyDemoSize, device: str, say: Ca
     from nnugen.atomic_files import atomic_write_json
     from nnugen.demo.commands import cli, log_size, logged_commands, run_logged, set_nnunet_folders
     from nnugen.demo.lesion_dataset import write_lesion_dataset
+    from nnugen.demo.mni_lesion_slices import write_mni_lesion_slices
     from nnugen.demo.phantom import PhantomSpec
     from nnugen.demo.progress_follow import training_watch
 
@@ -89,31 +105,40 @@ def run_anomaly_demo(work_dir: Path, size: AnomalyDemoSize, device: str, say: Ca
     work_dir = Path(work_dir)
     folders = set_nnunet_folders(work_dir)
     since = log_size(log)
-    folder = f"Dataset{DATASET_ID:03d}_{DATASET_NAME}{'3D' if three_d else '2D'}"
+    dataset_id, folder = _dataset(size)
     raw = Path(folders["nnUNet_raw"]) / folder
-    if not (raw / "dataset.json").is_file():
+    if not (raw / "dataset.json").is_file() and size.real:
+        say(f"anomaly: writing the brain-middle axial slices of {size.n_healthy} healthy augmented MNI152 volumes, "
+            f"and one slice in {SLICE_STRIDE} of three more: one with lesions to choose the threshold, one with "
+            "lesions of other families (held out) and one healthy (held out) (synthetic lesions: a check of the "
+            "machinery, not of real pathology)")
+        write_mni_lesion_slices(Path(folders["nnUNet_raw"]), dataset_id, folder.split("_", 1)[1], size.n_healthy,
+                                stride=SLICE_STRIDE, seed=1, axis=0)
+    elif not (raw / "dataset.json").is_file():
         say(f"anomaly: writing {size.n_healthy} healthy phantoms, {size.n_val_lesion} with lesions to choose the "
             f"threshold and {size.n_test_lesion} held-out ones with lesions of other families "
             f"({'x'.join(map(str, size.shape))}, synthetic lesions: a check of the machinery, not of real pathology)")
-        write_lesion_dataset(Path(folders["nnUNet_raw"]), DATASET_ID, folder.split("_", 1)[1], size.n_healthy,
+        write_lesion_dataset(Path(folders["nnUNet_raw"]), dataset_id, folder.split("_", 1)[1], size.n_healthy,
                              size.n_val_lesion, size.n_test_lesion, seed=0, spec=PhantomSpec(shape=size.shape))
     say("anomaly: nnUNetv2_plan_and_preprocess (nnU-Net, unchanged)")
     # no --verify_dataset_integrity: the datasets written here pass it in tests/anomaly, and its pool costs 3 s
-    run_logged([cli("nnUNetv2_plan_and_preprocess"), "-d", str(DATASET_ID), "-c", configuration, "-np", "2",
+    run_logged([cli("nnUNetv2_plan_and_preprocess"), "-d", str(dataset_id), "-c", configuration, "-np", "2",
                 "-npfp", "2"], log)
     lesions = json.loads((raw / "dataset.json").read_text())["nnugen_lesions"]
     validation = sorted(case for case in lesions["lesion_families"] if (raw / "labelsTr" / f"{case}.nii.gz").is_file())
-    # one fold: every healthy case trains, the lesion cases of imagesTr choose the threshold
+    healthy = lesions["healthy_cases"]
+    training = healthy[: len(healthy) - int(lesions.get("held_out_healthy", 0))]
+    # one fold: the healthy training cases train, the lesion cases of imagesTr choose the threshold
     atomic_write_json(Path(folders["nnUNet_preprocessed"]) / folder / "splits_final.json",
-                      [{"train": lesions["healthy_cases"], "val": validation}])
+                      [{"train": training, "val": validation}])
     say(f"anomaly: nnugen_plan ({size.epochs} epochs x {size.iterations} iterations, DDIM {size.steps} steps per "
         "strength)")
     stages = _planned_stages(Path(folders["nnUNet_preprocessed"]) / folder, configuration)
-    run_logged([cli("nnugen_plan"), "-d", str(DATASET_ID), "-c", configuration, *_settings(size, stages)], log)
-    say(f"anomaly: nnugen_train {DATASET_ID} 0 {short} --task anomaly -device {device} (healthy cases only; then "
+    run_logged([cli("nnugen_plan"), "-d", str(dataset_id), "-c", configuration, *_settings(size, stages)], log)
+    say(f"anomaly: nnugen_train {dataset_id} 0 {short} --task anomaly -device {device} (healthy cases only; then "
         "the threshold on the validation lesions)")
     model = ModelFolder.of(folder, TRAINER, configuration, results=Path(folders["nnUNet_results"]))
-    run_logged([cli("nnugen_train"), str(DATASET_ID), "0", short, "--task", "anomaly", "-device", device, "--seed",
+    run_logged([cli("nnugen_train"), str(dataset_id), "0", short, "--task", "anomaly", "-device", device, "--seed",
                 "0"], log, training_watch(model.fold(0)))
 
     held_out = predict_held_out(raw, model, configuration, device, work_dir, say, log)
@@ -126,10 +151,10 @@ def run_anomaly_demo(work_dir: Path, size: AnomalyDemoSize, device: str, say: Ca
     say(f"anomaly: {line} Maps and counterfactuals in {maps}")
     section = Section("Anomaly: lesions found by a model of healthy cases", numbers=numbers)
     section.lines += [
-        f"A diffusion model trained on {size.n_healthy} healthy phantoms only ({size.epochs} epochs x "
-        f"{size.iterations} iterations) turns each image into a pseudo-healthy counterfactual ({size.steps} DDIM "
-        f"steps per strength, {size.seeds} seed(s)); the difference is the anomaly map, thresholded as chosen on "
-        f"{size.n_val_lesion} validation cases.", line]
+        f"A diffusion model trained on {len(training)} healthy {'MNI152 slices' if size.real else 'phantoms'} only "
+        f"({size.epochs} epochs x {size.iterations} iterations) turns each image into a pseudo-healthy "
+        f"counterfactual ({size.steps} DDIM steps per strength, {size.seeds} seed(s)); the difference is the anomaly "
+        f"map, thresholded as chosen on {len(validation)} validation cases.", line]
     section.checks += [
         at_least(f"lesions found above chance (pixel AUPRC / prevalence, needed {AUPRC_OVER_PREVALENCE:g}x)",
                  numbers["pixel_auprc"] / max(numbers["prevalence"], 1e-12), AUPRC_OVER_PREVALENCE, "x"),
@@ -137,6 +162,13 @@ def run_anomaly_demo(work_dir: Path, size: AnomalyDemoSize, device: str, say: Ca
     section.pictures.append(_picture(raw, cases, labels, predicted, maps, work_dir / "pictures" / "anomaly.png"))
     section.commands += logged_commands(log, since)
     return section
+
+
+def _dataset(size: AnomalyDemoSize) -> tuple[int, str]:
+    """(ID, raw folder name) of the lesion dataset ``size`` describes."""
+    if size.real:
+        return MNI_DATASET_ID, f"Dataset{MNI_DATASET_ID:03d}_{MNI_DATASET_NAME}"
+    return DATASET_ID, f"Dataset{DATASET_ID:03d}_{DATASET_NAME}{'3D' if len(size.shape) == 3 else '2D'}"
 
 
 @dataclass(frozen=True)
@@ -165,7 +197,8 @@ def predict_held_out(raw: Path, model: ModelFolder, configuration: str, device: 
     segmentations, maps = work_dir / "predictions" / TRAINER, work_dir / "predictions" / f"{TRAINER}_maps"
     for output in (segmentations, maps):
         shutil.rmtree(output, ignore_errors=True)
-    common = ["-d", str(DATASET_ID), "-c", configuration, "-f", "0", "-tr", TRAINER, "-p", "nnugenPlans", "-i",
+    dataset_id = raw.name.split("_", 1)[0][len("Dataset"):]
+    common = ["-d", dataset_id, "-c", configuration, "-f", "0", "-tr", TRAINER, "-p", "nnugenPlans", "-i",
               str(raw / "imagesTs"), "-device", device, "-npp", "0", "-nps", "0"]
     cases = sorted(p.name[: -len(".nii.gz")] for p in (raw / "labelsTs").glob("*.nii.gz"))
     say(f"anomaly: nnUNetv2_predict -tr {TRAINER} on {len(cases)} held-out cases (lesion segmentation)")

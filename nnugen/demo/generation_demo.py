@@ -227,7 +227,8 @@ def write_unseen_real(raw: Path, folder: Path, n: int) -> None:
 
     shutil.rmtree(folder, ignore_errors=True)
     described = json.loads((raw / "dataset.json").read_text(encoding="utf-8"))
-    writer = write_unseen_mni_images if "nnugen_mni" in described else write_unseen_phantom_images
+    mni = "nnugen_mni" in described or "nnugen_mni_slices" in described
+    writer = write_unseen_mni_images if mni else write_unseen_phantom_images
     writer(raw, folder, n)
 
 
@@ -248,7 +249,8 @@ def _picture(samples: Path, raw: Path, classes: int, path: Path, shown: int = 6)
 
     rows: list[list[Panel]] = []
     for folder, caption in ((samples, "sample"), (raw, "real")):
-        label_files = sorted((folder / "labelsTr").glob("*.nii.gz"))[:shown]
+        label_files = sorted((folder / "labelsTr").glob("*.nii.gz"))
+        label_files = label_files[:: max(1, len(label_files) // shown)][:shown]  # spread: slices of many volumes
         images, maps = [], []
         for k, label_file in enumerate(label_files):
             label = read(label_file)

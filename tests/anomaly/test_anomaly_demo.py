@@ -43,3 +43,33 @@ def test_the_anomaly_demo_trains_segments_and_scores_held_out_lesions(tmp_path, 
     assert above_chance.passed == (result["pixel_auprc"] >= 3 * result["prevalence"])
     assert overlap.passed == (result["dice"] >= 0.2)
     assert section.pictures == [tmp_path / "pictures" / "anomaly.png"] and section.pictures[0].is_file()
+
+
+def test_the_real_anomaly_demo_trains_on_healthy_mni_slices_and_scores_the_held_out_volume(tmp_path, monkeypatch):
+    import json
+
+    from nnugen.demo.anomaly_demo import (
+        MNI_DATASET_ID,
+        MNI_DATASET_NAME,
+        SLICE_STRIDE,
+        AnomalyDemoSize,
+        run_anomaly_demo,
+    )
+
+    for variable in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+        monkeypatch.setenv(variable, str(tmp_path / variable))
+    monkeypatch.setenv("nnUNet_def_n_proc", "2")
+    monkeypatch.setenv("nnUNet_n_proc_DA", "1")
+    size = AnomalyDemoSize((), 1, 1, 1, epochs=1, iterations=4, steps=2, seeds=1, real=True,
+                           settings=("memory.batch_size=4",))
+    section = run_anomaly_demo(tmp_path, size, device="cpu", say=lambda line: None, log=tmp_path / "log.txt")
+    folder = f"Dataset{MNI_DATASET_ID}_{MNI_DATASET_NAME}"
+    raw = tmp_path / "nnUNet_raw" / folder
+    lesions = json.loads((raw / "dataset.json").read_text())["nnugen_lesions"]
+    (split,) = json.loads((tmp_path / "nnUNet_preprocessed" / folder / "splits_final.json").read_text())
+    # trained on the first volume's healthy slices only: the held-out healthy volume stays out of training
+    assert split["train"] == lesions["healthy_cases"][: -lesions["held_out_healthy"]]
+    assert all(case.startswith(f"{MNI_DATASET_NAME}_00") for case in split["train"])
+    assert lesions["anatomy"]["stride"] == SLICE_STRIDE
+    assert section.numbers["cases"] == len(list((raw / "labelsTs").glob("*.nii.gz"))) > 0
+    assert "healthy MNI152 slices" in section.lines[0]

@@ -3,7 +3,7 @@
 import pytest
 from nnugen.entrypoints.demo import main
 
-from nnugen.demo.demo_api import PARTS, DemoRequest, demo_size
+from nnugen.demo.demo_api import PARTS, DemoRequest, _dataset, demo_size
 
 
 def test_every_part_runs_by_default():
@@ -48,3 +48,20 @@ def test_a_3d_generator_trains_fewer_narrower_patches_than_the_2d_one():
     flat, deep = generation_budget(False), generation_budget(False, three_d=True)
     assert deep.batch * deep.epochs * deep.iterations <= flat.batch * flat.epochs * flat.iterations / 4
     assert deep.widest < flat.widest
+
+
+def test_real_runs_2d_slices_unless_3d_is_asked_and_every_kind_has_its_own_dataset():
+    from nnugen.demo.anomaly_demo import _dataset as lesion_dataset
+    from nnugen.demo.anomaly_demo import anomaly_demo_size
+
+    real, real_3d = DemoRequest(real=True), DemoRequest(real=True, three_d=True)
+    assert real.configuration == "2d" and real_3d.configuration == "3d_fullres"
+    assert demo_size(DemoRequest(real=True, quick=True)).n_train < demo_size(real).n_train
+    kinds = [DemoRequest(), DemoRequest(three_d=True), real, real_3d]
+    assert [_dataset(k) for k in kinds] == [(991, "nnugenPhantom2D"), (990, "nnugenPhantom3D"),
+                                            (994, "nnugenMNI152Slices"), (992, "nnugenMNI152")]
+    # the anomaly part of --real is on MNI152 slices, its own dataset, with the settings of its benchmark
+    mni = anomaly_demo_size(False, real=True)
+    assert mni.real and mni.shape == () and "diffusion.model_output=v" in mni.settings
+    ids = {lesion_dataset(anomaly_demo_size(False))[0], lesion_dataset(mni)[0]}
+    assert ids.isdisjoint(_dataset(k)[0] for k in kinds) and len(ids) == 2
