@@ -11,7 +11,7 @@ one page that shows them (``nnugen_work/report.html`` and ``report.png``, report
 Each part ends with capability checks (a claim, the number it measured, the bar it needed); a failed check is named
 on the page and in the demo's last lines instead of passing silently. 2D phantoms by default (3D adds nothing to what
 the demo shows, and costs minutes): ``--3d`` for 3D phantoms, ``--real`` for brain-middle axial slices of the MNI152
-template's augmented volumes (``--real --3d``: the whole 3 mm volumes, about 42 minutes, and its 3D generator does not
+template's augmented volumes (``--real --3d``: the whole 3 mm volumes, about 43 minutes, and its 3D generator does not
 learn the anatomy in that budget).
 """
 
