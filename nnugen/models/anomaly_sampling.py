@@ -55,7 +55,7 @@ class AnomalySampledModel(SampledModel):
         previous = self.sampling_request
         chosen = previous.strengths if strengths is None else checked_strengths(strengths)
         with super().sampling(sampler, seed) as request:
-            self.sampling_request = AnomalySamplingRequest(request.sampler, request.seed, chosen)
+            self.sampling_request = AnomalySamplingRequest(request.sampler, request.seed, strengths=chosen)
             yield self.sampling_request
 
     @property

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from nnugen.config import SamplerSettings
 
@@ -29,7 +29,8 @@ class SamplingRequest:
 
     sampler: SamplerSettings
     seed: int = 0
-    first_member: int = 0
+    first_member: int = field(default=0, kw_only=True)
+    """Keyword only, so that subclasses' positional fields (``AnomalySamplingRequest.strengths``) keep their place."""
 
 
 class SampledModel:
@@ -55,7 +56,7 @@ class SampledModel:
             raise ValueError(f"first_member must be at least 0, got {first_member}")
         previous = self.sampling_request
         request = SamplingRequest(previous.sampler if sampler is None else sampler,
-                                  previous.seed if seed is None else int(seed), int(first_member))
+                                  previous.seed if seed is None else int(seed), first_member=int(first_member))
         self.check_sampler(request.sampler)
         self.sampling_request = request
         try:
