@@ -105,20 +105,21 @@ def run_anomaly_demo(work_dir: Path, size: AnomalyDemoSize, device: str, say: Ca
     work_dir = Path(work_dir)
     folders = set_nnunet_folders(work_dir)
     since = log_size(log)
-    dataset_id, folder = _dataset(size)
+    dataset_id, name = _dataset(size)
+    folder = f"Dataset{dataset_id:03d}_{name}"
     raw = Path(folders["nnUNet_raw"]) / folder
     if not (raw / "dataset.json").is_file() and size.real:
         say(f"anomaly: writing the brain-middle axial slices of {size.n_healthy} healthy augmented MNI152 volumes, "
             f"and one slice in {SLICE_STRIDE} of three more: one with lesions to choose the threshold, one with "
             "lesions of other families (held out) and one healthy (held out) (synthetic lesions: a check of the "
             "machinery, not of real pathology)")
-        write_mni_lesion_slices(Path(folders["nnUNet_raw"]), dataset_id, folder.split("_", 1)[1], size.n_healthy,
+        write_mni_lesion_slices(Path(folders["nnUNet_raw"]), dataset_id, name, size.n_healthy,
                                 stride=SLICE_STRIDE, seed=1, axis=0)
     elif not (raw / "dataset.json").is_file():
         say(f"anomaly: writing {size.n_healthy} healthy phantoms, {size.n_val_lesion} with lesions to choose the "
             f"threshold and {size.n_test_lesion} held-out ones with lesions of other families "
             f"({'x'.join(map(str, size.shape))}, synthetic lesions: a check of the machinery, not of real pathology)")
-        write_lesion_dataset(Path(folders["nnUNet_raw"]), dataset_id, folder.split("_", 1)[1], size.n_healthy,
+        write_lesion_dataset(Path(folders["nnUNet_raw"]), dataset_id, name, size.n_healthy,
                              size.n_val_lesion, size.n_test_lesion, seed=0, spec=PhantomSpec(shape=size.shape))
     say("anomaly: nnUNetv2_plan_and_preprocess (nnU-Net, unchanged)")
     # no --verify_dataset_integrity: the datasets written here pass it in tests/anomaly, and its pool costs 3 s
@@ -165,10 +166,10 @@ def run_anomaly_demo(work_dir: Path, size: AnomalyDemoSize, device: str, say: Ca
 
 
 def _dataset(size: AnomalyDemoSize) -> tuple[int, str]:
-    """(ID, raw folder name) of the lesion dataset ``size`` describes."""
+    """(ID, name) of the lesion dataset ``size`` describes."""
     if size.real:
-        return MNI_DATASET_ID, f"Dataset{MNI_DATASET_ID:03d}_{MNI_DATASET_NAME}"
-    return DATASET_ID, f"Dataset{DATASET_ID:03d}_{DATASET_NAME}{'3D' if len(size.shape) == 3 else '2D'}"
+        return MNI_DATASET_ID, MNI_DATASET_NAME
+    return DATASET_ID, f"{DATASET_NAME}{'3D' if len(size.shape) == 3 else '2D'}"
 
 
 @dataclass(frozen=True)
@@ -197,8 +198,7 @@ def predict_held_out(raw: Path, model: ModelFolder, configuration: str, device: 
     segmentations, maps = work_dir / "predictions" / TRAINER, work_dir / "predictions" / f"{TRAINER}_maps"
     for output in (segmentations, maps):
         shutil.rmtree(output, ignore_errors=True)
-    dataset_id = raw.name.split("_", 1)[0][len("Dataset"):]
-    common = ["-d", dataset_id, "-c", configuration, "-f", "0", "-tr", TRAINER, "-p", "nnugenPlans", "-i",
+    common = ["-d", raw.name, "-c", configuration, "-f", "0", "-tr", TRAINER, "-p", "nnugenPlans", "-i",
               str(raw / "imagesTs"), "-device", device, "-npp", "0", "-nps", "0"]
     cases = sorted(p.name[: -len(".nii.gz")] for p in (raw / "labelsTs").glob("*.nii.gz"))
     say(f"anomaly: nnUNetv2_predict -tr {TRAINER} on {len(cases)} held-out cases (lesion segmentation)")

@@ -158,8 +158,8 @@ def write_unseen_mni_images(dataset: Path, folder: Path, n: int) -> list[Path]:
     while len(written) < n:
         image, labels = augmented_case(t1, label, np.random.default_rng([int(recipe["seed"]), volume]))
         images = [image] if volumes else [s for s, _ in brain_slices(image, labels, int(recipe["axis"]))]
-        for image in images[:: 1 if volumes else int(recipe["stride"])][: n - len(written)]:
+        for unseen in images[:: 1 if volumes else int(recipe["stride"])][: n - len(written)]:
             written.append(Path(folder) / f"unseen_{len(written):03d}_0000.nii.gz")
-            _write(image, spacing, written[-1])
+            _write(unseen, spacing, written[-1])
         volume += 1
     return written
