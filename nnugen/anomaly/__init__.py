@@ -12,6 +12,7 @@ from nnugen.anomaly.anomaly_map import (
     residual_map,
     seed_averaged_residuals,
     uncertainty,
+    unpadded_box,
 )
 from nnugen.anomaly.case_scores import score_cases
 from nnugen.anomaly.counterfactual import NOISES, check_strength, counterfactual, multi_strength_counterfactuals
@@ -100,5 +101,6 @@ __all__ = [
     "simplex_noise_like",
     "split_anatomy",
     "uncertainty",
+    "unpadded_box",
     "volume_score",
 ]

@@ -86,6 +86,30 @@ def remove_small_components(binary: ArrayLike, min_voxels: int) -> ArrayLike:
     return _per_volume(binary, clean)
 
 
+def unpadded_box(image: Tensor | np.ndarray, value: float = 0.0) -> tuple[slice, ...]:
+    """The spatial box of ``image`` (C, *spatial) without its padding: along each spatial axis, the hyperplanes at
+    either end in which every channel equals ``value`` exactly are left out.
+
+    Why: nnU-Net's predictor pads a case smaller than the patch with the preprocessed 0 (the dataset's mean intensity
+    under z-scoring) before tiling it. Seen as image, that padding is a frame brighter than the background of the
+    case; the body mask would take it for tissue, join it to the body and fill everything it encloses, so nothing of
+    the tile would be masked or eroded. The region is found on the box instead, as on the unpadded case. An image that
+    is ``value`` everywhere has nothing to tell apart: its whole box is returned.
+    """
+    values = _to_numpy(image)
+    if values.ndim < 2:
+        raise ValueError(f"image must be (C, *spatial), got shape {tuple(values.shape)}")
+    padding = (values == value).all(axis=0)
+    if padding.all():
+        return tuple(slice(0, size) for size in padding.shape)
+    box = []
+    for axis in range(padding.ndim):
+        others = tuple(a for a in range(padding.ndim) if a != axis)
+        kept = np.flatnonzero(~padding.all(axis=others))
+        box.append(slice(int(kept[0]), int(kept[-1]) + 1))
+    return tuple(box)
+
+
 def erode_mask(mask: ArrayLike, voxels: int) -> ArrayLike:
     """Binary (B, C, *spatial) eroded by ``voxels`` steps of face connectivity (4 neighbours in 2D, 6 in 3D), per
     (sample, channel). The array's own border does not erode it (scipy's ``border_value=1``): a sliding-window tile

@@ -11,6 +11,7 @@ thresholding the averaged, resampled map. Layout: maps (B, 1, *spatial), images 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -41,18 +42,36 @@ class MapPostprocessing:
     min_component_voxels: int = 0
     erode_region: int = 0
 
-    def region(self, image: Tensor, anatomy: Tensor | None) -> Tensor | None:
+    def region(self, image: Tensor, anatomy: Tensor | None,
+               boxes: Sequence[tuple[slice, ...]] | None = None) -> Tensor | None:
         """Where the map may be non-zero (B, 1, *spatial) bool, for model-range image channels ``image`` and the
         anatomy mask: the body mask (``mask_to_body``) and the anatomy mask (``mask_to_anatomy``), eroded by
-        ``erode_region`` voxels (anomaly_map.erode_mask); None when neither applies."""
+        ``erode_region`` voxels (anomaly_map.erode_mask); None when neither applies. ``boxes``: per sample, the box
+        without nnU-Net's padding (anomaly_map.unpadded_box); the region is found inside it, as on the unpadded case,
+        and is False outside it."""
+        if not self.mask_to_body and (anatomy is None or not self.mask_to_anatomy):
+            return None
+        if boxes is None:
+            return self._region(image, anatomy)
+        if len(boxes) != image.shape[0]:
+            raise ValueError(f"one box per sample is needed, got {len(boxes)} boxes for {image.shape[0]} samples")
+        region = torch.zeros((image.shape[0], 1, *image.shape[2:]), dtype=torch.bool, device=image.device)
+        for sample, box in enumerate(boxes):
+            inside = (slice(sample, sample + 1), slice(None), *box)
+            region[inside] = self._region(image[inside], None if anatomy is None else anatomy[inside]).to(
+                region.device)
+        return region
+
+    def _region(self, image: Tensor, anatomy: Tensor | None) -> Tensor:
         body = body_mask(image) if self.mask_to_body else None
         if anatomy is not None and self.mask_to_anatomy:
             body = anatomy if body is None else body & anatomy.to(body.device)
-        return None if body is None else erode_mask(body, self.erode_region)
+        return erode_mask(body, self.erode_region)
 
-    def smoothed(self, strength_maps: Tensor, image: Tensor, anatomy: Tensor | None) -> Tensor:
+    def smoothed(self, strength_maps: Tensor, image: Tensor, anatomy: Tensor | None,
+                 boxes: Sequence[tuple[slice, ...]] | None = None) -> Tensor:
         """(S, B, 1, *spatial) maps of S strengths -> their mean, median-filtered and masked to ``region``."""
-        return postprocess(ensemble_map(strength_maps), self.median_filter, self.region(image, anatomy))
+        return postprocess(ensemble_map(strength_maps), self.median_filter, self.region(image, anatomy, boxes))
 
     def without_small_components(self, anomaly_map: Tensor, threshold: float) -> Tensor:
         """``anomaly_map`` with the components above ``threshold`` smaller than ``min_component_voxels`` set to 0."""

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
-from nnugen.anomaly import split_anatomy
+from nnugen.anomaly import split_anatomy, unpadded_box
 from nnugen.config import IntensitySettings
 from nnugen.models.intensity_map import IntensityMap
 
@@ -45,3 +45,8 @@ class AnomalyInput:
         mask (B, 1, *spatial) bool, or None without an anatomy channel)."""
         image, mask = (image, None) if self.anatomy is None else split_anatomy(image, self.anatomy)
         return self.image_map.to_model(image.float()), mask
+
+    def unpadded_boxes(self, image: Tensor) -> list[tuple[slice, ...]]:
+        """Per sample of a preprocessed input (B, C_in, *spatial), the spatial box without the padding nnU-Net's
+        predictor adds to a case smaller than the patch (its image channels exactly 0; anomaly_map.unpadded_box)."""
+        return [unpadded_box(sample[self.image_indices]) for sample in image]

@@ -185,7 +185,7 @@ class AnomalySegmenter(AnomalySampledModel, nn.Module):
     def body(self, image: Tensor) -> Tensor | None:
         """Where the map of a preprocessed input (B, C_in, *spatial) may be non-zero: body and anatomy masks as
         switched on (B, 1, *spatial) bool, or None."""
-        return self.postprocessing.region(*self.split(image))
+        return self.postprocessing.region(*self.split(image), self.input_channels().unpadded_boxes(image))
 
     def compiled_parts(self) -> list[nn.Module]:
         """What ``torch.compile`` may compile (compile_policy.py): the generator's networks and, in latent mode, the
@@ -222,7 +222,8 @@ class AnomalySegmenter(AnomalySampledModel, nn.Module):
         with planned_autocast(image.device, self.amp):
             x, anatomy, ensemble = self._counterfactuals(image)
             post = self.postprocessing
-            result = post.smoothed(ensemble.strength_maps(self.anomaly.seed_average), x, anatomy)
+            boxes = self.input_channels().unpadded_boxes(image)
+            result = post.smoothed(ensemble.strength_maps(self.anomaly.seed_average), x, anatomy, boxes)
             if threshold is not None:
                 result = post.without_small_components(result, threshold)
             intensity = self.intensity
@@ -237,8 +238,8 @@ class AnomalySegmenter(AnomalySampledModel, nn.Module):
         with planned_autocast(image.device, self.amp):
             x, anatomy, ensemble = self._counterfactuals(image)
             strength_maps = ensemble.strength_maps(self.anomaly.seed_average)
-            post = self.postprocessing
-            return torch.cat([replace(post, erode_region=k).smoothed(strength_maps, x, anatomy)
+            post, boxes = self.postprocessing, self.input_channels().unpadded_boxes(image)
+            return torch.cat([replace(post, erode_region=k).smoothed(strength_maps, x, anatomy, boxes)
                               for k in range(widest + 1)], dim=1)
 
     def anomaly_map(self, image: Tensor, threshold: float | None = None) -> Tensor:

@@ -178,3 +178,50 @@ def test_the_map_region_is_the_eroded_body_and_anatomy():
     assert torch.equal(MapPostprocessing(erode_region=0).region(image, anatomy), both)
     assert torch.equal(MapPostprocessing(erode_region=1).region(image, anatomy), erode_mask(both, 1))
     assert MapPostprocessing(mask_to_body=False, erode_region=3).region(image, None) is None
+
+
+def _noisy_case() -> torch.Tensor:
+    """A (1, 1, 13, 10) case in model units: a bright body on a dark, noisy background, like an MR slice."""
+    generator = torch.Generator().manual_seed(5)
+    image = -0.8 + 0.05 * torch.rand(1, 1, 13, 10, generator=generator)
+    image[..., 3:10, 2:8] = 0.6 + 0.1 * torch.rand(7, 6, generator=generator)
+    return image
+
+
+def test_the_unpadded_box_leaves_out_the_planes_that_are_exactly_the_padding_value():
+    from nnugen.anomaly import unpadded_box
+
+    case = torch.rand(2, 5, 7) + 0.5
+    case[1, :, 0] = 0.0  # one channel zero in a plane: not padding
+    padded = torch.nn.functional.pad(case, (3, 1, 2, 2))  # nnU-Net pads each axis on both sides
+    assert unpadded_box(padded) == (slice(2, 7), slice(3, 10))
+    assert torch.equal(padded[(slice(None), *unpadded_box(padded))], case)
+    assert unpadded_box(padded.numpy()) == (slice(2, 7), slice(3, 10))
+    assert unpadded_box(case) == (slice(0, 5), slice(0, 7))
+    assert unpadded_box(torch.zeros(1, 4, 6)) == (slice(0, 4), slice(0, 6))  # nothing to tell apart
+    assert unpadded_box(torch.full((1, 4, 6), 2.0), value=2.0) == (slice(0, 4), slice(0, 6))
+
+
+def test_the_region_of_a_padded_tile_is_the_region_of_the_case_without_its_padding():
+    from nnugen.anomaly import MapPostprocessing
+
+    case = _noisy_case()
+    anatomy = torch.zeros_like(case, dtype=torch.bool)
+    anatomy[..., :, :6] = True
+    pad = (3, 3, 4, 3)  # to 20 x 16, as nnU-Net pads a case smaller than the patch
+    padding_value = 0.1  # the preprocessed 0 in model units: brighter than the background
+    tile = torch.nn.functional.pad(case, pad, value=padding_value)
+    tile_anatomy = torch.nn.functional.pad(anatomy, pad)
+    box = [(slice(4, 17), slice(3, 13))]
+    for erosion in (0, 2):
+        post = MapPostprocessing(erode_region=erosion)
+        for kept_anatomy in (None, anatomy):
+            on_tile = post.region(tile, None if kept_anatomy is None else tile_anatomy, box)
+            expected = torch.nn.functional.pad(post.region(case, kept_anatomy), pad)
+            assert torch.equal(on_tile, expected), (erosion, kept_anatomy is None)
+        assert 0 < int(post.region(case, None).sum()) < case.numel()  # the body, not the whole case
+    # without the box the padding frame is taken for tissue: the region is the whole tile and nothing is masked
+    assert bool(MapPostprocessing(erode_region=2).region(tile, None).all())
+    with pytest.raises(ValueError, match="one box per sample"):
+        MapPostprocessing().region(tile, None, box * 2)
+    assert MapPostprocessing(mask_to_body=False).region(tile, None, box) is None

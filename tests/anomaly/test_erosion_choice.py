@@ -114,3 +114,15 @@ def test_checkpoints_from_before_the_choice_load_with_the_plans_erosion():
     model = _segmenter(search=4)
     model.load_state_dict(older)  # strict, as nnU-Net's predictor loads it
     assert int(model.erosion) == -1 and model.postprocessing.erode_region == 1
+
+
+def test_the_body_of_an_input_padded_by_nnunet_is_the_body_of_the_case():
+    model = _segmenter(search=0)
+    case = _image()[..., 1:15, 2:14]  # 14 x 12, smaller than the 16 x 16 patch
+    case[..., :, :] += 0.02 * torch.rand(case.shape, generator=torch.Generator().manual_seed(4))  # noisy background
+    padded = torch.nn.functional.pad(case, (2, 2, 1, 1))  # the predictor's padding: the preprocessed 0
+    body = model.body(padded)
+    assert torch.equal(body, torch.nn.functional.pad(model.body(case), (2, 2, 1, 1)))
+    assert not bool(body[..., :1, :].any()) and int(body.sum()) < int(model.body(case).numel())
+    # the map is masked to that body
+    assert bool((model.anomaly_map(padded)[~body] == 0).all())
