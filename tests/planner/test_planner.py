@@ -61,8 +61,10 @@ def test_anisotropic_plan_keeps_strides_and_kernels_in_every_denoiser(fake_prepr
         assert denoiser["residual_stages"] is (task != "segmentation"), task
         # only segmentation starts from a plain segmentation U-Net (zero weights on the noisy mask and the time)
         assert denoiser["zero_init_conditioning"] is (task == "segmentation"), task
-    # anomaly maps average 8 seeds' counterfactuals per strength
+    # anomaly maps average 8 seeds' counterfactuals at one strength, 3 DDIM steps each (the frontier benchmark's choice)
     assert _task(plans, "anomaly")["sampler"]["seeds"] == 8
+    assert _task(plans, "anomaly")["sampler"]["steps"] == 3 and _task(plans, "anomaly")["sampler"]["name"] == "ddim"
+    assert _task(plans, "anomaly")["anomaly"]["strengths"] == [0.75]
     assert _task(plans, "anomaly")["anomaly"]["seed_average"] == "counterfactual"
     # no erosion of the map's region through 20 slices; the in-plane-only 2d configuration erodes its 2D maps
     assert _task(plans, "anomaly")["anomaly"]["erode_region"] == 0
@@ -379,7 +381,7 @@ def test_set_applies_to_every_configuration_and_survives_replans(fake_preprocess
         assert _task(plans, "segmentation", name)["sampler"]["mirroring"] is True
         assert _task(plans, "ddpm", name)["training"]["initial_lr"] == 1e-4
         assert _task(plans, "anomaly", name)["anomaly"]["strengths"] == [0.5, 1.0]
-        assert _task(plans, "anomaly", name)["sampler"]["steps"] == 20
+        assert _task(plans, "anomaly", name)["sampler"]["steps"] == 3
     assert _task(_plan(), "segmentation")["sampler"]["steps"] == 3  # a --set is an edit: kept by later runs
 
 
@@ -432,7 +434,7 @@ def test_overrides_file_global_and_per_configuration(fake_preprocessed, tmp_path
     for name in ("2d", "3d_lowres"):
         assert _task(plans, "segmentation", name)["sampler"]["steps"] == 4
         assert _task(plans, "segmentation", name)["sampler"]["seeds"] == 3
-        assert _task(plans, "anomaly", name)["anomaly"]["strengths"] == [0.25, 0.5, 0.75]
+        assert _task(plans, "anomaly", name)["anomaly"]["strengths"] == [0.75]  # the plan's, untouched
     assert _task(plans, "segmentation")["sampler"]["steps"] == 4
     assert _task(plans, "anomaly")["anomaly"]["strengths"] == [0.4]  # "3d" is 3d_fullres
     assert _task(plans, "ddpm", "2d")["training"]["initial_lr"] == 2e-4
