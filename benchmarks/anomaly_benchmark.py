@@ -13,7 +13,8 @@ tuning families; test cases with lesions of the test families; or write_mni_lesi
 CLIs. Two models are
 trained on the healthy cases with the same number of iterations: NnugenAnomalyTrainer (diffusion) and
 NnugenAutoencoderTrainer (an L1 KL-autoencoder; no adversarial or perceptual loss). Every method gives a map in
-the original geometry, with the same post-processing (median filter 3, body mask):
+the original geometry, with the same post-processing (median filter 3, body mask eroded by the width 0..the plans'
+``anomaly.erode_search`` with the best Dice on the tuning cases, as the anomaly model chooses its own):
 
 - intensity: |x - m| in the model's [-1, 1] units, m the median body intensity of the healthy training cases
   (two-sided, as the families are hyper- and hypo-intense);
@@ -73,13 +74,15 @@ def _stage(start: float, message: str) -> None:
 
 
 def _baseline_maps(root: Path, folder: str, cases: dict[str, list[Path]], healthy_train: list[str],
-                   configuration_name: str) -> dict[str, dict]:
-    """{"intensity": {case: map}, "autoencoder": {case: map}} in the original geometry (see the module docstring).
-    2d: nnU-Net preprocesses a 2D case as (C, 1, y, x); the 2D autoencoder sees (1, C, y, x)."""
+                   configuration_name: str, widest: int) -> dict[str, dict]:
+    """{"intensity": {case: maps}, "autoencoder": {case: maps}} in the original geometry (see the module docstring),
+    each (widest + 1, *spatial): the map with its body mask eroded by 0..widest voxels, for the erosion to be chosen on
+    the tuning cases as the anomaly model's is. 2d: nnU-Net preprocesses a 2D case as (C, 1, y, x); the 2D autoencoder
+    sees (1, C, y, x)."""
     import torch
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
-    from nnugen.anomaly import body_mask, postprocess, residual_map
+    from nnugen.anomaly import body_mask, erode_mask, postprocess, residual_map
     from nnugen.config import section_of
     from nnugen.inference.case_export import maps_to_original_geometry
     from nnugen.models.autoencoder_files import load_autoencoder
@@ -116,10 +119,10 @@ def _baseline_maps(root: Path, folder: str, cases: dict[str, list[Path]], health
             body = body_mask(x)
             for name, raw in (("intensity", (x - median).abs().mean(1, keepdim=True)),
                               ("autoencoder", residual_map(x, reconstruction.clamp(-1, 1)))):
-                processed = postprocess(raw, 3, body)[0].numpy()
+                processed = torch.cat([postprocess(raw, 3, erode_mask(body, k))[0] for k in range(widest + 1)]).numpy()
                 processed = processed[:, None] if two_d else processed
-                original = maps_to_original_geometry(processed, properties, plans_manager, configuration)[0]
-                maps[name][case] = original[0] if two_d else original  # 2D files read as (y, x)
+                original = maps_to_original_geometry(processed, properties, plans_manager, configuration)
+                maps[name][case] = original[:, 0] if two_d else original  # 2D files read as (y, x)
     return maps
 
 
@@ -178,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=None, help="batch size of both models (default: the plans')")
     parser.add_argument("--features", default=None,
                         help="denoiser features per stage, e.g. [16,32,64,64] (default 16, 32, ... up to 128)")
-    parser.add_argument("--steps", type=int, default=10, help="DDIM steps per strength")
+    parser.add_argument("--steps", type=int, default=None, help="DDIM steps per strength (default: the plans')")
     parser.add_argument("--single-strengths", dest="single_strengths", type=float, nargs="*", default=[0.5],
                         help="one diffusion row per strength given here (default 0.5), besides the plans' strengths")
     parser.add_argument("--seeds", type=int, default=None,
@@ -199,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     import subprocess
     import sys
 
-    from nnugen.anomaly import best_dice_threshold, score_cases
+    from nnugen.anomaly import best_dice_threshold, choose_erosion, score_cases
     from nnugen.atomic_files import atomic_write_json
     from nnugen.demo.lesion_dataset import write_lesion_dataset
     from nnugen.demo.mni_lesion_slices import write_mni_lesion_slices
@@ -245,7 +248,8 @@ def main(argv: list[str] | None = None) -> int:
     settings = [*(f"anomaly.{s}" for s in length), *(f"autoencoder.{s}" for s in length),
                 *(f"{k}={v}" for k, v in OBJECTIVES[args.objective].items()), f"anomaly.training.keep_epochs={kept}",
                 "anomaly.training.initial_lr=0.001", f"anomaly.denoiser.features_per_stage={small}",
-                "anomaly.denoiser.attention_stages=[]", f"anomaly.sampler.steps={args.steps}",
+                "anomaly.denoiser.attention_stages=[]",
+                *([] if args.steps is None else [f"anomaly.sampler.steps={args.steps}"]),
                 f"anomaly.anomaly.noise={args.noise}", "autoencoder.training.initial_lr=0.001",
                 "autoencoder.autoencoder.adversarial_weight=0",
                 "autoencoder.autoencoder.perceptual_network=none"]
@@ -273,8 +277,17 @@ def main(argv: list[str] | None = None) -> int:
             for path in cases[case]:
                 shutil.copy(path, inputs / path.name)
     maps = {"intensity thresholding": {}, "autoencoder residual": {}}
-    baselines = _baseline_maps(root, folder_name, cases, train, configuration)
-    maps["intensity thresholding"], maps["autoencoder residual"] = baselines["intensity"], baselines["autoencoder"]
+    planned = json.loads((folds["anomaly"].parent / "plans.json").read_text())["configurations"][configuration][
+        "nnugen"]["tasks"]["anomaly"]
+    widest = int(planned["anomaly"].get("erode_search", 0))
+    baselines = _baseline_maps(root, folder_name, cases, train, configuration, widest)
+    labels_tuning = {c: _read(raw / "labelsTr" / f"{c}.nii.gz") > 0 for c in tuning}
+    erosions = {}
+    for title, name in (("intensity thresholding", "intensity"), ("autoencoder residual", "autoencoder")):
+        # the baselines' masks eroded as the anomaly model's is: the width with the best Dice on the tuning cases
+        erosions[title], _ = choose_erosion([baselines[name][c].reshape(widest + 1, *labels_tuning[c].shape)
+                                             for c in tuning], [labels_tuning[c] for c in tuning])
+        maps[title] = {c: m[erosions[title]] for c, m in baselines[name].items()}
     final = {"epoch": epochs, "iterations": epochs * args.iterations}
     points = {"intensity thresholding": {}, "autoencoder residual": {**final,
                                                                      "training_s": training_s["autoencoder"][-1]}}
@@ -284,10 +297,12 @@ def main(argv: list[str] | None = None) -> int:
     x_seeds = "" if args.seeds is None else f" x {args.seeds} seeds"
     # maps of earlier runs with other seeds are kept apart
     suffix = ("" if args.seeds is None else f"_x{args.seeds}") + (f"_seed{args.seed}" if args.seed else "")
-    runs = [(f"diffusion, strength {strength:g} (DDIM {args.steps}{x_seeds})", ["--strengths", f"{strength:g}", *seeds],
+    steps = planned["sampler"]["steps"]
+    runs = [(f"diffusion, strength {strength:g} (DDIM {steps}{x_seeds})", ["--strengths", f"{strength:g}", *seeds],
              ("single" if strength == 0.5 else f"single_{strength:g}") + suffix, epochs)
             for strength in args.single_strengths]
-    multi = f"diffusion, strengths 0.25/0.5/0.75 (DDIM {args.steps} each{x_seeds})"
+    multi = f"diffusion, strengths {'/'.join(f'{v:g}' for v in planned['anomaly']['strengths'])} (the plans'; DDIM " \
+            f"{steps} each{x_seeds})"
     for epoch in sorted(set(args.keep_epochs) - {epochs}):
         # a kept checkpoint has no threshold of its own; the final one only binarises (the maps are what is scored)
         runs.append((f"{multi}, epoch {epoch}", [*seeds, "-chk", f"checkpoint_epoch_{epoch:04d}.pth",
@@ -319,6 +334,7 @@ def main(argv: list[str] | None = None) -> int:
         scores = score_cases({c: by_case[c] for c in scored}, {c: labels[c] for c in scored}, threshold,
                              min_components)
         rows[title] = {"threshold": threshold, "tuning_dice": tuning_dice, **points[title],
+                       "erosion": erosions.get(title, "chosen by the model"),
                        **_healthy_false_positives(scores, held_out, healthy_pixels),
                        **{k: v for k, v in scores.items() if k not in ("cases",)}}
     prevalence = float(np.mean(np.concatenate([labels[c].ravel() for c in [*test, *held_out]])))
